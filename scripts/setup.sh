@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Debian packages, the .venv, Python packages and the model cache.
+# Quiet when everything is already there; long steps say so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(nginx libnginx-mod-rtmp ffmpeg espeak-ng apertium-eng-spa
+              asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav)
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[setup] installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q >/dev/null || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts a system nginx on port 80 on install; livedub runs its own.
+  $SUDO service nginx stop >/dev/null 2>&1 || true
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+
+stamp=.venv/.livedub-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+    echo "[setup] building llama-cpp-python from source (about 4-6 minutes on 2 cores)..."
+  fi
+  echo "[setup] installing Python packages into .venv"
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON}" \
+    .venv/bin/pip install -q --progress-bar off -e '.[dev,llm]'
+  echo "$want" > "$stamp"
+fi
+
+.venv/bin/livedub models install --quiet

@@ -1,0 +1,1 @@
+"""The STS (speech-to-speech) service: ASR -> translation -> TTS per fragment, over Socket.IO."""

@@ -1,0 +1,80 @@
+"""Small interfaces between the STS server, its pipeline and the model backends.
+
+The server only knows `FragmentProcessor`; the pipeline only knows the three backend protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from livedub.protocol import ErrorCode, FragmentData, FragmentProcessed, StreamConfig
+
+FloatAudio = npt.NDArray[np.float32]
+"""Mono float32 PCM in [-1, 1]."""
+
+
+class UnsupportedLanguageError(ValueError):
+    """The language pair has no configured backends (maps to UNSUPPORTED_LANGUAGE)."""
+
+    code = ErrorCode.UNSUPPORTED_LANGUAGE
+
+
+class InvalidAudioError(ValueError):
+    """Audio that does not decode or does not match its declared format (INVALID_AUDIO_FORMAT)."""
+
+    code = ErrorCode.INVALID_AUDIO_FORMAT
+
+
+@dataclass
+class Transcript:
+    text: str
+    language: str
+    # (start_s, end_s, text) per recognised segment.
+    segments: list[tuple[float, float, str]] = field(default_factory=list)
+
+
+@runtime_checkable
+class ASRBackend(Protocol):
+    name: str
+    sample_rate: int  # what `transcribe` expects (16 kHz for Whisper)
+
+    def transcribe(self, audio: FloatAudio, language: str) -> Transcript: ...
+
+
+@runtime_checkable
+class Translator(Protocol):
+    name: str
+
+    def translate(self, text: str, source: str, target: str) -> str: ...
+
+
+@runtime_checkable
+class TTSBackend(Protocol):
+    name: str
+    sample_rate: int
+
+    def synthesize(self, text: str, language: str, voice: str = "default") -> FloatAudio: ...
+
+
+@runtime_checkable
+class FragmentProcessor(Protocol):
+    """What the STS server runs per fragment. Blocking and CPU-bound: the server calls it off the event loop.
+
+    `process` never raises for bad audio or a failing stage: it returns a `FragmentProcessed` with
+    status `failed` and an `error` instead.
+    """
+
+    def check_languages(self, source: str, target: str) -> None:
+        """Raise UnsupportedLanguageError if the pair cannot be served."""
+
+    def process(self, fragment: FragmentData, config: StreamConfig) -> FragmentProcessed: ...
+
+    def warmup(self) -> None:
+        """Load every model and run one tiny inference, so the first fragment is not slow."""
+
+    def describe(self) -> dict[str, Any]:
+        """Model names and status, for /health and `stream:ready` capabilities."""
