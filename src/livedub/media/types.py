@@ -1,0 +1,66 @@
+"""Typed values passed between the media-service stages (ingest -> segment -> STS -> align -> mux -> publish)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Pcm = npt.NDArray[np.int16]
+"""Signed 16-bit PCM, shape (samples, channels): row-major, i.e. interleaved."""
+
+
+@dataclass(frozen=True)
+class AudioSegment:
+    """A slot of the input's audio. `start_sample` counts samples at `sample_rate` since the stream's first audio."""
+
+    stream_id: str
+    sequence_number: int
+    start_sample: int
+    pcm: Pcm
+    sample_rate: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.pcm.shape[1])
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.pcm.shape[0])
+
+    @property
+    def duration_ms(self) -> float:
+        return 1000.0 * self.num_samples / self.sample_rate
+
+
+class DubStatus(StrEnum):
+    DUBBED = "dubbed"  # STS success or partial
+    FALLBACK = "fallback"  # original audio used for the slot
+
+
+@dataclass
+class DubOutcome:
+    """What the STS client returns for a segment. `pcm` is None when the original audio must fill the slot."""
+
+    sequence_number: int
+    status: DubStatus
+    pcm: Pcm | None = None  # at the segment's sample rate; length may differ a little (the aligner fits it)
+    reason: str | None = None  # for fallbacks: timeout | failed | circuit_open | sts_unavailable | ...
+    sts_status: str | None = None  # success | partial | failed, as STS reported
+    transcript: str | None = None
+    translated_text: str | None = None
+    round_trip_s: float | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class DubClient(Protocol):
+    """The STS client as the worker sees it. `dub` never raises: failures come back as fallbacks."""
+
+    async def start(self) -> None: ...
+
+    async def dub(self, segment: AudioSegment) -> DubOutcome: ...
+
+    async def close(self) -> None: ...
