@@ -1,0 +1,61 @@
+"""Prometheus metrics of the media-service (prefix `media_service_worker_`, label `stream_id`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "media_service_worker_"
+
+# One registry per process; tests may build their own with `WorkerMetrics(CollectorRegistry())`.
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+class WorkerMetrics:
+    """Every metric the workers, STS client and manager record. Labels: `stream_id` (+ the listed ones)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(PREFIX + name, doc, ["stream_id", *labels], registry=registry)
+
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(PREFIX + name, doc, ["stream_id", *labels], registry=registry)
+
+        self.segments_processed = counter("segments_processed", "Audio segments cut by the segmenter")
+        self.sts_fragments_sent = counter("sts_fragments_sent", "Fragments sent to STS")
+        self.sts_fragments_processed = counter(
+            "sts_fragments_processed", "fragment:processed received, by STS status", "status"
+        )
+        self.sts_round_trip_seconds = Histogram(
+            PREFIX + "sts_round_trip_seconds",
+            "STS round trip per fragment (send -> fragment:processed)",
+            ["stream_id"],
+            buckets=(0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 20),
+            registry=registry,
+        )
+        self.sts_inflight = gauge("sts_inflight", "Fragments sent to STS and not yet answered")
+        self.circuit_breaker_state = gauge("circuit_breaker_state", "STS breaker: 0 closed, 1 half-open, 2 open")
+        self.fallbacks = counter("fallbacks", "Slots filled with the original audio, by reason", "reason")
+        self.av_sync_delta_ms = gauge("av_sync_delta_ms", "Output audio minus video timestamp at the last segment (ms)")
+        self.av_sync_delta_abs_ms = Histogram(
+            PREFIX + "av_sync_delta_abs_ms",
+            "|A/V sync delta| per segment (ms)",
+            ["stream_id"],
+            buckets=(1, 5, 10, 20, 40, 80, 120, 250, 500, 1000),
+            registry=registry,
+        )
+        self.output_lag_seconds = gauge("output_lag_seconds", "How far the output runs behind the input (s)")
+        self.errors = counter("errors", "Errors by type (no_audio, unsupported_codec, corrupt_packet, ...)", "type")
+        self.pipeline_state = gauge(
+            "pipeline_state", "1 for the worker's current state", "state"
+        )  # states: starting, running, draining, stopped, failed
+        self.video_packets = counter("video_packets", "Video packets copied to the output")
+        self.audio_frames_out = counter("audio_frames_out", "AAC frames written to the output")
+
+    def set_state(self, stream_id: str, state: str) -> None:
+        for candidate in ("starting", "running", "draining", "stopped", "failed"):
+            self.pipeline_state.labels(stream_id=stream_id, state=candidate).set(1 if candidate == state else 0)
+
+
+METRICS = WorkerMetrics()
