@@ -164,10 +164,10 @@ def build_speech_track(sounds_dir: Path = SOUNDS_DIR) -> tuple[np.ndarray, int, 
             rate = clip_rate
             clips.append((name, pcm))
         if track is None:
-            track = np.zeros(int(round(SLOT_S * NUM_SLOTS * rate)), dtype=np.int16)
-        gap = int(round(GAP_S * rate))
+            track = np.zeros(round(SLOT_S * NUM_SLOTS * rate), dtype=np.int16)
+        gap = round(GAP_S * rate)
         total = sum(len(pcm) for _, pcm in clips) + gap * (len(clips) - 1)
-        slot_len = int(round(SLOT_S * rate))
+        slot_len = round(SLOT_S * rate)
         if total > slot_len - int(0.6 * rate):
             raise RuntimeError(f"slot {index}: prompts {names} do not fit in {SLOT_S}s with margins")
         pos = index * slot_len + (slot_len - total) // 2
