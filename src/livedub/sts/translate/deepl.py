@@ -1,0 +1,55 @@
+"""DeepL API translation over HTTP (needs DEEPL_API_KEY)."""
+
+from __future__ import annotations
+
+import httpx
+
+from livedub.sts.translate.base import TranslationError
+
+# DeepL wants a regional variant for English targets.
+_TARGET_CODES = {"en": "EN-US", "es": "ES"}
+
+
+class DeepLTranslator:
+    name = "deepl"
+
+    def __init__(
+        self,
+        api_key: str,
+        api_url: str = "https://api-free.deepl.com/v2/translate",
+        timeout_s: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("the deepl translator needs DEEPL_API_KEY")
+        self.api_url = api_url
+        self._client = httpx.Client(
+            timeout=timeout_s,
+            transport=transport,
+            headers={"Authorization": f"DeepL-Auth-Key {api_key}"},
+        )
+
+    def supports(self, source: str, target: str) -> bool:
+        return source in _TARGET_CODES and target in _TARGET_CODES and source != target
+
+    def translate(self, text: str, source: str, target: str) -> str:
+        if not self.supports(source, target):
+            raise TranslationError(f"deepl: unsupported pair {source}->{target}")
+        if not text.strip():
+            return ""
+        payload = {"text": [text], "source_lang": source.upper(), "target_lang": _TARGET_CODES[target]}
+        try:
+            response = self._client.post(self.api_url, json=payload)
+        except httpx.HTTPError as exc:
+            raise TranslationError(f"deepl request failed: {exc}", retryable=True) from exc
+        if response.status_code != 200:
+            # 429 (too many requests) and 5xx are worth retrying; 403 (bad key) and 456 (quota) are not.
+            retryable = response.status_code == 429 or response.status_code >= 500
+            raise TranslationError(f"deepl answered HTTP {response.status_code}: {response.text[:200]}", retryable)
+        try:
+            return " ".join(t["text"] for t in response.json()["translations"]).strip()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TranslationError(f"deepl answered an unexpected body: {response.text[:200]}") from exc
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,82 @@
+"""Translation with a local instruction-tuned LLM in GGUF format (llama-cpp-python), sentence by sentence.
+
+Greedy decoding (temperature 0, top_k 1, fixed seed) makes it deterministic. The system prompt and the one-shot
+example are the same for every call, so llama.cpp reuses their evaluated prefix and only the sentence costs time.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from livedub.sts.translate.base import LANGUAGE_NAMES, TranslationError, split_sentences
+
+# One neutral example per direction (deliberately outside the telephony domain of the benchmark prompts) pins
+# the answer format (the translation only) and the formal register ("usted").
+_EXAMPLES = {
+    ("en", "es"): ("Could you tell me where the train station is?", "¿Podría decirme dónde está la estación de tren?"),
+    ("es", "en"): ("¿Podría decirme dónde está la estación de tren?", "Could you tell me where the train station is?"),
+}
+
+
+class LlmTranslator:
+    name = "llm"
+
+    def __init__(self, model_file: str | Path, n_ctx: int = 1024, n_threads: int = 0) -> None:
+        from llama_cpp import Llama
+
+        self.model_file = Path(model_file)
+        if not self.model_file.is_file():
+            raise FileNotFoundError(f"GGUF model {self.model_file} not found")
+        self._llm = Llama(
+            model_path=str(self.model_file),
+            n_ctx=n_ctx,
+            n_threads=n_threads or None,
+            seed=0,
+            verbose=False,
+        )
+        self.name = f"llm:{self.model_file.parent.name}"
+        self._lock = threading.Lock()  # a Llama context is not thread-safe
+
+    def supports(self, source: str, target: str) -> bool:
+        return source in LANGUAGE_NAMES and target in LANGUAGE_NAMES and source != target
+
+    def _messages(self, sentence: str, source: str, target: str) -> list[dict[str, str]]:
+        src, tgt = LANGUAGE_NAMES[source], LANGUAGE_NAMES[target]
+        system = (
+            f"You are a professional translator. Translate the {src} text the user sends into {tgt}. "
+            f"Keep the meaning and the formal register. Reply with the {tgt} translation only: "
+            "no explanations, no notes, no quotes."
+        )
+        messages = [{"role": "system", "content": system}]
+        example = _EXAMPLES.get((source, target))
+        if example:
+            messages += [{"role": "user", "content": example[0]}, {"role": "assistant", "content": example[1]}]
+        messages.append({"role": "user", "content": sentence})
+        return messages
+
+    def _translate_sentence(self, sentence: str, source: str, target: str) -> str:
+        # Room for a translation ~2x longer in tokens than the source words, plus slack.
+        max_tokens = 16 + 4 * len(sentence.split())
+        with self._lock:
+            result = self._llm.create_chat_completion(
+                messages=self._messages(sentence, source, target),  # type: ignore[arg-type]
+                temperature=0.0,
+                top_k=1,
+                seed=0,
+                max_tokens=max_tokens,
+                stop=["\n"],
+            )
+        text = str(result["choices"][0]["message"]["content"] or "")  # type: ignore[index]
+        return text.strip().strip('"“”«»').strip()
+
+    def translate(self, text: str, source: str, target: str) -> str:
+        if not self.supports(source, target):
+            raise TranslationError(f"llm: unsupported pair {source}->{target}")
+        translated = []
+        for sentence in split_sentences(text):
+            out = self._translate_sentence(sentence, source, target)
+            if not out:
+                raise TranslationError(f"llm returned an empty translation for {sentence!r}", retryable=True)
+            translated.append(out)
+        return " ".join(translated)
