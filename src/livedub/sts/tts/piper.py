@@ -1,0 +1,35 @@
+"""Piper neural TTS (piper-tts) with any voice .onnx (+ .onnx.json next to it)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from livedub.sts.interfaces import FloatAudio
+
+
+class PiperTTS:
+    name = "piper"
+
+    def __init__(self, voice_file: str | Path, language: str = "en") -> None:
+        from piper import PiperVoice
+
+        self.voice_file = Path(voice_file)
+        if not self.voice_file.is_file():
+            raise FileNotFoundError(f"Piper voice {self.voice_file} not found")
+        self._voice = PiperVoice.load(self.voice_file)
+        self.sample_rate = int(self._voice.config.sample_rate)
+        self.language = language
+        self.name = f"piper:{self.voice_file.stem}"
+        self._lock = threading.Lock()  # the voice's phonemizer (espeak-ng) is process-global and not thread-safe
+
+    def synthesize(self, text: str, language: str, voice: str = "default") -> FloatAudio:
+        if not text.strip():
+            return np.zeros(0, dtype=np.float32)
+        with self._lock:
+            chunks = [chunk.audio_float_array for chunk in self._voice.synthesize(text)]
+        if not chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
