@@ -1,0 +1,406 @@
+"""Per-stream state of the STS server: in-order emission, backpressure, statistics.
+
+`InOrderBuffer` and `backpressure_level` are pure (unit-tested on their own); `StreamSession` adds the asyncio
+parts: an emission lock so `fragment:processed` leaves strictly in sequence order, and a gap timer so a sequence
+number that never arrives cannot hold back the ones after it forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from livedub.protocol import (
+    Backpressure,
+    BackpressureAction,
+    BackpressureSeverity,
+    ErrorCode,
+    FragmentData,
+    FragmentError,
+    FragmentMetadata,
+    FragmentProcessed,
+    FragmentStatus,
+    StreamComplete,
+    StreamConfig,
+)
+from livedub.sts.metrics import StsMetrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# In-flight thresholds per stream (the seed's): 1-3 low, 4-6 medium, 7-10 high, more is rejected.
+LOW_MAX_INFLIGHT = 3
+MEDIUM_MAX_INFLIGHT = 6
+HIGH_MAX_INFLIGHT = 10
+RECOMMENDED_DELAY_MS = {
+    BackpressureSeverity.LOW: None,
+    BackpressureSeverity.MEDIUM: 500,
+    BackpressureSeverity.HIGH: 2000,
+}
+# How long a missing sequence number may hold back later results. Socket.IO keeps one connection's events in
+# order, so a number that has not arrived when a later one has is almost surely never coming (rejected, skipped).
+DEFAULT_GAP_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class BackpressureLevel:
+    severity: BackpressureSeverity
+    action: BackpressureAction
+    recommended_delay_ms: int | None
+
+
+def backpressure_level(inflight: int) -> BackpressureLevel | None:
+    """Severity and action for a stream with `inflight` fragments in flight; None once over the hard limit."""
+    if inflight <= LOW_MAX_INFLIGHT:
+        severity, action = BackpressureSeverity.LOW, BackpressureAction.NONE
+    elif inflight <= MEDIUM_MAX_INFLIGHT:
+        severity, action = BackpressureSeverity.MEDIUM, BackpressureAction.SLOW_DOWN
+    elif inflight <= HIGH_MAX_INFLIGHT:
+        severity, action = BackpressureSeverity.HIGH, BackpressureAction.PAUSE
+    else:
+        return None
+    return BackpressureLevel(severity, action, RECOMMENDED_DELAY_MS[severity])
+
+
+class SequenceRejected(ValueError):
+    """A fragment whose sequence number is a duplicate or already passed."""
+
+
+class InOrderBuffer(Generic[T]):
+    """Holds finished results until every earlier sequence number has been released.
+
+    The first sequence number seen (expected or skipped) starts the stream. A number can be `expect`ed (accepted,
+    result to come), `complete`d (result in), or `skip`ped (will never come). `release_gap` gives up on numbers that
+    were never seen, so later results are not blocked forever.
+    """
+
+    def __init__(self) -> None:
+        self._next: int | None = None
+        self._pending: set[int] = set()
+        self._ready: dict[int, T] = {}
+        self._skipped: set[int] = set()
+
+    @property
+    def next_sequence(self) -> int | None:
+        return self._next
+
+    @property
+    def inflight(self) -> int:
+        """Accepted and not yet released (still running, or finished and waiting for earlier ones)."""
+        return len(self._pending) + len(self._ready)
+
+    def is_pending(self, seq: int) -> bool:
+        return seq in self._pending
+
+    def check(self, seq: int) -> None:
+        """Raise SequenceRejected if `seq` cannot be accepted (already seen or already passed)."""
+        if self._next is not None and seq < self._next:
+            raise SequenceRejected(f"sequence_number {seq} already passed (next is {self._next})")
+        if seq in self._pending or seq in self._ready or seq in self._skipped:
+            raise SequenceRejected(f"sequence_number {seq} was already received")
+
+    def expect(self, seq: int) -> None:
+        self.check(seq)
+        if self._next is None:
+            self._next = seq
+        self._pending.add(seq)
+
+    def complete(self, seq: int, item: T) -> list[T]:
+        """Record a result; return the results now releasable, in order. A result nobody waits for is dropped."""
+        if seq not in self._pending:
+            return []
+        self._pending.discard(seq)
+        self._ready[seq] = item
+        return self._drain()
+
+    def skip(self, seq: int) -> list[T]:
+        """`seq` will never produce a result (rejected before acceptance)."""
+        if self._next is None:
+            self._next = seq + 1
+            return []
+        if seq < self._next or seq in self._pending or seq in self._ready:
+            return []
+        self._skipped.add(seq)
+        return self._drain()
+
+    def has_gap(self) -> bool:
+        """True when later numbers are waiting on one that was never seen."""
+        if self._next is None or not (self._pending or self._ready):
+            return False
+        return self._next not in self._pending and self._next not in self._ready and self._next not in self._skipped
+
+    def release_gap(self) -> list[T]:
+        """Give up on unseen numbers before the earliest accepted one; return what that releases."""
+        if not self.has_gap():
+            return []
+        self._next = min(self._pending | set(self._ready))
+        self._skipped = {s for s in self._skipped if s > self._next}
+        return self._drain()
+
+    def _drain(self) -> list[T]:
+        released: list[T] = []
+        assert self._next is not None
+        while True:
+            if self._next in self._ready:
+                released.append(self._ready.pop(self._next))
+            elif self._next in self._skipped:
+                self._skipped.discard(self._next)
+            else:
+                return released
+            self._next += 1
+
+
+@dataclass
+class StreamStatistics:
+    """Totals reported in `stream:complete`."""
+
+    success_count: int = 0
+    partial_count: int = 0
+    failed_count: int = 0
+    rejected_count: int = 0
+    timeout_count: int = 0
+    audio_duration_ms: float = 0.0
+    processing_times_ms: list[float] = field(default_factory=list)
+
+    @property
+    def total_fragments(self) -> int:
+        return self.success_count + self.partial_count + self.failed_count
+
+    def record(self, result: FragmentProcessed, original_duration_ms: float) -> None:
+        if result.status is FragmentStatus.SUCCESS:
+            self.success_count += 1
+        elif result.status is FragmentStatus.PARTIAL:
+            self.partial_count += 1
+        else:
+            self.failed_count += 1
+        if result.error is not None and result.error.code is ErrorCode.TIMEOUT:
+            self.timeout_count += 1
+        self.audio_duration_ms += original_duration_ms
+        self.processing_times_ms.append(result.processing_time_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        times = sorted(self.processing_times_ms)
+        avg = sum(times) / len(times) if times else 0.0
+        # Nearest-rank percentile: small samples, no interpolation needed.
+        p95 = times[max(0, math.ceil(0.95 * len(times)) - 1)] if times else 0.0
+        return {
+            "total_fragments": self.total_fragments,
+            "success_count": self.success_count,
+            "partial_count": self.partial_count,
+            "failed_count": self.failed_count,
+            "timeout_count": self.timeout_count,
+            "rejected_count": self.rejected_count,
+            "avg_processing_time_ms": round(avg, 1),
+            "p95_processing_time_ms": round(p95, 1),
+        }
+
+
+class SessionState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    ENDING = "ending"
+    CLOSED = "closed"
+
+
+# (event name, wire payload) -> sends it to the stream's client and its monitors.
+EmitFn = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def failed_result(fragment: FragmentData, stage: str, code: ErrorCode, message: str, *, retryable: bool,
+                  processing_time_ms: float) -> FragmentProcessed:
+    """A `failed` fragment:processed produced by the server itself (timeout, crash of the processor)."""
+    return FragmentProcessed(
+        fragment_id=fragment.fragment_id,
+        stream_id=fragment.stream_id,
+        sequence_number=fragment.sequence_number,
+        status=FragmentStatus.FAILED,
+        processing_time_ms=processing_time_ms,
+        error=FragmentError.model_validate({"stage": stage, "code": code, "message": message, "retryable": retryable}),
+        metadata=FragmentMetadata(original_duration_ms=fragment.audio.duration_ms),
+    )
+
+
+class StreamSession:
+    """One `stream:init`ed stream, owned by one Socket.IO client (`sid`)."""
+
+    def __init__(
+        self,
+        *,
+        stream_id: str,
+        worker_id: str,
+        sid: str,
+        config: StreamConfig,
+        emit: EmitFn,
+        metrics: StsMetrics,
+        gap_timeout_s: float = DEFAULT_GAP_TIMEOUT_S,
+    ) -> None:
+        self.stream_id = stream_id
+        self.worker_id = worker_id
+        self.sid = sid
+        self.config = config
+        self.session_id = uuid.uuid4().hex
+        self.state = SessionState.ACTIVE
+        self.stats = StreamStatistics()
+        self.started_at = time.monotonic()
+        self._emit = emit
+        self._metrics = metrics
+        self._gap_timeout_s = gap_timeout_s
+        self._buffer: InOrderBuffer[FragmentProcessed] = InOrderBuffer()
+        self._durations_ms: dict[str, float] = {}
+        self._received_at: dict[str, float] = {}
+        self._emit_lock = asyncio.Lock()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._last_severity = BackpressureSeverity.LOW
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ acceptance
+
+    @property
+    def inflight(self) -> int:
+        return self._buffer.inflight
+
+    def check_sequence(self, seq: int) -> None:
+        self._buffer.check(seq)
+
+    def accept(self, fragment: FragmentData) -> None:
+        """Register an accepted fragment (its result will be emitted in sequence order)."""
+        self._buffer.expect(fragment.sequence_number)
+        self._durations_ms[fragment.fragment_id] = fragment.audio.duration_ms
+        self._received_at[fragment.fragment_id] = time.monotonic()
+        self._metrics.fragments_inflight.inc()
+        self._drained.clear()
+        self._update_gap_timer()
+
+    async def reject(self, seq: int | None) -> None:
+        """A fragment of this stream was refused before acceptance; don't wait for its sequence number."""
+        self.stats.rejected_count += 1
+        if seq is None:
+            return
+        async with self._emit_lock:
+            released = self._buffer.skip(seq)
+            await self._emit_released(released)
+
+    def backpressure_after_accept(self) -> Backpressure | None:
+        """The `backpressure` event to send after an accept: on every change, and on each fragment while raised."""
+        level = backpressure_level(self.inflight)
+        if level is None:  # callers refuse before going over the limit
+            return None
+        changed = level.severity is not self._last_severity
+        self._last_severity = level.severity
+        if not changed and level.severity is BackpressureSeverity.LOW:
+            return None
+        return self._backpressure_event(level)
+
+    def _backpressure_event(self, level: BackpressureLevel) -> Backpressure:
+        return Backpressure(
+            stream_id=self.stream_id,
+            severity=level.severity,
+            action=level.action,
+            current_inflight=self.inflight,
+            max_inflight=self.config.max_inflight,
+            recommended_delay_ms=level.recommended_delay_ms,
+        )
+
+    # ------------------------------------------------------------ results
+
+    async def complete(self, result: FragmentProcessed) -> None:
+        """Record a fragment's result and emit everything that is now in order."""
+        async with self._emit_lock:
+            released = self._buffer.complete(result.sequence_number, result)
+            await self._emit_released(released)
+
+    async def _emit_released(self, released: list[FragmentProcessed]) -> None:
+        # Caller holds _emit_lock: results leave in the order the buffer released them.
+        for result in released:
+            received_at = self._received_at.pop(result.fragment_id, time.monotonic())
+            original_ms = self._durations_ms.pop(result.fragment_id, 0.0)
+            self.stats.record(result, original_ms)
+            self._metrics.fragments_inflight.dec()
+            self._metrics.observe_processed(result, time.monotonic() - received_at)
+            if self.state is not SessionState.CLOSED:
+                await self._emit("fragment:processed", result.to_wire())
+        if released:
+            await self._emit_relief()
+        self._update_gap_timer()
+        if self._buffer.inflight == 0:
+            self._drained.set()
+
+    async def _emit_relief(self) -> None:
+        """Tell the client when its backpressure drops (e.g. back to low: it may resume)."""
+        level = backpressure_level(self.inflight)
+        if level is None or level.severity is self._last_severity:
+            return
+        self._last_severity = level.severity
+        if self.state is not SessionState.CLOSED:
+            await self._emit("backpressure", self._backpressure_event(level).to_wire())
+
+    # ------------------------------------------------------------ gaps
+
+    def _update_gap_timer(self) -> None:
+        if self._buffer.has_gap() and self.state is not SessionState.CLOSED:
+            if self._gap_timer is None:
+                self._gap_timer = asyncio.get_running_loop().call_later(self._gap_timeout_s, self._on_gap_timeout)
+        elif self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _on_gap_timeout(self) -> None:
+        self._gap_timer = None
+        task = asyncio.get_running_loop().create_task(self._release_gap())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _release_gap(self) -> None:
+        async with self._emit_lock:
+            missing = self._buffer.next_sequence
+            released = self._buffer.release_gap()
+            if missing is not None:
+                log.warning("stream %s: sequence %s never arrived, releasing later results", self.stream_id, missing)
+            await self._emit_released(released)
+
+    # ------------------------------------------------------------ end of stream
+
+    async def wait_drained(self, timeout_s: float) -> bool:
+        """Wait until every accepted fragment has been answered; False on timeout."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def complete_event(self) -> StreamComplete:
+        return StreamComplete(
+            stream_id=self.stream_id,
+            total_fragments=self.stats.total_fragments,
+            total_duration_ms=self.stats.audio_duration_ms,
+            statistics={
+                **self.stats.to_dict(),
+                "session_id": self.session_id,
+                "wall_time_ms": round((time.monotonic() - self.started_at) * 1000.0, 1),
+            },
+        )
+
+    def close(self) -> None:
+        """Stop emitting and cancel the work still running for this stream (client gone or stream replaced)."""
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        for task in list(self.tasks):
+            task.cancel()
+        # What was in flight will never be answered: take it off the gauge.
+        self._metrics.fragments_inflight.dec(self._buffer.inflight)
+        self._buffer = InOrderBuffer()
+        self._drained.set()

@@ -1,0 +1,154 @@
+"""Every protocol event survives the wire (to_wire -> JSON -> model_validate) and bad payloads are refused."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from livedub.protocol import (
+    CLIENT_EVENTS,
+    SERVER_EVENTS,
+    AudioFormat,
+    AudioPayload,
+    Backpressure,
+    BackpressureAction,
+    BackpressureSeverity,
+    ErrorCode,
+    ErrorEvent,
+    ErrorSeverity,
+    Event,
+    FragmentAck,
+    FragmentAckStatus,
+    FragmentData,
+    FragmentError,
+    FragmentMetadata,
+    FragmentProcessed,
+    FragmentStatus,
+    MonitorSubscribe,
+    StageTimings,
+    StreamComplete,
+    StreamConfig,
+    StreamControl,
+    StreamInit,
+    StreamReady,
+)
+
+pytestmark = pytest.mark.unit
+
+AUDIO = AudioPayload.from_bytes(
+    b"\x01\x00\xff\x7f" * 8, format=AudioFormat.PCM_S16LE, sample_rate_hz=16000, channels=1, duration_ms=1.0
+)
+
+# One representative, fully populated payload per event name.
+SAMPLES: dict[str, Event] = {
+    "stream:init": StreamInit(
+        stream_id="s1",
+        worker_id="w1",
+        config=StreamConfig(source_language="en", target_language="es", format=AudioFormat.PCM_S16LE,
+                            sample_rate_hz=16000, max_inflight=5, timeout_ms=9000),
+    ),
+    "fragment:data": FragmentData(
+        fragment_id="f1", stream_id="s1", sequence_number=7, timestamp=1234, audio=AUDIO, metadata={"pts_ms": 42000}
+    ),
+    "stream:pause": StreamControl(stream_id="s1", reason="backpressure"),
+    "stream:resume": StreamControl(stream_id="s1"),
+    "stream:end": StreamControl(stream_id="s1", reason="source ended"),
+    "monitor:subscribe": MonitorSubscribe(stream_id="s1"),
+    "stream:ready": StreamReady(stream_id="s1", session_id="abc", max_inflight=3, capabilities={"formats": ["m4a"]}),
+    "fragment:ack": FragmentAck(fragment_id="f1", status=FragmentAckStatus.QUEUED, timestamp=1, queue_position=2),
+    "fragment:processed": FragmentProcessed(
+        fragment_id="f1",
+        stream_id="s1",
+        sequence_number=7,
+        status=FragmentStatus.PARTIAL,
+        dubbed_audio=AUDIO,
+        transcript="hello",
+        translated_text="hola",
+        processing_time_ms=812.5,
+        stage_timings=StageTimings(asr_ms=300, translation_ms=200, tts_ms=250),
+        error=FragmentError(stage="tts", code=ErrorCode.TTS_SYNTHESIS_FAILED, message="x", retryable=True),
+        metadata=FragmentMetadata(original_duration_ms=6000, dubbed_duration_ms=6900,
+                                  duration_variance_percent=15.0, speed_ratio=1.2),
+    ),
+    "backpressure": Backpressure(stream_id="s1", severity=BackpressureSeverity.MEDIUM,
+                                 action=BackpressureAction.SLOW_DOWN, current_inflight=5, max_inflight=3,
+                                 recommended_delay_ms=500),
+    "stream:complete": StreamComplete(stream_id="s1", total_fragments=3, total_duration_ms=18000.0,
+                                      statistics={"success_count": 3}),
+    "error": ErrorEvent(code=ErrorCode.STREAM_NOT_FOUND, message="no such stream", severity=ErrorSeverity.LOW,
+                        retryable=False, stream_id="s1", fragment_id="f1"),
+}
+
+
+def test_samples_cover_every_event() -> None:
+    assert set(SAMPLES) == set(CLIENT_EVENTS) | set(SERVER_EVENTS)
+
+
+@pytest.mark.parametrize("event", sorted(SAMPLES))
+def test_round_trip_through_json(event: str) -> None:
+    model = {**CLIENT_EVENTS, **SERVER_EVENTS}[event]
+    sample = SAMPLES[event]
+    assert isinstance(sample, model)
+    wire = json.loads(json.dumps(sample.to_wire()))
+    again = model.model_validate(wire)
+    assert again == sample
+    assert again.to_wire() == wire
+
+
+def test_wire_uses_plain_strings_and_drops_absent_optionals() -> None:
+    wire = FragmentAck(fragment_id="f", status=FragmentAckStatus.PROCESSING, timestamp=5).to_wire()
+    assert wire == {"fragment_id": "f", "status": "processing", "timestamp": 5}
+
+
+def test_unknown_fields_from_the_seed_peer_are_kept() -> None:
+    init = StreamInit.model_validate({"stream_id": "s", "config": {"domain_hints": ["sports"]}, "extra": 1})
+    assert init.to_wire()["extra"] == 1
+    assert init.config.to_wire()["domain_hints"] == ["sports"]
+
+
+def test_stream_init_defaults_match_the_seed() -> None:
+    config = StreamInit.model_validate({"stream_id": "s"}).config
+    assert (config.max_inflight, config.timeout_ms, config.format) == (3, 8000, AudioFormat.M4A)
+
+
+def test_audio_bytes_round_trip_and_bad_base64() -> None:
+    assert AUDIO.decode_bytes() == b"\x01\x00\xff\x7f" * 8
+    bad = AUDIO.model_copy(update={"data_base64": "not base64!!"})
+    with pytest.raises(ValueError, match="base64"):
+        bad.decode_bytes()
+
+
+def test_long_error_messages_are_cut() -> None:
+    assert len(ErrorEvent(code=ErrorCode.TIMEOUT, message="x" * 5000).message) == 2000
+
+
+INVALID: list[tuple[type[Event], dict[str, Any]]] = [
+    (StreamInit, {}),
+    (StreamInit, {"stream_id": ""}),
+    (StreamInit, {"stream_id": "s", "config": {"max_inflight": 11}}),
+    (StreamInit, {"stream_id": "s", "config": {"max_inflight": 0}}),
+    (StreamInit, {"stream_id": "s", "config": {"format": "mp3"}}),
+    (StreamInit, {"stream_id": "s", "config": {"sample_rate_hz": 100}}),
+    (StreamInit, {"stream_id": "s", "config": "fast"}),
+    (FragmentData, {"fragment_id": "f", "stream_id": "s", "sequence_number": 0}),
+    (FragmentData, {"fragment_id": "f", "stream_id": "s", "sequence_number": -1, "audio": AUDIO.to_wire()}),
+    (FragmentData, {"fragment_id": "f", "stream_id": "s", "sequence_number": "zero", "audio": AUDIO.to_wire()}),
+    (FragmentData, {"fragment_id": "f", "stream_id": "s", "sequence_number": 0,
+                    "audio": {**AUDIO.to_wire(), "channels": 0}}),
+    (StreamControl, {"reason": "x"}),
+    (FragmentAck, {"fragment_id": "f", "status": "done"}),
+    (FragmentProcessed, {"fragment_id": "f", "stream_id": "s", "sequence_number": 0, "status": "ok"}),
+    (FragmentError, {"stage": "mixing", "code": "TIMEOUT", "message": "m"}),
+    (Backpressure, {"stream_id": "s", "severity": "extreme", "action": "pause", "current_inflight": 1,
+                    "max_inflight": 3}),
+    (ErrorEvent, {"code": "NOT_A_CODE", "message": "m"}),
+]
+
+
+@pytest.mark.parametrize(("model", "payload"), INVALID, ids=[f"{m.__name__}-{i}" for i, (m, _) in enumerate(INVALID)])
+def test_invalid_payloads_are_refused(model: type[Event], payload: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        model.model_validate(payload)
