@@ -98,17 +98,27 @@ def _decode_container(data: bytes, target_rate: int) -> FloatAudio:
     return audio
 
 
-def encode_audio(audio: FloatAudio, sample_rate: int, fmt: AudioFormat | str) -> bytes:
-    """Encode mono float audio as raw pcm_s16le or as an m4a (AAC in MP4) file."""
+def encode_audio(audio: FloatAudio, sample_rate: int, fmt: AudioFormat | str, channels: int = 1) -> bytes:
+    """Encode mono float audio as raw pcm_s16le or as an m4a (AAC in MP4) file, copied to `channels` channels."""
     fmt = AudioFormat(fmt)
     clipped = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
     if fmt is AudioFormat.PCM_S16LE:
-        return (clipped * 32767.0).round().astype("<i2").tobytes()
+        pcm = (clipped * 32767.0).round().astype("<i2")
+        return np.repeat(pcm, channels).tobytes() if channels > 1 else pcm.tobytes()  # interleaved copies
+    if channels not in (1, 2):
+        raise ValueError("m4a output supports 1 or 2 channels")
+    layout = "mono" if channels == 1 else "stereo"
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="ipod") as container:  # "ipod" is FFmpeg's m4a muxer
-        stream = container.add_stream("aac", rate=sample_rate, layout="mono")
-        stream.bit_rate = AAC_BITRATE
-        for frame in _to_frames(clipped, sample_rate):
+        stream = container.add_stream("aac", rate=sample_rate, layout=layout)
+        stream.bit_rate = AAC_BITRATE * channels
+        for start in range(0, len(clipped), _FRAME_SAMPLES):
+            chunk = clipped[start : start + _FRAME_SAMPLES]
+            planes = np.ascontiguousarray(np.tile(chunk, (channels, 1)))  # fltp: one plane per channel
+            frame = av.AudioFrame.from_ndarray(planes, format="fltp", layout=layout)
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            frame.time_base = Fraction(1, sample_rate)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):
