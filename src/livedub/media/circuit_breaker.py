@@ -1,0 +1,86 @@
+"""A circuit breaker for the STS connection: stop waiting on a service that keeps failing.
+
+closed --(threshold consecutive failures)--> open --(cooldown)--> half-open --(trial succeeds)--> closed
+                                               ^------------------(trial fails)------------------'
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import IntEnum
+
+
+class BreakerState(IntEnum):
+    """Values match the `circuit_breaker_state` gauge: 0 closed, 1 half-open, 2 open."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class CircuitBreaker:
+    """Counts consecutive failures; while open, `allow_request()` says no until the cooldown has passed.
+
+    In half-open state exactly one trial request is let through at a time; its outcome decides the next state.
+    `on_change(state)` is called on every transition (e.g. to update a metric).
+    """
+
+    def __init__(
+        self,
+        threshold: int,
+        cooldown_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[BreakerState], None] | None = None,
+    ) -> None:
+        if threshold < 1:
+            raise ValueError("threshold must be >= 1")
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._on_change = on_change
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._trial_running = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.cooldown_s:
+            self._move_to(BreakerState.HALF_OPEN)
+        return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def allow_request(self) -> bool:
+        """True if a request may go to the service now. In half-open state this claims the single trial."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._trial_running:
+            self._trial_running = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._trial_running = False
+        if self._state is not BreakerState.CLOSED:
+            self._move_to(BreakerState.CLOSED)
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        self._trial_running = False
+        if self._state is BreakerState.HALF_OPEN or (
+            self._state is BreakerState.CLOSED and self._failures >= self.threshold
+        ):
+            self._opened_at = self._clock()
+            self._move_to(BreakerState.OPEN)
+
+    def _move_to(self, state: BreakerState) -> None:
+        self._state = state
+        if self._on_change is not None:
+            self._on_change(state)

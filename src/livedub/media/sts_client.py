@@ -1,0 +1,466 @@
+"""The media-service side of the STS Socket.IO protocol: one `StsClient` per stream.
+
+`dub(segment)` sends one `fragment:data` and waits for its `fragment:processed`, bounded by the per-fragment
+deadline. It never raises: whenever the dub cannot arrive in time (STS unreachable, circuit open, timeout, error,
+undecodable audio) it returns a fallback at once, and the worker fills the slot with the original audio.
+
+The connection is kept by a background task: connect, `stream:init`, wait for `stream:ready`; on any drop it
+reconnects with exponential back-off and sends `stream:init` again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import socketio
+from pydantic import ValidationError
+
+from livedub.media.backoff import ExponentialBackoff, SendThrottle
+from livedub.media.circuit_breaker import BreakerState, CircuitBreaker
+from livedub.media.metrics import METRICS, WorkerMetrics
+from livedub.media.settings import MediaSettings
+from livedub.media.sts_audio import decode_payload, encode_payload
+from livedub.media.types import AudioSegment, DubOutcome, DubStatus
+from livedub.protocol import (
+    AudioFormat,
+    AudioPayload,
+    Backpressure,
+    ErrorCode,
+    ErrorEvent,
+    Event,
+    FragmentAck,
+    FragmentData,
+    FragmentProcessed,
+    FragmentStatus,
+    StreamComplete,
+    StreamConfig,
+    StreamControl,
+    StreamInit,
+    StreamReady,
+)
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+
+
+class FallbackReason(StrEnum):
+    CIRCUIT_OPEN = "circuit_open"
+    STS_UNAVAILABLE = "sts_unavailable"
+    TIMEOUT = "timeout"
+    BACKPRESSURE = "backpressure"  # no in-flight slot / send window before the deadline
+    DISCONNECTED = "disconnected"  # the connection dropped while the fragment was in flight
+    STS_ERROR = "sts_error"  # an `error` event named the fragment
+    FAILED = "failed"  # fragment:processed with status failed or without audio
+    BAD_AUDIO = "bad_audio"  # dubbed audio that does not decode
+    CLOSED = "closed"
+    INTERNAL = "internal_error"
+
+
+class _FragmentLost(Exception):
+    def __init__(self, reason: FallbackReason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+@dataclass
+class _Pending:
+    sent_at: float
+    future: asyncio.Future[FragmentProcessed]
+
+
+class StsClient:
+    """`DubClient` over python-socketio's AsyncClient, for one stream."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        settings: MediaSettings,
+        metrics: WorkerMetrics = METRICS,
+        *,
+        channels: int = 1,
+        connect_timeout_s: float = 5.0,
+        backoff: ExponentialBackoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream_id = stream_id
+        self.settings = settings
+        self.metrics = metrics
+        self.channels = channels
+        self.connect_timeout_s = connect_timeout_s
+        self._backoff = backoff or ExponentialBackoff(initial_s=0.5, max_s=10.0)
+        self._clock = clock
+        self._format = AudioFormat(settings.sts_audio_format)
+        self._timeout_s = settings.sts_timeout_ms / 1000
+        self._breaker_gauge = metrics.circuit_breaker_state.labels(stream_id=stream_id)
+        self._breaker_gauge.set(BreakerState.CLOSED)
+        self._breaker = CircuitBreaker(
+            settings.circuit_breaker_threshold,
+            settings.circuit_breaker_cooldown_ms / 1000,
+            clock=clock,
+            on_change=self._on_breaker_change,
+        )
+        self._throttle = SendThrottle()
+        # reconnection=False: the connection task below owns reconnects (also for the very first connect).
+        self._sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+        self._emit_lock = asyncio.Lock()  # AsyncClient.emit must not run concurrently
+        self._slots = asyncio.Condition()
+        self._inflight_limit = settings.sts_max_inflight
+        self._slots_taken = 0
+        self._pending: dict[str, _Pending] = {}
+        self._ready = asyncio.Event()
+        self._completed = asyncio.Event()
+        self._session_id: str | None = None
+        self._last_error: str | None = None
+        self._connection_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._fragment_prefix = uuid.uuid4().hex[:8]
+        self._background: set[asyncio.Task[Any]] = set()
+        self._register_handlers()
+        metrics.sts_inflight.labels(stream_id=stream_id).set(0)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start connecting in the background; returns at once (dub() falls back until STS is ready)."""
+        if self._connection_task is None:
+            self._connection_task = asyncio.create_task(self._keep_connected(), name=f"sts-{self.stream_id}")
+
+    async def wait_ready(self, within_s: float) -> bool:
+        """Wait until `stream:ready` arrived (for callers that prefer to start with STS up)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), within_s)
+        return self._ready.is_set()
+
+    async def close(self) -> None:
+        """Send `stream:end`, give STS a moment to answer `stream:complete`, then disconnect. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._ready.is_set():
+            try:
+                await self._emit("stream:end", StreamControl(stream_id=self.stream_id, reason="input ended"))
+                await asyncio.wait_for(self._completed.wait(), 2.0)
+            except (TimeoutError, socketio.exceptions.SocketIOError):
+                pass
+        if self._connection_task is not None:
+            self._connection_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connection_task
+        with contextlib.suppress(Exception):  # best effort: the peer may already be gone
+            await self._sio.disconnect()
+        self._ready.clear()
+        self._fail_pending(FallbackReason.CLOSED)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        return self._breaker.state
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connected": self._sio.connected,
+            "ready": self.ready,
+            "session_id": self._session_id,
+            "circuit_breaker": self._breaker.state.name.lower(),
+            "consecutive_failures": self._breaker.consecutive_failures,
+            "inflight": len(self._pending),
+            "last_error": self._last_error,
+        }
+
+    # ------------------------------------------------------------------ dubbing
+
+    async def dub(self, segment: AudioSegment) -> DubOutcome:
+        try:
+            return await self._dub(segment)
+        except Exception:  # dub() must never raise: a bug here must not stop the stream
+            log.exception("[%s] STS client failed on fragment %d", self.stream_id, segment.sequence_number)
+            self.metrics.errors.labels(stream_id=self.stream_id, type="sts_client_internal").inc()
+            return self._fallback(segment, FallbackReason.INTERNAL)
+
+    async def _dub(self, segment: AudioSegment) -> DubOutcome:
+        if self._closed:
+            return self._fallback(segment, FallbackReason.CLOSED)
+        if self._breaker.state is BreakerState.OPEN:
+            return self._fallback(segment, FallbackReason.CIRCUIT_OPEN)
+        if not self._ready.is_set():
+            self._breaker.record_failure()
+            return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        if not await self._take_slot(deadline):
+            return self._fallback(segment, FallbackReason.BACKPRESSURE)
+        try:
+            wait_s = self._throttle.reserve(loop.time())
+            if loop.time() + wait_s >= deadline:
+                return self._fallback(segment, FallbackReason.BACKPRESSURE)
+            await asyncio.sleep(wait_s)
+            # Claimed only now, right before sending, so a half-open trial is never left hanging.
+            if not self._breaker.allow_request():
+                return self._fallback(segment, FallbackReason.CIRCUIT_OPEN)
+            if not self._ready.is_set():
+                self._breaker.record_failure()
+                return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)
+            return await self._send_and_wait(segment, deadline)
+        finally:
+            await self._release_slot()
+
+    async def _send_and_wait(self, segment: AudioSegment, deadline: float) -> DubOutcome:
+        loop = asyncio.get_running_loop()
+        payload = await self._encode(segment)
+        fragment = FragmentData(
+            fragment_id=f"{self.stream_id}-{self._fragment_prefix}-{segment.sequence_number}",
+            stream_id=self.stream_id,
+            sequence_number=segment.sequence_number,
+            audio=payload,
+            metadata={"start_sample": segment.start_sample, "sample_rate": segment.sample_rate},
+        )
+        pending = _Pending(sent_at=self._clock(), future=loop.create_future())
+        self._pending[fragment.fragment_id] = pending
+        self._update_inflight()
+        try:
+            try:
+                await self._emit("fragment:data", fragment)
+            except socketio.exceptions.SocketIOError as exc:
+                log.warning("[%s] sending fragment %d failed: %s", self.stream_id, segment.sequence_number, exc)
+                self._breaker.record_failure()
+                return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)
+            self.metrics.sts_fragments_sent.labels(stream_id=self.stream_id).inc()
+            try:
+                processed = await asyncio.wait_for(pending.future, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                self._breaker.record_failure()
+                self.metrics.errors.labels(stream_id=self.stream_id, type="sts_timeout").inc()
+                return self._fallback(segment, FallbackReason.TIMEOUT)
+            except _FragmentLost as lost:
+                self._breaker.record_failure()
+                return self._fallback(segment, lost.reason)
+        finally:
+            self._pending.pop(fragment.fragment_id, None)
+            self._update_inflight()
+        # Any fragment:processed, even `failed`, proves STS answers in time: that is what the breaker guards.
+        self._breaker.record_success()
+        return await self._outcome(segment, processed, self._clock() - pending.sent_at)
+
+    async def _outcome(self, segment: AudioSegment, processed: FragmentProcessed, round_trip_s: float) -> DubOutcome:
+        self.metrics.sts_round_trip_seconds.labels(stream_id=self.stream_id).observe(round_trip_s)
+        if processed.status is FragmentStatus.FAILED or processed.dubbed_audio is None:
+            detail = processed.error.message if processed.error else "no dubbed audio"
+            log.info("[%s] fragment %d not dubbed: %s", self.stream_id, segment.sequence_number, detail)
+            return self._fallback(segment, FallbackReason.FAILED, sts_status=processed.status.value)
+        try:
+            pcm = await asyncio.to_thread(decode_payload, processed.dubbed_audio, segment.sample_rate, segment.channels)
+        except ValueError as exc:
+            log.warning("[%s] dubbed audio of fragment %d: %s", self.stream_id, segment.sequence_number, exc)
+            self.metrics.errors.labels(stream_id=self.stream_id, type="sts_bad_audio").inc()
+            return self._fallback(segment, FallbackReason.BAD_AUDIO, sts_status=processed.status.value)
+        return DubOutcome(
+            sequence_number=segment.sequence_number,
+            status=DubStatus.DUBBED,
+            pcm=pcm,
+            sts_status=processed.status.value,
+            transcript=processed.transcript,
+            translated_text=processed.translated_text,
+            round_trip_s=round_trip_s,
+        )
+
+    async def _encode(self, segment: AudioSegment) -> AudioPayload:
+        if self._format is AudioFormat.PCM_S16LE:
+            return encode_payload(segment.pcm, segment.sample_rate, self._format)
+        return await asyncio.to_thread(encode_payload, segment.pcm, segment.sample_rate, self._format)
+
+    def _fallback(self, segment: AudioSegment, reason: FallbackReason, sts_status: str | None = None) -> DubOutcome:
+        self.metrics.fallbacks.labels(stream_id=self.stream_id, reason=reason.value).inc()
+        return DubOutcome(
+            sequence_number=segment.sequence_number,
+            status=DubStatus.FALLBACK,
+            reason=reason.value,
+            sts_status=sts_status,
+        )
+
+    async def _take_slot(self, deadline: float) -> bool:
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            try:
+                await asyncio.wait_for(
+                    self._slots.wait_for(lambda: self._slots_taken < self._inflight_limit),
+                    max(0.0, deadline - loop.time()),
+                )
+            except TimeoutError:
+                return False
+            self._slots_taken += 1
+            return True
+
+    async def _release_slot(self) -> None:
+        async with self._slots:
+            self._slots_taken -= 1
+            self._slots.notify_all()
+
+    def _update_inflight(self) -> None:
+        self.metrics.sts_inflight.labels(stream_id=self.stream_id).set(len(self._pending))
+
+    # ------------------------------------------------------------------ connection
+
+    async def _keep_connected(self) -> None:
+        auth = {"token": self.settings.sts_api_key} if self.settings.sts_api_key else None
+        while not self._closed:
+            try:
+                await self._sio.connect(
+                    self.settings.sts_service_url,
+                    auth=auth,
+                    transports=["websocket"],
+                    wait_timeout=self.connect_timeout_s,
+                )
+            except socketio.exceptions.ConnectionError as exc:
+                self._note_connection_problem(f"connect to {self.settings.sts_service_url} failed: {exc}")
+                await asyncio.sleep(self._backoff.next_delay())
+                continue
+            if await self._init_stream():
+                self._backoff.reset()
+                log.info("[%s] STS session %s ready", self.stream_id, self._session_id)
+                await self._sio.wait()  # returns when the connection drops
+            else:
+                await self._sio.disconnect()
+            if not self._closed:
+                await asyncio.sleep(self._backoff.next_delay())
+
+    async def _init_stream(self) -> bool:
+        self._ready.clear()
+        init = StreamInit(
+            stream_id=self.stream_id, worker_id=f"{socket.gethostname()}-{os.getpid()}", config=self._config()
+        )
+        try:
+            await self._emit("stream:init", init)
+            await asyncio.wait_for(self._ready.wait(), self.connect_timeout_s)
+        except (TimeoutError, socketio.exceptions.SocketIOError) as exc:
+            self._note_connection_problem(f"stream:init not answered: {self._last_error or exc!r}")
+            return False
+        return True
+
+    def _config(self) -> StreamConfig:
+        s = self.settings
+        return StreamConfig(
+            source_language=s.source_language,
+            target_language=s.target_language,
+            voice_profile=s.voice_profile,
+            format=self._format,
+            sample_rate_hz=s.audio_sample_rate,
+            channels=self.channels,
+            chunk_duration_ms=s.segment_duration_ms if s.segment_policy == "fixed" else s.segment_max_ms,
+            max_inflight=s.sts_max_inflight,
+            timeout_ms=s.sts_timeout_ms,
+        )
+
+    def _note_connection_problem(self, message: str) -> None:
+        if message != self._last_error:  # log each distinct problem once, not at every retry
+            log.warning("[%s] STS: %s", self.stream_id, message)
+        self._last_error = message
+        self.metrics.errors.labels(stream_id=self.stream_id, type="sts_connect").inc()
+
+    async def _emit(self, event: str, payload: Event) -> None:
+        async with self._emit_lock:
+            await self._sio.emit(event, payload.to_wire())
+
+    def _fail_pending(self, reason: FallbackReason) -> None:
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(_FragmentLost(reason))
+
+    # ------------------------------------------------------------------ events from STS
+
+    def _register_handlers(self) -> None:
+        self._sio.on("disconnect", self._on_disconnect)
+        self._sio.on("stream:ready", self._on_stream_ready)
+        self._sio.on("fragment:ack", self._on_fragment_ack)
+        self._sio.on("fragment:processed", self._on_fragment_processed)
+        self._sio.on("backpressure", self._on_backpressure)
+        self._sio.on("stream:complete", self._on_stream_complete)
+        self._sio.on("error", self._on_error)
+
+    def _parse(self, model: type[E], data: Any) -> E | None:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            log.warning("[%s] invalid %s from STS: %s", self.stream_id, model.__name__, exc)
+            self.metrics.errors.labels(stream_id=self.stream_id, type="sts_invalid_event").inc()
+            return None
+
+    async def _on_disconnect(self, *_: Any) -> None:
+        if self._ready.is_set():
+            log.warning("[%s] STS connection lost; %d fragment(s) in flight", self.stream_id, len(self._pending))
+        self._ready.clear()
+        self._throttle.reset()
+        self._fail_pending(FallbackReason.DISCONNECTED)
+
+    async def _on_stream_ready(self, data: Any) -> None:
+        ready = self._parse(StreamReady, data)
+        if ready is None:
+            return
+        self._session_id = ready.session_id
+        self._last_error = None
+        async with self._slots:
+            self._inflight_limit = max(1, min(self.settings.sts_max_inflight, ready.max_inflight))
+            self._slots.notify_all()
+        self._ready.set()
+
+    async def _on_fragment_ack(self, data: Any) -> None:
+        ack = self._parse(FragmentAck, data)
+        if ack is not None:
+            log.debug("[%s] %s %s (queue %s)", self.stream_id, ack.fragment_id, ack.status, ack.queue_position)
+
+    async def _on_fragment_processed(self, data: Any) -> None:
+        processed = self._parse(FragmentProcessed, data)
+        if processed is None:
+            return
+        self.metrics.sts_fragments_processed.labels(stream_id=self.stream_id, status=processed.status.value).inc()
+        pending = self._pending.get(processed.fragment_id)
+        if pending is None or pending.future.done():
+            # Its deadline passed and the slot was already filled with the original audio.
+            self.metrics.errors.labels(stream_id=self.stream_id, type="sts_late").inc()
+            return
+        pending.future.set_result(processed)
+
+    async def _on_backpressure(self, data: Any) -> None:
+        event = self._parse(Backpressure, data)
+        if event is not None:
+            log.info("[%s] STS backpressure: %s (%s)", self.stream_id, event.action, event.severity)
+            self._throttle.apply(event, asyncio.get_running_loop().time())
+
+    async def _on_stream_complete(self, data: Any) -> None:
+        if self._parse(StreamComplete, data) is not None:
+            self._completed.set()
+
+    async def _on_error(self, data: Any) -> None:
+        error = self._parse(ErrorEvent, data)
+        if error is None:
+            return
+        self._last_error = f"{error.code}: {error.message}"
+        self.metrics.errors.labels(stream_id=self.stream_id, type=f"sts_{error.code.value.lower()}").inc()
+        pending = self._pending.get(error.fragment_id) if error.fragment_id else None
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(_FragmentLost(FallbackReason.STS_ERROR))
+            return
+        log.warning("[%s] STS error %s: %s", self.stream_id, error.code, error.message)
+        if error.code is ErrorCode.STREAM_NOT_FOUND and self._ready.is_set() and not self._closed:
+            # STS forgot the session: drop the connection, the connection task reconnects and sends stream:init.
+            task = asyncio.create_task(self._sio.disconnect())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _on_breaker_change(self, state: BreakerState) -> None:
+        self._breaker_gauge.set(state)
+        log.warning("[%s] STS circuit breaker %s", self.stream_id, state.name.lower())
