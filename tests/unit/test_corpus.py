@@ -1,0 +1,38 @@
+"""The asterisk prompt corpus (needs the Debian asterisk-core-sounds-{en,es}-wav packages)."""
+
+from __future__ import annotations
+
+import pytest
+
+from livedub import corpus
+
+pytestmark = pytest.mark.unit
+
+
+def test_prompts_have_audio_and_spoken_text() -> None:
+    english = corpus.load_prompts("en")
+    assert len(english) > 300
+    prompt = english["agent-pass"]
+    assert prompt.text == "Please enter your password followed by the pound key."
+    assert prompt.path.exists() and 2.0 < prompt.duration_s < 6.0
+    assert all("[" not in p.text for p in english.values())  # "[ascending tones]" and the like are not speech
+
+
+def test_shared_prompts_pair_english_and_spanish() -> None:
+    pairs = corpus.shared_prompts("en", "es")
+    assert len(pairs) > 250
+    names = {en.name for en, _ in pairs}
+    assert "agent-pass" in names
+    en, es = next((en, es) for en, es in pairs if en.name == "agent-pass")
+    assert (en.language, es.language) == ("en", "es")
+    assert "contrasena" in es.text.lower()
+
+
+def test_speech_clips_are_about_six_seconds_with_their_transcripts() -> None:
+    clips = corpus.speech_clips("en", 6.0, reference_language="es", limit=5)
+    assert len(clips) == 5
+    for clip in clips:
+        assert 4.5 <= clip.duration_s <= 7.5 + 0.3 * len(clip.names)
+        assert clip.sample_rate == 16000 and clip.audio.dtype.name == "float32"
+        assert clip.reference and clip.text.count(".") >= len(clip.names)
+    assert clips[0].text.startswith("That agent is already logged on.")

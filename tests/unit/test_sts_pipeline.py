@@ -1,0 +1,214 @@
+"""DubbingPipeline / EchoPipeline logic with stand-in backends (no models): stages, errors, silence, duration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, FragmentData, FragmentStatus, StreamConfig
+from livedub.sts.audio import decode_audio, encode_audio
+from livedub.sts.interfaces import FloatAudio, Transcript, UnsupportedLanguageError
+from livedub.sts.pipeline import DubbingPipeline, EchoPipeline, build_processor
+from livedub.sts.settings import StsSettings
+from livedub.sts.translate import TranslationError
+
+pytestmark = pytest.mark.unit
+
+RATE = 48000
+
+
+class FakeASR:
+    name = "fake-asr"
+    sample_rate = 16000
+
+    def __init__(self, text: str = "hello there", span: tuple[float, float] = (0.5, 4.5)) -> None:
+        self.text, self.span, self.calls = text, span, 0
+
+    def transcribe(self, audio: FloatAudio, language: str) -> Transcript:
+        self.calls += 1
+        if np.abs(audio).max() < 1e-3:  # what the VAD does: no speech, no segments
+            return Transcript("", language)
+        return Transcript(self.text, language, [(self.span[0], self.span[1], self.text)])
+
+
+class FakeTranslator:
+    name = "fake-mt"
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error, self.calls = error, 0
+
+    def translate(self, text: str, source: str, target: str) -> str:
+        self.calls += 1
+        if self.error:
+            raise self.error
+        return f"[{target}] {text}"
+
+
+class FakeTTS:
+    """Speaks a tone of `seconds` (plus silence around it, which the pipeline trims)."""
+
+    name = "fake-tts"
+    sample_rate = 24000
+
+    def __init__(self, seconds: float = 4.0, error: Exception | None = None) -> None:
+        self.seconds, self.error = seconds, error
+
+    def synthesize(self, text: str, language: str, voice: str = "default") -> FloatAudio:
+        if self.error:
+            raise self.error
+        t = np.arange(round(self.seconds * self.sample_rate)) / self.sample_rate
+        speech = (0.4 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        return np.concatenate([np.zeros(2400, np.float32), speech, np.zeros(2400, np.float32)])
+
+
+def pipeline(
+    asr: FakeASR | None = None, translator: FakeTranslator | None = None, tts: FakeTTS | None = None
+) -> DubbingPipeline:
+    translator = translator or FakeTranslator()
+    tts = tts or FakeTTS()
+    return DubbingPipeline(
+        StsSettings(),
+        asr=asr or FakeASR(),
+        translators={("en", "es"): translator, ("es", "en"): translator},
+        tts={"en": tts, "es": tts},
+    )
+
+
+def fragment(
+    seconds: float = 6.0, fmt: AudioFormat = AudioFormat.PCM_S16LE, silent: bool = False, seq: int = 3
+) -> FragmentData:
+    t = np.arange(round(seconds * RATE)) / RATE
+    audio = np.zeros_like(t, dtype=np.float32) if silent else (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+    payload = AudioPayload.from_bytes(
+        encode_audio(audio, RATE, fmt), format=fmt, sample_rate_hz=RATE, channels=1, duration_ms=seconds * 1000
+    )
+    return FragmentData(fragment_id=f"frag-{seq}", stream_id="stream-1", sequence_number=seq, audio=payload)
+
+
+EN_ES = StreamConfig(source_language="en", target_language="es")
+
+
+@pytest.mark.parametrize("fmt", [AudioFormat.PCM_S16LE, AudioFormat.M4A])
+def test_dub_fits_the_speech_span_and_has_the_fragment_length(fmt: AudioFormat) -> None:
+    result = pipeline(tts=FakeTTS(seconds=4.6)).process(fragment(6.0, fmt), EN_ES)
+    assert result.status is FragmentStatus.SUCCESS, result.error
+    assert (result.fragment_id, result.stream_id, result.sequence_number) == ("frag-3", "stream-1", 3)
+    assert result.transcript == "hello there"
+    assert result.translated_text == "[es] hello there"
+    meta = result.metadata
+    assert meta.original_duration_ms == meta.dubbed_duration_ms == 6000.0
+    assert meta.speed_ratio == pytest.approx(4.6 / 4.0, abs=0.01)  # sped up to the 4 s speech span
+    assert abs(meta.duration_variance_percent) < 3
+    assert result.dubbed_audio is not None and result.dubbed_audio.format is fmt
+    dub = decode_audio(result.dubbed_audio.decode_bytes(), fmt, RATE, 1, RATE)[: 6 * RATE]
+    assert len(dub) == 6 * RATE if fmt is AudioFormat.PCM_S16LE else len(dub) >= 6 * RATE - 1024
+    loud = np.flatnonzero(np.abs(dub) > 0.05)
+    assert abs(loud[0] / RATE - 0.5) < 0.05  # placed where the speech started
+    assert result.processing_time_ms > 0
+
+
+def test_too_long_dub_after_the_speedup_cap_fails_with_its_audio() -> None:
+    result = pipeline(tts=FakeTTS(seconds=8.0)).process(fragment(), EN_ES)  # 8 s / 1.35 = 5.9 s for a 4 s span
+    assert result.status is FragmentStatus.FAILED
+    assert result.metadata.speed_ratio == pytest.approx(1.35)
+    assert result.metadata.duration_variance_percent > 20
+    assert result.error is not None and result.error.stage == "fit"
+    assert result.dubbed_audio is not None
+
+
+def test_slightly_long_dub_is_partial() -> None:
+    result = pipeline(tts=FakeTTS(seconds=6.0)).process(fragment(), EN_ES)  # 6 / 1.35 = 4.44 s: +11 %
+    assert result.status is FragmentStatus.PARTIAL
+    assert result.error is None
+
+
+def test_silence_returns_silence_without_translating() -> None:
+    translator = FakeTranslator()
+    result = pipeline(translator=translator).process(fragment(silent=True), EN_ES)
+    assert result.status is FragmentStatus.SUCCESS
+    assert translator.calls == 0
+    assert result.transcript == ""
+    assert result.dubbed_audio is not None
+    dub = decode_audio(result.dubbed_audio.decode_bytes(), "pcm_s16le", RATE, 1, RATE)
+    assert len(dub) == 6 * RATE and not dub.any()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "stage", "code", "retryable"),
+    [
+        ({"translator": FakeTranslator(TranslationError("quota", retryable=False))}, "translation",
+         ErrorCode.TRANSLATION_FAILED, False),
+        ({"translator": FakeTranslator(RuntimeError("boom"))}, "translation", ErrorCode.TRANSLATION_FAILED, True),
+        ({"tts": FakeTTS(error=RuntimeError("no voice"))}, "tts", ErrorCode.TTS_SYNTHESIS_FAILED, True),
+        ({"tts": FakeTTS(seconds=0.0)}, "tts", ErrorCode.TTS_SYNTHESIS_FAILED, True),
+    ],
+)
+def test_stage_failures_map_to_protocol_errors(kwargs: dict, stage: str, code: ErrorCode, retryable: bool) -> None:
+    result = pipeline(**kwargs).process(fragment(), EN_ES)
+    assert result.status is FragmentStatus.FAILED
+    assert result.error is not None
+    assert (result.error.stage, result.error.code, result.error.retryable) == (stage, code, retryable)
+    assert result.transcript == "hello there"  # what was done before the failure is reported
+
+
+def test_asr_failure() -> None:
+    class BrokenASR(FakeASR):
+        def transcribe(self, audio: FloatAudio, language: str) -> Transcript:
+            raise RuntimeError("decoder crashed")
+
+    result = pipeline(asr=BrokenASR()).process(fragment(), EN_ES)
+    assert result.error is not None
+    assert (result.error.stage, result.error.code) == ("asr", ErrorCode.ASR_FAILED)
+    assert "decoder crashed" in result.error.message
+
+
+@pytest.mark.parametrize("processor", [pipeline(), EchoPipeline()], ids=["dub", "echo"])
+def test_bad_audio_is_invalid_audio_format(processor: DubbingPipeline | EchoPipeline) -> None:
+    good = fragment()
+    cases = [
+        good.model_copy(update={"audio": good.audio.model_copy(update={"data_base64": "***not base64***"})}),
+        good.model_copy(update={"audio": good.audio.model_copy(update={"format": AudioFormat.M4A})}),
+        good.model_copy(update={"audio": good.audio.model_copy(update={"duration_ms": 2000.0})}),  # not what it is
+    ]
+    for case in cases:
+        result = processor.process(case, EN_ES)
+        assert result.status is FragmentStatus.FAILED
+        assert result.error is not None and result.error.code is ErrorCode.INVALID_AUDIO_FORMAT
+        assert result.error.stage == "decode" and not result.error.retryable
+
+
+def test_echo_returns_the_original_audio() -> None:
+    frag = fragment(fmt=AudioFormat.M4A)
+    result = EchoPipeline().process(frag, EN_ES)
+    assert result.status is FragmentStatus.SUCCESS
+    assert result.dubbed_audio == frag.audio
+    assert result.metadata.original_duration_ms == 6000.0
+
+
+def test_language_pairs() -> None:
+    dub = pipeline()
+    dub.check_languages("en", "es")
+    dub.check_languages("es", "en")
+    for source, target in [("en", "fr"), ("es", "es"), ("xx", "en")]:
+        with pytest.raises(UnsupportedLanguageError):
+            dub.check_languages(source, target)
+    result = dub.process(fragment(), StreamConfig(source_language="en", target_language="de"))
+    assert result.error is not None and result.error.code is ErrorCode.UNSUPPORTED_LANGUAGE
+
+
+def test_build_processor_follows_the_settings() -> None:
+    assert isinstance(build_processor(StsSettings(STS_PIPELINE="echo")), EchoPipeline)
+    dub = build_processor(StsSettings(STS_PIPELINE="dub"))
+    assert isinstance(dub, DubbingPipeline)
+    assert dub.describe()["loaded"] is False  # models load at warmup, not at construction
+
+
+def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STS_TRANSLATOR_EN_ES", "apertium")
+    monkeypatch.setenv("STS_TTS_ES", "espeak-ng")
+    monkeypatch.setenv("STS_MAX_SPEEDUP", "1.2")
+    settings = StsSettings()
+    assert (settings.translator_en_es, settings.tts_es, settings.max_speedup) == ("apertium", "espeak-ng", 1.2)
+    monkeypatch.setenv("STS_TRANSLATOR_EN_ES", "babelfish")
+    with pytest.raises(ValueError):
+        StsSettings()
