@@ -1,0 +1,235 @@
+"""`livedub media`: the media-service HTTP API (FastAPI, port 8080).
+
+- `GET /health`: status, worker count, STS reachability.
+- `GET /metrics`: Prometheus exposition of `livedub.media.metrics`.
+- `GET /v1/streams`: one entry per worker (state, lag, fragments, STS session).
+- `POST /v1/nginx/on_publish`, `/v1/nginx/on_publish_done`: nginx-rtmp `on_publish*` callbacks (form-encoded).
+  2xx lets the publisher in, 403 refuses it (bad key, stream limit, unexpected name).
+- `POST /v1/mediamtx/events/ready`, `/v1/mediamtx/events/not-ready`: MediaMTX `runOnReady`/`runOnNotReady`
+  hooks (JSON, see `MediaMtxEvent`).
+- `POST /v1/mediamtx/auth`: MediaMTX `authHTTPAddress` (publish key and stream limit, checked before publishing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from livedub.media.hooks import PublishPolicy, StreamName, StreamRole, key_from_query, parse_stream_name
+from livedub.media.manager import WorkerManager
+from livedub.media.settings import MediaSettings
+
+log = logging.getLogger(__name__)
+
+
+class MediaMtxEvent(BaseModel):
+    """Body of the MediaMTX hooks, built by curl from MediaMTX's environment (deploy/mediamtx.yml).
+
+    `{"path": "$MTX_PATH", "source_type": "$MTX_SOURCE_TYPE", "source_id": "$MTX_SOURCE_ID", "query": "$MTX_QUERY"}`;
+    camelCase names (`sourceType`, `sourceId`) are accepted too.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    source_type: str = Field("", validation_alias=AliasChoices("source_type", "sourceType"))
+    source_id: str = Field("", validation_alias=AliasChoices("source_id", "sourceId"))
+    query: str = ""
+
+
+class MediaMtxAuthRequest(BaseModel):
+    """Body MediaMTX posts to `authHTTPAddress`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: str
+    path: str = ""
+    ip: str = ""
+    user: str = ""
+    password: str = ""
+    query: str = ""
+    protocol: str = ""
+    id: str | None = None
+
+
+class StsProbe:
+    """Is the STS service up and ready? `GET {STS_SERVICE_URL}/health`, cached for a few seconds."""
+
+    def __init__(self, base_url: str, cache_s: float = 5.0, timeout_s: float = 1.0) -> None:
+        self.url = base_url.rstrip("/") + "/health"
+        self.cache_s = cache_s
+        self.timeout_s = timeout_s
+        self._checked_at = float("-inf")
+        self._last: dict[str, Any] = {}
+
+    async def check(self) -> dict[str, Any]:
+        if time.monotonic() - self._checked_at < self.cache_s:
+            return self._last
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                response = await client.get(self.url)
+            # STS answers 503 while its models load: reachable, not ready yet.
+            result: dict[str, Any] = {
+                "reachable": True,
+                "ready": response.status_code == 200,
+                "http_status": response.status_code,
+            }
+        except httpx.HTTPError as exc:
+            result = {"reachable": False, "ready": False, "error": f"{type(exc).__name__}: {exc}"}
+        self._checked_at, self._last = time.monotonic(), {"url": self.url, **result}
+        return self._last
+
+
+def _refused(reason: str, status_code: int = 403, **extra: Any) -> JSONResponse:
+    return JSONResponse({"allowed": False, "reason": reason, **extra}, status_code=status_code)
+
+
+def _allowed(reason: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"allowed": True, "reason": reason, **extra})
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """nginx-rtmp posts application/x-www-form-urlencoded; the publish URL's query arrives as extra fields."""
+    fields = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
+
+
+def create_app(settings: MediaSettings | None = None, manager: WorkerManager | None = None) -> FastAPI:
+    settings = settings or MediaSettings()
+    manager = manager or WorkerManager(settings)
+    policy = PublishPolicy(settings.publish_key)
+    sts_probe = StsProbe(settings.sts_service_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await manager.shutdown()
+
+    app = FastAPI(title="livedub media-service", lifespan=lifespan)
+    app.state.manager = manager
+    app.state.settings = settings
+
+    def worker_active(stream_id: str) -> bool:
+        handle = manager.get(stream_id)
+        return handle is not None and handle.active
+
+    async def admit(name: StreamName, addr: str, key: str | None, source: str) -> JSONResponse:
+        decision = policy.authorize(name, addr, key, own_worker_active=worker_active(name.stream_id))
+        if not decision.allowed:
+            log.warning("refused publish of %s/%s from %s: %s", name.stream_id, name.role, addr, decision.reason)
+            return _refused(decision.reason, stream_id=name.stream_id)
+        if name.role is StreamRole.OUTPUT:
+            return _allowed(decision.reason, stream_id=name.stream_id)  # our own publisher: nothing to start
+        started = await manager.start_stream(name.stream_id, source=source)
+        if not started.accepted:
+            return _refused(started.reason, stream_id=name.stream_id)
+        return _allowed(started.reason, stream_id=name.stream_id)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        sts = await sts_probe.check()
+        streams = manager.list_streams()
+        sts["connected_streams"] = sum(1 for s in streams if (s.get("sts") or {}).get("ready"))
+        return {
+            # Without STS the service still works (original audio passes through): degraded, not down.
+            "status": "ok" if sts.get("ready") else "degraded",
+            "workers": {"active": manager.active_count(), "max": manager.max_streams, "listed": len(streams)},
+            "sts": sts,
+        }
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(manager.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/streams")
+    async def streams() -> dict[str, Any]:
+        return {"streams": manager.list_streams(), "max_concurrent_streams": manager.max_streams}
+
+    @app.post("/v1/nginx/on_publish")
+    async def nginx_on_publish(request: Request) -> JSONResponse:
+        form = await _form(request)
+        name = parse_stream_name(form.get("name", ""))
+        if name is None or form.get("app", "live") != "live":
+            return _refused(f"unexpected stream {form.get('app')}/{form.get('name')}: publish to live/<id>/in")
+        key = form.get("key") or key_from_query(form.get("args", ""))
+        return await admit(name, form.get("addr", ""), key, source="nginx")
+
+    @app.post("/v1/nginx/on_publish_done")
+    async def nginx_on_publish_done(request: Request) -> JSONResponse:
+        form = await _form(request)
+        name = parse_stream_name(form.get("name", ""))
+        if name is not None and name.role is StreamRole.INPUT:
+            stopped = await manager.stop_stream(name.stream_id)
+            return JSONResponse({"stream_id": name.stream_id, "stopped": stopped})
+        return JSONResponse({"stopped": False})
+
+    @app.post("/v1/mediamtx/events/ready")
+    async def mediamtx_ready(event: MediaMtxEvent) -> JSONResponse:
+        name = parse_stream_name(event.path)
+        if name is None:
+            return _refused(f"unexpected path {event.path!r}: publish to live/<id>/in", status_code=400)
+        if name.role is StreamRole.OUTPUT:
+            return _allowed("output path: nothing to start", stream_id=name.stream_id)
+        # MediaMTX already authenticated the publisher through /v1/mediamtx/auth.
+        started = await manager.start_stream(name.stream_id, source=f"mediamtx:{event.source_type}")
+        if not started.accepted:
+            return _refused(started.reason, stream_id=name.stream_id)
+        return _allowed(started.reason, stream_id=name.stream_id)
+
+    @app.post("/v1/mediamtx/events/not-ready")
+    async def mediamtx_not_ready(event: MediaMtxEvent) -> JSONResponse:
+        name = parse_stream_name(event.path)
+        if name is not None and name.role is StreamRole.INPUT:
+            stopped = await manager.stop_stream(name.stream_id)
+            return JSONResponse({"stream_id": name.stream_id, "stopped": stopped})
+        return JSONResponse({"stopped": False})
+
+    @app.post("/v1/mediamtx/auth")
+    async def mediamtx_auth(auth: MediaMtxAuthRequest) -> JSONResponse:
+        if auth.action != "publish":
+            return _allowed(f"{auth.action} is not restricted")
+        name = parse_stream_name(auth.path)
+        if name is None:
+            return _refused(f"unexpected path {auth.path!r}: publish to live/<id>/in")
+        key = key_from_query(auth.query) or auth.password or None
+        decision = policy.authorize(name, auth.ip, key, own_worker_active=worker_active(name.stream_id))
+        if not decision.allowed:
+            return _refused(decision.reason, stream_id=name.stream_id)
+        if name.role is StreamRole.INPUT and not worker_active(name.stream_id):
+            if manager.active_count() >= manager.max_streams:
+                return _refused(f"stream limit reached ({manager.max_streams} concurrent streams)")
+        return _allowed(decision.reason, stream_id=name.stream_id)
+
+    return app
+
+
+def cli_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="livedub media", description="Run the media-service (workers + HTTP API).")
+    parser.add_argument("--host", help="bind address (default MEDIA_HOST or 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="HTTP port (default MEDIA_PORT or 8080)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = MediaSettings()
+    host = args.host or settings.media_host
+    port = args.port or settings.media_port
+    print(f"media-service on http://{host}:{port} (STS {settings.sts_service_url})", flush=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(sys.argv[1:]))

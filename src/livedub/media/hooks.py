@@ -1,0 +1,85 @@
+"""Decisions behind the media server hooks: which stream a name means, and who may publish it.
+
+Names: nginx-rtmp reports `<stream_id>/in` (application `live` separately), MediaMTX reports the path
+`live/<stream_id>/in`. `/in` is a viewer's input (starts a worker), `/out` is the media-service's dubbed output.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import parse_qs
+
+APPLICATION = "live"
+STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class StreamRole(StrEnum):
+    INPUT = "in"
+    OUTPUT = "out"
+
+
+@dataclass(frozen=True)
+class StreamName:
+    stream_id: str
+    role: StreamRole
+
+
+@dataclass(frozen=True)
+class PublishDecision:
+    allowed: bool
+    reason: str
+
+
+def parse_stream_name(name: str) -> StreamName | None:
+    """`abc/in`, `live/abc/in` (optionally with `?query`) -> StreamName; anything else -> None."""
+    parts = name.split("?", 1)[0].strip("/").split("/")
+    if len(parts) == 3 and parts[0] == APPLICATION:
+        parts = parts[1:]
+    if len(parts) != 2 or not STREAM_ID_RE.match(parts[0]):
+        return None
+    try:
+        return StreamName(parts[0], StreamRole(parts[1]))
+    except ValueError:
+        return None
+
+
+def is_loopback(addr: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr.strip().strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def key_from_query(query: str) -> str | None:
+    """The `key` parameter of a query string such as `key=secret&x=1` (a leading `?` is fine)."""
+    values = parse_qs(query.lstrip("?")).get("key")
+    return values[0] if values else None
+
+
+class PublishPolicy:
+    """Who may publish: loopback always; others need `key` = PUBLISH_KEY (no key configured = anyone).
+
+    The media-service's own output publisher may run on another host (containers): publishing `/out` is also
+    allowed while this service runs a worker for that stream.
+    """
+
+    def __init__(self, publish_key: str) -> None:
+        self._publish_key = publish_key
+
+    def authorize(self, name: StreamName, addr: str, key: str | None, *, own_worker_active: bool) -> PublishDecision:
+        if is_loopback(addr):
+            return PublishDecision(True, "loopback publisher")
+        if not self._publish_key:
+            return PublishDecision(True, "no publish key configured")
+        if key is not None and hmac.compare_digest(key.encode(), self._publish_key.encode()):
+            return PublishDecision(True, "valid stream key")
+        if name.role is StreamRole.OUTPUT and own_worker_active:
+            return PublishDecision(True, "output of a running worker")
+        return PublishDecision(False, "missing or wrong stream key")

@@ -1,0 +1,229 @@
+"""WorkerManager: one WorkerRunner per published stream, started and stopped by the media server's hooks.
+
+A worker that crashes is logged, counted and marked `failed`; it never takes the service or other workers down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from livedub.media.metrics import METRICS, WorkerMetrics
+from livedub.media.settings import MediaSettings
+from livedub.media.types import DubClient
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """What the manager needs from `livedub.media.worker.WorkerRunner`."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+RunnerFactory = Callable[[str, MediaSettings, DubClient, WorkerMetrics], Runner]
+DubClientFactory = Callable[[str, MediaSettings, WorkerMetrics], DubClient]
+
+
+def default_runner_factory(
+    stream_id: str, settings: MediaSettings, dub_client: DubClient, metrics: WorkerMetrics
+) -> Runner:
+    from livedub.media.worker import WorkerRunner  # imported late: it pulls in PyAV, models, ...
+
+    return WorkerRunner(stream_id, settings, dub_client, metrics)
+
+
+def default_client_factory(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
+    from livedub.media.sts_client import StsClient
+
+    return StsClient(stream_id, settings, metrics)
+
+
+@dataclass(frozen=True)
+class StartDecision:
+    accepted: bool
+    reason: str
+
+
+@dataclass
+class WorkerHandle:
+    stream_id: str
+    runner: Runner
+    client: DubClient
+    source: str
+    started_at: float = field(default_factory=time.time)
+    task: asyncio.Task[None] | None = None
+    state: str = "starting"  # starting | running | stopping | stopped | failed
+    error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+class WorkerManager:
+    """Starts/stops workers by stream id and enforces MAX_CONCURRENT_STREAMS."""
+
+    def __init__(
+        self,
+        settings: MediaSettings,
+        metrics: WorkerMetrics = METRICS,
+        *,
+        runner_factory: RunnerFactory = default_runner_factory,
+        client_factory: DubClientFactory = default_client_factory,
+        stop_timeout_s: float = 15.0,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._runner_factory = runner_factory
+        self._client_factory = client_factory
+        self.stop_timeout_s = stop_timeout_s
+        self._workers: dict[str, WorkerHandle] = {}
+        self._lock = asyncio.Lock()  # start/stop decisions for the same id must not interleave
+        self._closing = False
+
+    @property
+    def max_streams(self) -> int:
+        return self.settings.max_concurrent_streams
+
+    def active_count(self) -> int:
+        return sum(1 for handle in self._workers.values() if handle.active)
+
+    def get(self, stream_id: str) -> WorkerHandle | None:
+        return self._workers.get(stream_id)
+
+    async def start_stream(self, stream_id: str, source: str = "hook") -> StartDecision:
+        """Start a worker for `stream_id`, or say why not. A second start for a running stream is a no-op."""
+        draining = self._workers.get(stream_id)
+        if draining is not None and draining.active and draining.state == "stopping":
+            await self._finish(draining)  # a re-publish while the old worker drains: let it end first
+        async with self._lock:
+            if self._closing:
+                return StartDecision(False, "media-service is shutting down")
+            existing = self._workers.get(stream_id)
+            if existing is not None and existing.active:
+                return StartDecision(True, f"worker already {existing.state}")
+            if self.active_count() >= self.max_streams:
+                log.warning(
+                    "refusing stream %s: %d/%d workers running", stream_id, self.active_count(), self.max_streams
+                )
+                self.metrics.errors.labels(stream_id=stream_id, type="stream_limit").inc()
+                return StartDecision(False, f"stream limit reached ({self.max_streams} concurrent streams)")
+            try:
+                handle = self._create(stream_id, source)
+            except Exception as exc:  # a worker that cannot even be built must not break the hook
+                log.exception("cannot create worker for %s", stream_id)
+                self.metrics.errors.labels(stream_id=stream_id, type="worker_create").inc()
+                self.metrics.set_state(stream_id, "failed")
+                return StartDecision(False, f"worker could not be created: {exc}")
+            self._workers[stream_id] = handle
+            handle.task = asyncio.create_task(self._run(handle), name=f"worker-{stream_id}")
+            log.info("started worker for %s (%d/%d)", stream_id, self.active_count(), self.max_streams)
+            return StartDecision(True, "worker started")
+
+    async def stop_stream(self, stream_id: str) -> bool:
+        """Ask the stream's worker to stop (it drains in the background). False if there was none."""
+        handle = self._workers.get(stream_id)
+        if handle is None:
+            return False
+        if handle.active:
+            handle.state = "stopping"
+            self._stop_runner(handle)
+        else:
+            self._workers.pop(stream_id, None)  # a finished or failed entry: forget it
+        return True
+
+    def list_streams(self) -> list[dict[str, Any]]:
+        return [self._describe(handle) for handle in self._workers.values()]
+
+    async def shutdown(self) -> None:
+        """Stop every worker, wait for them (bounded), close their STS clients."""
+        self._closing = True
+        handles = list(self._workers.values())
+        for handle in handles:
+            if handle.active:
+                handle.state = "stopping"
+                self._stop_runner(handle)
+        await asyncio.gather(*(self._finish(handle) for handle in handles))
+
+    # ------------------------------------------------------------------ internals
+
+    def _create(self, stream_id: str, source: str) -> WorkerHandle:
+        client = self._client_factory(stream_id, self.settings, self.metrics)
+        runner = self._runner_factory(stream_id, self.settings, client, self.metrics)
+        return WorkerHandle(stream_id=stream_id, runner=runner, client=client, source=source)
+
+    async def _run(self, handle: WorkerHandle) -> None:
+        stream_id = handle.stream_id
+        try:
+            await handle.client.start()
+            handle.state = "running" if handle.state == "starting" else handle.state
+            await handle.runner.run()
+            handle.state = "stopped"
+        except asyncio.CancelledError:
+            handle.state = "stopped"
+            raise
+        except Exception as exc:
+            # The point of the manager: one broken worker is logged and counted, nothing else is affected.
+            log.exception("worker for %s crashed", stream_id)
+            handle.state, handle.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.metrics.errors.labels(stream_id=stream_id, type="worker_crash").inc()
+            self.metrics.set_state(stream_id, "failed")
+        finally:
+            await self._close_client(handle)
+            log.info("worker for %s ended: %s", stream_id, handle.state)
+            if handle.state == "stopped" and self._workers.get(stream_id) is handle:
+                del self._workers[stream_id]  # failed ones stay listed until the stream is unpublished
+
+    async def _finish(self, handle: WorkerHandle) -> None:
+        """Wait for a stopping worker; cancel it if it does not end within stop_timeout_s."""
+        if handle.task is None:
+            return
+        done, _ = await asyncio.wait({handle.task}, timeout=self.stop_timeout_s)
+        if not done:
+            log.warning("worker for %s did not stop within %.0fs; cancelling", handle.stream_id, self.stop_timeout_s)
+            handle.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handle.task
+
+    def _stop_runner(self, handle: WorkerHandle) -> None:
+        try:
+            handle.runner.stop()
+        except Exception:
+            log.exception("stopping worker %s failed; it will be cancelled", handle.stream_id)
+            if handle.task is not None:
+                handle.task.cancel()
+
+    async def _close_client(self, handle: WorkerHandle) -> None:
+        try:
+            await handle.client.close()
+        except Exception:
+            log.exception("closing the STS client of %s failed", handle.stream_id)
+
+    def _describe(self, handle: WorkerHandle) -> dict[str, Any]:
+        try:
+            runner_status = dict(handle.runner.status())
+        except Exception as exc:
+            runner_status = {"status_error": f"{type(exc).__name__}: {exc}"}
+        client_status = getattr(handle.client, "status", None)
+        return {
+            **runner_status,
+            "stream_id": handle.stream_id,
+            "state": handle.state
+            if handle.state in {"stopping", "failed"}
+            else runner_status.get("state", handle.state),
+            "source": handle.source,
+            "started_at": handle.started_at,
+            "uptime_s": round(time.time() - handle.started_at, 1),
+            "error": handle.error,
+            "sts": client_status() if callable(client_status) else None,
+        }

@@ -1,0 +1,86 @@
+"""Fake WorkerRunner / DubClient for the media-service manager and hook tests (no media, no STS)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from livedub.media.manager import WorkerManager
+from livedub.media.metrics import WorkerMetrics
+from livedub.media.settings import MediaSettings
+from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.started = False
+        self.closed = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def dub(self, segment: AudioSegment) -> DubOutcome:
+        return DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="fake")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeRunner:
+    """Runs until stop(); `crash` makes run() raise, `stubborn` ignores stop()."""
+
+    def __init__(self, stream_id: str, *, crash: bool = False, stubborn: bool = False) -> None:
+        self.stream_id = stream_id
+        self.crash = crash
+        self.stubborn = stubborn
+        self.stop_calls = 0
+        self.running = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    async def run(self) -> None:
+        self.running.set()
+        await asyncio.sleep(0)
+        if self.crash:
+            raise RuntimeError(f"worker {self.stream_id} exploded")
+        await self._stopped.wait()
+
+    def stop(self) -> None:
+        self.stop_calls += 1
+        if not self.stubborn:
+            self._stopped.set()
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "running", "lag_s": 1.5, "fragments": 7}
+
+
+class FakeFleet:
+    """Factories for WorkerManager that build fakes and remember them by stream id."""
+
+    def __init__(self, crash: set[str] | None = None, stubborn: set[str] | None = None) -> None:
+        self.crash = crash or set()
+        self.stubborn = stubborn or set()
+        self.runners: dict[str, FakeRunner] = {}
+        self.clients: dict[str, FakeClient] = {}
+
+    def runner(self, stream_id: str, settings: MediaSettings, client: DubClient, metrics: WorkerMetrics) -> FakeRunner:
+        runner = FakeRunner(stream_id, crash=stream_id in self.crash, stubborn=stream_id in self.stubborn)
+        self.runners[stream_id] = runner
+        return runner
+
+    def client(self, stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> FakeClient:
+        client = FakeClient()
+        self.clients[stream_id] = client
+        return client
+
+
+def make_manager(fleet: FakeFleet, **settings: Any) -> WorkerManager:
+    media_settings = MediaSettings(_env_file=None, **settings)  # type: ignore[call-arg]
+    return WorkerManager(
+        media_settings,
+        WorkerMetrics(CollectorRegistry()),
+        runner_factory=fleet.runner,
+        client_factory=fleet.client,
+        stop_timeout_s=0.5,
+    )
