@@ -34,7 +34,9 @@ from livedub.protocol import (
     FragmentAck,
     FragmentAckStatus,
     FragmentData,
+    FragmentProcessed,
     MonitorSubscribe,
+    StreamConfig,
     StreamControl,
     StreamInit,
     StreamReady,
@@ -92,13 +94,16 @@ class InferenceRunner:
         with self._lock:
             return None if self._unfinished < self.workers else self._unfinished - self.workers
 
-    async def run(self, fn: Callable[..., R], *args: Any) -> R:
+    def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
         with self._lock:
             self._unfinished += 1
         job: Future[R] = self._executor.submit(fn, *args)
         # Also fires when the job is cancelled before it started (timeout, client gone).
         job.add_done_callback(self._job_done)
-        return await asyncio.wrap_future(job)
+        return job
+
+    async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        return await asyncio.wrap_future(self.submit(fn, *args))
 
     def _job_done(self, _job: Future[Any]) -> None:
         with self._lock:
@@ -154,8 +159,8 @@ class StsServer:
         self.ready = False
         self.startup_error: str | None = None
         self._processor_built = asyncio.Event()
-        self._models_settled = asyncio.Event()  # warm-up over, successfully or not
-        self._waiting_for_models = 0
+        # Warm-up over, successfully or not. A threading.Event: fragment jobs wait on it in the pool.
+        self._models_settled = threading.Event()
         self._startup_task: asyncio.Task[None] | None = None
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
@@ -173,6 +178,7 @@ class StsServer:
     async def stop(self) -> None:
         if self._startup_task is not None:
             self._startup_task.cancel()
+        self._models_settled.set()  # let queued fragment jobs finish (they fail) instead of hanging the pool
         for session in list(self.sessions.values()):
             self._drop_session(session)
         self.runner.shutdown()
@@ -410,14 +416,14 @@ class StsServer:
             await self._reject(sid, session, None, ErrorCode.INVALID_EVENT, "stream is paused; send stream:resume",
                                stream_id=fragment.stream_id, fragment_id=fragment.fragment_id, retryable=True)
             return
+        if problem := self._audio_problem(fragment):
+            await self._reject(sid, session, seq, ErrorCode.INVALID_AUDIO_FORMAT, problem,
+                               stream_id=fragment.stream_id, fragment_id=fragment.fragment_id)
+            return
         try:
             session.check_sequence(seq)
         except SequenceRejected as exc:
             await self._reject(sid, session, None, ErrorCode.INVALID_EVENT, str(exc),
-                               stream_id=fragment.stream_id, fragment_id=fragment.fragment_id)
-            return
-        if problem := self._audio_problem(fragment):
-            await self._reject(sid, session, seq, ErrorCode.INVALID_AUDIO_FORMAT, problem,
                                stream_id=fragment.stream_id, fragment_id=fragment.fragment_id)
             return
         if session.inflight + 1 > HIGH_MAX_INFLIGHT:
@@ -429,11 +435,16 @@ class StsServer:
             return
 
         session.accept(fragment)
-        # The ack goes out before the work starts, so it always precedes the fragment's fragment:processed.
-        await self._emit("fragment:ack", self._ack_for(fragment).to_wire(), sid=sid, stream_id=session.stream_id)
+        # Submitted here, before any await, so the queue positions of back-to-back fragments are exact.
+        ahead = self.runner.queue_ahead()
+        job = self.runner.submit(self._process_blocking, fragment, session.config)
+        # The ack is sent before the result is awaited, so it always precedes the fragment's fragment:processed.
+        await self._emit("fragment:ack", self._ack_for(fragment, ahead).to_wire(), sid=sid,
+                         stream_id=session.stream_id)
         if session.state is SessionState.CLOSED:  # client left while the ack was sent
+            job.cancel()
             return
-        task = asyncio.get_running_loop().create_task(self._process(session, fragment))
+        task = asyncio.get_running_loop().create_task(self._process(session, fragment, job))
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
         if (backpressure := session.backpressure_after_accept()) is not None:
@@ -452,8 +463,8 @@ class StsServer:
             return f"pcm_s16le data of {len(raw)} bytes is not a whole number of {channels}-channel 16-bit frames"
         return None
 
-    def _ack_for(self, fragment: FragmentData) -> FragmentAck:
-        ahead = self.runner.queue_ahead() if self._models_settled.is_set() else self._waiting_for_models
+    @staticmethod
+    def _ack_for(fragment: FragmentData, ahead: int | None) -> FragmentAck:
         if ahead is None:
             return FragmentAck(fragment_id=fragment.fragment_id, status=FragmentAckStatus.PROCESSING)
         return FragmentAck(fragment_id=fragment.fragment_id, status=FragmentAckStatus.QUEUED, queue_position=ahead)
@@ -477,18 +488,18 @@ class StsServer:
         if session is not None:
             await session.reject(seq)
 
-    async def _process(self, session: StreamSession, fragment: FragmentData) -> None:
+    def _process_blocking(self, fragment: FragmentData, config: StreamConfig) -> FragmentProcessed:
+        """Runs in the inference pool. Fragments that arrive during warm-up wait for it here."""
+        self._models_settled.wait()
+        if self.processor is None:
+            raise RuntimeError(f"the models did not load: {self.startup_error}")
+        return self.processor.process(fragment, config)
+
+    async def _process(self, session: StreamSession, fragment: FragmentData, job: Future[FragmentProcessed]) -> None:
         started = time.monotonic()
         try:
-            async with asyncio.timeout(session.config.timeout_ms / 1000.0):
-                if not self._models_settled.is_set():
-                    self._waiting_for_models += 1
-                    try:
-                        await self._models_settled.wait()
-                    finally:
-                        self._waiting_for_models -= 1
-                assert self.processor is not None
-                result = await self.runner.run(self.processor.process, fragment, session.config)
+            # On timeout the job is cancelled if it has not started; a running one finishes and is ignored.
+            result = await asyncio.wait_for(asyncio.wrap_future(job), session.config.timeout_ms / 1000.0)
             result = result.model_copy(update={
                 "fragment_id": fragment.fragment_id,
                 "stream_id": fragment.stream_id,

@@ -1,0 +1,373 @@
+"""The STS server over a real uvicorn + a real Socket.IO client, with a fake FragmentProcessor (no models).
+
+The fake is steered per fragment through `metadata`: `hold` names a gate the processing waits on (so tests decide
+the order in which fragments finish, without sleeping), and audio starting with b"GARBAGE" does not decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+from sts_testkit import Recorder, init_payload, pcm_fragment, running_server
+
+from livedub.protocol import (
+    ErrorCode,
+    FragmentData,
+    FragmentError,
+    FragmentProcessed,
+    FragmentStatus,
+    StageTimings,
+    StreamConfig,
+)
+from livedub.sts.interfaces import UnsupportedLanguageError
+
+pytestmark = pytest.mark.integration
+
+
+class FakeProcessor:
+    """Echoes the audio back as the 'dub'; records when each fragment starts and finishes."""
+
+    def __init__(self, *, warm: bool = True) -> None:
+        self.gates: dict[str, threading.Event] = {}
+        self.warmup_gate = threading.Event()
+        if warm:
+            self.warmup_gate.set()
+        self.started: list[str] = []
+        self.finished: list[str] = []
+        self._lock = threading.Condition()
+
+    def gate(self, name: str) -> threading.Event:
+        with self._lock:
+            return self.gates.setdefault(name, threading.Event())
+
+    def release_all(self) -> None:
+        with self._lock:
+            for gate in self.gates.values():
+                gate.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait (off the event loop) until `condition()` holds for the fragments started/finished so far."""
+
+        def wait() -> bool:
+            with self._lock:
+                return self._lock.wait_for(condition, timeout=20)
+
+        assert await asyncio.to_thread(wait), "processor never reached the expected state"
+
+    def check_languages(self, source: str, target: str) -> None:
+        if (source, target) not in {("en", "es"), ("es", "en")}:
+            raise UnsupportedLanguageError(f"unsupported language pair {source}->{target}")
+
+    def process(self, fragment: FragmentData, config: StreamConfig) -> FragmentProcessed:
+        with self._lock:
+            self.started.append(fragment.fragment_id)
+            self._lock.notify_all()
+        hold = (fragment.metadata or {}).get("hold")
+        if hold:
+            self.gate(hold).wait(30)
+        try:
+            if fragment.audio.decode_bytes().startswith(b"GARBAGE"):
+                return FragmentProcessed(
+                    fragment_id=fragment.fragment_id, stream_id=fragment.stream_id,
+                    sequence_number=fragment.sequence_number, status=FragmentStatus.FAILED,
+                    error=FragmentError(stage="decode", code=ErrorCode.INVALID_AUDIO_FORMAT,
+                                        message="m4a data does not decode"),
+                )
+            return FragmentProcessed(
+                fragment_id=fragment.fragment_id, stream_id=fragment.stream_id,
+                sequence_number=fragment.sequence_number, status=FragmentStatus.SUCCESS,
+                dubbed_audio=fragment.audio, transcript=f"text {fragment.sequence_number}",
+                translated_text=f"texto {fragment.sequence_number}", processing_time_ms=5.0,
+                stage_timings=StageTimings(asr_ms=2.0, translation_ms=1.0, tts_ms=2.0),
+            )
+        finally:
+            with self._lock:
+                self.finished.append(fragment.fragment_id)
+                self._lock.notify_all()
+
+    def warmup(self) -> None:
+        self.warmup_gate.wait(30)
+
+    def describe(self) -> dict[str, Any]:
+        return {"pipeline": "fake", "asr": "fake-asr", "translators": {"en-es": "fake-mt"}, "tts": {"es": "fake-tts"}}
+
+
+async def _ready(client: Recorder, stream_id: str, **config: Any) -> dict[str, Any]:
+    after = len(client.events)
+    await client.emit("stream:init", init_payload(stream_id, **config))
+    return await client.next_event("stream:ready", after, stream_id=stream_id)
+
+
+async def test_in_order_delivery_when_fragments_finish_out_of_order() -> None:
+    processor = FakeProcessor()
+    async with running_server(processor, worker_threads=3) as srv:
+        client = await Recorder().connect(srv.url)
+        ready = await _ready(client, "s")
+        assert ready["max_inflight"] == 3 and ready["capabilities"]["in_order_delivery"] is True
+        await client.emit("fragment:data", pcm_fragment("s", 0, metadata={"hold": "first"}))
+        await client.emit("fragment:data", pcm_fragment("s", 1))
+        await client.emit("fragment:data", pcm_fragment("s", 2))
+        await processor.until(lambda: {"s-1", "s-2"} <= set(processor.finished))
+        assert client.of("fragment:processed") == []  # 1 and 2 are done but must wait for 0
+        processor.gate("first").set()
+        processed = await client.count("fragment:processed", 3)
+        await client.emit("stream:end", {"stream_id": "s"})
+        complete = await client.next_event("stream:complete", 0)
+        await client.close()
+    assert processor.finished.index("s-0") > processor.finished.index("s-2")  # really finished out of order
+    assert [p["sequence_number"] for p in processed] == [0, 1, 2]
+    assert [p["status"] for p in processed] == ["success"] * 3
+    assert processed[1]["translated_text"] == "texto 1" and processed[1]["dubbed_audio"]["format"] == "pcm_s16le"
+    acks = client.of("fragment:ack")
+    assert [a["fragment_id"] for a in acks] == ["s-0", "s-1", "s-2"]
+    assert all(a["status"] == "processing" for a in acks)  # three threads: nothing waits
+    assert complete["total_fragments"] == 3 and complete["statistics"]["success_count"] == 3
+    assert complete["total_duration_ms"] == pytest.approx(300.0)
+    # Every fragment's ack precedes its fragment:processed.
+    names = [(e, p.get("fragment_id")) for e, p in client.events]
+    for fid in ("s-0", "s-1", "s-2"):
+        assert names.index(("fragment:ack", fid)) < names.index(("fragment:processed", fid))
+
+
+async def test_bad_inputs_get_their_error_codes_and_the_session_keeps_working() -> None:
+    processor = FakeProcessor()
+    async with running_server(processor, max_fragment_bytes=4096) as srv:
+        client = await Recorder().connect(srv.url)
+        bystander = await Recorder().connect(srv.url)
+        await _ready(bystander, "other")
+
+        async def expect_error(event: str, payload: Any, code: ErrorCode, **match: Any) -> dict[str, Any]:
+            after = len(client.events)
+            await client.emit(event, payload)
+            error = await client.next_event("error", after)
+            assert error["code"] == code.value, error
+            assert {"message", "severity", "retryable"} <= set(error)
+            for key, value in match.items():
+                assert error.get(key) == value, (key, error)
+            return error
+
+        await expect_error("stream:init", "not an object", ErrorCode.INVALID_CONFIG)
+        await expect_error("stream:init", {"worker_id": "w"}, ErrorCode.INVALID_CONFIG)
+        await expect_error("stream:init", init_payload("s", max_inflight=50), ErrorCode.INVALID_CONFIG, stream_id="s")
+        await expect_error("stream:init", init_payload("s", target_language="de"), ErrorCode.UNSUPPORTED_LANGUAGE,
+                           stream_id="s")
+        await _ready(client, "s")
+
+        await expect_error("fragment:data", ["a", "list"], ErrorCode.INVALID_EVENT)
+        await expect_error("fragment:data", {"stream_id": "s", "fragment_id": "x"}, ErrorCode.INVALID_EVENT,
+                           fragment_id="x")
+        await expect_error("fragment:data", {**pcm_fragment("s", 0), "sequence_number": "zero"},
+                           ErrorCode.INVALID_EVENT)
+        unknown_format = pcm_fragment("s", 0)
+        unknown_format["audio"]["format"] = "mp3"
+        await expect_error("fragment:data", unknown_format, ErrorCode.INVALID_AUDIO_FORMAT)
+        bad_base64 = pcm_fragment("s", 0)
+        bad_base64["audio"]["data_base64"] = "%%% not base64 %%%"
+        await expect_error("fragment:data", bad_base64, ErrorCode.INVALID_AUDIO_FORMAT, fragment_id="s-0")
+        await expect_error("fragment:data", pcm_fragment("s", 1, pcm=b"\x00\x01\x02"), ErrorCode.INVALID_AUDIO_FORMAT)
+        await expect_error("fragment:data", pcm_fragment("s", 2, pcm=b"\x00" * 5000), ErrorCode.PAYLOAD_TOO_LARGE,
+                           fragment_id="s-2")
+        await expect_error("fragment:data", pcm_fragment("nope", 0), ErrorCode.STREAM_NOT_FOUND, stream_id="nope")
+        await expect_error("fragment:data", pcm_fragment("other", 0), ErrorCode.STREAM_NOT_FOUND)  # not its stream
+        # Valid base64 that is no audio: accepted, then the processor's decode fails -> error + failed fragment.
+        await expect_error("fragment:data", pcm_fragment("s", 3, pcm=b"GARBAGE!" * 4, audio_format="m4a"),
+                           ErrorCode.INVALID_AUDIO_FORMAT, fragment_id="s-3")
+        await expect_error("stream:pause", {"reason": "no id"}, ErrorCode.INVALID_EVENT)
+        await expect_error("stream:end", {"stream_id": "nope"}, ErrorCode.STREAM_NOT_FOUND)
+        await expect_error("what:ever", {"x": 1}, ErrorCode.INVALID_EVENT)
+        await expect_error("monitor:subscribe", {"stream_id": 5}, ErrorCode.INVALID_EVENT)
+
+        # Paused streams refuse fragments (retryable) until resumed.
+        await client.emit("stream:pause", {"stream_id": "s"})
+        paused = await expect_error("fragment:data", pcm_fragment("s", 4), ErrorCode.INVALID_EVENT)
+        assert paused["retryable"] is True
+        await client.emit("stream:resume", {"stream_id": "s"})
+
+        # The session still works: the failed fragment 3 and the good fragment 4 come back, in order.
+        await client.emit("fragment:data", pcm_fragment("s", 4))
+        processed = await client.count("fragment:processed", 2, stream_id="s")
+        assert [(p["sequence_number"], p["status"]) for p in processed] == [(3, "failed"), (4, "success")]
+        assert processed[0]["error"]["code"] == "INVALID_AUDIO_FORMAT"
+        await expect_error("fragment:data", pcm_fragment("s", 4), ErrorCode.INVALID_EVENT)  # already passed
+        # ...and so does the other client's session.
+        await bystander.emit("fragment:data", pcm_fragment("other", 0))
+        assert (await bystander.count("fragment:processed", 1))[0]["status"] == "success"
+        assert bystander.of("error") == []
+        await client.emit("stream:end", {"stream_id": "s"})
+        complete = await client.next_event("stream:complete", 0, stream_id="s")
+        assert (complete["statistics"]["success_count"], complete["statistics"]["failed_count"]) == (1, 1)
+        await client.close()
+        await bystander.close()
+
+
+async def test_api_key_is_required_when_configured() -> None:
+    async with running_server(FakeProcessor(), api_key="s3cret") as srv:
+        for kwargs in ({}, {"auth": {"token": "wrong"}}):
+            client = Recorder()
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await client.connect(srv.url, **kwargs)
+            [refusal] = client.of("connect_error")
+            assert refusal["message"] == "UNAUTHORIZED" and refusal["data"]["code"] == "UNAUTHORIZED"
+        for url, kwargs in [
+            (srv.url, {"auth": {"token": "s3cret"}}),
+            (srv.url, {"headers": {"X-API-Key": "s3cret"}}),
+            (f"{srv.url}?api_key=s3cret", {}),
+        ]:
+            client = await Recorder().connect(url, **kwargs)
+            await _ready(client, "s")  # an authorised client can work
+            await client.close()
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{srv.url}/metrics")).text
+        assert 'sts_errors_total{code="UNAUTHORIZED",stage="connect"} 2.0' in metrics
+
+
+async def test_backpressure_events_and_rejection_over_ten_in_flight() -> None:
+    processor = FakeProcessor()
+    async with running_server(processor, worker_threads=1) as srv:
+        client = await Recorder().connect(srv.url)
+        await _ready(client, "s", max_inflight=3, timeout_ms=60000)
+        await client.emit("fragment:data", pcm_fragment("s", 0, metadata={"hold": "first"}))
+        for seq in range(1, 11):
+            await client.emit("fragment:data", pcm_fragment("s", seq))
+        rejection = await client.next_event("error", 0)
+        assert rejection["code"] == "BACKPRESSURE_EXCEEDED" and rejection["fragment_id"] == "s-10"
+        assert rejection["retryable"] is True
+        acks = await client.count("fragment:ack", 10)
+        assert acks[0]["status"] == "processing"
+        assert [(a["status"], a["queue_position"]) for a in acks[1:3]] == [("queued", 0), ("queued", 1)]
+        raised = [(b["current_inflight"], b["severity"], b["action"]) for b in client.of("backpressure")]
+        assert raised[0] == (4, "medium", "slow_down")
+        assert (7, "high", "pause") in raised and raised[-1] == (10, "high", "pause")
+        assert all(b["max_inflight"] == 3 for b in client.of("backpressure"))
+
+        processor.gate("first").set()
+        await client.count("fragment:processed", 10)
+        relief = await client.wait_for(
+            lambda _: [b for b in client.of("backpressure") if b["action"] == "none"]
+        )
+        assert relief[-1]["severity"] == "low"
+        # The refused fragment may be sent again once the pressure is gone.
+        await client.emit("fragment:data", pcm_fragment("s", 10))
+        processed = await client.count("fragment:processed", 11)
+        assert [p["sequence_number"] for p in processed] == list(range(11))
+        await client.close()
+
+
+async def test_inference_does_not_block_the_event_loop() -> None:
+    processor = FakeProcessor()
+    async with running_server(processor, worker_threads=1) as srv:
+        first = await Recorder().connect(srv.url)
+        await _ready(first, "a", timeout_ms=60000)
+        await first.emit("fragment:data", pcm_fragment("a", 0, metadata={"hold": "a"}))
+        await processor.until(lambda: "a-0" in processor.started)  # the only inference thread is now busy
+
+        second = await Recorder().connect(srv.url)
+        ready = await _ready(second, "b", timeout_ms=60000)
+        assert ready["stream_id"] == "b"
+        await second.emit("fragment:data", pcm_fragment("b", 0))
+        ack = await second.next_event("fragment:ack", 0)
+        assert (ack["status"], ack["queue_position"]) == ("queued", 0)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{srv.url}/health")).status_code == 200
+            assert (await http.get(f"{srv.url}/metrics")).status_code == 200
+        assert "a-0" not in processor.finished  # all of the above happened while a-0 was being processed
+
+        processor.gate("a").set()
+        assert (await first.count("fragment:processed", 1))[0]["status"] == "success"
+        assert (await second.count("fragment:processed", 1))[0]["status"] == "success"
+        await first.close()
+        await second.close()
+
+
+async def test_fragment_timeout_fails_that_fragment_only() -> None:
+    processor = FakeProcessor()
+    async with running_server(processor, worker_threads=2) as srv:
+        client = await Recorder().connect(srv.url)
+        await _ready(client, "s", timeout_ms=300)
+        await client.emit("fragment:data", pcm_fragment("s", 0, metadata={"hold": "stuck"}))
+        await client.emit("fragment:data", pcm_fragment("s", 1))
+        processed = await client.count("fragment:processed", 2)
+        assert [(p["sequence_number"], p["status"]) for p in processed] == [(0, "failed"), (1, "success")]
+        assert processed[0]["error"]["code"] == "TIMEOUT" and processed[0]["error"]["stage"] == "timeout"
+        processor.gate("stuck").set()
+        await processor.until(lambda: "s-0" in processor.finished)
+        await client.emit("fragment:data", pcm_fragment("s", 2))
+        processed = await client.count("fragment:processed", 3)
+        assert [p["sequence_number"] for p in processed] == [0, 1, 2]  # the late real result of 0 was dropped
+        await client.close()
+
+
+async def test_monitor_room_receives_copies() -> None:
+    async with running_server(FakeProcessor()) as srv:
+        one_stream = await Recorder().connect(srv.url)
+        every_stream = await Recorder().connect(srv.url)
+        assert await one_stream.sio.call("monitor:subscribe", {"stream_id": "watched"}, timeout=10) == {
+            "subscribed": True, "stream_id": "watched"}
+        assert (await every_stream.sio.call("monitor:subscribe", {}, timeout=10))["subscribed"] is True
+
+        worker = await Recorder().connect(srv.url)
+        for stream_id in ("watched", "unwatched"):
+            await _ready(worker, stream_id)
+            await worker.emit("fragment:data", {**pcm_fragment(stream_id, 0), "audio": "broken"})
+            await worker.emit("fragment:data", pcm_fragment(stream_id, 1))
+            await worker.count("fragment:processed", 1, stream_id=stream_id)
+            await worker.emit("stream:end", {"stream_id": stream_id})
+            await worker.next_event("stream:complete", 0, stream_id=stream_id)
+        await every_stream.count("stream:complete", 2)
+        await one_stream.count("stream:complete", 1)
+
+        def names(recorder: Recorder, stream_id: str) -> list[str]:
+            return [e for e, p in recorder.events if p.get("stream_id") == stream_id or
+                    (e == "fragment:ack" and p["fragment_id"].startswith(stream_id))]
+
+        expected = ["stream:ready", "error", "fragment:ack", "fragment:processed", "stream:complete"]
+        assert names(worker, "watched") == expected
+        assert names(one_stream, "watched") == expected
+        assert names(one_stream, "unwatched") == []
+        assert names(every_stream, "watched") == expected and names(every_stream, "unwatched") == expected
+        copy = one_stream.of("fragment:processed")[0]
+        assert copy == worker.of("fragment:processed", "watched")[0]
+        for recorder in (one_stream, every_stream, worker):
+            await recorder.close()
+
+
+async def test_health_is_503_until_warm_and_metrics_count_work() -> None:
+    processor = FakeProcessor(warm=False)
+    async with running_server(processor) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+        loading = await http.get("/health")
+        assert loading.status_code == 503 and loading.json()["status"] == "loading"
+        client = await Recorder().connect(srv.url)
+        await _ready(client, "s")
+        await client.emit("fragment:data", pcm_fragment("s", 0))
+        ack = await client.next_event("fragment:ack", 0)
+        assert ack["status"] == "queued"  # waits for the warm-up
+        assert (await http.get("/metrics")).text.count("sts_models_ready 0.0") == 1
+
+        processor.warmup_gate.set()
+        await client.count("fragment:processed", 1)
+        healthy = await http.get("/health")
+        assert healthy.status_code == 200
+        assert healthy.json()["status"] == "ok" and healthy.json()["models"] == processor.describe()
+
+        await client.emit("fragment:data", pcm_fragment("nope", 0))
+        await client.next_event("error", 0)
+        metrics = (await http.get("/metrics")).text
+        await client.close()
+    for line in [
+        "sts_models_ready 1.0",
+        'sts_fragments_processed_total{status="success"} 1.0',
+        "sts_fragment_processing_seconds_count 1.0",
+        'sts_stage_seconds_count{stage="asr"} 1.0',
+        'sts_stage_seconds_count{stage="translation"} 1.0',
+        'sts_stage_seconds_count{stage="tts"} 1.0',
+        "sts_fragments_inflight 0.0",
+        "sts_active_sessions 1.0",
+        'sts_errors_total{code="STREAM_NOT_FOUND",stage="protocol"} 1.0',
+    ]:
+        assert line in metrics.splitlines(), line
