@@ -212,3 +212,27 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STS_TRANSLATOR_EN_ES", "babelfish")
     with pytest.raises(ValueError):
         StsSettings()
+
+
+class SpeedTTS(FakeTTS):
+    """A synthesiser that can speak slower: `speed` < 1 lengthens the speech."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.speeds: list[float] = []
+
+    def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
+        self.speeds.append(speed)
+        return FakeTTS(self.seconds / speed).synthesize(text, language, voice)
+
+
+def test_a_much_too_short_dub_is_spoken_again_more_slowly() -> None:
+    tts = SpeedTTS(seconds=2.4)  # for a 4 s speech span: even a 1.35x slow-down leaves it 19 % short
+    result = pipeline(tts=tts).process(fragment(), EN_ES)
+    assert tts.speeds == [1.0, 0.75]
+    assert result.status is FragmentStatus.SUCCESS
+    assert result.metadata.speed_ratio == pytest.approx(3.2 / 4.0, abs=0.01)
+
+    plain = pipeline(tts=FakeTTS(seconds=2.4)).process(fragment(), EN_ES)  # cannot slow down natively
+    assert plain.status is FragmentStatus.PARTIAL
+    assert plain.metadata.speed_ratio == pytest.approx(1 / 1.35, abs=0.01)

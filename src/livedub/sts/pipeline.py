@@ -13,6 +13,7 @@ speed ratio, plus `speech_duration_ms` and `dubbed_speech_duration_ms` (what the
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -52,6 +53,7 @@ SUPPORTED_PAIRS: tuple[tuple[str, str], ...] = (("en", "es"), ("es", "en"))
 ASR_WINDOW_S = 28.0  # Whisper decodes 30 s windows; longer fragments are transcribed window by window
 SILENCE_THRESHOLD = 1e-3  # amplitude under which TTS output counts as leading/trailing silence
 MIN_SPEECH_S = 0.3  # a shorter ASR span is not a usable duration reference
+MIN_TTS_SPEED = 0.75  # slowest speaking rate asked of a synthesiser (then time-stretch may slow it further)
 
 T = TypeVar("T")
 
@@ -293,19 +295,12 @@ class DubbingPipeline:
 
             stage_started = time.perf_counter()
             tts = self._tts[config.target_language]
-            speech = _run_stage(
-                "tts",
-                ErrorCode.TTS_SYNTHESIS_FAILED,
-                lambda: tts.synthesize(translated, config.target_language, config.voice_profile),
-            )
+            span_start_s, span_s = _speech_span(transcript, original_s)
+            speech = self._synthesize(tts, translated, config.target_language, config.voice_profile, span_s)
             timings.tts_ms = _ms(time.perf_counter() - stage_started)
-            speech = _trim_silence(np.asarray(speech, dtype=np.float32))
-            if len(speech) == 0:
-                raise StageError("tts", ErrorCode.TTS_SYNTHESIS_FAILED, "synthesiser produced no audio", True)
 
             # Fit the dub to the speech it replaces, at the fragment's own sample rate.
             speech = resample(speech, tts.sample_rate, decoded.sample_rate)
-            span_start_s, span_s = _speech_span(transcript, original_s)
             fit = fit_duration(
                 speech,
                 decoded.sample_rate,
@@ -357,6 +352,27 @@ class DubbingPipeline:
                 dubbed_speech_duration_ms=_ms(len(fit.audio) / decoded.sample_rate),  # type: ignore[call-arg]
             ),
         )
+
+    def _synthesize(self, tts: TTSBackend, text: str, language: str, voice: str, target_s: float) -> FloatAudio:
+        """Synthesise without the synthesiser's edge silence. A dub much shorter than the speech it replaces is
+        spoken again more slowly when the backend can (natural prosody beats a large time-stretch)."""
+
+        def speak(speed: float) -> FloatAudio:
+            def call() -> FloatAudio:
+                if speed == 1.0:
+                    return tts.synthesize(text, language, voice)
+                return tts.synthesize(text, language, voice, speed=speed)  # type: ignore[call-arg]
+
+            audio = _trim_silence(np.asarray(_run_stage("tts", ErrorCode.TTS_SYNTHESIS_FAILED, call), np.float32))
+            if len(audio) == 0:
+                raise StageError("tts", ErrorCode.TTS_SYNTHESIS_FAILED, "synthesiser produced no audio", True)
+            return audio
+
+        speech = speak(1.0)
+        natural_ratio = len(speech) / tts.sample_rate / target_s
+        if natural_ratio < 1.0 / self.settings.max_slowdown and "speed" in inspect.signature(tts.synthesize).parameters:
+            speech = speak(max(MIN_TTS_SPEED, natural_ratio))
+        return speech
 
     def _transcribe(self, decoded: _DecodedFragment, language: str) -> Transcript:
         assert self._asr is not None

@@ -27,12 +27,12 @@ class EspeakTTS:
         self.words_per_minute = words_per_minute
         self.timeout_s = timeout_s
 
-    def synthesize(self, text: str, language: str, voice: str = "default") -> FloatAudio:
+    def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
         if not text.strip():
             return np.zeros(0, dtype=np.float32)
         espeak_voice = VOICES.get(language, language) if voice == "default" else voice
         result = subprocess.run(
-            [self.binary, "-v", espeak_voice, "-s", str(self.words_per_minute), "--stdout", text],
+            [self.binary, "-v", espeak_voice, "-s", str(round(self.words_per_minute * speed)), "--stdout", text],
             capture_output=True,
             timeout=self.timeout_s,
             check=False,

@@ -68,19 +68,20 @@ class KokoroTTS:
         # Symbols outside the vocabulary (e.g. Spanish ¿ ¡) carry no sound: drop them.
         return [self._vocab[ch] for ch in phonemes if ch in self._vocab]
 
-    def _synthesize_tokens(self, ids: list[int], voice: str) -> FloatAudio:
+    def _synthesize_tokens(self, ids: list[int], voice: str, speed: float) -> FloatAudio:
         style = self._voices[voice][len(ids)]  # (1, 256)
         audio = self._session.run(
             None,
             {
                 "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
                 "style": style.reshape(1, -1),
-                "speed": np.array([self.speed], dtype=np.float32),
+                "speed": np.array([self.speed * speed], dtype=np.float32),
             },
         )[0]
         return np.asarray(audio, dtype=np.float32).reshape(-1)
 
-    def synthesize(self, text: str, language: str, voice: str = "default") -> FloatAudio:
+    def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
+        """`speed` < 1 speaks slower (the model's own speed input)."""
         voice_name = self.voice if voice in {"default", ""} or voice not in self._voices else voice
         pieces: list[FloatAudio] = []
         for sentence in split_sentences(text):
@@ -89,7 +90,7 @@ class KokoroTTS:
             for start in range(0, len(ids), MAX_TOKENS - 2):
                 window = ids[start : start + MAX_TOKENS - 2]
                 if window:
-                    pieces.append(self._synthesize_tokens(window, voice_name))
+                    pieces.append(self._synthesize_tokens(window, voice_name, speed))
         if not pieces:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(pieces)

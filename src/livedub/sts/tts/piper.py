@@ -25,11 +25,18 @@ class PiperTTS:
         self.name = f"piper:{self.voice_file.stem}"
         self._lock = threading.Lock()  # the voice's phonemizer (espeak-ng) is process-global and not thread-safe
 
-    def synthesize(self, text: str, language: str, voice: str = "default") -> FloatAudio:
+    def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
+        """`speed` < 1 speaks slower (Piper's length scale), with natural prosody rather than a time-stretch."""
+        from piper import SynthesisConfig
+
         if not text.strip():
             return np.zeros(0, dtype=np.float32)
+        length_scale = (self._voice.config.length_scale or 1.0) / speed
         with self._lock:
-            chunks = [chunk.audio_float_array for chunk in self._voice.synthesize(text)]
+            chunks = [
+                chunk.audio_float_array
+                for chunk in self._voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale))
+            ]
         if not chunks:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32, copy=False)
