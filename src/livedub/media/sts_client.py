@@ -119,6 +119,7 @@ class StsClient:
         self._slots_taken = 0
         self._pending: dict[str, _Pending] = {}
         self._ready = asyncio.Event()
+        self._connection_lost = asyncio.Event()
         self._completed = asyncio.Event()
         self._session_id: str | None = None
         self._last_error: str | None = None
@@ -153,12 +154,14 @@ class StsClient:
                 await asyncio.wait_for(self._completed.wait(), 2.0)
             except (TimeoutError, socketio.exceptions.SocketIOError):
                 pass
+        with contextlib.suppress(Exception):  # best effort: the peer may already be gone
+            await self._sio.disconnect()
         if self._connection_task is not None:
             self._connection_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connection_task
-        with contextlib.suppress(Exception):  # best effort: the peer may already be gone
-            await self._sio.disconnect()
+            with contextlib.suppress(Exception):  # it may have connected meanwhile
+                await self._sio.disconnect()
         self._ready.clear()
         self._fail_pending(FallbackReason.CLOSED)
 
@@ -318,6 +321,7 @@ class StsClient:
     async def _keep_connected(self) -> None:
         auth = {"token": self.settings.sts_api_key} if self.settings.sts_api_key else None
         while not self._closed:
+            self._connection_lost.clear()
             try:
                 await self._sio.connect(
                     self.settings.sts_service_url,
@@ -332,7 +336,8 @@ class StsClient:
             if await self._init_stream():
                 self._backoff.reset()
                 log.info("[%s] STS session %s ready", self.stream_id, self._session_id)
-                await self._sio.wait()  # returns when the connection drops
+                # Our own event, not AsyncClient.wait(): cancelling this task must not cancel engineio's tasks.
+                await self._connection_lost.wait()
             else:
                 await self._sio.disconnect()
             if not self._closed:
@@ -403,6 +408,7 @@ class StsClient:
         if self._ready.is_set():
             log.warning("[%s] STS connection lost; %d fragment(s) in flight", self.stream_id, len(self._pending))
         self._ready.clear()
+        self._connection_lost.set()
         self._throttle.reset()
         self._fail_pending(FallbackReason.DISCONNECTED)
 

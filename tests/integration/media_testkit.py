@@ -1,0 +1,105 @@
+"""Helpers for the media-service integration tests: in-process STS servers (the real one in echo mode, or a
+scriptable fake) on a chosen port, and settings independent of the caller's environment."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import socketio
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from livedub.media.metrics import WorkerMetrics
+from livedub.media.settings import MediaSettings
+from livedub.media.types import AudioSegment
+from livedub.protocol import StreamReady
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def media_settings(**overrides: Any) -> MediaSettings:
+    return MediaSettings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+def fresh_metrics() -> WorkerMetrics:
+    return WorkerMetrics(CollectorRegistry())
+
+
+def sample(metrics: WorkerMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value("media_service_worker_" + name, labels) or 0.0
+
+
+def noise_segment(seq: int, seconds: float = 1.0, rate: int = 48000, channels: int = 1) -> AudioSegment:
+    """Low-passed noise (~1 kHz): never periodic, so a shifted copy does not correlate, and AAC codes it well."""
+    rng = np.random.default_rng(seq)
+    noise = rng.standard_normal((round(seconds * rate) + 47, channels))
+    kernel = np.ones(48) / 48
+    smooth = np.stack([np.convolve(noise[:, c], kernel, mode="valid") for c in range(channels)], axis=1)
+    pcm = (smooth / np.abs(smooth).max() * 12000).astype(np.int16)
+    return AudioSegment("s1", seq, start_sample=seq * pcm.shape[0], pcm=pcm, sample_rate=rate)
+
+
+@asynccontextmanager
+async def serve_asgi(app: Any, port: int) -> AsyncIterator[str]:
+    """Run an ASGI app with uvicorn on 127.0.0.1:port inside this event loop; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(20):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+
+
+def echo_sts_app(api_key: str = "") -> Any:
+    """The real STS server with the echo pipeline (returns each fragment's own audio)."""
+    from livedub.sts.pipeline import EchoPipeline
+    from livedub.sts.server import create_app
+    from livedub.sts.settings import StsSettings
+
+    settings = StsSettings(_env_file=None).model_copy(update={"api_key": api_key, "worker_threads": 1})  # type: ignore[call-arg]
+    return create_app(EchoPipeline(), settings)
+
+
+class FakeSts:
+    """A scripted STS: answers stream:init, then does what `on_fragment` says with each fragment:data.
+
+    Modes: "silent" (never answers), "error" (error event naming the fragment), "drop" (disconnects the client).
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.fragments: list[dict[str, Any]] = []
+        self.inits = 0
+        self.sio = socketio.AsyncServer(async_mode="asgi", max_http_buffer_size=20_000_000)
+        self.app = socketio.ASGIApp(self.sio)
+        self.sio.on("stream:init", self._on_init)
+        self.sio.on("fragment:data", self._on_fragment)
+
+    async def _on_init(self, sid: str, data: dict[str, Any]) -> None:
+        self.inits += 1
+        ready = StreamReady(stream_id=data["stream_id"], session_id=f"fake-{self.inits}", max_inflight=3)
+        await self.sio.emit("stream:ready", ready.to_wire(), to=sid)
+
+    async def _on_fragment(self, sid: str, data: dict[str, Any]) -> None:
+        self.fragments.append(data)
+        if self.mode == "error":
+            error = {"code": "TIMEOUT", "message": "model stuck", "fragment_id": data["fragment_id"]}
+            await self.sio.emit("error", error, to=sid)
+        elif self.mode == "drop":
+            await self.sio.disconnect(sid)
