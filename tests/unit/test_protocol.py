@@ -152,3 +152,14 @@ INVALID: list[tuple[type[Event], dict[str, Any]]] = [
 def test_invalid_payloads_are_refused(model: type[Event], payload: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         model.model_validate(payload)
+
+
+def test_protocol_doc_is_generated_from_these_models() -> None:
+    from livedub.sts import protocol_doc
+
+    text = protocol_doc.DOC_PATH.read_text(encoding="utf-8")
+    assert protocol_doc.render(text) == text, "docs/protocol.md is stale: run python -m livedub.sts.protocol_doc"
+    for event in SAMPLES:
+        assert f"| `{event}` |" in text
+    for code in ErrorCode:
+        assert f"| `{code.value}` |" in text
