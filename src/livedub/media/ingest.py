@@ -1,0 +1,325 @@
+"""Ingest: read the input stream with PyAV in a thread and hand typed items to asyncio.
+
+Video packets are passed through untouched (only their position on the media timeline is computed). Audio is decoded
+and resampled by FFmpeg (av.AudioResampler) to s16 at the configured rate, keeping the channel count (more than two
+channels are downmixed to stereo). Audio positions are sample counters (pitfall 3: FLV pts are rounded to ms); input
+timestamps are only used to detect jumps and gaps.
+
+The media timeline: milliseconds since the stream's origin = min(first audio pts, first video keyframe dts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from livedub.media.metrics import METRICS, WorkerMetrics
+from livedub.media.types import Pcm
+from livedub.mediaserver.urls import rtmp_options
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VIDEO_CODECS = frozenset({"h264"})
+JUMP_MS = 1000  # a timestamp step larger than this (either way) is a discontinuity, not jitter
+GAP_FILL_MS = 100  # audio missing for longer than this (by timestamps) is filled with silence
+MAX_GAP_FILL_MS = 5000
+PREROLL_LIMIT_S = 3.0  # how long to wait for both the first keyframe and the first audio packet
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """What the input holds; the first item ingest emits."""
+
+    video: av.VideoStream | None  # template for the output's copied video stream
+    audio_channels: int  # 0: no audio
+    sample_rate: int
+    audio_offset_ms: int  # media time of audio sample 0
+
+
+@dataclass(frozen=True)
+class VideoPacket:
+    packet: av.Packet  # untouched
+    media_dts_ms: int  # dts on the media timeline
+    composition_ms: int  # pts - dts (B-frames)
+    keyframe: bool
+    arrival: float  # time.monotonic() when demuxed
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    start_sample: int  # sample counter since audio sample 0
+    pcm: Pcm  # (samples, channels) s16 at StreamLayout.sample_rate
+    source_ms: float  # where start_sample sits according to the input's timestamps (media timeline)
+    arrival: float
+
+
+@dataclass(frozen=True)
+class IngestEnd:
+    reason: str  # stopped | timeout | eof | refused | error
+    detail: str = ""
+
+
+IngestItem = StreamLayout | VideoPacket | AudioChunk | IngestEnd
+_Emit = Callable[[IngestItem], None]
+_Packets = Iterator[av.Packet]
+
+
+class Timeline:
+    """Maps input timestamps (ms) to the media timeline, absorbing discontinuities (publisher restarts, wraps)."""
+
+    def __init__(self, origin_ms: int) -> None:
+        self.offset_ms = -origin_ms
+        self.last: dict[str, int] = {}
+        self.jumps = 0
+
+    def map(self, kind: str, ts_ms: int, step_ms: int) -> int:
+        mapped = ts_ms + self.offset_ms
+        last = self.last.get(kind)
+        if last is not None and (mapped - last > JUMP_MS or mapped < last - JUMP_MS):
+            self.offset_ms += last + step_ms - mapped
+            mapped = last + step_ms
+            self.jumps += 1
+        self.last[kind] = mapped
+        return mapped
+
+
+class AudioDecoder:
+    """AAC (or any) packets -> s16 interleaved PCM at `rate`, counting samples and filling timestamp gaps."""
+
+    def __init__(self, stream: av.AudioStream, rate: int, offset_ms: int) -> None:
+        self.stream = stream
+        self.rate = rate
+        self.channels = min(2, stream.codec_context.channels or 2)
+        layout = "mono" if self.channels == 1 else "stereo"
+        self.resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
+        self.samples = 0
+        self.offset_ms = offset_ms
+        self.gaps_filled = 0
+
+    def position_ms(self) -> float:
+        return self.offset_ms + 1000.0 * self.samples / self.rate
+
+    def decode(self, packet: av.Packet, source_ms: float, arrival: float) -> list[AudioChunk]:
+        chunks: list[AudioChunk] = []
+        gap_ms = source_ms - self.position_ms()
+        if GAP_FILL_MS < gap_ms <= MAX_GAP_FILL_MS:
+            n = round(gap_ms * self.rate / 1000.0)
+            chunks.append(self._chunk(np.zeros((n, self.channels), dtype=np.int16), source_ms - gap_ms, arrival))
+            self.gaps_filled += 1
+        for frame in packet.decode():
+            for out in self.resampler.resample(frame):
+                pcm = out.to_ndarray().reshape(-1, self.channels)
+                if pcm.shape[0]:
+                    chunks.append(self._chunk(pcm, source_ms, arrival))
+        return chunks
+
+    def _chunk(self, pcm: Pcm, source_ms: float, arrival: float) -> AudioChunk:
+        chunk = AudioChunk(start_sample=self.samples, pcm=pcm, source_ms=source_ms, arrival=arrival)
+        self.samples += pcm.shape[0]
+        return chunk
+
+
+class Ingest:
+    """Reads `url` in a daemon thread; `items()` yields StreamLayout first, then packets/chunks, then IngestEnd."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        url: str,
+        sample_rate: int,
+        open_timeout_s: float,
+        read_timeout_s: float,
+        metrics: WorkerMetrics = METRICS,
+    ) -> None:
+        self.stream_id = stream_id
+        self.url = url
+        self.sample_rate = sample_rate
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.metrics = metrics
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.pts_jumps = 0
+        self.corrupt_packets = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def items(self) -> AsyncIterator[IngestItem]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[IngestItem] = asyncio.Queue()
+
+        def emit(item: IngestItem) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        self._thread = threading.Thread(target=self._run, args=(emit,), name=f"ingest-{self.stream_id}", daemon=True)
+        self._thread.start()
+        while True:
+            item = await queue.get()
+            yield item
+            if isinstance(item, IngestEnd):
+                return
+
+    def _error(self, kind: str) -> None:
+        self.metrics.errors.labels(stream_id=self.stream_id, type=kind).inc()
+
+    def _open(self) -> av.container.InputContainer:
+        options = {"analyzeduration": "200000", "probesize": "500000", **rtmp_options(self.url)}
+        return av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
+
+    def _run(self, emit: _Emit) -> None:
+        try:
+            container = self._open()
+        except Exception as exc:
+            log.error("stream %s: cannot open %s: %s", self.stream_id, self.url, exc)
+            self._error("open_failed")
+            emit(IngestEnd("error", f"open failed: {exc}"))
+            return
+        try:
+            emit(self._read(container, emit))
+        except Exception as exc:
+            log.exception("stream %s: ingest failed", self.stream_id)
+            self._error("ingest")
+            emit(IngestEnd("error", str(exc)))
+        finally:
+            container.close()
+
+    def _read(self, container: av.container.InputContainer, emit: _Emit) -> IngestEnd:
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        if video is not None and video.codec_context.name not in SUPPORTED_VIDEO_CODECS:
+            log.error(
+                "stream %s: unsupported video codec %r (only H.264 can be copied to FLV); refusing the stream",
+                self.stream_id,
+                video.codec_context.name,
+            )
+            self._error("unsupported_codec")
+            return IngestEnd("refused", f"unsupported video codec {video.codec_context.name}")
+        if video is None and audio is None:
+            self._error("no_streams")
+            return IngestEnd("refused", "no audio or video stream")
+        if audio is None:
+            log.warning("stream %s: no audio stream; passing the video through", self.stream_id)
+            self._error("no_audio")
+        if video is None:
+            log.warning("stream %s: no video stream; audio only", self.stream_id)
+            self._error("no_video")
+        streams = [s for s in (video, audio) if s is not None]
+        packets = container.demux(*streams)
+
+        # Pre-roll: find the first keyframe and the first audio packet to fix the origin.
+        preroll: list[tuple[av.Packet, float]] = []
+        first_key: int | None = None
+        first_audio: int | None = None
+        deadline = time.monotonic() + PREROLL_LIMIT_S
+        end: IngestEnd | None = None
+        while (video is not None and first_key is None) or (audio is not None and first_audio is None):
+            packet, end = self._next(packets)
+            if packet is None:
+                break
+            now = time.monotonic()
+            if packet.stream is video and first_key is None:
+                if not packet.is_keyframe:
+                    continue  # nothing before the first keyframe can be decoded
+                first_key = packet.dts
+            if packet.stream is audio and first_audio is None:
+                first_audio = packet.pts
+            preroll.append((packet, now))
+            if now > deadline and (first_key is not None or first_audio is not None):
+                break
+        if first_key is None and first_audio is None:
+            return end or IngestEnd("error", "no packets")
+        if audio is not None and first_audio is None:
+            log.warning(
+                "stream %s: audio stream announced but no audio packet; passing the video through", self.stream_id
+            )
+            self._error("no_audio")
+            audio = None
+        origin = min(x for x in (first_key, first_audio) if x is not None)
+        timeline = Timeline(origin)
+        decoder = AudioDecoder(audio, self.sample_rate, first_audio - origin) if audio is not None else None
+        emit(
+            StreamLayout(
+                video=video if first_key is not None else None,
+                audio_channels=decoder.channels if decoder else 0,
+                sample_rate=self.sample_rate,
+                audio_offset_ms=decoder.offset_ms if decoder else 0,
+            )
+        )
+        for packet, arrival in preroll:
+            self._handle(packet, arrival, video, decoder, timeline, emit)
+        while end is None:
+            packet, end = self._next(packets)
+            if packet is not None:
+                self._handle(packet, time.monotonic(), video, decoder, timeline, emit)
+        return end
+
+    def _next(self, packets: _Packets) -> tuple[av.Packet | None, IngestEnd | None]:
+        """The next usable packet, or the reason the input ended."""
+        consecutive_errors = 0
+        while True:
+            if self._stop.is_set():
+                return None, IngestEnd("stopped")
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return None, IngestEnd("eof")
+            except av.error.InvalidDataError as exc:
+                consecutive_errors += 1
+                self.corrupt_packets += 1
+                self._error("corrupt_packet")
+                if consecutive_errors > 50:
+                    return None, IngestEnd("error", f"unreadable input: {exc}")
+                continue
+            except av.error.FFmpegError as exc:
+                if self._stop.is_set():
+                    return None, IngestEnd("stopped")
+                log.info("stream %s: input ended (%s)", self.stream_id, exc)
+                return None, IngestEnd("timeout", str(exc))
+            if packet.dts is None or packet.size == 0:
+                continue  # flush/empty packets
+            if packet.is_corrupt:
+                self.corrupt_packets += 1
+                self._error("corrupt_packet")
+                continue
+            return packet, None
+
+    def _handle(
+        self,
+        packet: av.Packet,
+        arrival: float,
+        video: av.VideoStream | None,
+        decoder: AudioDecoder | None,
+        timeline: Timeline,
+        emit: _Emit,
+    ) -> None:
+        jumps = timeline.jumps
+        assert packet.dts is not None
+        if video is not None and packet.stream is video:
+            dts = timeline.map("video", int(packet.dts), 33)
+            composition = int(packet.pts - packet.dts) if packet.pts is not None else 0
+            emit(VideoPacket(packet, dts, composition, bool(packet.is_keyframe), arrival))
+        elif decoder is not None and packet.stream is decoder.stream:
+            step = max(1, round(1000 * (packet.duration or 1024) * float(packet.time_base or 0.001)))
+            source = timeline.map("audio", int(packet.pts if packet.pts is not None else packet.dts), step)
+            try:
+                chunks = decoder.decode(packet, float(source), arrival)
+            except av.error.InvalidDataError:
+                self.corrupt_packets += 1
+                self._error("corrupt_packet")
+                return
+            for chunk in chunks:
+                emit(chunk)
+        if timeline.jumps != jumps:
+            self.pts_jumps += 1
+            self._error("pts_jump")
+            log.warning(
+                "stream %s: timestamp discontinuity; timeline offset now %d ms", self.stream_id, timeline.offset_ms
+            )

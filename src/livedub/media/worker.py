@@ -1,0 +1,201 @@
+"""WorkerRunner: one stream's pipeline, ingest -> segmenter -> STS (dub_client) -> aligner -> paced muxer -> publisher.
+
+`run()` returns when the input ends (stop() from on_publish_done, or the read timeout) and the buffered output has
+been played out, or after stop(). It never raises for stream problems: they are logged, counted and end in the state
+"failed". The worker calls `dub_client.start()` before the first segment and `dub_client.close()` at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from livedub.media.aligner import align
+from livedub.media.ingest import AudioChunk, Ingest, IngestEnd, StreamLayout, VideoPacket
+from livedub.media.metrics import METRICS, WorkerMetrics
+from livedub.media.muxer import PacedMuxer
+from livedub.media.publisher import FlvPublisher
+from livedub.media.segmenter import Segmenter, make_segmenter
+from livedub.media.settings import MediaSettings
+from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRunner:
+    def __init__(
+        self,
+        stream_id: str,
+        settings: MediaSettings,
+        dub_client: DubClient,
+        metrics: WorkerMetrics = METRICS,
+    ) -> None:
+        self.stream_id = stream_id
+        self.settings = settings
+        self.dub_client = dub_client
+        self.metrics = metrics
+        self.input_url = settings.input_url(stream_id)
+        self.output_url = settings.output_url(stream_id)
+        self.state = "starting"
+        self.started_at: str | None = None
+        self.end_reason: str | None = None
+        self._stop_requested = False
+        self._ingest: Ingest | None = None
+        self._muxer: PacedMuxer | None = None
+        self._segments = 0
+        self._dub_tasks: set[asyncio.Task[None]] = set()
+        self._inflight = asyncio.Semaphore(settings.sts_max_inflight)
+
+    # ---- API ---------------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask for a clean stop: stop reading, cut the last segment, play out what is buffered."""
+        self._stop_requested = True
+        if self._ingest is not None:
+            self._ingest.stop()
+
+    def status(self) -> dict[str, Any]:
+        stats = self._muxer.stats if self._muxer else None
+        return {
+            "state": self.state,
+            "started_at": self.started_at,
+            "input_url": self.input_url,
+            "output_url": self.output_url,
+            "segments": self._segments,
+            "dubbed": stats.dubbed if stats else 0,
+            "fallbacks": stats.fallbacks if stats else 0,
+            "output_lag_s": round(stats.output_lag_s, 3) if stats else 0.0,
+            "last_av_sync_delta_ms": (
+                round(stats.last_av_sync_delta_ms, 2) if stats and stats.last_av_sync_delta_ms is not None else None
+            ),
+        }
+
+    async def run(self) -> None:
+        self.started_at = datetime.now(UTC).isoformat()
+        self._set_state("starting")
+        try:
+            ok = await self._run()
+        except asyncio.CancelledError:
+            self._set_state("stopped")
+            raise
+        except Exception:
+            log.exception("stream %s: worker failed", self.stream_id)
+            self.metrics.errors.labels(stream_id=self.stream_id, type="worker").inc()
+            ok = False
+        finally:
+            await self._cancel_dubs()
+            with contextlib.suppress(Exception):
+                await self.dub_client.close()
+        self._set_state("stopped" if ok else "failed")
+
+    # ---- pipeline ----------------------------------------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.metrics.set_state(self.stream_id, state)
+
+    async def _run(self) -> bool:
+        s = self.settings
+        ingest = Ingest(
+            self.stream_id, self.input_url, s.audio_sample_rate, s.ingest_open_timeout_s, s.ingest_read_timeout_s,
+            self.metrics,
+        )  # fmt: skip
+        self._ingest = ingest
+        if self._stop_requested:
+            ingest.stop()
+        items = ingest.items()
+        first = await anext(items)
+        if not isinstance(first, StreamLayout):
+            reason = first.reason if isinstance(first, IngestEnd) else "unexpected"
+            log.error("stream %s: input not usable (%s)", self.stream_id, first)
+            self.end_reason = reason
+            return False
+        layout = first
+        try:
+            publisher = await asyncio.to_thread(
+                FlvPublisher, self.output_url, layout.video, layout.audio_channels, layout.sample_rate
+            )
+        except Exception as exc:
+            log.error("stream %s: cannot publish to %s: %s", self.stream_id, self.output_url, exc)
+            self.metrics.errors.labels(stream_id=self.stream_id, type="publish_failed").inc()
+            ingest.stop()
+            return False
+        muxer = PacedMuxer(self.stream_id, layout, publisher, s.output_delay_ms / 1000, self.metrics)
+        self._muxer = muxer
+        segmenter = make_segmenter(self.stream_id, s, layout.audio_channels) if layout.audio_channels else None
+        if segmenter is not None:
+            try:
+                await self.dub_client.start()
+            except Exception:
+                log.exception("stream %s: STS client did not start; original audio until it does", self.stream_id)
+        muxer_task = asyncio.create_task(muxer.run(), name=f"mux-{self.stream_id}")
+        self._set_state("running")
+        end = await self._pump(items, muxer, segmenter, muxer_task)
+        self._set_state("draining")
+        if segmenter is not None:
+            for segment in segmenter.flush():
+                self._submit(segment, muxer)
+        muxer.finish()
+        ingest.stop()
+        try:
+            await muxer_task
+        except Exception as exc:
+            log.error("stream %s: output failed: %s", self.stream_id, exc)
+            self.metrics.errors.labels(stream_id=self.stream_id, type="publish_failed").inc()
+            return False
+        self.end_reason = end.reason
+        log.info("stream %s: ended (%s); %s", self.stream_id, end.reason, self.status())
+        return end.reason in {"stopped", "timeout", "eof"}
+
+    async def _pump(
+        self,
+        items: Any,
+        muxer: PacedMuxer,
+        segmenter: Segmenter | None,
+        muxer_task: asyncio.Task[None],
+    ) -> IngestEnd:
+        async for item in items:
+            if muxer_task.done():  # the output failed: stop reading
+                assert self._ingest is not None
+                self._ingest.stop()
+            if isinstance(item, VideoPacket):
+                muxer.add_video(item)
+            elif isinstance(item, AudioChunk):
+                muxer.add_audio(item)
+                if segmenter is not None:
+                    for segment in segmenter.push(item.start_sample, item.pcm):
+                        self._submit(segment, muxer)
+            elif isinstance(item, IngestEnd):
+                return item
+        return IngestEnd("eof")
+
+    def _submit(self, segment: AudioSegment, muxer: PacedMuxer) -> None:
+        self._segments += 1
+        self.metrics.segments_processed.labels(stream_id=self.stream_id).inc()
+        muxer.add_slot(segment)
+        task = asyncio.create_task(self._dub(segment, muxer), name=f"dub-{self.stream_id}-{segment.sequence_number}")
+        self._dub_tasks.add(task)
+        task.add_done_callback(self._dub_tasks.discard)
+
+    async def _dub(self, segment: AudioSegment, muxer: PacedMuxer) -> None:
+        async with self._inflight:
+            if muxer.sealed(segment.sequence_number):
+                return  # its time has passed while waiting for a free STS slot
+            started = time.monotonic()
+            try:
+                outcome = await self.dub_client.dub(segment)
+            except Exception as exc:  # the client should not raise; the slot keeps its original audio
+                log.warning("stream %s: dub of segment %d raised: %s", self.stream_id, segment.sequence_number, exc)
+                outcome = DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="failed")
+            if outcome.round_trip_s is None:
+                outcome.round_trip_s = time.monotonic() - started
+        muxer.resolve(align(segment, outcome))
+
+    async def _cancel_dubs(self) -> None:
+        tasks = list(self._dub_tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
