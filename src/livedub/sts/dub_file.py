@@ -112,10 +112,9 @@ def write_video(source: Path, path: Path, audio: FloatAudio, audio_start_s: floa
 
 
 def dub_audio(audio: FloatAudio, source: str, target: str, chunk_s: float, settings: StsSettings) -> FloatAudio:
-    from livedub.sts.pipeline import build_processor
+    from livedub.sts.pipeline import DubbingPipeline
 
-    processor = build_processor(settings)
-    processor.check_languages(source, target)
+    processor = DubbingPipeline(settings, pairs=((source, target),))  # loads only this direction's models
     processor.warmup()
     config = StreamConfig(source_language=source, target_language=target, format=AudioFormat.PCM_S16LE)
     out = audio.copy()

@@ -134,7 +134,15 @@ class EchoPipeline:
         )
 
     def warmup(self) -> None:
-        return None
+        """Load the models and run each once (the first inference of a model is slow)."""
+        self.load()
+        assert self._asr is not None
+        for (source, target), translator in self._translators.items():
+            translator.translate("Hello." if source == "en" else "Hola.", source, target)
+        for language, backend in self._tts.items():
+            sample = backend.synthesize("Hello, thank you." if language == "en" else "Hola, gracias.", language)
+        self._asr.transcribe(resample(sample, backend.sample_rate, self._asr.sample_rate), language)
+        self._warm = True
 
     def describe(self) -> dict[str, Any]:
         return {"pipeline": "echo", "loaded": True, "supported_pairs": ["*"]}
@@ -166,7 +174,13 @@ class DubbingPipeline:
         asr: ASRBackend | None = None,
         translators: dict[tuple[str, str], Translator] | None = None,
         tts: dict[str, TTSBackend] | None = None,
+        pairs: tuple[tuple[str, str], ...] = SUPPORTED_PAIRS,
     ) -> None:
+        """`pairs` limits the served (and loaded) directions, e.g. to one for `livedub dub-file`."""
+        unknown = set(pairs) - set(SUPPORTED_PAIRS)
+        if unknown:
+            raise UnsupportedLanguageError(f"unsupported language pairs {sorted(unknown)}")
+        self.pairs = tuple(pairs)
         self.settings = settings or StsSettings()
         self._asr = asr
         self._translators: dict[tuple[str, str], Translator] = dict(translators or {})
@@ -209,11 +223,11 @@ class DubbingPipeline:
                 "kokoro": lambda: tts.KokoroTTS(resolve_model_dir(s.kokoro_model), s.kokoro_voice, cpu_threads=threads),
                 "espeak-ng": lambda: tts.EspeakTTS(s.espeak_binary),
             }
-            for pair in SUPPORTED_PAIRS:
+            for pair in self.pairs:
                 if pair not in self._translators:
                     kind = self._translator_kind(*pair)
                     self._translators[pair] = _shared(translator_by_kind, kind, builders[kind])
-            for language in {target for _, target in SUPPORTED_PAIRS}:
+            for language in {target for _, target in self.pairs}:
                 if language not in self._tts:
                     kind = self._tts_kind(language)
                     self._tts[language] = _shared(tts_by_kind, kind, builders[kind])
@@ -241,21 +255,21 @@ class DubbingPipeline:
             "asr": getattr(self._asr, "name", self.settings.asr_model),
             "translators": {
                 f"{s}-{t}": getattr(self._translators.get((s, t)), "name", self._translator_kind(s, t))
-                for s, t in SUPPORTED_PAIRS
+                for s, t in self.pairs
             },
             "tts": {
                 lang: getattr(self._tts.get(lang), "name", self._tts_kind(lang))
-                for lang in sorted({t for _, t in SUPPORTED_PAIRS})
+                for lang in sorted({t for _, t in self.pairs})
             },
-            "supported_pairs": [f"{s}-{t}" for s, t in SUPPORTED_PAIRS],
+            "supported_pairs": [f"{s}-{t}" for s, t in self.pairs],
             "max_speedup": self.settings.max_speedup,
         }
 
     # ------------------------------------------------------------------ processing
 
     def check_languages(self, source: str, target: str) -> None:
-        if (source, target) not in SUPPORTED_PAIRS:
-            supported = ", ".join(f"{s}->{t}" for s, t in SUPPORTED_PAIRS)
+        if (source, target) not in self.pairs:
+            supported = ", ".join(f"{s}->{t}" for s, t in self.pairs)
             raise UnsupportedLanguageError(f"unsupported language pair {source}->{target}; supported: {supported}")
 
     def process(self, fragment: FragmentData, config: StreamConfig) -> FragmentProcessed:
