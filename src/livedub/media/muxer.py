@@ -26,7 +26,7 @@ import numpy as np
 from livedub.media.aligner import SlotAudio, original
 from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import METRICS, WorkerMetrics
-from livedub.media.publisher import AAC_FRAME, FlvPublisher
+from livedub.media.publisher import AAC_FRAME, Publisher
 from livedub.media.types import AudioSegment, Pcm
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class PacedMuxer:
         self,
         stream_id: str,
         layout: StreamLayout,
-        publisher: FlvPublisher,
+        publisher: Publisher,
         delay_s: float,
         metrics: WorkerMetrics = METRICS,
         clock: Callable[[], float] = time.monotonic,

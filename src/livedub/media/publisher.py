@@ -6,6 +6,7 @@ It knows nothing of timing: callers give packets/frames with final timestamps (s
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import av
 
@@ -29,6 +30,19 @@ def output_open_url(url: str) -> str:
     prefix = url[: url.index("://") + 3]
     host = url[len(prefix) :].split("/", 1)[0]
     return f"{prefix}{host}/{options['rtmp_app']}//{options['rtmp_playpath']}"
+
+
+class Publisher(Protocol):
+    """What the muxer writes to (FlvPublisher; fakes in tests)."""
+
+    video: av.VideoStream | None
+    audio: av.AudioStream | None
+
+    def write_video(self, packet: av.Packet, dts_ms: int, pts_ms: int) -> None: ...
+
+    def write_audio(self, frame: av.AudioFrame | None) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class FlvPublisher:
