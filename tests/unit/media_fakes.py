@@ -29,12 +29,14 @@ class FakeClient:
 
 
 class FakeRunner:
-    """Runs until stop(); `crash` makes run() raise, `stubborn` ignores stop()."""
+    """Runs until stop(); `crash` makes run() raise, `stubborn` ignores stop(), `gives_up` returns as failed."""
 
-    def __init__(self, stream_id: str, *, crash: bool = False, stubborn: bool = False) -> None:
+    def __init__(self, stream_id: str, *, crash: bool = False, stubborn: bool = False, gives_up: bool = False) -> None:
         self.stream_id = stream_id
         self.crash = crash
         self.stubborn = stubborn
+        self.gives_up = gives_up
+        self.state = "running"
         self.stop_calls = 0
         self.running = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -44,7 +46,11 @@ class FakeRunner:
         await asyncio.sleep(0)
         if self.crash:
             raise RuntimeError(f"worker {self.stream_id} exploded")
+        if self.gives_up:
+            self.state = "failed"  # like WorkerRunner: a stream problem ends run() without raising
+            return
         await self._stopped.wait()
+        self.state = "stopped"
 
     def stop(self) -> None:
         self.stop_calls += 1
@@ -52,20 +58,28 @@ class FakeRunner:
             self._stopped.set()
 
     def status(self) -> dict[str, Any]:
-        return {"state": "running", "lag_s": 1.5, "fragments": 7}
+        return {"state": self.state, "lag_s": 1.5, "fragments": 7}
 
 
 class FakeFleet:
     """Factories for WorkerManager that build fakes and remember them by stream id."""
 
-    def __init__(self, crash: set[str] | None = None, stubborn: set[str] | None = None) -> None:
+    def __init__(
+        self, crash: set[str] | None = None, stubborn: set[str] | None = None, gives_up: set[str] | None = None
+    ) -> None:
         self.crash = crash or set()
         self.stubborn = stubborn or set()
+        self.gives_up = gives_up or set()
         self.runners: dict[str, FakeRunner] = {}
         self.clients: dict[str, FakeClient] = {}
 
     def runner(self, stream_id: str, settings: MediaSettings, client: DubClient, metrics: WorkerMetrics) -> FakeRunner:
-        runner = FakeRunner(stream_id, crash=stream_id in self.crash, stubborn=stream_id in self.stubborn)
+        runner = FakeRunner(
+            stream_id,
+            crash=stream_id in self.crash,
+            stubborn=stream_id in self.stubborn,
+            gives_up=stream_id in self.gives_up,
+        )
         self.runners[stream_id] = runner
         return runner
 

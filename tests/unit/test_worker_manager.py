@@ -81,6 +81,18 @@ async def test_a_crashing_worker_is_isolated_marked_failed_and_counted() -> None
     await manager.shutdown()
 
 
+async def test_a_worker_that_ends_failed_stays_listed_as_failed_until_unpublished() -> None:
+    fleet = FakeFleet(gives_up={"nocodec"})
+    manager = make_manager(fleet)
+    await manager.start_stream("nocodec")
+    await wait_until_done(manager, "nocodec")
+    [entry] = manager.list_streams()
+    assert entry["state"] == "failed" and entry["error"]
+    assert manager.active_count() == 0
+    assert await manager.stop_stream("nocodec")
+    assert manager.list_streams() == []
+
+
 async def test_stop_stream_stops_the_runner_closes_the_client_and_forgets_the_worker() -> None:
     fleet = FakeFleet()
     manager = make_manager(fleet)

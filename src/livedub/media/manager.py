@@ -168,7 +168,11 @@ class WorkerManager:
             await handle.client.start()
             handle.state = "running" if handle.state == "starting" else handle.state
             await handle.runner.run()
-            handle.state = "stopped"
+            # run() does not raise for stream problems; it reports them as its final state.
+            if self._runner_state(handle) == "failed":
+                handle.state, handle.error = "failed", "the worker ended in state failed (see its log)"
+            else:
+                handle.state = "stopped"
         except asyncio.CancelledError:
             handle.state = "stopped"
             raise
@@ -208,6 +212,13 @@ class WorkerManager:
             await handle.client.close()
         except Exception:
             log.exception("closing the STS client of %s failed", handle.stream_id)
+
+    @staticmethod
+    def _runner_state(handle: WorkerHandle) -> str | None:
+        try:
+            return handle.runner.status().get("state")
+        except Exception:
+            return None
 
     def _describe(self, handle: WorkerHandle) -> dict[str, Any]:
         try:

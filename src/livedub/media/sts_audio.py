@@ -37,22 +37,41 @@ def decode_payload(payload: AudioPayload, sample_rate: int, channels: int) -> Pc
     data = payload.decode_bytes()
     try:
         if payload.format is AudioFormat.PCM_S16LE:
-            return _decode_pcm(data, payload, sample_rate, channels)
-        pcm = _decode_container(data, sample_rate, channels)
+            pcm = _decode_pcm(data, payload, sample_rate)
+        else:
+            pcm = _decode_container(data, sample_rate)
+            # AAC pads its last frame: drop what lies past the declared duration.
+            declared = round(payload.duration_ms * sample_rate / 1000)
+            pcm = pcm[:declared] if 0 < declared < len(pcm) else pcm
     except av.FFmpegError as exc:
         raise ValueError(f"cannot decode {payload.format} payload: {exc}") from exc
-    # AAC pads its last frame: drop what lies past the declared duration.
-    declared = round(payload.duration_ms * sample_rate / 1000)
-    return pcm[:declared] if 0 < declared < len(pcm) else pcm
+    return match_channels(pcm, channels)
 
 
-def _decode_pcm(data: bytes, payload: AudioPayload, sample_rate: int, channels: int) -> Pcm:
+def match_channels(pcm: Pcm, channels: int) -> Pcm:
+    """Copy mono to every channel at full level (FFmpeg's upmix would lower it 3 dB), or downmix to mono."""
+    have = int(pcm.shape[1])
+    if have == channels:
+        return pcm
+    if have == 1:
+        return np.repeat(pcm, channels, axis=1)
+    if channels == 1:
+        return downmix_to_mono(pcm)
+    return match_channels(downmix_to_mono(pcm), channels)
+
+
+def _decode_pcm(data: bytes, payload: AudioPayload, sample_rate: int) -> Pcm:
     if len(data) % (2 * payload.channels):
         raise ValueError("pcm_s16le payload is not a whole number of sample frames")
     pcm = np.frombuffer(data, dtype="<i2").astype(np.int16).reshape(-1, payload.channels)
-    if payload.sample_rate_hz == sample_rate and payload.channels == channels:
+    return pcm if payload.sample_rate_hz == sample_rate else _resample(pcm, payload.sample_rate_hz, sample_rate)
+
+
+def downmix_to_mono(pcm: Pcm) -> Pcm:
+    """Average the channels: (samples, channels) -> (samples, 1)."""
+    if pcm.shape[1] == 1:
         return pcm
-    return _resample(pcm, payload.sample_rate_hz, sample_rate, channels)
+    return np.round(pcm.mean(axis=1, keepdims=True)).astype(np.int16)
 
 
 def _encode_m4a(pcm: Pcm, sample_rate: int) -> bytes:
@@ -75,22 +94,24 @@ def _encode_m4a(pcm: Pcm, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def _decode_container(data: bytes, sample_rate: int, channels: int) -> Pcm:
-    resampler = av.AudioResampler(format="s16", layout=_layout(channels), rate=sample_rate)
+def _decode_container(data: bytes, sample_rate: int) -> Pcm:
+    """Decode the first audio stream to s16 at `sample_rate`, keeping its channel layout."""
     chunks: list[Pcm] = []
     with av.open(io.BytesIO(data), mode="r") as container:
         if not container.streams.audio:
             raise ValueError("payload container has no audio stream")
-        for frame in container.decode(audio=0):
+        stream = container.streams.audio[0]
+        channels = stream.codec_context.channels
+        resampler = av.AudioResampler(format="s16", layout=stream.codec_context.layout, rate=sample_rate)
+        for frame in container.decode(stream):
             chunks.extend(_frame_to_pcm(out, channels) for out in resampler.resample(frame))
-    chunks.extend(_frame_to_pcm(out, channels) for out in resampler.resample(None))
+        chunks.extend(_frame_to_pcm(out, channels) for out in resampler.resample(None))
     return np.concatenate(chunks) if chunks else np.zeros((0, channels), dtype=np.int16)
 
 
-def _resample(pcm: Pcm, from_rate: int, to_rate: int, channels: int) -> Pcm:
-    frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(pcm).reshape(1, -1), format="s16", layout=_layout(int(pcm.shape[1]))
-    )
+def _resample(pcm: Pcm, from_rate: int, to_rate: int) -> Pcm:
+    channels = int(pcm.shape[1])
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm).reshape(1, -1), format="s16", layout=_layout(channels))
     frame.sample_rate = from_rate
     resampler = av.AudioResampler(format="s16", layout=_layout(channels), rate=to_rate)
     chunks = [_frame_to_pcm(out, channels) for out in [*resampler.resample(frame), *resampler.resample(None)]]

@@ -29,7 +29,7 @@ from livedub.media.backoff import ExponentialBackoff, SendThrottle
 from livedub.media.circuit_breaker import BreakerState, CircuitBreaker
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.settings import MediaSettings
-from livedub.media.sts_audio import decode_payload, encode_payload
+from livedub.media.sts_audio import decode_payload, downmix_to_mono, encode_payload
 from livedub.media.types import AudioSegment, DubOutcome, DubStatus
 from livedub.protocol import (
     AudioFormat,
@@ -88,7 +88,6 @@ class StsClient:
         settings: MediaSettings,
         metrics: WorkerMetrics = METRICS,
         *,
-        channels: int = 1,
         connect_timeout_s: float = 5.0,
         backoff: ExponentialBackoff | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -96,7 +95,6 @@ class StsClient:
         self.stream_id = stream_id
         self.settings = settings
         self.metrics = metrics
-        self.channels = channels
         self.connect_timeout_s = connect_timeout_s
         self._backoff = backoff or ExponentialBackoff(initial_s=0.5, max_s=10.0)
         self._clock = clock
@@ -282,9 +280,12 @@ class StsClient:
         )
 
     async def _encode(self, segment: AudioSegment) -> AudioPayload:
+        # STS works on mono speech (ASR in, TTS out): sending stereo would only double the payload.
+        # The dub comes back mono and is decoded to the segment's channel count.
+        mono = downmix_to_mono(segment.pcm)
         if self._format is AudioFormat.PCM_S16LE:
-            return encode_payload(segment.pcm, segment.sample_rate, self._format)
-        return await asyncio.to_thread(encode_payload, segment.pcm, segment.sample_rate, self._format)
+            return encode_payload(mono, segment.sample_rate, self._format)
+        return await asyncio.to_thread(encode_payload, mono, segment.sample_rate, self._format)
 
     def _fallback(self, segment: AudioSegment, reason: FallbackReason, sts_status: str | None = None) -> DubOutcome:
         self.metrics.fallbacks.labels(stream_id=self.stream_id, reason=reason.value).inc()
@@ -364,7 +365,7 @@ class StsClient:
             voice_profile=s.voice_profile,
             format=self._format,
             sample_rate_hz=s.audio_sample_rate,
-            channels=self.channels,
+            channels=1,  # fragments are sent as mono, see _encode
             chunk_duration_ms=s.segment_duration_ms if s.segment_policy == "fixed" else s.segment_max_ms,
             max_inflight=s.sts_max_inflight,
             timeout_ms=s.sts_timeout_ms,
