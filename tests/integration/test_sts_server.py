@@ -303,6 +303,29 @@ async def test_fragment_timeout_fails_that_fragment_only() -> None:
         await client.close()
 
 
+async def test_a_worker_that_leaves_frees_its_stream_for_a_new_connection() -> None:
+    processor = FakeProcessor()
+    async with running_server(processor, worker_threads=1) as srv:
+        first = await Recorder().connect(srv.url)
+        await _ready(first, "s", timeout_ms=60000)
+        await first.emit("fragment:data", pcm_fragment("s", 0, metadata={"hold": "slow"}))
+        await first.emit("fragment:data", pcm_fragment("s", 1))
+        await processor.until(lambda: "s-0" in processor.started)
+        await first.close()  # gone with two fragments in flight
+        processor.gate("slow").set()
+
+        second = await Recorder().connect(srv.url)  # e.g. the worker reconnecting
+        await _ready(second, "s", timeout_ms=60000)
+        await second.emit("fragment:data", pcm_fragment("s", 7))
+        assert (await second.count("fragment:processed", 1))[0]["sequence_number"] == 7
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{srv.url}/metrics")).text.splitlines()
+        await second.close()
+    assert "sts_active_sessions 1.0" in metrics and "sts_fragments_inflight 0.0" in metrics
+    assert "sts_connected_clients 1.0" in metrics
+    assert first.of("fragment:processed") == []
+
+
 async def test_monitor_room_receives_copies() -> None:
     async with running_server(FakeProcessor()) as srv:
         one_stream = await Recorder().connect(srv.url)

@@ -198,6 +198,7 @@ class StsServer:
             self.startup_error = f"{type(exc).__name__}: {exc}"
             log.exception("model loading / warm-up failed")
         finally:
+            self._processor_built.set()  # also on failure: stream:init must not wait forever
             self._models_settled.set()
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -333,7 +334,10 @@ class StsServer:
                               stream_id=_raw_str(data, "stream_id"))
             return
         await self._processor_built.wait()  # only while the models are still loading
-        assert self.processor is not None
+        if self.processor is None:
+            await self._error(sid, ErrorCode.INTERNAL_ERROR, f"the models did not load: {self.startup_error}",
+                              stream_id=init.stream_id, severity=ErrorSeverity.FATAL, stage="server")
+            return
         config = init.config
         try:
             self.processor.check_languages(config.source_language, config.target_language)
