@@ -12,11 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import socketio
 from sts_testkit import Recorder, init_payload, pcm_fragment, running_server
 
 from livedub.protocol import (
+    AudioFormat,
+    AudioPayload,
     ErrorCode,
     FragmentData,
     FragmentError,
@@ -25,7 +28,9 @@ from livedub.protocol import (
     StageTimings,
     StreamConfig,
 )
+from livedub.sts.audio import encode_audio
 from livedub.sts.interfaces import UnsupportedLanguageError
+from livedub.sts.pipeline import EchoPipeline
 
 pytestmark = pytest.mark.integration
 
@@ -394,3 +399,24 @@ async def test_health_is_503_until_warm_and_metrics_count_work() -> None:
         'sts_errors_total{code="STREAM_NOT_FOUND",stage="protocol"} 1.0',
     ]:
         assert line in metrics.splitlines(), line
+
+
+async def test_echo_pipeline_through_the_server_with_m4a() -> None:
+    """The real EchoPipeline (no models) behind this server: real m4a decoding, undecodable audio reported."""
+    rate = 48000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)).astype(np.float32)
+    m4a = AudioPayload.from_bytes(encode_audio(tone, rate, AudioFormat.M4A), format=AudioFormat.M4A,
+                                  sample_rate_hz=rate, channels=1, duration_ms=1000.0)
+    async with running_server(EchoPipeline()) as srv:
+        client = await Recorder().connect(srv.url)
+        await _ready(client, "e", format="m4a", sample_rate_hz=rate)
+        good = {"fragment_id": "e-0", "stream_id": "e", "sequence_number": 0, "audio": m4a.to_wire()}
+        not_m4a = pcm_fragment("e", 1, pcm=b"RIFF, but not audio at all" * 10, audio_format="m4a")
+        await client.emit("fragment:data", good)
+        await client.emit("fragment:data", not_m4a)
+        processed = await client.count("fragment:processed", 2)
+        error = await client.next_event("error", 0)
+        await client.close()
+    assert processed[0]["status"] == "success" and processed[0]["dubbed_audio"] == m4a.to_wire()
+    assert processed[1]["status"] == "failed" and processed[1]["error"]["code"] == "INVALID_AUDIO_FORMAT"
+    assert (error["code"], error["fragment_id"]) == ("INVALID_AUDIO_FORMAT", "e-1")
