@@ -236,3 +236,16 @@ def test_a_much_too_short_dub_is_spoken_again_more_slowly() -> None:
     plain = pipeline(tts=FakeTTS(seconds=2.4)).process(fragment(), EN_ES)  # cannot slow down natively
     assert plain.status is FragmentStatus.PARTIAL
     assert plain.metadata.speed_ratio == pytest.approx(1 / 1.35, abs=0.01)
+
+
+def test_warmup_runs_every_backend_once_also_for_a_single_pair() -> None:
+    EchoPipeline().warmup()
+    asr, translator = FakeASR(), FakeTranslator()
+    single = DubbingPipeline(
+        StsSettings(), asr=asr, translators={("es", "en"): translator}, tts={"en": FakeTTS(1.0)}, pairs=(("es", "en"),)
+    )
+    single.warmup()
+    assert (asr.calls, translator.calls) == (1, 1)
+    assert single.describe()["warm"] is True and single.describe()["supported_pairs"] == ["es-en"]
+    with pytest.raises(UnsupportedLanguageError):
+        single.check_languages("en", "es")

@@ -134,15 +134,7 @@ class EchoPipeline:
         )
 
     def warmup(self) -> None:
-        """Load the models and run each once (the first inference of a model is slow)."""
-        self.load()
-        assert self._asr is not None
-        for (source, target), translator in self._translators.items():
-            translator.translate("Hello." if source == "en" else "Hola.", source, target)
-        for language, backend in self._tts.items():
-            sample = backend.synthesize("Hello, thank you." if language == "en" else "Hola, gracias.", language)
-        self._asr.transcribe(resample(sample, backend.sample_rate, self._asr.sample_rate), language)
-        self._warm = True
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {"pipeline": "echo", "loaded": True, "supported_pairs": ["*"]}
@@ -240,11 +232,9 @@ class DubbingPipeline:
         assert self._asr is not None
         for (source, target), translator in self._translators.items():
             translator.translate("Hello." if source == "en" else "Hola.", source, target)
-        sample = self._tts["en"].synthesize("Hello, thank you.", "en")
         for language, backend in self._tts.items():
-            if language != "en":
-                backend.synthesize("Hola, gracias.", language)
-        self._asr.transcribe(resample(sample, self._tts["en"].sample_rate, self._asr.sample_rate), "en")
+            sample = backend.synthesize("Hello, thank you." if language == "en" else "Hola, gracias.", language)
+        self._asr.transcribe(resample(sample, backend.sample_rate, self._asr.sample_rate), language)
         self._warm = True
 
     def describe(self) -> dict[str, Any]:
