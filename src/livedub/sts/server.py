@@ -441,6 +441,8 @@ class StsServer:
         session.accept(fragment)
         # Submitted here, before any await, so the queue positions of back-to-back fragments are exact.
         ahead = self.runner.queue_ahead()
+        if ahead is None and not self._models_settled.is_set():
+            ahead = 0  # a free thread, but the job will wait there for the warm-up
         job = self.runner.submit(self._process_blocking, fragment, session.config)
         # The ack is sent before the result is awaited, so it always precedes the fragment's fragment:processed.
         await self._emit("fragment:ack", self._ack_for(fragment, ahead).to_wire(), sid=sid,
