@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import subprocess
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import av
+
 from livedub.media.types import AudioSegment, DubOutcome, DubStatus
-from livedub.mediaserver.urls import ffmpeg_rtmp_args
+from livedub.mediaserver.urls import ffmpeg_rtmp_args, rtmp_options
 
 
 def free_port() -> int:
@@ -78,3 +84,83 @@ class EchoDubClient:
 
     async def close(self) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class PacketInfo:
+    kind: str  # video | audio
+    size: int
+    digest: str  # sha1 of the payload
+    pts: int | None
+    dts: int | None
+    keyframe: bool
+    arrival: float  # time.monotonic() when read
+
+
+def read_packets(
+    source: str | Path,
+    copy_to: Path | None = None,
+    open_timeout_s: float = 20.0,
+    read_timeout_s: float = 3.0,
+    stop: threading.Event | None = None,
+) -> list[PacketInfo]:
+    """Read every packet of a file or stream (until EOF, the read timeout or `stop`), optionally remuxing to FLV."""
+    url = str(source)
+    options = {"analyzeduration": "200000", "probesize": "500000", **rtmp_options(url)} if "://" in url else {}
+    infos: list[PacketInfo] = []
+    container = av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
+    out = av.open(str(copy_to), "w", format="flv") if copy_to else None
+    try:
+        streams = [s for s in container.streams if s.type in ("video", "audio")]
+        mapping = {s.index: out.add_stream_from_template(s) for s in streams} if out else {}
+        try:
+            for packet in container.demux(*streams):
+                if packet.dts is None or packet.size == 0:
+                    continue
+                payload = bytes(packet)
+                infos.append(
+                    PacketInfo(
+                        packet.stream.type,
+                        packet.size,
+                        hashlib.sha1(payload).hexdigest(),
+                        packet.pts,
+                        packet.dts,
+                        bool(packet.is_keyframe),
+                        time.monotonic(),
+                    )
+                )
+                if out is not None:
+                    packet.stream = mapping[packet.stream.index]
+                    out.mux(packet)
+                if stop is not None and stop.is_set():
+                    break
+        except av.error.FFmpegError:
+            pass  # read timeout: the RTMP server sends no end-of-stream
+    finally:
+        container.close()
+        if out is not None:
+            out.close()
+    return infos
+
+
+class StreamRecorder:
+    """read_packets() in a thread: start before the stream is published, join() after it ended."""
+
+    def __init__(self, source: str, copy_to: Path | None = None, open_timeout_s: float = 20.0) -> None:
+        self.packets: list[PacketInfo] = []
+        self.error: BaseException | None = None
+        self.stop_event = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(source, copy_to, open_timeout_s), daemon=True)
+        self._thread.start()
+
+    def _run(self, source: str, copy_to: Path | None, open_timeout_s: float) -> None:
+        try:
+            self.packets = read_packets(source, copy_to, open_timeout_s, stop=self.stop_event)
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self, timeout: float = 30.0) -> list[PacketInfo]:
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.packets

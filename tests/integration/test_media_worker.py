@@ -1,0 +1,196 @@
+"""WorkerRunner with real processes: nginx-rtmp, an ffmpeg publisher in real time, the worker in-process with an echo
+DubClient (returns the original audio, a little longer or shorter like a real TTS), the output recorded while it plays.
+
+Checks: the output holds the input's exact H.264 packets and AAC, its duration matches, the flash/beep offset is within
+±20 ms on every marker, late dubs fall back to the original audio without stalling, a stream without audio passes its
+video through, an unsupported codec is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
+from livedub.analysis.harness import EchoDubClient, PacketInfo, StreamRecorder, free_port, publish, read_packets
+from livedub.media.metrics import WorkerMetrics
+from livedub.media.settings import MediaSettings
+from livedub.media.types import AudioSegment, DubOutcome
+from livedub.media.worker import WorkerRunner
+from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
+
+pytestmark = pytest.mark.integration
+
+DURATION_S = 12.0
+DELAY_MS = 3000
+
+
+@pytest.fixture(scope="module")
+def patterns(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("patterns")
+    return {
+        "av": write_pattern(d / "av.flv", PatternSpec(duration_s=DURATION_S)),
+        "mono": write_pattern(d / "mono.flv", PatternSpec(duration_s=8.0, channels=1, sample_rate=44100)),
+        "video_only": write_pattern(d / "v.flv", PatternSpec(duration_s=6.0, with_audio=False)),
+    }
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NginxRtmpServer]:
+    cfg = RtmpServerConfig(rtmp_port=free_port(), http_port=free_port(), bind="127.0.0.1", workdir=tmp_path / "nginx")
+    with NginxRtmpServer(cfg) as srv:
+        yield srv
+
+
+@dataclass
+class Run:
+    worker: WorkerRunner
+    metrics: WorkerMetrics
+    output: Path
+    packets: list[PacketInfo]
+    client: EchoDubClient
+
+
+def run_stream(
+    server: NginxRtmpServer,
+    tmp_path: Path,
+    source: Path,
+    client: EchoDubClient,
+    stop_on_unpublish: bool = True,
+    **settings: object,
+) -> Run:
+    stream_id = "t" + source.stem
+    s = MediaSettings(
+        rtmp_base_url=server.rtmp_url,
+        output_delay_ms=DELAY_MS,
+        segment_duration_ms=2000,
+        segment_min_ms=1000,
+        segment_max_ms=2500,
+        ingest_read_timeout_s=2.0,
+        ingest_open_timeout_s=10.0,
+        **settings,
+    )
+    metrics = WorkerMetrics(CollectorRegistry())
+    worker = WorkerRunner(stream_id, s, client, metrics)
+    output = tmp_path / f"{stream_id}-out.flv"
+    recorder = StreamRecorder(s.output_url(stream_id), copy_to=output, open_timeout_s=20)
+    publisher = publish(source, s.input_url(stream_id), log=tmp_path / "publisher.log")
+
+    async def main() -> None:
+        async def unpublished() -> None:  # what the on_publish_done hook does
+            await asyncio.to_thread(publisher.wait)
+            if stop_on_unpublish:
+                worker.stop()
+
+        watcher = asyncio.create_task(unpublished())
+        await asyncio.wait_for(worker.run(), timeout=60)
+        await watcher
+
+    try:
+        asyncio.run(main())
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+            publisher.wait()
+    packets = recorder.join(timeout=30)
+    return Run(worker, metrics, output, packets, client)
+
+
+def video_digests(packets: list[PacketInfo]) -> list[str]:
+    return [p.digest for p in packets if p.kind == "video"]
+
+
+def span_s(packets: list[PacketInfo], kind: str) -> float:
+    pts = [p.pts for p in packets if p.kind == kind and p.pts is not None]
+    return (max(pts) - min(pts)) / 1000.0
+
+
+def assert_same_stream(run: Run, source: Path, kinds: set[str]) -> None:
+    reference = read_packets(source)
+    assert {p.kind for p in run.packets} == kinds
+    # the exact H.264 packets of the input, all of them, in order
+    assert video_digests(run.packets) == video_digests(reference)
+    for kind in kinds:
+        assert span_s(run.packets, kind) == pytest.approx(span_s(reference, kind), abs=0.1)
+
+
+def assert_markers_in_sync(output: Path, expected_markers: int) -> None:
+    report = measure_av_sync(output)
+    assert len(report.offsets_ms) == expected_markers, report
+    assert all(abs(x) <= 20.0 for x in report.offsets_ms), report.offsets_ms
+
+
+def test_fixed_segments_dubbed_output_matches_input_and_stays_in_sync(
+    server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
+) -> None:
+    run = run_stream(server, tmp_path, patterns["av"], EchoDubClient(delay_s=0.2, length_error=-97))
+    status = run.worker.status()
+    assert status["state"] == "stopped"
+    assert status["segments"] in (6, 7)  # 12 s in 2 s slots, plus the encoder padding's few ms at the end
+    assert status["dubbed"] == status["segments"] and status["fallbacks"] == 0
+    assert abs(status["last_av_sync_delta_ms"]) <= 1.0
+    assert_same_stream(run, patterns["av"], {"video", "audio"})
+    assert_markers_in_sync(run.output, expected_markers=6)
+    m = run.metrics
+    assert m.video_packets.labels(stream_id="tav")._value.get() == len(video_digests(run.packets))
+    assert m.audio_frames_out.labels(stream_id="tav")._value.get() == pytest.approx(DURATION_S * 48000 / 1024, abs=2)
+
+
+class SometimesLateClient(EchoDubClient):
+    """Echo, but every odd segment answers after the output needed it."""
+
+    async def dub(self, segment: AudioSegment) -> DubOutcome:
+        if segment.sequence_number % 2:
+            await asyncio.sleep(DELAY_MS / 1000 + 1.0)
+        return await super().dub(segment)
+
+
+def test_speech_policy_late_dubs_fall_back_without_stalling(
+    server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
+) -> None:
+    run = run_stream(server, tmp_path, patterns["mono"], SometimesLateClient(delay_s=0.05), segment_policy="speech")
+    status = run.worker.status()
+    assert status["state"] == "stopped"
+    assert status["fallbacks"] >= 1 and status["dubbed"] >= 1
+    assert status["fallbacks"] + status["dubbed"] == status["segments"]
+    assert run.metrics.fallbacks.labels(stream_id="tmono", reason="late")._value.get() == status["fallbacks"]
+    assert_same_stream(run, patterns["mono"], {"video", "audio"})
+    assert_markers_in_sync(run.output, expected_markers=4)
+
+
+def test_stream_without_audio_passes_video_through_and_ends_on_read_timeout(
+    server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
+) -> None:
+    run = run_stream(server, tmp_path, patterns["video_only"], EchoDubClient(), stop_on_unpublish=False)
+    assert run.worker.status()["state"] == "stopped"
+    assert run.worker.end_reason == "timeout"
+    assert run.metrics.errors.labels(stream_id="tv", type="no_audio")._value.get() == 1
+    assert run.client.calls == 0
+    assert_same_stream(run, patterns["video_only"], {"video"})
+
+
+def test_unsupported_video_codec_is_refused(server: NginxRtmpServer, tmp_path: Path) -> None:
+    source = tmp_path / "flv1.flv"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=s=160x120:r=15:d=4",
+         "-f", "lavfi", "-i", "sine=r=48000:d=4", "-c:v", "flv1", "-c:a", "aac", str(source)],
+        check=True,
+    )  # fmt: skip
+    settings = MediaSettings(rtmp_base_url=server.rtmp_url, ingest_read_timeout_s=2.0)
+    metrics = WorkerMetrics(CollectorRegistry())
+    worker = WorkerRunner("bad", settings, EchoDubClient(), metrics)
+    publisher = publish(source, settings.input_url("bad"))
+    try:
+        asyncio.run(asyncio.wait_for(worker.run(), timeout=30))
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert worker.status()["state"] == "failed"
+    assert metrics.errors.labels(stream_id="bad", type="unsupported_codec")._value.get() == 1
+    assert metrics.pipeline_state.labels(stream_id="bad", state="failed")._value.get() == 1
