@@ -420,3 +420,5 @@ async def test_echo_pipeline_through_the_server_with_m4a() -> None:
     assert processed[0]["status"] == "success" and processed[0]["dubbed_audio"] == m4a.to_wire()
     assert processed[1]["status"] == "failed" and processed[1]["error"]["code"] == "INVALID_AUDIO_FORMAT"
     assert (error["code"], error["fragment_id"]) == ("INVALID_AUDIO_FORMAT", "e-1")
+    order = [(e, p.get("fragment_id")) for e, p in client.events]
+    assert order.index(("fragment:processed", "e-1")) < order.index(("error", "e-1"))  # the fragment is settled first

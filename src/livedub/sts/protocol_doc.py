@@ -72,7 +72,7 @@ ERROR_NOTES: dict[ErrorCode, str] = {
     ErrorCode.INVALID_CONFIG: "`stream:init` payload is not an object or does not validate.",
     ErrorCode.UNSUPPORTED_LANGUAGE: "`stream:init` language pair has no configured backends.",
     ErrorCode.INVALID_AUDIO_FORMAT: "Unknown audio format/rate/channels, bad base64, empty or misaligned PCM, or "
-    "audio that does not decode (then also a `failed` fragment:processed).",
+    "audio that does not decode (then sent right after that fragment's `failed` fragment:processed).",
     ErrorCode.TIMEOUT: "A fragment not processed within the stream's `timeout_ms` (in `fragment:processed.error`).",
     ErrorCode.BACKPRESSURE_EXCEEDED: f"More than {HIGH_MAX_INFLIGHT} fragments in flight; the fragment is refused "
     "(retryable: send it again after a pause).",

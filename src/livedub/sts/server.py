@@ -519,9 +519,6 @@ class StsServer:
             log.exception("processor raised on fragment %s", fragment.fragment_id)
             result = failed_result(fragment, "pipeline", ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
                                    retryable=False, processing_time_ms=(time.monotonic() - started) * 1000.0)
-        if result.error is not None and result.error.code is ErrorCode.INVALID_AUDIO_FORMAT:
-            await self._error(session.sid, ErrorCode.INVALID_AUDIO_FORMAT, result.error.message,
-                              stream_id=fragment.stream_id, fragment_id=fragment.fragment_id, stage="decode")
         await session.complete(result)
 
     async def _on_stream_pause(self, sid: str, data: Any) -> None:

@@ -22,6 +22,8 @@ from livedub.protocol import (
     BackpressureAction,
     BackpressureSeverity,
     ErrorCode,
+    ErrorEvent,
+    ErrorSeverity,
     FragmentData,
     FragmentError,
     FragmentMetadata,
@@ -329,11 +331,19 @@ class StreamSession:
             self._metrics.observe_processed(result, time.monotonic() - received_at)
             if self.state is not SessionState.CLOSED:
                 await self._emit("fragment:processed", result.to_wire())
+                if result.error is not None and result.error.code is ErrorCode.INVALID_AUDIO_FORMAT:
+                    # Bad input is also reported as an `error`, after the fragment:processed that settles the
+                    # fragment (a client matching errors by fragment_id has its answer already).
+                    await self._emit("error", self._audio_error(result, result.error).to_wire())
         if released:
             await self._emit_relief()
         self._update_gap_timer()
         if self._buffer.inflight == 0:
             self._drained.set()
+
+    def _audio_error(self, result: FragmentProcessed, error: FragmentError) -> ErrorEvent:
+        return ErrorEvent(code=error.code, message=error.message, severity=ErrorSeverity.MEDIUM,
+                          retryable=error.retryable, stream_id=self.stream_id, fragment_id=result.fragment_id)
 
     async def _emit_relief(self) -> None:
         """Tell the client when its backpressure drops (e.g. back to low: it may resume)."""
