@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     n_prompts = args.n_prompts or 4 * args.n
 
     models = Models(StsSettings())
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     parts = []
     for section in sections:
@@ -374,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/sts_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} with {os.cpu_count()} CPU cores"
-        f" (no GPU), `{command.strip()}`, {time.perf_counter() - started:.0f} s.\n"
+        f" (no GPU), `{command.strip()}`, {time.perf_counter() - started:.0f} s; 1-min load average"
+        f" {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (the cores are shared).\n"
     )
     print(header)
     if args.out:
