@@ -83,10 +83,10 @@ def _decode(fragment: FragmentData) -> _DecodedFragment:
         raise StageError("decode", ErrorCode.INVALID_AUDIO_FORMAT, str(exc), retryable=False) from exc
     rate = payload.sample_rate_hz
     if payload.duration_ms > 0:
-        # m4a decodes to a few hundred samples more than was encoded (AAC frames): keep the declared length when
-        # it is close; otherwise the payload does not match its declared duration.
+        # m4a decodes to up to one AAC frame (1024 samples) more than was encoded: keep the declared length when
+        # it is close (5 %, 50 ms or two frames); otherwise the payload does not match its declared duration.
         declared = round(payload.duration_ms * rate / 1000)
-        if abs(declared - len(native)) > max(0.05 * declared, 0.05 * rate):
+        if abs(declared - len(native)) > max(0.05 * declared, 0.05 * rate, 2048):
             raise StageError(
                 "decode",
                 ErrorCode.INVALID_AUDIO_FORMAT,
