@@ -128,7 +128,9 @@ class PacedMuxer:
     def _arrived(self, arrival: float, media_s: float) -> None:
         self.latest_input_s = max(self.latest_input_s, media_s)
         due = arrival + self.delay_s - media_s
-        if self.base is None:
+        if self.base is None or (due < self.base and not self.stats.video_packets and not self.stats.audio_frames):
+            # Until the first write, the earliest (arrival - media time) wins: packets read in a burst (the input's
+            # probe, a publisher's start) arrived later than real time would have them.
             self.base = due
         elif arrival + self.delay_s / 2 > self.base + media_s:
             log.warning("stream %s: input %.2f s late; the delay line restarts", self.stream_id, due - self.base)
