@@ -122,7 +122,9 @@ def test_muxer_paces_by_the_delay_line_and_fills_late_slots_with_the_original() 
     starts = [0, 50000, 120001]
     for i in range(0, 3700, 40):
         mux.add_video(video(i, arrival=i / 1000))
-    mux.add_audio(chunk(0, sum(lengths), arrival=0.0))
+    for start in range(0, sum(lengths), 1024):  # real time: a chunk arrives when its last sample does
+        n = min(1024, sum(lengths) - start)
+        mux.add_audio(chunk(start, n, arrival=(start + n) / RATE))
     for i, (start, n) in enumerate(zip(starts, lengths, strict=True)):
         mux.add_slot(seg(i, start, n))
     dub0 = np.full((lengths[0] - 100, 1), 99, dtype=np.int16)  # a dub a little short, mono
@@ -177,3 +179,15 @@ def test_muxer_late_input_restarts_the_delay_line() -> None:
     assert len(pub.log) == 1  # it still waits its full delay
     mux.step(7.0)
     assert len(pub.log) == 2
+
+
+def test_muxer_delay_line_ignores_the_burst_of_a_probe() -> None:
+    mux, pub, _ = make_muxer(delay_s=2.0)
+    mux.has_audio = False
+    for ms in range(0, 440, 40):
+        mux.add_video(video(ms, arrival=0.5))  # read in one burst after the input's probe
+    mux.add_video(video(440, arrival=0.441))  # then real time: packets arrive at their media time
+    mux.step(2.0)
+    assert len(pub.log) == 1  # the delay counts from when the media really arrived, not from the burst
+    mux.step(2.44)
+    assert len(pub.log) == 12
