@@ -186,8 +186,8 @@ def test_muxer_delay_line_ignores_the_burst_of_a_probe() -> None:
     mux.has_audio = False
     for ms in range(0, 440, 40):
         mux.add_video(video(ms, arrival=0.5))  # read in one burst after the input's probe
-    mux.add_video(video(440, arrival=0.441))  # then real time: packets arrive at their media time
+    mux.add_video(video(440, arrival=0.44))  # then real time: packets arrive at their media time
     mux.step(2.0)
     assert len(pub.log) == 1  # the delay counts from when the media really arrived, not from the burst
-    mux.step(2.44)
+    mux.step(2.45)
     assert len(pub.log) == 12
