@@ -1,0 +1,706 @@
+"""Run the whole livedub stack as real child processes: media server, STS service, media-service.
+
+`livedub up` starts the stack and waits for your own stream (OBS or ffmpeg); `livedub demo` and the E2E suite use
+the same `Stack` class to start it on chosen (or free) ports, wait for every health endpoint, and stop it cleanly.
+
+Every service runs in its own session (process group), so stopping it also stops anything it spawned, and
+`Stack.orphans()` can prove that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from livedub.mediaserver.urls import ffmpeg_rtmp_args
+from livedub.paths import runtime_dir
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """(status, body) of a GET; status 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return 0, ""
+
+
+# ---------------------------------------------------------------------------------------------------- processes
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes whose session id is `sid`."""
+    members: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp session ...; comm may contain spaces/parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) >= 4 and int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+class ManagedProcess:
+    """A child process in its own session, its output in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+        self.sid: int | None = None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"--- {time.strftime('%H:%M:%S')} starting: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        self.sid = self.process.pid
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def returncode(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def members(self) -> list[int]:
+        return _session_members(self.sid) if self.sid else []
+
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+        """Ask politely (`sig` to the leader), then TERM the whole session, then KILL it."""
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_session(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    self._signal_session(signal.SIGKILL)
+                    proc.wait(timeout=5)
+        # Whatever the leader left behind in its session goes too.
+        deadline = time.monotonic() + 3
+        while self.members() and time.monotonic() < deadline:
+            self._signal_session(signal.SIGTERM)
+            time.sleep(0.1)
+        if self.members():
+            self._signal_session(signal.SIGKILL)
+            time.sleep(0.2)
+
+    def _signal_session(self, sig: int) -> None:
+        if self.sid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.sid, sig)
+
+
+class ServiceError(RuntimeError):
+    """A service did not start or became unhealthy; carries the tail of its log."""
+
+
+# ---------------------------------------------------------------------------------------------------- the stack
+
+
+@dataclass
+class StackConfig:
+    host: str = "127.0.0.1"  # where the stack's URLs point (the services bind as their settings say)
+    rtmp_port: int = 1935
+    rtmp_http_port: int = 8089
+    sts_port: int = 3000
+    media_port: int = 8080
+    source_language: str = "en"
+    target_language: str = "es"
+    segment_policy: str = "fixed"
+    segment_duration_ms: int = 6000
+    output_delay_ms: int | None = None  # None = the media-service's default
+    sts_pipeline: str = "dub"  # dub | echo
+    start_sts: bool = True  # False: use `sts_url` (an STS that runs elsewhere)
+    sts_url: str | None = None
+    sts_env: dict[str, str] = field(default_factory=dict)
+    media_env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None
+    sts_health_timeout_s: float = 300.0
+    health_timeout_s: float = 30.0
+    bind_public: bool = False  # True: RTMP on 0.0.0.0 (other machines may publish, with the key)
+
+    @classmethod
+    def with_free_ports(cls, **kwargs: object) -> StackConfig:
+        ports = set()
+        while len(ports) < 4:
+            ports.add(free_port())
+        rtmp, stat, sts, media = sorted(ports)
+        defaults: dict[str, object] = {"rtmp_port": rtmp, "rtmp_http_port": stat, "sts_port": sts, "media_port": media}
+        defaults.update(kwargs)
+        return cls(**defaults)  # type: ignore[arg-type]
+
+
+class Stack:
+    """Media server + STS + media-service, as child processes. Context manager: `with Stack(cfg) as stack: ...`."""
+
+    def __init__(self, cfg: StackConfig | None = None, progress: Progress = _quiet) -> None:
+        self.cfg = cfg or StackConfig()
+        self.progress = progress
+        self.log_dir = self.cfg.log_dir or runtime_dir() / f"stack-{os.getpid()}-{self.cfg.media_port}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.services: dict[str, ManagedProcess] = {}
+        self._sessions: list[int] = []
+
+    # URLs ---------------------------------------------------------------------------------------------------
+    @property
+    def rtmp_base(self) -> str:
+        return f"rtmp://{self.cfg.host}:{self.cfg.rtmp_port}/live"
+
+    def input_url(self, stream_id: str) -> str:
+        return f"{self.rtmp_base}/{stream_id}/in"
+
+    def output_url(self, stream_id: str) -> str:
+        return f"{self.rtmp_base}/{stream_id}/out"
+
+    @property
+    def stat_url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.rtmp_http_port}/stat"
+
+    @property
+    def sts_url(self) -> str:
+        if not self.cfg.start_sts and self.cfg.sts_url:
+            return self.cfg.sts_url.rstrip("/")
+        return f"http://127.0.0.1:{self.cfg.sts_port}"
+
+    @property
+    def media_url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.media_port}"
+
+    # processes ---------------------------------------------------------------------------------------------
+    def _env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(extra)
+        return env
+
+    def _livedub(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "livedub.cli", *args]
+
+    def _spec(self) -> list[tuple[str, list[str], dict[str, str], str, float]]:
+        cfg = self.cfg
+        specs: list[tuple[str, list[str], dict[str, str], str, float]] = []
+        bind = "0.0.0.0" if cfg.bind_public else "127.0.0.1"
+        specs.append(
+            (
+                "media-server",
+                self._livedub(
+                    "media-server",
+                    "--rtmp-port",
+                    str(cfg.rtmp_port),
+                    "--http-port",
+                    str(cfg.rtmp_http_port),
+                    "--bind",
+                    bind,
+                    "--hooks-url",
+                    self.media_url,
+                ),
+                self._env({}),
+                f"http://127.0.0.1:{cfg.rtmp_http_port}/health",
+                cfg.health_timeout_s,
+            )
+        )
+        if cfg.start_sts:
+            sts_env = {"STS_HOST": "127.0.0.1", "STS_PORT": str(cfg.sts_port), "STS_PIPELINE": cfg.sts_pipeline}
+            sts_env.update(cfg.sts_env)
+            specs.append(
+                ("sts", self._livedub("sts"), self._env(sts_env), f"{self.sts_url}/health", cfg.sts_health_timeout_s)
+            )
+        media_env = {
+            "MEDIA_HOST": "127.0.0.1",
+            "MEDIA_PORT": str(cfg.media_port),
+            "RTMP_BASE_URL": f"rtmp://127.0.0.1:{cfg.rtmp_port}/live",
+            "STS_SERVICE_URL": self.sts_url,
+            "WORKER_SOURCE_LANGUAGE": cfg.source_language,
+            "WORKER_TARGET_LANGUAGE": cfg.target_language,
+            "SEGMENT_POLICY": cfg.segment_policy,
+            "SEGMENT_DURATION_MS": str(cfg.segment_duration_ms),
+        }
+        if cfg.output_delay_ms is not None:
+            media_env["OUTPUT_DELAY_MS"] = str(cfg.output_delay_ms)
+        media_env.update(cfg.media_env)
+        specs.append(
+            ("media", self._livedub("media"), self._env(media_env), f"{self.media_url}/health", cfg.health_timeout_s)
+        )
+        return specs
+
+    def start(self) -> Stack:
+        """Start every service and wait until all are healthy. Raises ServiceError (after stopping) on failure."""
+        specs = self._spec()
+        busy = [p for p in self._ports() if port_open(p)]
+        if busy:
+            raise ServiceError(f"port(s) {busy} already in use; pick others (see --help)")
+        try:
+            for name, argv, env, _, _ in specs:
+                self.progress(f"starting {name}")
+                proc = ManagedProcess(name, argv, self.log_dir / f"{name}.log", env=env).start()
+                self.services[name] = proc
+                if proc.sid is not None:
+                    self._sessions.append(proc.sid)
+            for name, _, _, health, timeout in specs:
+                self._wait_healthy(name, health, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ports(self) -> list[int]:
+        ports = [self.cfg.rtmp_port, self.cfg.rtmp_http_port, self.cfg.media_port]
+        if self.cfg.start_sts:
+            ports.append(self.cfg.sts_port)
+        return ports
+
+    def _wait_healthy(self, name: str, url: str, timeout: float) -> None:
+        proc = self.services[name]
+        start = time.monotonic()
+        last_note = start
+        while True:
+            if not proc.running():
+                raise ServiceError(f"{name} exited with code {proc.returncode()}:\n{proc.tail(40)}")
+            status, _ = http_get(url, timeout=2)
+            if status == 200:
+                self.progress(f"{name} healthy after {time.monotonic() - start:.1f}s")
+                return
+            now = time.monotonic()
+            if now - start > timeout:
+                raise ServiceError(f"{name} not healthy at {url} after {timeout:.0f}s:\n{proc.tail(40)}")
+            if now - last_note > 15:
+                self.progress(f"waiting for {name} ({url} -> {status or 'no answer'}, {now - start:.0f}s)")
+                last_note = now
+            time.sleep(0.25)
+
+    def check_alive(self) -> None:
+        """Raise ServiceError if a service has died."""
+        for name, proc in self.services.items():
+            if not proc.running():
+                raise ServiceError(f"{name} died with code {proc.returncode()}:\n{proc.tail(40)}")
+
+    def stop(self) -> None:
+        """Stop in reverse order: media-service (ends its workers), STS, media server."""
+        for name in ("media", "sts", "media-server"):
+            proc = self.services.get(name)
+            if proc is not None:
+                self.progress(f"stopping {name}")
+                proc.stop(timeout=10)
+
+    def orphans(self) -> list[str]:
+        """Processes still alive in any session this stack started (should be none after stop())."""
+        left: list[str] = []
+        for sid in self._sessions:
+            for pid in _session_members(sid):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    cmd = "?"
+                left.append(f"{pid}: {cmd.strip()}")
+        return left
+
+    def logs(self, lines: int = 80) -> dict[str, str]:
+        return {name: proc.tail(lines) for name, proc in self.services.items()}
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------------- RTMP stat
+
+
+@dataclass
+class RtmpStream:
+    name: str
+    publishing: bool
+    clients: int
+    time_ms: int
+    video_codec: str | None
+    audio_codec: str | None
+    width: int | None
+    height: int | None
+    audio_sample_rate: int | None
+
+
+def parse_rtmp_stat(xml_text: str, application: str = "live") -> dict[str, RtmpStream]:
+    """Streams of `application` in nginx-rtmp's /stat XML, by stream name (e.g. `abc/in`)."""
+    result: dict[str, RtmpStream] = {}
+    if not xml_text.strip():
+        return result
+    root = ET.fromstring(xml_text)
+
+    def text(node: ET.Element | None, path: str) -> str | None:
+        if node is None:
+            return None
+        found = node.find(path)
+        return found.text.strip() if found is not None and found.text else None
+
+    def number(value: str | None) -> int | None:
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
+    for app in root.iter("application"):
+        if text(app, "name") != application:
+            continue
+        for stream in app.iter("stream"):
+            name = text(stream, "name") or ""
+            clients = stream.findall("client")
+            meta = stream.find("meta")
+            video = meta.find("video") if meta is not None else None
+            audio = meta.find("audio") if meta is not None else None
+            result[name] = RtmpStream(
+                name=name,
+                publishing=any(c.find("publishing") is not None for c in clients),
+                clients=len(clients),
+                time_ms=number(text(stream, "time")) or 0,
+                video_codec=text(video, "codec"),
+                audio_codec=text(audio, "codec"),
+                width=number(text(video, "width")),
+                height=number(text(video, "height")),
+                audio_sample_rate=number(text(audio, "sample_rate")),
+            )
+    return result
+
+
+def rtmp_streams(stat_url: str) -> dict[str, RtmpStream]:
+    status, body = http_get(stat_url)
+    return parse_rtmp_stat(body) if status == 200 else {}
+
+
+def wait_for_stream(
+    stat_url: str, name: str, timeout: float, publishing: bool = True, poll: float = 0.1
+) -> RtmpStream | None:
+    """Wait until `name` is (or, publishing=False, is no longer) published; the stream, or None on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stream = rtmp_streams(stat_url).get(name)
+        is_published = stream is not None and stream.publishing
+        if is_published == publishing:
+            return stream if publishing else (stream or RtmpStream(name, False, 0, 0, None, None, None, None, None))
+        time.sleep(poll)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- ffmpeg
+
+
+class FilePublisher:
+    """Publish a file over RTMP with ffmpeg, in real time (`-re`), copying its packets."""
+
+    def __init__(self, path: Path, url: str, log_path: Path, realtime: bool = True, loop: bool = False) -> None:
+        self.path = path
+        self.url = url
+        argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning"]
+        if realtime:
+            argv.append("-re")
+        if loop:
+            argv += ["-stream_loop", "-1"]
+        argv += ["-i", str(path), "-c", "copy", "-f", "flv", *ffmpeg_rtmp_args(url), url]
+        self.proc = ManagedProcess("publisher", argv, log_path)
+        self.started_at: float | None = None
+
+    def start(self) -> FilePublisher:
+        self.proc.start()
+        self.started_at = time.monotonic()
+        return self
+
+    def wait(self, timeout: float | None = None) -> int:
+        assert self.proc.process is not None
+        return self.proc.process.wait(timeout=timeout)
+
+    def running(self) -> bool:
+        return self.proc.running()
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=3, sig=signal.SIGINT)
+
+
+class StreamRecorder:
+    """Record an RTMP stream to an FLV file with ffmpeg (`-c copy`), from before it starts until it ends.
+
+    Start it before the stream is published: nginx-rtmp holds the player until a publisher arrives, so nothing
+    at the start is lost. nginx-rtmp does not tell a player that the publisher left, so `stop_when_unpublished`
+    watches /stat and stops ffmpeg (SIGINT twice: the second interrupts a blocked read; the file is finalised).
+    """
+
+    def __init__(self, url: str, out_path: Path, log_path: Path) -> None:
+        self.url = url
+        self.out_path = out_path
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-y", *ffmpeg_rtmp_args(url)]
+        # FLV keeps the RTMP packets as they are; -flush_packets: a stop that interrupts ffmpeg loses nothing.
+        argv += ["-i", url, "-map", "0", "-c", "copy", "-flush_packets", "1", "-f", "flv", str(out_path)]
+        self.proc = ManagedProcess("recorder", argv, log_path)
+        self.first_publish_at: float | None = None
+        self.unpublished_at: float | None = None
+
+    def start(self) -> StreamRecorder:
+        self.proc.start()
+        return self
+
+    def running(self) -> bool:
+        return self.proc.running()
+
+    def stop(self) -> int | None:
+        proc = self.proc.process
+        if proc is None:
+            return None
+        for _ in range(3):
+            if proc.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=1.5)
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc.stop(timeout=3)
+        return proc.returncode
+
+    def stop_when_unpublished(
+        self,
+        stat_url: str,
+        stream_name: str,
+        timeout: float,
+        grace_s: float = 1.0,
+        should_abort: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Block until the stream was published and then unpublished (True) or `timeout` passes (False); stop."""
+        deadline = time.monotonic() + timeout
+        ended = False
+        while time.monotonic() < deadline:
+            if should_abort is not None and should_abort():
+                break
+            stream = rtmp_streams(stat_url).get(stream_name)
+            published = stream is not None and stream.publishing
+            if published and self.first_publish_at is None:
+                self.first_publish_at = time.monotonic()
+            if self.first_publish_at is not None and not published:
+                self.unpublished_at = time.monotonic()
+                ended = True
+                break
+            if not self.running():
+                break
+            time.sleep(0.2)
+        if ended:
+            time.sleep(grace_s)
+        self.stop()
+        return ended
+
+
+def remux(src: Path, dst: Path) -> None:
+    """Copy `src` into `dst` (container change only)."""
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), "-map", "0", "-c", "copy"]
+        + (["-movflags", "+faststart"] if dst.suffix == ".mp4" else [])
+        + [str(dst)],
+        check=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- signals
+
+
+@contextlib.contextmanager
+def terminate_on_signals() -> Iterator[threading.Event]:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt (main thread), so one cleanup path handles all of them."""
+    stopped = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stopped.set()
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield stopped
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------------------------------- livedub up
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--rtmp-port", type=int, default=int(env("RTMP_PORT", "1935")))
+    parser.add_argument("--stat-port", type=int, default=int(env("RTMP_STAT_PORT", "8089")))
+    parser.add_argument("--sts-port", type=int, default=int(env("STS_PORT", "3000")))
+    parser.add_argument("--media-port", type=int, default=int(env("MEDIA_PORT", "8080")))
+    parser.add_argument("--from", dest="source", default=env("WORKER_SOURCE_LANGUAGE", "en"), help="source language")
+    parser.add_argument("--to", dest="target", default=env("WORKER_TARGET_LANGUAGE", "es"), help="target language")
+    parser.add_argument(
+        "--policy", choices=["fixed", "speech"], default=env("SEGMENT_POLICY", "fixed"), help="segmentation policy"
+    )
+    parser.add_argument("--segment-ms", type=int, default=int(env("SEGMENT_DURATION_MS", "6000")))
+    parser.add_argument(
+        "--sts-url", default=None, help="use an STS service that runs elsewhere instead of starting one"
+    )
+    parser.add_argument("--echo", action="store_true", help="STS returns the original audio (no models; A/V tests)")
+
+
+def config_from_args(args: argparse.Namespace, **extra: object) -> StackConfig:
+    return StackConfig(
+        rtmp_port=args.rtmp_port,
+        rtmp_http_port=args.stat_port,
+        sts_port=args.sts_port,
+        media_port=args.media_port,
+        source_language=args.source,
+        target_language=args.target,
+        segment_policy=args.policy,
+        segment_duration_ms=args.segment_ms,
+        sts_pipeline="echo" if args.echo else "dub",
+        start_sts=args.sts_url is None,
+        sts_url=args.sts_url,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def lan_address() -> str:
+    """This machine's address as other machines on the LAN would use it (best effort)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("10.255.255.255", 1))
+            return str(sock.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+def cli_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="livedub up", description="Run the whole stack and wait for your own stream (OBS or ffmpeg)."
+    )
+    add_stack_arguments(parser)
+    parser.add_argument("--stream-id", default="mystream", help="stream id used in the printed URLs")
+    parser.add_argument("--public", action="store_true", help="accept RTMP from other machines (stream key checked)")
+    args = parser.parse_args(argv)
+
+    def say(msg: str) -> None:
+        print(f"[livedub] {msg}", flush=True)
+
+    stack = Stack(config_from_args(args, bind_public=args.public), progress=say)
+    with terminate_on_signals():
+        try:
+            stack.start()
+            host = lan_address() if args.public else "127.0.0.1"
+            sid = args.stream_id
+            in_url = f"rtmp://{host}:{args.rtmp_port}/live/{sid}/in"
+            out_url = f"rtmp://127.0.0.1:{args.rtmp_port}/live/{sid}/out"
+            key = os.environ.get("PUBLISH_KEY", "")
+            key_q = f"?key={key}" if key and args.public else ""
+            pub_url = in_url + key_q
+            print(
+                f"""
+livedub is up ({args.source} -> {args.target}, {args.policy} segments). Logs: {stack.log_dir}
+
+Publish your stream (any <stream_id>; '{sid}' below):
+  ffmpeg:  ffmpeg -re -i YOUR_FILE.mp4 -c:v libx264 -preset veryfast -g 60 -c:a aac -ar 48000 -f flv \\
+             {" ".join(ffmpeg_rtmp_args(pub_url))} '{pub_url}'
+  OBS:     Settings > Stream > Service: Custom
+             Server:     rtmp://{host}:{args.rtmp_port}/live
+             Stream Key: {sid}/in{key_q}
+
+Watch the dubbed output (starts a few seconds after you publish):
+  ffplay {" ".join(ffmpeg_rtmp_args(out_url))} {out_url}
+
+Streams: {stack.media_url}/v1/streams   Metrics: {stack.media_url}/metrics, {stack.sts_url}/metrics
+Press Ctrl-C to stop.
+""",
+                flush=True,
+            )
+            while True:
+                stack.check_alive()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            say("stopping")
+            return 0
+        except ServiceError as exc:
+            say(f"error: {exc}")
+            return 1
+        finally:
+            stack.stop()
+            left = stack.orphans()
+            if left:
+                say(f"warning: processes left behind: {left}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(sys.argv[1:]))
