@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
@@ -154,18 +155,29 @@ class Ingest:
 
     async def items(self) -> AsyncIterator[IngestItem]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[IngestItem] = asyncio.Queue()
+        ready = asyncio.Event()
+        pending: deque[IngestItem] = deque()
+        lock = threading.Lock()
 
-        def emit(item: IngestItem) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+        def emit(item: IngestItem) -> None:  # reader thread; wakes the loop only when the batch was empty
+            with lock:
+                was_empty = not pending
+                pending.append(item)
+            if was_empty:
+                loop.call_soon_threadsafe(ready.set)
 
         self._thread = threading.Thread(target=self._run, args=(emit,), name=f"ingest-{self.stream_id}", daemon=True)
         self._thread.start()
         while True:
-            item = await queue.get()
-            yield item
-            if isinstance(item, IngestEnd):
-                return
+            await ready.wait()
+            with lock:
+                batch = list(pending)
+                pending.clear()
+                ready.clear()
+            for item in batch:
+                yield item
+                if isinstance(item, IngestEnd):
+                    return
 
     def _error(self, kind: str) -> None:
         self.metrics.errors.labels(stream_id=self.stream_id, type=kind).inc()

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SHIFT_MS = 100  # > one AAC frame of priming at any rate >= 11 kHz; integer samples at 16/32/44.1/48 kHz
 SEAL_MARGIN_S = 0.05
+QUANTUM_S = 0.02  # write what is due within this much in one go (fewer wake-ups; players buffer far more)
 
 
 @dataclass(frozen=True)
@@ -122,12 +123,14 @@ class PacedMuxer:
         self.finished = False
         self.stats = MuxStats()
         self._wake = asyncio.Event()
+        self._sleeping_until: float | None = None  # media time the writer waits for (None: for input)
         self._starved_logged = False
 
     # ---- input side ------------------------------------------------------------------------------------------
     def _arrived(self, arrival: float, media_s: float) -> None:
         self.latest_input_s = max(self.latest_input_s, media_s)
         due = arrival + self.delay_s - media_s
+        base = self.base
         if self.base is None or (due < self.base and not self.stats.video_packets and not self.stats.audio_frames):
             # Until the first write, the earliest (arrival - media time) wins: packets read in a burst (the input's
             # probe, a publisher's start) arrived later than real time would have them.
@@ -136,7 +139,12 @@ class PacedMuxer:
             log.warning("stream %s: input %.2f s late; the delay line restarts", self.stream_id, due - self.base)
             self.base = due
             self.stats.rebases += 1
-        self._wake.set()
+        self._poke(media_s if base == self.base else None)
+
+    def _poke(self, media_s: float | None) -> None:
+        """Wake the writer if it waits for input, or if something is due before the time it sleeps until."""
+        if media_s is None or self._sleeping_until is None or media_s < self._sleeping_until:
+            self._wake.set()
 
     def add_video(self, item: VideoPacket) -> None:
         if not self.has_video:
@@ -154,7 +162,9 @@ class PacedMuxer:
         slot = _Slot(segment)
         self.slots.append(slot)
         self.slots_by_seq[segment.sequence_number] = slot
-        self._wake.set()
+        self._poke(
+            self.timeline.audio_media_s(segment.start_sample) - AAC_FRAME / self.timeline.sample_rate - SEAL_MARGIN_S
+        )
 
     def resolve(self, dub: SlotAudio) -> None:
         """A dub for a slot arrived; used only if the slot is not sealed yet."""
@@ -291,9 +301,10 @@ class PacedMuxer:
         try:
             while not self.done():
                 self._wake.clear()
-                next_t = self.step(self.clock())
+                next_t = self.step(self.clock() + QUANTUM_S)
                 if self.done():
                     break
+                self._sleeping_until = next_t
                 timeout = None if next_t is None or self.base is None else max(0.0, self.base + next_t - self.clock())
                 if timeout == 0.0:
                     continue
