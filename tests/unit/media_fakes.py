@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -38,7 +39,7 @@ class FakeRunner:
         self.gives_up = gives_up
         self.state = "running"
         self.stop_calls = 0
-        self.running = asyncio.Event()
+        self.running = threading.Event()  # the worker runs on its own loop thread; tests wait from theirs
         self._stopped = asyncio.Event()
 
     async def run(self) -> None:
@@ -59,6 +60,10 @@ class FakeRunner:
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "lag_s": 1.5, "fragments": 7}
+
+
+async def wait_running(runner: FakeRunner) -> None:
+    assert await asyncio.to_thread(runner.running.wait, 5), f"{runner.stream_id} never ran"
 
 
 class FakeFleet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from media_fakes import FakeFleet, make_manager
+from media_fakes import FakeFleet, make_manager, wait_running
 
 from livedub.media.manager import WorkerManager
 
@@ -29,7 +29,7 @@ async def test_one_worker_per_stream_and_repeated_start_is_a_no_op() -> None:
     fleet = FakeFleet()
     manager = make_manager(fleet)
     assert (await manager.start_stream("a")).accepted
-    await fleet.runners["a"].running.wait()
+    await wait_running(fleet.runners["a"])
     first = fleet.runners["a"]
     again = await manager.start_stream("a")
     assert again.accepted and "already" in again.reason
@@ -141,7 +141,7 @@ async def test_shutdown_stops_every_worker_even_one_that_ignores_stop() -> None:
     manager = make_manager(fleet)
     await manager.start_stream("a")
     await manager.start_stream("stuck")
-    await fleet.runners["stuck"].running.wait()
+    await wait_running(fleet.runners["stuck"])
     await manager.shutdown()
     assert manager.active_count() == 0
     assert fleet.clients["a"].closed and fleet.clients["stuck"].closed

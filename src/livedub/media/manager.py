@@ -1,6 +1,8 @@
 """WorkerManager: one WorkerRunner per published stream, started and stopped by the media server's hooks.
 
-A worker that crashes is logged, counted and marked `failed`; it never takes the service or other workers down.
+Each worker runs on its own event loop thread (`EventLoopThread`): a worker that blocks its loop cannot stall the
+HTTP API, the hooks or the other workers. A worker that crashes is logged, counted and marked `failed`; it never
+takes the service or other workers down.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from livedub.media.loop_thread import EventLoopThread
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.settings import MediaSettings
 from livedub.media.types import DubClient
@@ -60,6 +63,7 @@ class WorkerHandle:
     runner: Runner
     client: DubClient
     source: str
+    loop_thread: EventLoopThread
     started_at: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
     state: str = "starting"  # starting | running | stopping | stopped | failed
@@ -81,12 +85,15 @@ class WorkerManager:
         runner_factory: RunnerFactory = default_runner_factory,
         client_factory: DubClientFactory = default_client_factory,
         stop_timeout_s: float = 15.0,
+        stop_call_timeout_s: float = 1.0,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self._runner_factory = runner_factory
         self._client_factory = client_factory
         self.stop_timeout_s = stop_timeout_s
+        self.stop_call_timeout_s = stop_call_timeout_s
+        self._pending_stops: set[asyncio.Future[None]] = set()
         self._workers: dict[str, WorkerHandle] = {}
         self._lock = asyncio.Lock()  # start/stop decisions for the same id must not interleave
         self._closing = False
@@ -118,9 +125,12 @@ class WorkerManager:
                 )
                 self.metrics.errors.labels(stream_id=stream_id, type="stream_limit").inc()
                 return StartDecision(False, f"stream limit reached ({self.max_streams} concurrent streams)")
+            loop_thread = EventLoopThread(f"worker-{stream_id}")
             try:
-                handle = self._create(stream_id, source)
+                # Built on its own loop: asyncio objects of the runner and client belong there.
+                handle = await loop_thread.call(self._create, stream_id, source, loop_thread)
             except Exception as exc:  # a worker that cannot even be built must not break the hook
+                loop_thread.stop()
                 log.exception("cannot create worker for %s", stream_id)
                 self.metrics.errors.labels(stream_id=stream_id, type="worker_create").inc()
                 self.metrics.set_state(stream_id, "failed")
@@ -136,8 +146,7 @@ class WorkerManager:
         if handle is None:
             return False
         if handle.active:
-            handle.state = "stopping"
-            self._stop_runner(handle)
+            await self._request_stop(handle)
         else:
             self._workers.pop(stream_id, None)  # a finished or failed entry: forget it
         return True
@@ -149,25 +158,27 @@ class WorkerManager:
         """Stop every worker, wait for them (bounded), close their STS clients."""
         self._closing = True
         handles = list(self._workers.values())
-        for handle in handles:
-            if handle.active:
-                handle.state = "stopping"
-                self._stop_runner(handle)
+        await asyncio.gather(*(self._request_stop(handle) for handle in handles if handle.active))
         await asyncio.gather(*(self._finish(handle) for handle in handles))
 
     # ------------------------------------------------------------------ internals
 
-    def _create(self, stream_id: str, source: str) -> WorkerHandle:
+    def _create(self, stream_id: str, source: str, loop_thread: EventLoopThread) -> WorkerHandle:
         client = self._client_factory(stream_id, self.settings, self.metrics)
         runner = self._runner_factory(stream_id, self.settings, client, self.metrics)
-        return WorkerHandle(stream_id=stream_id, runner=runner, client=client, source=source)
+        return WorkerHandle(stream_id=stream_id, runner=runner, client=client, source=source, loop_thread=loop_thread)
+
+    @staticmethod
+    async def _drive(handle: WorkerHandle) -> None:
+        """The worker's life, on its own loop."""
+        await handle.client.start()
+        handle.state = "running" if handle.state == "starting" else handle.state
+        await handle.runner.run()
 
     async def _run(self, handle: WorkerHandle) -> None:
         stream_id = handle.stream_id
         try:
-            await handle.client.start()
-            handle.state = "running" if handle.state == "starting" else handle.state
-            await handle.runner.run()
+            await handle.loop_thread.run(self._drive(handle))
             # run() does not raise for stream problems; it reports them as its final state.
             if self._runner_state(handle) == "failed":
                 handle.state, handle.error = "failed", "the worker ended in state failed (see its log)"
@@ -184,6 +195,7 @@ class WorkerManager:
             self.metrics.set_state(stream_id, "failed")
         finally:
             await self._close_client(handle)
+            handle.loop_thread.stop()
             log.info("worker for %s ended: %s", stream_id, handle.state)
             if handle.state == "stopped" and self._workers.get(stream_id) is handle:
                 del self._workers[stream_id]  # failed ones stay listed until the stream is unpublished
@@ -199,19 +211,26 @@ class WorkerManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await handle.task
 
-    def _stop_runner(self, handle: WorkerHandle) -> None:
-        try:
-            handle.runner.stop()
-        except Exception:
-            log.exception("stopping worker %s failed; it will be cancelled", handle.stream_id)
+    async def _request_stop(self, handle: WorkerHandle) -> None:
+        """Call runner.stop() on the worker's loop. A busy loop gets it later; _finish() bounds the wait."""
+        handle.state = "stopping"
+        stop_call = asyncio.ensure_future(handle.loop_thread.call(handle.runner.stop))
+        done, _ = await asyncio.wait({stop_call}, timeout=self.stop_call_timeout_s)
+        if not done:
+            log.warning("worker for %s is busy; its stop request is queued", handle.stream_id)
+            self._pending_stops.add(stop_call)
+            stop_call.add_done_callback(self._pending_stops.discard)
+        elif stop_call.exception() is not None:
+            log.error("stopping worker %s failed (%s); cancelling it", handle.stream_id, stop_call.exception())
             if handle.task is not None:
                 handle.task.cancel()
 
     async def _close_client(self, handle: WorkerHandle) -> None:
+        """Close the STS client on its loop (idempotent; the runner normally closed it already)."""
         try:
-            await handle.client.close()
-        except Exception:
-            log.exception("closing the STS client of %s failed", handle.stream_id)
+            await asyncio.wait_for(handle.loop_thread.run(handle.client.close()), self.stop_call_timeout_s * 5)
+        except Exception as exc:
+            log.warning("closing the STS client of %s failed: %r", handle.stream_id, exc)
 
     @staticmethod
     def _runner_state(handle: WorkerHandle) -> str | None:
