@@ -1,0 +1,115 @@
+"""Session-wide services for the E2E suite: two livedub stacks as real processes on free ports.
+
+* `main`: media server + STS with the real models (`STS_PIPELINE=dub`) + media-service, en -> es, `fixed` 6 s.
+* `echo`: media server + STS in echo mode (returns the original audio) + media-service, for the content-based
+  flash/beep A/V check, which needs the original audio to come back.
+
+Both reuse `livedub.stack.Stack`, the same orchestration `livedub up` and `livedub demo` run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from e2e import config
+from livedub.stack import ServiceError, Stack, StackConfig, free_port
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+class ServicesManager:
+    def __init__(self, log_root: Path, with_echo: bool = True) -> None:
+        self.log_root = log_root
+        ports = _free_ports(8)
+        common = {
+            "source_language": config.SOURCE_LANGUAGE,
+            "target_language": config.TARGET_LANGUAGE,
+            "segment_policy": config.SEGMENT_POLICY,
+            "segment_duration_ms": config.SEGMENT_DURATION_MS,
+            "output_delay_ms": config.OUTPUT_DELAY_MS,
+            "health_timeout_s": config.SERVICE_HEALTH_TIMEOUT_S,
+        }
+        self.main = Stack(
+            StackConfig(
+                rtmp_port=ports[0],
+                rtmp_http_port=ports[1],
+                sts_port=ports[2],
+                media_port=ports[3],
+                sts_pipeline="dub",
+                sts_health_timeout_s=config.STS_WARMUP_TIMEOUT_S,
+                log_dir=log_root / "main",
+                **common,  # type: ignore[arg-type]
+            ),
+            progress=lambda msg: self.note(f"main: {msg}"),
+        )
+        self.echo: Stack | None = None
+        if with_echo:
+            self.echo = Stack(
+                StackConfig(
+                    rtmp_port=ports[4],
+                    rtmp_http_port=ports[5],
+                    sts_port=ports[6],
+                    media_port=ports[7],
+                    sts_pipeline="echo",
+                    sts_health_timeout_s=config.SERVICE_HEALTH_TIMEOUT_S,
+                    log_dir=log_root / "echo",
+                    **common,  # type: ignore[arg-type]
+                ),
+                progress=lambda msg: self.note(f"echo: {msg}"),
+            )
+        self.notes: list[str] = []
+        self.started_at = time.monotonic()
+        self.startup_s: float | None = None
+
+    @property
+    def stacks(self) -> list[Stack]:
+        return [s for s in (self.main, self.echo) if s is not None]
+
+    def note(self, msg: str) -> None:
+        line = f"[{time.monotonic() - self.started_at:6.1f}s] {msg}"
+        self.notes.append(line)
+        print(line, flush=True)
+
+    def start(self) -> ServicesManager:
+        """Start both stacks at once (the real STS takes longest: its models warm up) and wait for health."""
+        errors: list[BaseException] = []
+
+        def run(stack: Stack) -> None:
+            try:
+                stack.start()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(s,), daemon=True) for s in self.stacks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            self.stop()
+            raise ServiceError("; ".join(str(e) for e in errors))
+        self.startup_s = time.monotonic() - self.started_at
+        return self
+
+    def stop(self) -> None:
+        for stack in self.stacks:
+            stack.stop()
+
+    def orphans(self) -> list[str]:
+        return [o for stack in self.stacks for o in stack.orphans()]
+
+    def logs(self, lines: int = 80) -> dict[str, str]:
+        result: dict[str, str] = {}
+        for label, stack in (("main", self.main), ("echo", self.echo)):
+            if stack is None:
+                continue
+            for name, text in stack.logs(lines).items():
+                result[f"{label}/{name}"] = text
+        return result

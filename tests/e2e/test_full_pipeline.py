@@ -1,0 +1,353 @@
+"""E2E production simulation: the whole live dubbing chain with real services and real models.
+
+The 60 s fixture (human English speech, H.264 + AAC) is published in real time to the media server; the
+media-service cuts it into ten 6 s fragments, the STS service dubs them into Spanish (Whisper, the LLM
+translator, the Spanish TTS), and the dubbed stream is published on `live/<id>/out`, recorded while it plays and
+checked: codecs, duration, the input's video packets, Spanish speech, A/V sync, and the two services' metrics.
+A second stack with the STS in echo mode runs the content-based flash/beep A/V check at the same time.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import pytest
+import yaml
+
+from e2e import config
+from e2e.conftest import session_elapsed_s
+from e2e.helpers.metrics_parser import Metrics, fetch_metrics, worker_series
+from e2e.helpers.services_manager import ServicesManager
+from e2e.helpers.socketio_monitor import StsMonitor, dubbed_audio_bytes
+from e2e.helpers.stream_analyzer import decode_audio, match_packets, packets, packets_duration_s, probe
+from e2e.helpers.stream_publisher import Publication, StreamRecorder, publish_file
+from livedub.analysis import AvSyncReport, PatternSpec, measure_av_sync, write_pattern
+from livedub.fixture import Fixture, ensure_fixture
+from livedub.models.cache import model_dir
+from livedub.stack import Stack, wait_for_stream
+
+# ------------------------------------------------------------------------------------------------ text helpers
+
+
+def normalize(text: str) -> str:
+    """Lower case, no accents, no punctuation (apostrophes kept), hyphens as spaces, single spaces."""
+    text = unicodedata.normalize("NFKD", text.lower())
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = re.sub(r"[-–—]", " ", text)
+    text = re.sub(r"[^\w\s']", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def words(text: str) -> list[str]:
+    return normalize(text).split()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return float(jiwer.wer(ref, hyp or "<empty>"))
+
+
+def looks_spanish(text: str) -> tuple[bool, str]:
+    tokens = words(text)
+    if not tokens:
+        return False, "empty"
+    es = sum(t in config.SPANISH_STOPWORDS for t in tokens)
+    en = sum(t in config.ENGLISH_STOPWORDS for t in tokens)
+    ok = es >= 1 and en <= max(1, len(tokens) // 5)
+    return ok, f"{es} Spanish / {en} English function words of {len(tokens)}"
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in words(text) if len(w) >= 4 and w not in config.SPANISH_STOPWORDS}
+
+
+# ------------------------------------------------------------------------------------------------ echo A/V check
+
+
+@dataclass
+class EchoCheck:
+    """Flash/beep pattern through the echo stack, in a background thread while the main run plays."""
+
+    stack: Stack
+    log_dir: Path
+    stream_id: str = field(default_factory=lambda: f"echo{uuid.uuid4().hex[:8]}")
+    report: AvSyncReport | None = None
+    metrics: Metrics | None = None
+    output_ended: bool = False
+    error: BaseException | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> EchoCheck:
+        self._thread = threading.Thread(target=self._run, name="echo-check", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            spec = PatternSpec(duration_s=config.ECHO_PATTERN_SECONDS)
+            source = write_pattern(self.log_dir / "flash-beep.flv", spec)
+            recorded = self.log_dir / f"{self.stream_id}-out.flv"
+            recorder = StreamRecorder(
+                self.stack.output_url(self.stream_id), recorded, self.log_dir / f"recorder-{self.stream_id}.log"
+            ).start()
+            publication = publish_file(self.stack, self.stream_id, source, self.log_dir)
+            publication.wait(timeout=config.ECHO_PATTERN_SECONDS + 30)
+            self.output_ended = recorder.stop_when_unpublished(
+                self.stack.stat_url, f"{self.stream_id}/out", timeout=config.OUTPUT_DELAY_MS / 1000 + 30
+            )
+            self.metrics = fetch_metrics(self.stack.media_url)
+            self.report = measure_av_sync(recorded)
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self, timeout: float) -> None:
+        assert self._thread is not None
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "echo A/V check did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+# ------------------------------------------------------------------------------------------------ the test
+
+
+def wait_until(predicate: Any, timeout: float, poll: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())
+
+
+def transcribe_spanish(path: Path) -> str:
+    from faster_whisper import WhisperModel
+
+    audio = decode_audio(path, 16000)
+    model = WhisperModel(str(model_dir("whisper-base")), device="cpu", compute_type="int8", local_files_only=True)
+    segments, _ = model.transcribe(audio, language="es", beam_size=5, vad_filter=True, condition_on_previous_text=False)
+    return " ".join(s.text.strip() for s in segments)
+
+
+@pytest.mark.e2e
+def test_full_pipeline_media_to_sts_to_output(
+    e2e_services: ServicesManager,
+    test_fixture: Fixture,
+    stream_id: str,
+    sts_monitor: StsMonitor,
+    output_recorder: StreamRecorder,
+    publish_test_fixture: Publication,
+    e2e_log_dir: Path,
+) -> None:
+    main = e2e_services.main
+    publication = publish_test_fixture
+    t0 = publication.started_at
+    note = e2e_services.note
+    assert e2e_services.echo is not None
+    echo = EchoCheck(e2e_services.echo, e2e_log_dir).start()
+
+    # 1. The input stream appears in the media server within 10 s.
+    stream = wait_for_stream(main.stat_url, f"{stream_id}/in", timeout=config.INPUT_APPEARS_WITHIN_S)
+    assert stream is not None, f"input {stream_id}/in not published within {config.INPUT_APPEARS_WITHIN_S}s"
+    note(f"input listed after {time.monotonic() - t0:.1f}s ({stream.video_codec}/{stream.audio_codec})")
+    assert (stream.video_codec, stream.audio_codec) == ("H264", "AAC")
+
+    # 2. The worker's metrics appear within 10 s.
+    remaining = config.WORKER_METRICS_WITHIN_S - (time.monotonic() - t0)
+    assert wait_until(lambda: worker_series(fetch_metrics(main.media_url), stream_id), max(remaining, 0.1)), (
+        f"no media_service_worker_* series for {stream_id} within {config.WORKER_METRICS_WITHIN_S}s of publishing"
+    )
+    note(f"worker metrics after {time.monotonic() - t0:.1f}s")
+
+    # 3. Ten fragments reach fragment:processed (observed in the STS monitor room).
+    got_all = sts_monitor.wait_processed(config.EXPECTED_FRAGMENTS, config.FRAGMENTS_TIMEOUT_S)
+    processed = sts_monitor.processed()
+    note(f"{len(processed)} fragment(s) processed after {time.monotonic() - t0:.1f}s")
+
+    # 4. The output stream plays out; it was recorded from before it started.
+    output_ended = output_recorder.stop_when_unpublished(
+        main.stat_url, f"{stream_id}/out", timeout=max(1.0, config.OUTPUT_END_TIMEOUT_S - (time.monotonic() - t0))
+    )
+    publication.wait(timeout=10)
+    note(f"output ended={output_ended} after {time.monotonic() - t0:.1f}s")
+    media_metrics = fetch_metrics(main.media_url)
+    sts_metrics = fetch_metrics(main.sts_url)
+
+    # Report the fragments before asserting on them.
+    expected = test_fixture.texts
+    for p in processed:
+        seq = p.get("sequence_number")
+        ref = expected[seq] if isinstance(seq, int) and 0 <= seq < len(expected) else ""
+        score = wer(ref, p.get("transcript") or "")
+        print(
+            f"  #{seq} {p.get('status')} {p.get('processing_time_ms', 0):.0f} ms  WER {score:.2f}\n"
+            f"      fixture:    {ref}\n      transcript: {p.get('transcript')}\n"
+            f"      translated: {p.get('translated_text')}"
+        )
+
+    assert got_all, f"only {len(processed)}/{config.EXPECTED_FRAGMENTS} fragments processed"
+    assert len(processed) == config.EXPECTED_FRAGMENTS, [p.get("sequence_number") for p in processed]
+    assert [p["sequence_number"] for p in processed] == list(range(config.EXPECTED_FRAGMENTS)), "out of order"
+    for p in processed:
+        seq = p["sequence_number"]
+        assert p["status"] in {"success", "partial"}, f"fragment {seq}: {p['status']} {p.get('error')}"
+        assert p.get("stream_id") == stream_id
+        assert len(dubbed_audio_bytes(p)) > 1000, f"fragment {seq}: no dubbed audio"
+        assert (p.get("transcript") or "").strip(), f"fragment {seq}: no transcript"
+        assert (p.get("translated_text") or "").strip(), f"fragment {seq}: no translation"
+
+    # 5. Transcripts match the fixture's text; translations are Spanish.
+    transcripts = [p["transcript"] for p in processed]
+    aggregate = wer(" ".join(expected), " ".join(transcripts))
+    note(f"aggregate WER {aggregate:.3f}")
+    assert aggregate <= config.MAX_AGGREGATE_WER, f"WER {aggregate:.3f} > {config.MAX_AGGREGATE_WER}"
+    for seq, (ref, hyp) in enumerate(zip(expected, transcripts, strict=True)):
+        assert wer(ref, hyp) <= config.MAX_FRAGMENT_WER, f"fragment {seq}: {hyp!r} vs {ref!r}"
+    for p in processed:
+        ok, why = looks_spanish(p["translated_text"])
+        assert ok, f"fragment {p['sequence_number']} not Spanish ({why}): {p['translated_text']!r}"
+
+    # 6. The output: H.264 + AAC, 59-61 s, the input's video packets.
+    recorded = output_recorder.out_path
+    assert output_ended, f"output {stream_id}/out never ended (or never started)"
+    assert recorded.exists() and recorded.stat().st_size > 0, "nothing recorded from the output stream"
+    info = probe(recorded)
+    video, audio = info.first("video"), info.first("audio")
+    assert video is not None and video.codec_name == "h264", info
+    assert audio is not None and audio.codec_name == "aac", info
+    out_video, out_audio = packets(recorded, "v"), packets(recorded, "a")
+    v_dur, a_dur = packets_duration_s(out_video), packets_duration_s(out_audio)
+    note(f"output: video {v_dur:.2f}s ({len(out_video)} packets), audio {a_dur:.2f}s")
+    low, high = config.OUTPUT_DURATION_RANGE_S
+    assert low <= v_dur <= high, f"output video lasts {v_dur:.2f}s"
+    assert low <= a_dur <= high, f"output audio lasts {a_dur:.2f}s"
+    match = match_packets(packets(test_fixture.path, "v"), out_video)
+    note(f"video packets: {match}")
+    assert match.matched == match.output_count, f"{match.output_count - match.matched} output video packets are new"
+    assert match.in_order, "output video packets are not in the input's order"
+    assert match.coverage >= config.MIN_VIDEO_PACKET_COVERAGE, f"only {match.coverage:.1%} of input video packets"
+
+    # 7. The output's audio is the dub: an ASR pass (es) finds the translations' words.
+    heard = transcribe_spanish(recorded)
+    note(f"ASR of the output (es): {heard}")
+    wanted = set().union(*(content_words(p["translated_text"]) for p in processed))
+    found = wanted & set(words(heard))
+    recall = len(found) / len(wanted) if wanted else 0.0
+    note(f"output ASR recall of translation content words: {recall:.2f} ({len(found)}/{len(wanted)})")
+    assert recall >= config.MIN_OUTPUT_ASR_RECALL, f"recall {recall:.2f}; heard {heard!r}"
+    assert looks_spanish(heard)[0], f"output audio does not sound Spanish: {heard!r}"
+
+    # 8. A/V sync from the worker's metrics: |delta| < 120 ms for >= 95 % of segments.
+    fraction, count = media_metrics.histogram_fraction_le(
+        "media_service_worker_av_sync_delta_abs_ms", config.AV_SYNC_MAX_DELTA_MS, stream_id=stream_id
+    )
+    note(f"A/V sync: {fraction:.0%} of {count:.0f} segments within {config.AV_SYNC_MAX_DELTA_MS:.0f} ms")
+    assert count >= config.EXPECTED_FRAGMENTS, f"A/V sync observed on {count:.0f} segments only"
+    assert fraction >= config.AV_SYNC_MIN_FRACTION, f"only {fraction:.0%} of segments within 120 ms"
+
+    # 9. Both services' Prometheus metrics count the same fragments.
+    media_sent = media_metrics.value("media_service_worker_sts_fragments_sent_total", stream_id=stream_id)
+    media_done = media_metrics.by_label(
+        "media_service_worker_sts_fragments_processed_total", "status", stream_id=stream_id
+    )
+    sts_done = sts_metrics.by_label("sts_fragments_processed_total", "status")
+    note(f"metrics: media sent {media_sent:.0f}, media processed {media_done}, STS processed {sts_done}")
+    n = float(config.EXPECTED_FRAGMENTS)
+    assert media_sent == n, media_sent
+    assert sum(media_done.values()) == n, media_done
+    assert sum(sts_done.values()) == n, sts_done
+    for status in ("success", "partial", "failed"):
+        assert media_done.get(status, 0.0) == sts_done.get(status, 0.0), (status, media_done, sts_done)
+    fallbacks = media_metrics.value("media_service_worker_fallbacks_total", stream_id=stream_id)
+    assert fallbacks == 0, f"{fallbacks:.0f} slot(s) fell back to the original audio"
+
+    # 10. Content-based A/V check (STS in echo mode): every flash/beep marker within 20 ms.
+    echo.join(timeout=120)
+    assert echo.output_ended, "echo output never ended"
+    assert echo.report is not None and echo.metrics is not None
+    rep = echo.report
+    note(f"echo A/V offsets (ms): {[round(x, 1) for x in rep.offsets_ms]}")
+    markers = int((config.ECHO_PATTERN_SECONDS - 1.0) // 2.0) + 1
+    assert len(rep.offsets_ms) >= markers - 1, f"{len(rep.offsets_ms)} markers paired of {markers}: {rep}"
+    assert rep.max_abs_offset_ms <= config.ECHO_MAX_MARKER_OFFSET_MS, rep.offsets_ms
+    echo_dubbed = echo.metrics.value(
+        "media_service_worker_sts_fragments_processed_total", stream_id=echo.stream_id, status="success"
+    )
+    assert echo_dubbed >= 2, f"the echo run's audio did not go through the STS ({echo_dubbed:.0f} fragments)"
+
+    # 11. The whole E2E run fits its budget.
+    elapsed = session_elapsed_s()
+    note(f"E2E elapsed {elapsed:.0f}s (startup {e2e_services.startup_s or 0:.0f}s)")
+    assert elapsed <= config.E2E_BUDGET_S, f"E2E took {elapsed:.0f}s > {config.E2E_BUDGET_S:.0f}s"
+
+
+# ------------------------------------------------------------------------------------------------ static checks
+
+EXPECTED_COMPOSE = {
+    "docker-compose.media.yml": {"mediamtx": {"1935"}, "media-service": {"8080"}},
+    "docker-compose.sts.yml": {"sts": {"3000"}},
+}
+
+
+def _published_ports(service: dict[str, Any]) -> set[str]:
+    ports: set[str] = set()
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            ports.add(str(entry.get("published", entry.get("target"))))
+        else:
+            parts = str(entry).split("/")[0].split(":")
+            ports.add(parts[-2] if len(parts) >= 2 else parts[0])
+    return ports
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("filename", sorted(EXPECTED_COMPOSE))
+def test_docker_compose_files_exist(filename: str) -> None:
+    path = config.DEPLOY_DIR / filename
+    assert path.is_file(), f"{path} is missing"
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict), f"{filename}: no services"
+    for service, ports in EXPECTED_COMPOSE[filename].items():
+        assert service in data["services"], f"{filename}: service {service!r} missing"
+        spec = data["services"][service]
+        assert spec.get("image") or spec.get("build"), f"{filename}: {service} has neither image nor build"
+        published = _published_ports(spec)
+        assert ports <= published, f"{filename}: {service} publishes {published}, expected {ports}"
+    if filename == "docker-compose.media.yml":
+        env = data["services"]["media-service"].get("environment", {})
+        assert "STS_SERVICE_URL" in env and "RTMP_BASE_URL" in env, env
+        assert str(env.get("SEGMENT_DURATION_MS", "")).endswith("6000}") or env.get("SEGMENT_DURATION_MS") == 6000
+
+
+@pytest.mark.e2e
+def test_test_fixture_exists() -> None:
+    fixture = ensure_fixture()
+    assert fixture.path.is_file() and fixture.sidecar.is_file()
+    info = probe(fixture.path)
+    assert info.duration_s is not None and abs(info.duration_s - 60.0) < 0.1, info.duration_s
+    video, audio = info.first("video"), info.first("audio")
+    assert video is not None and audio is not None, info
+    assert (video.codec_name, video.width, video.height) == ("h264", 1280, 720)
+    assert video.frame_rate is not None and abs(video.frame_rate - 30.0) < 0.01
+    assert (audio.codec_name, audio.sample_rate) == ("aac", 48000)
+    assert abs(packets_duration_s(packets(fixture.path, "a")) - 60.0) < 0.1
+    # Its speech: ten 6 s slots, each with whole prompts inside it, and their transcripts.
+    assert len(fixture.slots) == 10
+    for i, slot in enumerate(fixture.slots):
+        assert (slot.start_s, slot.end_s) == (6.0 * i, 6.0 * (i + 1))
+        assert slot.prompts and len(words(slot.text)) >= 5
+        for prompt in slot.prompts:
+            assert slot.start_s + 0.1 < prompt.start_s < prompt.end_s < slot.end_s - 0.1, prompt
+    # Keyframes every 2 s (the media server's players join on keyframes).
+    keys = [p.pts_s for p in packets(fixture.path, "v") if p.keyframe]
+    assert keys[:3] == [0.0, 2.0, 4.0] and len(keys) == 30, keys[:5]
