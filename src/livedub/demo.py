@@ -1,0 +1,218 @@
+"""`livedub demo`: the whole chain on the sample fixture, start to finish, in one command.
+
+Starts the media server, the STS service and the media-service; publishes the 60 s sample (human English speech)
+in real time; records the dubbed output stream to `out/demo-dubbed.mp4`; prints how to watch it live and, at the
+end, a report: each fragment's transcript and translation side by side, the added latency and the A/V offset.
+Everything stops when it is done; Ctrl-C stops it cleanly at any time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from livedub.fixture import ensure_fixture
+from livedub.mediaserver.urls import ffmpeg_rtmp_args
+from livedub.observe import Metrics, ObservedEvent, StsMonitor
+from livedub.stack import (
+    FilePublisher,
+    ServiceError,
+    Stack,
+    StackConfig,
+    StreamRecorder,
+    add_stack_arguments,
+    config_from_args,
+    free_port,
+    port_open,
+    remux,
+    terminate_on_signals,
+    wait_for_stream,
+)
+
+
+def _say(msg: str) -> None:
+    print(f"[livedub] {msg}", flush=True)
+
+
+def _free_if_busy(cfg: StackConfig) -> StackConfig:
+    """Keep the default ports when they are free (stable URLs); otherwise pick free ones and say so."""
+    ports = [cfg.rtmp_port, cfg.rtmp_http_port, cfg.media_port] + ([cfg.sts_port] if cfg.start_sts else [])
+    if not any(port_open(p) for p in ports):
+        return cfg
+    cfg.rtmp_port, cfg.rtmp_http_port, cfg.sts_port, cfg.media_port = (free_port() for _ in range(4))
+    _say(f"default ports busy (is `livedub up` running?): using RTMP {cfg.rtmp_port}, media {cfg.media_port}")
+    return cfg
+
+
+def _fragment_line(data: dict[str, Any]) -> str:
+    seq = data.get("sequence_number")
+    status = data.get("status")
+    ms = data.get("processing_time_ms") or 0
+    text = (data.get("transcript") or "").strip()
+    translated = (data.get("translated_text") or "").strip()
+    return f"  fragment {seq}: {status} in {ms / 1000:.1f}s | {text} -> {translated}"
+
+
+def _metric(metrics: Metrics | None, name: str, **labels: str) -> float | None:
+    if metrics is None or not metrics.has(name, **labels):
+        return None
+    return metrics.value(name, **labels)
+
+
+def _report(
+    processed: list[dict[str, Any]],
+    media: Metrics | None,
+    stream_id: str,
+    output: Path | None,
+    live_latency_s: float | None,
+) -> str:
+    lines = ["", "=" * 100, "livedub demo report", "=" * 100]
+    width = 46
+    lines.append(f"{'#':>2}  {'status':<8} {'STS s':>5}  {'transcript (source)':<{width}}  translation (dub)")
+    for data in processed:
+        left = textwrap.wrap((data.get("transcript") or "").strip() or "-", width) or ["-"]
+        right = textwrap.wrap((data.get("translated_text") or "").strip() or "-", width) or ["-"]
+        for i in range(max(len(left), len(right))):
+            head = (
+                f"{data.get('sequence_number', '?'):>2}  {data.get('status', '?'):<8} "
+                f"{(data.get('processing_time_ms') or 0) / 1000:>5.1f}  "
+                if i == 0
+                else " " * 23
+            )
+            lines.append(f"{head}{left[i] if i < len(left) else '':<{width}}  {right[i] if i < len(right) else ''}")
+    counts: dict[str, int] = {}
+    for data in processed:
+        counts[str(data.get("status"))] = counts.get(str(data.get("status")), 0) + 1
+    lines.append("")
+    lines.append(f"fragments: {len(processed)} processed {counts}")
+    times = [(d.get("processing_time_ms") or 0) / 1000 for d in processed]
+    if times:
+        lines.append(f"STS processing per fragment: median {statistics.median(times):.2f}s, max {max(times):.2f}s")
+    lag = _metric(media, "media_service_worker_output_lag_seconds", stream_id=stream_id)
+    if live_latency_s is not None:
+        lines.append(f"added latency: output started {live_latency_s:.1f}s after the input (delay line)")
+    if lag is not None:
+        lines.append(f"output lag behind input (worker metric): {lag:.2f}s")
+    if media is not None:
+        count = _metric(media, "media_service_worker_av_sync_delta_abs_ms_count", stream_id=stream_id) or 0
+        last = _metric(media, "media_service_worker_av_sync_delta_ms", stream_id=stream_id)
+        if count:
+            p95 = media.histogram_quantile("media_service_worker_av_sync_delta_abs_ms", 0.95, stream_id=stream_id)
+            lines.append(
+                f"A/V offset: last segment {last:+.1f} ms; |offset| <= {p95:g} ms for 95% of {count:.0f} segments"
+            )
+        fallbacks = media.by_label("media_service_worker_fallbacks_total", "reason", stream_id=stream_id)
+        if any(fallbacks.values()):
+            lines.append(f"slots that kept the original audio: {fallbacks}")
+    if output is not None:
+        lines.append(f"dubbed result: {output}  (play: ffplay {output})")
+    lines.append("=" * 100)
+    return "\n".join(lines)
+
+
+def cli_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="livedub demo", description=__doc__.split("\n\n")[0])
+    add_stack_arguments(parser)
+    parser.add_argument("--stream-id", default="demo")
+    parser.add_argument("--out", type=Path, default=Path("out/demo-dubbed.mp4"), help="where the dubbed result goes")
+    parser.add_argument("--input", type=Path, default=None, help="publish this file instead of the sample fixture")
+    args = parser.parse_args(argv)
+
+    source = args.input
+    if source is None:
+        _say("preparing the sample fixture (60 s, human English speech)")
+        source = ensure_fixture().path
+    cfg = _free_if_busy(config_from_args(args))
+    stack = Stack(cfg, progress=_say)
+    sid = args.stream_id
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    flv = out.with_suffix(".flv")
+    monitor: StsMonitor | None = None
+    recorder: StreamRecorder | None = None
+    publisher: FilePublisher | None = None
+    media_metrics: Metrics | None = None
+    result: Path | None = None
+    live_latency: float | None = None
+    code = 0
+
+    with terminate_on_signals():
+        try:
+            _say("starting the stack (the STS loads and warms its models first; this takes a while)")
+            stack.start()
+            monitor = StsMonitor(stack.sts_url, sid).start()
+
+            def live(event: ObservedEvent) -> None:
+                if event.name == "fragment:processed":
+                    print(_fragment_line(event.data), flush=True)
+
+            monitor.listeners.append(live)
+            recorder = StreamRecorder(stack.output_url(sid), flv, stack.log_dir / "recorder.log").start()
+            publisher = FilePublisher(source, stack.input_url(sid), stack.log_dir / "publisher.log").start()
+            started = time.monotonic()
+            out_url = stack.output_url(sid)
+            _say(f"publishing {source} to {stack.input_url(sid)}")
+            _say(f"watch it live:  ffplay {' '.join(ffmpeg_rtmp_args(out_url))} {out_url}")
+            _say(f"original:       ffplay {' '.join(ffmpeg_rtmp_args(stack.input_url(sid)))} {stack.input_url(sid)}")
+            if wait_for_stream(stack.stat_url, f"{sid}/out", timeout=60) is not None:
+                live_latency = time.monotonic() - started
+                _say(f"dubbed output is live ({live_latency:.1f}s after the input)")
+            else:
+                _say("the dubbed output did not appear within 60 s; see the logs in " + str(stack.log_dir))
+            publisher.wait()
+            _say("input finished; waiting for the output to play out")
+            ended = recorder.stop_when_unpublished(
+                stack.stat_url, f"{sid}/out", timeout=60, should_abort=lambda: not recorder_alive(stack)
+            )
+            if not ended:
+                _say("the output did not end cleanly; keeping what was recorded")
+            with contextlib.suppress(Exception):
+                media_metrics = Metrics.fetch(stack.media_url + "/metrics")
+            if flv.exists() and flv.stat().st_size > 0:
+                remux(flv, out)
+                flv.unlink()
+                result = out
+            else:
+                code = 1
+                _say("nothing was recorded from the output stream")
+        except KeyboardInterrupt:
+            _say("interrupted; stopping")
+            code = 130
+        except ServiceError as exc:
+            _say(f"error: {exc}")
+            code = 1
+        finally:
+            if publisher is not None:
+                publisher.stop()
+            if recorder is not None:
+                recorder.stop()
+            if monitor is not None:
+                monitor.stop()
+            stack.stop()
+            left = stack.orphans()
+            if left:
+                _say(f"warning: processes left behind: {left}")
+    processed = monitor.processed() if monitor is not None else []
+    if processed or result is not None:
+        print(_report(processed, media_metrics, sid, result, live_latency), flush=True)
+    _say(f"logs: {stack.log_dir}")
+    return code
+
+
+def recorder_alive(stack: Stack) -> bool:
+    """The stack is still up (the output can still end normally)."""
+    try:
+        stack.check_alive()
+    except ServiceError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(sys.argv[1:]))
