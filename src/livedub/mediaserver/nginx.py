@@ -184,7 +184,7 @@ def cli_main(argv: list[str]) -> int:
     cfg = RtmpServerConfig(args.rtmp_port, args.http_port, args.bind, hooks_url=args.hooks_url or None)
     server = NginxRtmpServer(cfg).start()
     print(f"media server: publish to {server.rtmp_url}/<stream_id>/in, stat at {server.stat_url}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds into `finally: server.stop()`
     try:
         assert server.process is not None
         return server.process.wait()
