@@ -191,3 +191,16 @@ def test_muxer_delay_line_ignores_the_burst_of_a_probe() -> None:
     assert len(pub.log) == 1  # the delay counts from when the media really arrived, not from the burst
     mux.step(2.45)
     assert len(pub.log) == 12
+
+
+def test_ingest_timeline_absorbs_timestamp_jumps() -> None:
+    from livedub.media.ingest import Timeline
+
+    tl = Timeline(origin_ms=5000)
+    assert [tl.map("video", t, 40) for t in (5000, 5040, 5080)] == [0, 40, 80]
+    assert tl.map("audio", 5021, 21) == 21
+    assert tl.map("video", 90000, 40) == 120  # the publisher restarted its clock: continue after the last packet
+    assert tl.map("audio", 90010, 21) == 130  # the same shift applies to the other stream: still in step
+    assert tl.map("video", 90040, 40) == 160
+    assert tl.map("video", 100, 40) == 200  # a jump backwards too
+    assert tl.jumps == 2

@@ -31,7 +31,8 @@ SUPPORTED_VIDEO_CODECS = frozenset({"h264"})
 JUMP_MS = 1000  # a timestamp step larger than this (either way) is a discontinuity, not jitter
 GAP_FILL_MS = 100  # audio missing for longer than this (by timestamps) is filled with silence
 MAX_GAP_FILL_MS = 5000
-PREROLL_LIMIT_S = 3.0  # how long to wait for both the first keyframe and the first audio packet
+PREROLL_AUDIO_S = 3.0  # with a keyframe in hand, how long to wait for the first audio packet
+PREROLL_VIDEO_S = 12.0  # how long to wait for the first keyframe (a long GOP) before giving up the video
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ class Ingest:
         preroll: list[tuple[av.Packet, float]] = []
         first_key: int | None = None
         first_audio: int | None = None
-        deadline = time.monotonic() + PREROLL_LIMIT_S
+        started = time.monotonic()
         end: IngestEnd | None = None
         while (video is not None and first_key is None) or (audio is not None and first_audio is None):
             packet, end = self._next(packets)
@@ -244,7 +245,8 @@ class Ingest:
             if packet.stream is audio and first_audio is None:
                 first_audio = packet.pts
             preroll.append((packet, now))
-            if now > deadline and (first_key is not None or first_audio is not None):
+            waited = now - started
+            if (first_key is not None and waited > PREROLL_AUDIO_S) or waited > PREROLL_VIDEO_S:
                 break
         if first_key is None and first_audio is None:
             return end or IngestEnd("error", "no packets")

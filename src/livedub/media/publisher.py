@@ -67,6 +67,9 @@ class FlvPublisher:
             )
             self.audio.bit_rate = audio_bit_rate
         self.closed = False
+        # Connect now (the caller runs this in a thread), not at the first packet: a refused publish fails the start,
+        # and the first write does not wait for the RTMP handshake.
+        self.container.start_encoding()
 
     def write_video(self, packet: av.Packet, dts_ms: int, pts_ms: int) -> None:
         assert self.video is not None

@@ -122,6 +122,13 @@ class WorkerRunner:
             self.metrics.errors.labels(stream_id=self.stream_id, type="publish_failed").inc()
             ingest.stop()
             return False
+        longest_ms = s.segment_duration_ms if s.segment_policy == "fixed" else max(s.segment_min_ms, s.segment_max_ms)
+        if layout.audio_channels and s.output_delay_ms < longest_ms + 500:
+            log.warning(
+                "stream %s: OUTPUT_DELAY_MS=%d is shorter than the longest segment (%d ms) + STS time: slots will fall"
+                " back to the original audio",
+                self.stream_id, s.output_delay_ms, longest_ms,
+            )  # fmt: skip
         muxer = PacedMuxer(self.stream_id, layout, publisher, s.output_delay_ms / 1000, self.metrics)
         self._muxer = muxer
         segmenter = make_segmenter(self.stream_id, s, layout.audio_channels) if layout.audio_channels else None
