@@ -4,6 +4,7 @@ scriptable fake) on a chosen port, and settings independent of the caller's envi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,8 +35,10 @@ def fresh_metrics() -> WorkerMetrics:
     return WorkerMetrics(CollectorRegistry())
 
 
-def sample(metrics: WorkerMetrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value("media_service_worker_" + name, labels) or 0.0
+def sample(metrics: Any, name: str, **labels: str) -> float:
+    """A sample of a WorkerMetrics registry, or of anything with get_sample_value (the manager's metrics_view)."""
+    source = getattr(metrics, "registry", metrics)
+    return source.get_sample_value("media_service_worker_" + name, labels) or 0.0
 
 
 def noise_segment(seq: int, seconds: float = 1.0, rate: int = 48000, channels: int = 1) -> AudioSegment:
@@ -103,3 +106,61 @@ class FakeSts:
             await self.sio.emit("error", error, to=sid)
         elif self.mode == "drop":
             await self.sio.disconnect(sid)
+
+
+class ProcessFakeRunner:
+    """A WorkerRunner stand-in for worker-process tests (module level: the child process imports it by name).
+
+    The stream id picks the behaviour: `crash-*` raises, `die-*` exits the process abruptly, anything else counts
+    a segment every 50 ms until stop().
+    """
+
+    def __init__(self, stream_id: str, settings: MediaSettings, client: Any, metrics: WorkerMetrics) -> None:
+        self.stream_id = stream_id
+        self.metrics = metrics
+        self.state = "starting"
+        self.segments = 0
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        if self.stream_id.startswith("crash-"):
+            raise RuntimeError("fake worker exploded")
+        if self.stream_id.startswith("die-"):
+            import os
+
+            os._exit(3)
+        self.state = "running"
+        while not self._stop.is_set():
+            self.segments += 1
+            self.metrics.segments_processed.labels(stream_id=self.stream_id).inc()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.05)
+        self.state = "stopped"
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "segments": self.segments}
+
+
+class ProcessFakeClient:
+    async def start(self) -> None:
+        return None
+
+    async def dub(self, segment: AudioSegment) -> Any:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": True, "fake": True}
+
+
+def process_fake_runner(stream_id: str, settings: MediaSettings, client: Any, metrics: WorkerMetrics) -> Any:
+    return ProcessFakeRunner(stream_id, settings, client, metrics)
+
+
+def process_fake_client(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> Any:
+    return ProcessFakeClient()

@@ -101,5 +101,6 @@ def make_manager(fleet: FakeFleet, **settings: Any) -> WorkerManager:
         WorkerMetrics(CollectorRegistry()),
         runner_factory=fleet.runner,
         client_factory=fleet.client,
+        isolation="thread",  # fakes keep their state in this process
         stop_timeout_s=0.5,
     )

@@ -152,7 +152,7 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(manager.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(manager.metrics_view), media_type=CONTENT_TYPE_LATEST)  # type: ignore[arg-type]
 
     @app.get("/v1/streams")
     async def streams() -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """WorkerManager: one WorkerRunner per published stream, started and stopped by the media server's hooks.
 
-Each worker runs on its own event loop thread (`EventLoopThread`): a worker that blocks its loop cannot stall the
-HTTP API, the hooks or the other workers. A worker that crashes is logged, counted and marked `failed`; it never
-takes the service or other workers down.
+Isolation: by default each worker runs in its own process (`worker_process`), so a worker can neither block the
+HTTP API and the hooks (PyAV keeps the GIL while FFmpeg opens an RTMP output that waits for our own on_publish
+hook) nor crash the service. `isolation="thread"` runs workers on their own event loop threads in this process
+(tests with fake runners, debugging). A worker that crashes is logged, counted and marked `failed`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from livedub.media.loop_thread import EventLoopThread
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.settings import MediaSettings
 from livedub.media.types import DubClient
+from livedub.media.worker_process import ChildMetrics, ParentSideClient, ProcessRunner
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class WorkerHandle:
     runner: Runner
     client: DubClient
     source: str
-    loop_thread: EventLoopThread
+    loop_thread: EventLoopThread | None  # None: the worker is a process, driven from the service's loop
     started_at: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
     state: str = "starting"  # starting | running | stopping | stopped | failed
@@ -84,6 +86,7 @@ class WorkerManager:
         *,
         runner_factory: RunnerFactory = default_runner_factory,
         client_factory: DubClientFactory = default_client_factory,
+        isolation: Literal["process", "thread"] = "process",
         stop_timeout_s: float = 15.0,
         stop_call_timeout_s: float = 1.0,
     ) -> None:
@@ -91,6 +94,9 @@ class WorkerManager:
         self.metrics = metrics
         self._runner_factory = runner_factory
         self._client_factory = client_factory
+        self.isolation = isolation
+        # What /metrics serves: this registry plus the latest numbers of every worker process.
+        self.metrics_view = ChildMetrics(metrics.registry)
         self.stop_timeout_s = stop_timeout_s
         self.stop_call_timeout_s = stop_call_timeout_s
         self._pending_stops: set[asyncio.Future[None]] = set()
@@ -125,12 +131,15 @@ class WorkerManager:
                 )
                 self.metrics.errors.labels(stream_id=stream_id, type="stream_limit").inc()
                 return StartDecision(False, f"stream limit reached ({self.max_streams} concurrent streams)")
-            loop_thread = EventLoopThread(f"worker-{stream_id}")
+            loop_thread = EventLoopThread(f"worker-{stream_id}") if self.isolation == "thread" else None
             try:
-                # Built on its own loop: asyncio objects of the runner and client belong there.
-                handle = await loop_thread.call(self._create, stream_id, source, loop_thread)
+                if loop_thread is None:
+                    handle = self._create_process(stream_id, source)
+                else:  # built on its own loop: asyncio objects of the runner and client belong there
+                    handle = await loop_thread.call(self._create, stream_id, source, loop_thread)
             except Exception as exc:  # a worker that cannot even be built must not break the hook
-                loop_thread.stop()
+                if loop_thread is not None:
+                    loop_thread.stop()
                 log.exception("cannot create worker for %s", stream_id)
                 self.metrics.errors.labels(stream_id=stream_id, type="worker_create").inc()
                 self.metrics.set_state(stream_id, "failed")
@@ -168,6 +177,10 @@ class WorkerManager:
         runner = self._runner_factory(stream_id, self.settings, client, self.metrics)
         return WorkerHandle(stream_id=stream_id, runner=runner, client=client, source=source, loop_thread=loop_thread)
 
+    def _create_process(self, stream_id: str, source: str) -> WorkerHandle:
+        runner = ProcessRunner(stream_id, self.settings, self._runner_factory, self._client_factory, self.metrics_view)
+        return WorkerHandle(stream_id, runner=runner, client=ParentSideClient(), source=source, loop_thread=None)
+
     @staticmethod
     async def _drive(handle: WorkerHandle) -> None:
         """The worker's life, on its own loop."""
@@ -178,7 +191,10 @@ class WorkerManager:
     async def _run(self, handle: WorkerHandle) -> None:
         stream_id = handle.stream_id
         try:
-            await handle.loop_thread.run(self._drive(handle))
+            if handle.loop_thread is None:
+                await self._drive(handle)
+            else:
+                await handle.loop_thread.run(self._drive(handle))
             # run() does not raise for stream problems; it reports them as its final state.
             if self._runner_state(handle) == "failed":
                 handle.state, handle.error = "failed", "the worker ended in state failed (see its log)"
@@ -195,7 +211,8 @@ class WorkerManager:
             self.metrics.set_state(stream_id, "failed")
         finally:
             await self._close_client(handle)
-            handle.loop_thread.stop()
+            if handle.loop_thread is not None:
+                handle.loop_thread.stop()
             log.info("worker for %s ended: %s", stream_id, handle.state)
             if handle.state == "stopped" and self._workers.get(stream_id) is handle:
                 del self._workers[stream_id]  # failed ones stay listed until the stream is unpublished
@@ -214,6 +231,9 @@ class WorkerManager:
     async def _request_stop(self, handle: WorkerHandle) -> None:
         """Call runner.stop() on the worker's loop. A busy loop gets it later; _finish() bounds the wait."""
         handle.state = "stopping"
+        if handle.loop_thread is None:
+            handle.runner.stop()  # a process runner: sends "stop" down its pipe
+            return
         stop_call = asyncio.ensure_future(handle.loop_thread.call(handle.runner.stop))
         done, _ = await asyncio.wait({stop_call}, timeout=self.stop_call_timeout_s)
         if not done:
@@ -227,8 +247,11 @@ class WorkerManager:
 
     async def _close_client(self, handle: WorkerHandle) -> None:
         """Close the STS client on its loop (idempotent; the runner normally closed it already)."""
+        closing = handle.client.close()
+        if handle.loop_thread is not None:
+            closing = handle.loop_thread.run(closing)
         try:
-            await asyncio.wait_for(handle.loop_thread.run(handle.client.close()), self.stop_call_timeout_s * 5)
+            await asyncio.wait_for(closing, self.stop_call_timeout_s * 5)
         except Exception as exc:
             log.warning("closing the STS client of %s failed: %r", handle.stream_id, exc)
 
@@ -255,5 +278,5 @@ class WorkerManager:
             "started_at": handle.started_at,
             "uptime_s": round(time.time() - handle.started_at, 1),
             "error": handle.error,
-            "sts": client_status() if callable(client_status) else None,
+            "sts": client_status() if callable(client_status) else runner_status.get("sts"),
         }

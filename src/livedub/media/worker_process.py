@@ -1,0 +1,290 @@
+"""Run each WorkerRunner in its own child process.
+
+Why a process and not a thread: PyAV keeps the GIL while FFmpeg opens an RTMP output, and nginx-rtmp only accepts
+the worker's `/out` publisher after asking this service (`on_publish`). In one process nobody could answer, and
+the publish would time out. A process also confines a crash inside FFmpeg to one stream and lets the workers use
+every core.
+
+The child reports `runner.status()` and its Prometheus exposition every `report_interval_s` over a pipe; the
+parent serves both (`ProcessRunner.status()`, `ChildMetrics`). The parent sends "stop" for a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import threading
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
+
+from livedub.media.metrics import WorkerMetrics
+from livedub.media.settings import MediaSettings
+from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus
+
+log = logging.getLogger(__name__)
+
+RunnerFactory = Callable[[str, MediaSettings, DubClient, WorkerMetrics], Any]
+ClientFactory = Callable[[str, MediaSettings, WorkerMetrics], DubClient]
+
+STOP = "stop"
+
+
+# ---------------------------------------------------------------------------------------------- child side
+
+
+def child_main(
+    stream_id: str,
+    settings: MediaSettings,
+    runner_factory: RunnerFactory,
+    client_factory: ClientFactory,
+    conn: Connection,
+    report_interval_s: float,
+    log_level: int,
+) -> None:
+    """Entry point of the worker process."""
+    logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s [worker {stream_id}] %(name)s: %(message)s")
+    asyncio.run(_child(stream_id, settings, runner_factory, client_factory, conn, report_interval_s))
+
+
+async def _child(
+    stream_id: str,
+    settings: MediaSettings,
+    runner_factory: RunnerFactory,
+    client_factory: ClientFactory,
+    conn: Connection,
+    report_interval_s: float,
+) -> None:
+    from livedub.media.metrics import METRICS  # this process's own registry
+
+    loop = asyncio.get_running_loop()
+    client = client_factory(stream_id, settings, METRICS)
+    runner = runner_factory(stream_id, settings, client, METRICS)
+
+    client_status = getattr(client, "status", None)
+
+    def report() -> None:
+        status = dict(runner.status())
+        if callable(client_status):
+            status["sts"] = client_status()
+        with contextlib.suppress(OSError, ValueError):  # the parent may be gone
+            conn.send(("report", status, generate_latest(METRICS.registry).decode()))
+
+    def listen() -> None:
+        # A thread: Connection.recv blocks. EOF means the parent is gone: stop as well.
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = STOP
+            if message == STOP:
+                loop.call_soon_threadsafe(runner.stop)
+                return
+
+    async def report_periodically() -> None:
+        while True:
+            await asyncio.sleep(report_interval_s)
+            report()
+
+    threading.Thread(target=listen, name="parent-commands", daemon=True).start()
+    reporter = asyncio.create_task(report_periodically())
+    error: str | None = None
+    try:
+        await runner.run()
+    except Exception as exc:
+        logging.getLogger(__name__).exception("worker %s crashed", stream_id)
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+    finally:
+        reporter.cancel()
+        with contextlib.suppress(Exception):
+            await client.close()
+        report()
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("exit", error))
+
+
+# ---------------------------------------------------------------------------------------------- parent side
+
+
+class WorkerProcessError(RuntimeError):
+    """The worker process crashed or died."""
+
+
+class ChildMetrics:
+    """The latest Prometheus exposition of every worker process, merged with the parent's own registry.
+
+    `collect()` makes it usable wherever a registry is (generate_latest, get_sample_value). Ended workers keep
+    their final numbers (the last `keep_ended` of them), so a scrape after a stream ended still sees its totals.
+    """
+
+    def __init__(self, base: CollectorRegistry, keep_ended: int = 16) -> None:
+        self.base = base
+        self.keep_ended = keep_ended
+        self._texts: OrderedDict[str, str] = OrderedDict()
+        self._ended: list[str] = []
+        self._lock = threading.Lock()
+
+    def update(self, stream_id: str, exposition: str) -> None:
+        with self._lock:
+            self._texts[stream_id] = exposition
+            if stream_id in self._ended:
+                self._ended.remove(stream_id)
+
+    def ended(self, stream_id: str) -> None:
+        with self._lock:
+            self._ended.append(stream_id)
+            while len(self._ended) > self.keep_ended:
+                self._texts.pop(self._ended.pop(0), None)
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        for family in self.base.collect():
+            merged[family.name] = family
+        with self._lock:
+            texts = list(self._texts.values())
+        for text in texts:
+            for family in text_string_to_metric_families(text):
+                if family.name.endswith("_created"):
+                    continue  # creation timestamps of child series: not worth a clash with the parent's
+                samples = [s for s in family.samples if not s.name.endswith("_created")]
+                target = merged.get(family.name)
+                if target is None:
+                    target = merged[family.name] = Metric(family.name, family.documentation, family.type)
+                target.samples.extend(samples)
+        return list(merged.values())
+
+    def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        wanted = labels or {}
+        for family in self.collect():
+            for sample in family.samples:
+                if sample.name == name and sample.labels == wanted:
+                    return float(sample.value)
+        return None
+
+
+class ParentSideClient:
+    """The manager's DubClient in process mode: the real STS client lives in the worker process."""
+
+    async def start(self) -> None:
+        return None
+
+    async def dub(self, segment: AudioSegment) -> DubOutcome:
+        return DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="not_in_this_process")
+
+    async def close(self) -> None:
+        return None
+
+
+class ProcessRunner:
+    """The manager's Runner for a worker process: run() starts it and returns when it ends."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        settings: MediaSettings,
+        runner_factory: RunnerFactory,
+        client_factory: ClientFactory,
+        child_metrics: ChildMetrics,
+        report_interval_s: float = 1.0,
+    ) -> None:
+        self.stream_id = stream_id
+        self.settings = settings
+        self._runner_factory = runner_factory
+        self._client_factory = client_factory
+        self._child_metrics = child_metrics
+        self._report_interval_s = report_interval_s
+        self._status: dict[str, Any] = {"state": "starting"}
+        self._conn: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._stop_requested = False
+
+    def status(self) -> dict[str, Any]:
+        pid = self._process.pid if self._process is not None else None
+        return {**self._status, "pid": pid}
+
+    def stop(self) -> None:
+        self._stop_requested = True
+        if self._conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(STOP)
+
+    async def run(self) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork: the parent has threads and an event loop
+        parent_conn, child_conn = context.Pipe()
+        process = context.Process(
+            target=child_main,
+            args=(
+                self.stream_id,
+                self.settings,
+                self._runner_factory,
+                self._client_factory,
+                child_conn,
+                self._report_interval_s,
+                logging.getLogger().getEffectiveLevel(),
+            ),
+            name=f"livedub-worker-{self.stream_id}",
+            daemon=True,
+        )
+        self._process, self._conn = process, parent_conn
+        await asyncio.to_thread(process.start)
+        child_conn.close()
+        if self._stop_requested:
+            self.stop()
+        try:
+            error = await self._read_reports(parent_conn)
+        except asyncio.CancelledError:
+            process.kill()
+            raise
+        finally:
+            await asyncio.to_thread(process.join, 5)
+            if process.is_alive():
+                process.kill()
+            parent_conn.close()
+            self._child_metrics.ended(self.stream_id)
+        if error is not None:
+            raise WorkerProcessError(error)
+
+    async def _read_reports(self, conn: Connection) -> str | None:
+        """Consume reports until the child says it exited; returns its error (None for a clean end)."""
+        loop = asyncio.get_running_loop()
+        messages: asyncio.Queue[Any] = asyncio.Queue()
+
+        def readable() -> None:
+            try:
+                messages.put_nowait(conn.recv())
+            except (EOFError, OSError):
+                loop.remove_reader(conn.fileno())
+                messages.put_nowait(None)
+
+        loop.add_reader(conn.fileno(), readable)
+        try:
+            while True:
+                message = await messages.get()
+                if message is None:  # the pipe closed without an exit message: the process died
+                    code = await asyncio.to_thread(self._exit_code)
+                    self._status = {**self._status, "state": "failed"}
+                    return f"worker process died (exit code {code})"
+                kind, *payload = message
+                if kind == "report":
+                    self._status, exposition = payload
+                    self._child_metrics.update(self.stream_id, exposition)
+                elif kind == "exit":
+                    return payload[0]
+        finally:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(conn.fileno())
+
+    def _exit_code(self) -> int | None:
+        if self._process is None:
+            return None
+        self._process.join(5)
+        return self._process.exitcode
