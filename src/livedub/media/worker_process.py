@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import signal
 import threading
 import traceback
 from collections import OrderedDict
@@ -52,6 +53,8 @@ def child_main(
     log_level: int,
 ) -> None:
     """Entry point of the worker process."""
+    # Ctrl-C reaches the whole process group; the parent decides when a worker stops (it sends "stop").
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s [worker {stream_id}] %(name)s: %(message)s")
     asyncio.run(_child(stream_id, settings, runner_factory, client_factory, conn, report_interval_s))
 
