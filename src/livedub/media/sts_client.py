@@ -89,6 +89,7 @@ class StsClient:
         metrics: WorkerMetrics = METRICS,
         *,
         connect_timeout_s: float = 5.0,
+        init_timeout_s: float = 30.0,
         backoff: ExponentialBackoff | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -96,6 +97,8 @@ class StsClient:
         self.settings = settings
         self.metrics = metrics
         self.connect_timeout_s = connect_timeout_s
+        # STS answers stream:init only once its models are loaded: wait on the same connection, not in a retry loop.
+        self.init_timeout_s = init_timeout_s
         self._backoff = backoff or ExponentialBackoff(initial_s=0.5, max_s=10.0)
         self._clock = clock
         self._format = AudioFormat(settings.sts_audio_format)
@@ -351,7 +354,7 @@ class StsClient:
         )
         try:
             await self._emit("stream:init", init)
-            await asyncio.wait_for(self._ready.wait(), self.connect_timeout_s)
+            await asyncio.wait_for(self._ready.wait(), self.init_timeout_s)
         except (TimeoutError, socketio.exceptions.SocketIOError) as exc:
             self._note_connection_problem(f"stream:init not answered: {self._last_error or exc!r}")
             return False
