@@ -77,7 +77,10 @@ class WorkerHandle:
 
 
 class WorkerManager:
-    """Starts/stops workers by stream id and enforces MAX_CONCURRENT_STREAMS."""
+    """Starts/stops workers by stream id and enforces MAX_CONCURRENT_STREAMS.
+
+    In process isolation the factories run in the worker process: they must be importable module-level callables.
+    """
 
     def __init__(
         self,

@@ -150,15 +150,23 @@ class ChildMetrics:
 
     def collect(self) -> Iterable[Metric]:
         merged: dict[str, Metric] = {}
+        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
         for family in self.base.collect():
             merged[family.name] = family
+            seen.update((s.name, tuple(sorted(s.labels.items()))) for s in family.samples)
         with self._lock:
             texts = list(self._texts.values())
         for text in texts:
             for family in text_string_to_metric_families(text):
                 if family.name.endswith("_created"):
                     continue  # creation timestamps of child series: not worth a clash with the parent's
-                samples = [s for s in family.samples if not s.name.endswith("_created")]
+                # A series the parent also has (e.g. pipeline_state after a crash) is the parent's: one value per
+                # series, or Prometheus rejects the scrape.
+                samples = [
+                    s
+                    for s in family.samples
+                    if not s.name.endswith("_created") and (s.name, tuple(sorted(s.labels.items()))) not in seen
+                ]
                 target = merged.get(family.name)
                 if target is None:
                     target = merged[family.name] = Metric(family.name, family.documentation, family.type)
