@@ -92,6 +92,7 @@ class WorkerManager:
         isolation: Literal["process", "thread"] = "process",
         stop_timeout_s: float = 15.0,
         stop_call_timeout_s: float = 1.0,
+        republish_wait_s: float = 2.0,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -102,6 +103,7 @@ class WorkerManager:
         self.metrics_view = ChildMetrics(metrics.registry)
         self.stop_timeout_s = stop_timeout_s
         self.stop_call_timeout_s = stop_call_timeout_s
+        self.republish_wait_s = republish_wait_s
         self._pending_stops: set[asyncio.Future[None]] = set()
         self._workers: dict[str, WorkerHandle] = {}
         self._lock = asyncio.Lock()  # start/stop decisions for the same id must not interleave
@@ -121,7 +123,9 @@ class WorkerManager:
         """Start a worker for `stream_id`, or say why not. A second start for a running stream is a no-op."""
         draining = self._workers.get(stream_id)
         if draining is not None and draining.active and draining.state == "stopping":
-            await self._finish(draining)  # a re-publish while the old worker drains: let it end first
+            # A re-publish while the old worker still plays out its delay line: the new input wins (the media
+            # server waits for this hook, and only one publisher may hold `/out`), so the old one gets briefly.
+            await self._finish(draining, min(self.stop_timeout_s, self.republish_wait_s))
         async with self._lock:
             if self._closing:
                 return StartDecision(False, "media-service is shutting down")
@@ -220,13 +224,14 @@ class WorkerManager:
             if handle.state == "stopped" and self._workers.get(stream_id) is handle:
                 del self._workers[stream_id]  # failed ones stay listed until the stream is unpublished
 
-    async def _finish(self, handle: WorkerHandle) -> None:
-        """Wait for a stopping worker; cancel it if it does not end within stop_timeout_s."""
+    async def _finish(self, handle: WorkerHandle, timeout_s: float | None = None) -> None:
+        """Wait for a stopping worker; cancel it if it does not end within `timeout_s` (default stop_timeout_s)."""
         if handle.task is None:
             return
-        done, _ = await asyncio.wait({handle.task}, timeout=self.stop_timeout_s)
+        timeout_s = self.stop_timeout_s if timeout_s is None else timeout_s
+        done, _ = await asyncio.wait({handle.task}, timeout=timeout_s)
         if not done:
-            log.warning("worker for %s did not stop within %.0fs; cancelling", handle.stream_id, self.stop_timeout_s)
+            log.warning("worker for %s did not stop within %.1fs; cancelling", handle.stream_id, timeout_s)
             handle.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await handle.task
