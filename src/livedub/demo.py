@@ -153,7 +153,9 @@ def cli_main(argv: list[str]) -> int:
                     print(_fragment_line(event.data), flush=True)
 
             monitor.listeners.append(live)
-            recorder = StreamRecorder(stack.output_url(sid), flv, stack.log_dir / "recorder.log").start()
+            recorder = StreamRecorder(
+                stack.output_url(sid), flv, stack.log_dir / "recorder.log", stat_url=stack.stat_url
+            ).start()
             publisher = FilePublisher(source, stack.input_url(sid), stack.log_dir / "publisher.log").start()
             started = time.monotonic()
             out_url = stack.output_url(sid)

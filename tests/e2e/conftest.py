@@ -73,7 +73,10 @@ def sts_monitor(e2e_services: ServicesManager, stream_id: str) -> Iterator[StsMo
 def output_recorder(e2e_services: ServicesManager, stream_id: str, e2e_log_dir: Path) -> Iterator[StreamRecorder]:
     stack = e2e_services.main
     recorder = StreamRecorder(
-        stack.output_url(stream_id), e2e_log_dir / f"{stream_id}-out.flv", e2e_log_dir / f"recorder-{stream_id}.log"
+        stack.output_url(stream_id),
+        e2e_log_dir / f"{stream_id}-out.flv",
+        e2e_log_dir / f"recorder-{stream_id}.log",
+        stat_url=stack.stat_url,
     ).start()
     yield recorder
     recorder.stop()

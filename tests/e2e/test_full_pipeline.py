@@ -14,6 +14,7 @@ import threading
 import time
 import unicodedata
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ class EchoCheck:
     output_ended: bool = False
     error: BaseException | None = None
     _thread: threading.Thread | None = None
+    _recorder: StreamRecorder | None = None
+    _publication: Publication | None = None
 
     def start(self) -> EchoCheck:
         self._thread = threading.Thread(target=self._run, name="echo-check", daemon=True)
@@ -98,9 +101,14 @@ class EchoCheck:
             source = write_pattern(self.log_dir / "flash-beep.flv", spec)
             recorded = self.log_dir / f"{self.stream_id}-out.flv"
             recorder = StreamRecorder(
-                self.stack.output_url(self.stream_id), recorded, self.log_dir / f"recorder-{self.stream_id}.log"
+                self.stack.output_url(self.stream_id),
+                recorded,
+                self.log_dir / f"recorder-{self.stream_id}.log",
+                stat_url=self.stack.stat_url,
             ).start()
+            self._recorder = recorder
             publication = publish_file(self.stack, self.stream_id, source, self.log_dir)
+            self._publication = publication
             publication.wait(timeout=config.ECHO_PATTERN_SECONDS + 30)
             self.output_ended = recorder.stop_when_unpublished(
                 self.stack.stat_url, f"{self.stream_id}/out", timeout=config.OUTPUT_DELAY_MS / 1000 + 30
@@ -110,12 +118,30 @@ class EchoCheck:
         except BaseException as exc:
             self.error = exc
 
+    def stop(self) -> None:
+        """Stop its ffmpeg processes (when the test ends early)."""
+        if self._publication is not None:
+            self._publication.stop()
+        if self._recorder is not None:
+            self._recorder.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
     def join(self, timeout: float) -> None:
         assert self._thread is not None
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "echo A/V check did not finish"
         if self.error is not None:
             raise self.error
+
+
+@pytest.fixture
+def echo_av_check(e2e_services: ServicesManager, e2e_log_dir: Path) -> Iterator[EchoCheck]:
+    """The echo stack's flash/beep run, started now, in the background."""
+    assert e2e_services.echo is not None
+    check = EchoCheck(e2e_services.echo, e2e_log_dir).start()
+    yield check
+    check.stop()
 
 
 # ------------------------------------------------------------------------------------------------ the test
@@ -146,15 +172,14 @@ def test_full_pipeline_media_to_sts_to_output(
     stream_id: str,
     sts_monitor: StsMonitor,
     output_recorder: StreamRecorder,
+    echo_av_check: EchoCheck,
     publish_test_fixture: Publication,
-    e2e_log_dir: Path,
 ) -> None:
     main = e2e_services.main
     publication = publish_test_fixture
     t0 = publication.started_at
     note = e2e_services.note
-    assert e2e_services.echo is not None
-    echo = EchoCheck(e2e_services.echo, e2e_log_dir).start()
+    echo = echo_av_check
 
     # 1. The input stream appears in the media server within 10 s.
     stream = wait_for_stream(main.stat_url, f"{stream_id}/in", timeout=config.INPUT_APPEARS_WITHIN_S)
@@ -170,7 +195,9 @@ def test_full_pipeline_media_to_sts_to_output(
     note(f"worker metrics after {time.monotonic() - t0:.1f}s")
 
     # 3. Ten fragments reach fragment:processed (observed in the STS monitor room).
-    got_all = sts_monitor.wait_processed(config.EXPECTED_FRAGMENTS, config.FRAGMENTS_TIMEOUT_S)
+    got_all = sts_monitor.wait_processed(
+        config.EXPECTED_FRAGMENTS, max(1.0, config.FRAGMENTS_TIMEOUT_S - (time.monotonic() - t0))
+    )
     processed = sts_monitor.processed()
     note(f"{len(processed)} fragment(s) processed after {time.monotonic() - t0:.1f}s")
 
