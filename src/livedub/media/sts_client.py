@@ -333,8 +333,10 @@ class StsClient:
                     transports=["websocket"],
                     wait_timeout=self.connect_timeout_s,
                 )
-            except socketio.exceptions.ConnectionError as exc:
-                self._note_connection_problem(f"connect to {self.settings.sts_service_url} failed: {exc}")
+            except Exception as exc:  # ConnectionError, but also e.g. a malformed URL: keep trying, keep logging
+                self._note_connection_problem(f"connect to {self.settings.sts_service_url} failed: {exc!r}")
+                with contextlib.suppress(Exception):
+                    await self._sio.disconnect()  # a half-open engine.io session would block the next connect
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
             if await self._init_stream():
