@@ -84,3 +84,14 @@ def test_failed_trial_reopens_for_a_full_cooldown() -> None:
 def test_threshold_must_be_positive() -> None:
     with pytest.raises(ValueError):
         CircuitBreaker(0, 1.0)
+
+
+def test_reading_the_state_changes_nothing() -> None:
+    breaker, clock, changes = make(threshold=1, cooldown_s=1.0)
+    breaker.record_failure()
+    clock.now += 5
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert changes == [BreakerState.OPEN]  # the transition is reported when the breaker is used, not when read
+    breaker.record_failure()
+    assert changes == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.OPEN]

@@ -47,8 +47,9 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.cooldown_s:
-            self._move_to(BreakerState.HALF_OPEN)
+        """The state now, without side effects: an open breaker whose cooldown has passed reads as half-open."""
+        if self._state is BreakerState.OPEN and self._cooled_down():
+            return BreakerState.HALF_OPEN
         return self._state
 
     @property
@@ -57,7 +58,7 @@ class CircuitBreaker:
 
     def allow_request(self) -> bool:
         """True if a request may go to the service now. In half-open state this claims the single trial."""
-        state = self.state
+        state = self._refresh()
         if state is BreakerState.CLOSED:
             return True
         if state is BreakerState.HALF_OPEN and not self._trial_running:
@@ -66,12 +67,14 @@ class CircuitBreaker:
         return False
 
     def record_success(self) -> None:
+        self._refresh()
         self._failures = 0
         self._trial_running = False
         if self._state is not BreakerState.CLOSED:
             self._move_to(BreakerState.CLOSED)
 
     def record_failure(self) -> None:
+        self._refresh()
         self._failures += 1
         self._trial_running = False
         if self._state is BreakerState.HALF_OPEN or (
@@ -79,6 +82,15 @@ class CircuitBreaker:
         ):
             self._opened_at = self._clock()
             self._move_to(BreakerState.OPEN)
+
+    def _cooled_down(self) -> bool:
+        return self._clock() - self._opened_at >= self.cooldown_s
+
+    def _refresh(self) -> BreakerState:
+        """Make the cooldown's open -> half-open transition happen (and be reported) before acting on the state."""
+        if self._state is BreakerState.OPEN and self._cooled_down():
+            self._move_to(BreakerState.HALF_OPEN)
+        return self._state
 
     def _move_to(self, state: BreakerState) -> None:
         self._state = state
