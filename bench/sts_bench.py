@@ -299,8 +299,18 @@ def run_mt(models: Models, n: int) -> str:
 # ---------------------------------------------------------------- TTS comparison (Spanish)
 
 
-def run_tts(models: Models, n: int, language: str = "es", kinds: tuple[str, ...] = ("espeak-ng", "kokoro")) -> str:
+def run_tts(
+    models: Models,
+    n: int,
+    language: str = "es",
+    kinds: tuple[str, ...] = ("espeak-ng", "kokoro"),
+    all_voices: bool = False,
+) -> str:
+    """With `all_voices`, every Kokoro voice style is scored (the configured one is the default)."""
     import jiwer
+
+    from livedub.sts.model_files import resolve_model_dir
+    from livedub.sts.tts import KokoroTTS
 
     asr = models.asr()
     prompts = [p for p in corpus.load_prompts(language).values() if len(p.text.split()) >= 3][:n]
@@ -308,9 +318,15 @@ def run_tts(models: Models, n: int, language: str = "es", kinds: tuple[str, ...]
     rows = []
     human = [dnsmos_scores(p.audio(16000)) for p in prompts]
     rows.append(["human prompts (8 kHz recordings)", len(prompts), "-", *_mos_cells(human), "-"])
-    for kind in kinds:
-        tts = models.tts(kind)
-        print(f"tts: {kind} ({len(prompts)} prompts)", file=sys.stderr)
+    synthesisers: list[tuple[str, TTSBackend]] = [(kind, models.tts(kind)) for kind in kinds]
+    if all_voices:
+        kokoro_dir = resolve_model_dir(models.settings.kokoro_model)
+        default_voice = getattr(models.tts("kokoro"), "voice", "")
+        for voice in KokoroTTS(kokoro_dir).voices:
+            if voice != default_voice:
+                synthesisers.append(("kokoro", KokoroTTS(kokoro_dir, voice)))
+    for kind, tts in synthesisers:
+        print(f"tts: {tts.name} ({len(prompts)} prompts)", file=sys.stderr)
         heard, scores, seconds, audio_s = [], [], 0.0, 0.0
         for prompt in prompts:
             started = time.perf_counter()
@@ -345,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-prompts", type=int, default=None, help="prompts per language for asr/mt/tts (4x --n)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     parser.add_argument("--combos", default="all", help="'all', 'main' (the four required) or indices like 0,4")
+    parser.add_argument("--all-voices", action="store_true", help="tts: score every Kokoro voice style")
     parser.add_argument("--out", type=Path, help="also write the report (markdown) to this file")
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -370,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         elif section == "mt":
             parts.append(run_mt(models, n_prompts))
         elif section == "tts":
-            parts.append(run_tts(models, n_prompts))
+            parts.append(run_tts(models, n_prompts, all_voices=args.all_voices))
         print(parts[-1], flush=True)
     command = "python bench/sts_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (

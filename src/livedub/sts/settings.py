@@ -103,9 +103,9 @@ class StsSettings(BaseSettings):
         description="Directory with kokoro-v1.0.int8.onnx, vocab.json and a voices .npz, or a cache name.",
     )
     kokoro_voice: str = Field(
-        "",
+        "jm_kumo",
         validation_alias="STS_KOKORO_VOICE",
-        description="Kokoro voice style name in the voices .npz; empty = the first voice.",
+        description="Kokoro voice style in the voices .npz (empty = the first). jm_kumo is understood best in Spanish.",
     )
     espeak_binary: str = Field("espeak-ng", validation_alias="STS_ESPEAK_BINARY", description="espeak-ng command.")
 

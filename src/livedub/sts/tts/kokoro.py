@@ -47,6 +47,7 @@ class KokoroTTS:
             options.intra_op_num_threads = cpu_threads
         self._session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         self.speed = speed
+        self.voices = list(self._voices)
         self.name = f"kokoro:{self.voice}"
         self._phonemizers: dict[str, object] = {}
         self._lock = threading.Lock()  # espeak-ng (inside phonemizer) is process-global
