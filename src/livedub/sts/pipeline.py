@@ -333,7 +333,7 @@ class DubbingPipeline:
                 stage="fit",
                 code=ErrorCode.TTS_SYNTHESIS_FAILED,
                 message=f"dub is {fit.variance_percent:+.0f} % off the speech duration after a {fit.speed_ratio:.2f}x "
-                f"time-stretch (cap {self.settings.max_speedup}x)",
+                f"time-stretch (limits: {self.settings.max_speedup}x faster, {self.settings.max_slowdown}x slower)",
                 retryable=False,
             )
         return FragmentProcessed(
