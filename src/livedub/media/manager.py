@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from livedub.media.loop_thread import EventLoopThread
@@ -283,7 +284,7 @@ class WorkerManager:
             if handle.state in {"stopping", "failed"}
             else runner_status.get("state", handle.state),
             "source": handle.source,
-            "started_at": handle.started_at,
+            "started_at": runner_status.get("started_at") or datetime.fromtimestamp(handle.started_at, UTC).isoformat(),
             "uptime_s": round(time.time() - handle.started_at, 1),
             "error": handle.error,
             "sts": client_status() if callable(client_status) else runner_status.get("sts"),
