@@ -66,7 +66,9 @@ rtmp {{
         application {cfg.application} {{
             live on;
             record off;
+            # A worker that starts on on_publish joins mid-GOP: without these, its short probe sees only audio.
             wait_key on;
+            wait_video on;
             drop_idle_publisher 15s;
 {publish_rules}            allow play all;
         }}
