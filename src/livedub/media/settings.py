@@ -12,40 +12,82 @@ class MediaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # HTTP API of the media-service.
-    media_host: str = Field("0.0.0.0", validation_alias="MEDIA_HOST")
-    media_port: int = Field(8080, validation_alias="MEDIA_PORT")
+    media_host: str = Field("0.0.0.0", validation_alias="MEDIA_HOST", description="Address the media-service binds to.")
+    media_port: int = Field(8080, validation_alias="MEDIA_PORT", description="Port of /health, /metrics and the hooks.")
 
-    # Where streams come in and go out. Input `{rtmp_base_url}/{stream_id}/in`, output `.../{stream_id}/out`.
-    rtmp_base_url: str = Field("rtmp://127.0.0.1:1935/live", validation_alias="RTMP_BASE_URL")
-    # Key a non-loopback publisher must pass as `?key=...` (checked by the on_publish hook); empty = no check.
-    publish_key: str = Field("", validation_alias="PUBLISH_KEY")
+    # Where streams come in and go out.
+    rtmp_base_url: str = Field(
+        "rtmp://127.0.0.1:1935/live",
+        validation_alias="RTMP_BASE_URL",
+        description="Media server application URL: input `<base>/<stream_id>/in`, output `<base>/<stream_id>/out`.",
+    )
+    publish_key: str = Field(
+        "",
+        validation_alias="PUBLISH_KEY",
+        description="Key a non-loopback publisher must pass as `?key=...`; empty = only loopback may publish.",
+    )
 
     # STS service.
-    sts_service_url: str = Field("http://127.0.0.1:3000", validation_alias="STS_SERVICE_URL")
-    sts_api_key: str = Field("", validation_alias="STS_API_KEY")
-    sts_audio_format: Literal["m4a", "pcm_s16le"] = Field("pcm_s16le", validation_alias="STS_AUDIO_FORMAT")
-    sts_max_inflight: int = Field(3, ge=1, le=10, validation_alias="STS_MAX_INFLIGHT")
-    sts_timeout_ms: int = Field(8000, ge=100, validation_alias="STS_TIMEOUT_MS")
-    source_language: str = Field("en", validation_alias="WORKER_SOURCE_LANGUAGE")
-    target_language: str = Field("es", validation_alias="WORKER_TARGET_LANGUAGE")
-    voice_profile: str = Field("default", validation_alias="WORKER_VOICE_PROFILE")
+    sts_service_url: str = Field(
+        "http://127.0.0.1:3000", validation_alias="STS_SERVICE_URL", description="Socket.IO URL of the STS service."
+    )
+    sts_api_key: str = Field("", validation_alias="STS_API_KEY", description="Key sent to STS at connect, if it asks.")
+    sts_audio_format: Literal["m4a", "pcm_s16le"] = Field(
+        "pcm_s16le", validation_alias="STS_AUDIO_FORMAT", description="Audio format of fragments sent to STS."
+    )
+    sts_max_inflight: int = Field(
+        3, ge=1, le=10, validation_alias="STS_MAX_INFLIGHT", description="Fragments in flight to STS per stream."
+    )
+    sts_timeout_ms: int = Field(
+        8000, ge=100, validation_alias="STS_TIMEOUT_MS", description="Deadline per fragment; late dubs are replaced."
+    )
+    source_language: str = Field("en", validation_alias="WORKER_SOURCE_LANGUAGE", description="Language spoken in.")
+    target_language: str = Field("es", validation_alias="WORKER_TARGET_LANGUAGE", description="Language dubbed into.")
+    voice_profile: str = Field("default", validation_alias="WORKER_VOICE_PROFILE", description="Voice asked of STS.")
 
     # Segmentation.
-    segment_policy: Literal["fixed", "speech"] = Field("fixed", validation_alias="SEGMENT_POLICY")
-    segment_duration_ms: int = Field(6000, ge=500, le=29000, validation_alias="SEGMENT_DURATION_MS")
-    segment_min_ms: int = Field(1500, ge=300, validation_alias="SEGMENT_MIN_MS")
-    segment_max_ms: int = Field(4000, ge=500, le=29000, validation_alias="SEGMENT_MAX_MS")
+    segment_policy: Literal["fixed", "speech"] = Field(
+        "fixed",
+        validation_alias="SEGMENT_POLICY",
+        description="`fixed`: cut every SEGMENT_DURATION_MS; `speech`: cut at pauses (Silero VAD) within min/max.",
+    )
+    segment_duration_ms: int = Field(
+        6000, ge=500, le=29000, validation_alias="SEGMENT_DURATION_MS", description="Fragment length, `fixed` policy."
+    )
+    segment_min_ms: int = Field(
+        1500, ge=300, validation_alias="SEGMENT_MIN_MS", description="Shortest fragment, `speech` policy."
+    )
+    segment_max_ms: int = Field(
+        4000, ge=500, le=29000, validation_alias="SEGMENT_MAX_MS", description="Longest fragment, `speech` policy."
+    )
 
-    # Output pacing: the delay line between input and output (must exceed segment length + STS p95).
-    output_delay_ms: int = Field(10000, ge=0, validation_alias="OUTPUT_DELAY_MS")
-    audio_sample_rate: int = Field(48000, validation_alias="AUDIO_SAMPLE_RATE")
+    # Output pacing.
+    output_delay_ms: int = Field(
+        10000,
+        ge=0,
+        validation_alias="OUTPUT_DELAY_MS",
+        description="Delay line between input and output; must exceed the longest fragment plus STS p95.",
+    )
+    audio_sample_rate: int = Field(
+        48000, validation_alias="AUDIO_SAMPLE_RATE", description="Sample rate of the output audio."
+    )
 
     # Resilience.
-    circuit_breaker_threshold: int = Field(5, ge=1, validation_alias="CIRCUIT_BREAKER_THRESHOLD")
-    circuit_breaker_cooldown_ms: int = Field(10000, ge=100, validation_alias="CIRCUIT_BREAKER_COOLDOWN_MS")
-    max_concurrent_streams: int = Field(4, ge=1, validation_alias="MAX_CONCURRENT_STREAMS")
-    ingest_open_timeout_s: float = Field(10.0, validation_alias="INGEST_OPEN_TIMEOUT_S")
-    ingest_read_timeout_s: float = Field(5.0, validation_alias="INGEST_READ_TIMEOUT_S")
+    circuit_breaker_threshold: int = Field(
+        5, ge=1, validation_alias="CIRCUIT_BREAKER_THRESHOLD", description="Consecutive STS failures that open it."
+    )
+    circuit_breaker_cooldown_ms: int = Field(
+        10000, ge=100, validation_alias="CIRCUIT_BREAKER_COOLDOWN_MS", description="Open time before a trial fragment."
+    )
+    max_concurrent_streams: int = Field(
+        4, ge=1, validation_alias="MAX_CONCURRENT_STREAMS", description="Workers at once; more publishers are refused."
+    )
+    ingest_open_timeout_s: float = Field(
+        10.0, validation_alias="INGEST_OPEN_TIMEOUT_S", description="Time allowed to open the input stream."
+    )
+    ingest_read_timeout_s: float = Field(
+        5.0, validation_alias="INGEST_READ_TIMEOUT_S", description="Silence on the input that ends the stream."
+    )
 
     def input_url(self, stream_id: str) -> str:
         return f"{self.rtmp_base_url}/{stream_id}/in"
