@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from livedub.analysis.harness import PacketInfo
+from livedub.analysis.harness import StreamRecorder as PacketReader
 from livedub.fixture import ensure_fixture
 from livedub.mediaserver.urls import ffmpeg_rtmp_args
 from livedub.observe import Metrics, ObservedEvent, StsMonitor
@@ -59,6 +61,15 @@ def _fragment_line(data: dict[str, Any]) -> str:
     return f"  fragment {seq}: {status} in {ms / 1000:.1f}s | {text} -> {translated}"
 
 
+def _added_latency(inp: list[PacketInfo], out: list[PacketInfo]) -> tuple[float, float, int] | None:
+    """(p50, p95, matched) of output minus input arrival time over the identical video packets of both paths."""
+    arrivals = {p.digest: p.arrival for p in inp if p.kind == "video"}
+    deltas = sorted(p.arrival - arrivals[p.digest] for p in out if p.kind == "video" and p.digest in arrivals)
+    if not deltas:
+        return None
+    return statistics.median(deltas), deltas[min(len(deltas) - 1, int(0.95 * len(deltas)))], len(deltas)
+
+
 def _metric(metrics: Metrics | None, name: str, **labels: str) -> float | None:
     if metrics is None or not metrics.has(name, **labels):
         return None
@@ -70,7 +81,7 @@ def _report(
     media: Metrics | None,
     stream_id: str,
     output: Path | None,
-    live_latency_s: float | None,
+    latency: tuple[float, float, int] | None,
 ) -> str:
     lines = ["", "=" * 100, "livedub demo report", "=" * 100]
     width = 46
@@ -95,8 +106,14 @@ def _report(
     if times:
         lines.append(f"STS processing per fragment: median {statistics.median(times):.2f}s, max {max(times):.2f}s")
     lag = _metric(media, "media_service_worker_output_lag_seconds", stream_id=stream_id)
-    if live_latency_s is not None:
-        lines.append(f"added latency: output started {live_latency_s:.1f}s after the input (delay line)")
+    if latency is not None:
+        p50, p95, matched = latency
+        lines.append(
+            f"added latency (same video packet, input -> output arrival): p50 {p50:.2f}s, p95 {p95:.2f}s "
+            f"over {matched} packets"
+        )
+    else:
+        lines.append("added latency: not measured (no identical video packets seen on both paths)")
     if lag is not None:
         lines.append(f"output lag behind input (worker metric): {lag:.2f}s")
     if media is not None:
@@ -139,7 +156,8 @@ def cli_main(argv: list[str]) -> int:
     publisher: FilePublisher | None = None
     media_metrics: Metrics | None = None
     result: Path | None = None
-    live_latency: float | None = None
+    latency: tuple[float, float, int] | None = None
+    readers: list[PacketReader] = []
     code = 0
 
     with terminate_on_signals():
@@ -156,6 +174,11 @@ def cli_main(argv: list[str]) -> int:
             recorder = StreamRecorder(
                 stack.output_url(sid), flv, stack.log_dir / "recorder.log", stat_url=stack.stat_url
             ).start()
+            # Arrival times of every packet on both paths, for the added latency.
+            readers = [
+                PacketReader(stack.input_url(sid), open_timeout_s=30),
+                PacketReader(stack.output_url(sid), open_timeout_s=90),
+            ]
             publisher = FilePublisher(source, stack.input_url(sid), stack.log_dir / "publisher.log").start()
             started = time.monotonic()
             out_url = stack.output_url(sid)
@@ -163,8 +186,7 @@ def cli_main(argv: list[str]) -> int:
             _say(f"watch it live:  ffplay {' '.join(ffmpeg_rtmp_args(out_url))} {out_url}")
             _say(f"original:       ffplay {' '.join(ffmpeg_rtmp_args(stack.input_url(sid)))} {stack.input_url(sid)}")
             if wait_for_stream(stack.stat_url, f"{sid}/out", timeout=60) is not None:
-                live_latency = time.monotonic() - started
-                _say(f"dubbed output is live ({live_latency:.1f}s after the input)")
+                _say(f"dubbed output is published ({time.monotonic() - started:.1f}s after the input started)")
             else:
                 _say("the dubbed output did not appear within 60 s; see the logs in " + str(stack.log_dir))
             publisher.wait()
@@ -176,6 +198,7 @@ def cli_main(argv: list[str]) -> int:
                 _say("the output did not end cleanly; keeping what was recorded")
             with contextlib.suppress(Exception):
                 media_metrics = Metrics.fetch(stack.media_url + "/metrics")
+            latency = _collect_latency(readers)
             if flv.exists() and flv.stat().st_size > 0:
                 remux(flv, out)
                 flv.unlink()
@@ -190,6 +213,8 @@ def cli_main(argv: list[str]) -> int:
             _say(f"error: {exc}")
             code = 1
         finally:
+            for reader in readers:
+                reader.stop_event.set()
             if publisher is not None:
                 publisher.stop()
             if recorder is not None:
@@ -202,9 +227,20 @@ def cli_main(argv: list[str]) -> int:
                 _say(f"warning: processes left behind: {left}")
     processed = monitor.processed() if monitor is not None else []
     if processed or result is not None:
-        print(_report(processed, media_metrics, sid, result, live_latency), flush=True)
+        print(_report(processed, media_metrics, sid, result, latency), flush=True)
     _say(f"logs: {stack.log_dir}")
     return code
+
+
+def _collect_latency(readers: list[PacketReader]) -> tuple[float, float, int] | None:
+    for reader in readers:
+        reader.stop_event.set()
+    try:
+        inp, out = (reader.join(timeout=10) for reader in readers)
+    except Exception as exc:  # the report goes on without it
+        _say(f"could not measure the added latency: {exc}")
+        return None
+    return _added_latency(inp, out)
 
 
 def recorder_alive(stack: Stack) -> bool:
