@@ -31,6 +31,7 @@ SUPPORTED_VIDEO_CODECS = frozenset({"h264"})
 JUMP_MS = 1000  # a timestamp step larger than this (either way) is a discontinuity, not jitter
 GAP_FILL_MS = 100  # audio missing for longer than this (by timestamps) is filled with silence
 MAX_GAP_FILL_MS = 5000
+HANDOFF_S = 0.05  # how often the event loop collects what the reader thread read
 PREROLL_AUDIO_S = 3.0  # with a keyframe in hand, how long to wait for the first audio packet
 PREROLL_VIDEO_S = 12.0  # how long to wait for the first keyframe (a long GOP) before giving up the video
 
@@ -155,26 +156,22 @@ class Ingest:
         self._stop.set()
 
     async def items(self) -> AsyncIterator[IngestItem]:
-        loop = asyncio.get_running_loop()
-        ready = asyncio.Event()
+        """Items in order. The reader thread appends to a batch that the loop collects every HANDOFF_S (arrival
+        times are taken in the thread, so batching does not move the delay line; no wake-up per packet)."""
         pending: deque[IngestItem] = deque()
         lock = threading.Lock()
 
-        def emit(item: IngestItem) -> None:  # reader thread; wakes the loop only when the batch was empty
+        def emit(item: IngestItem) -> None:  # reader thread
             with lock:
-                was_empty = not pending
                 pending.append(item)
-            if was_empty:
-                loop.call_soon_threadsafe(ready.set)
 
         self._thread = threading.Thread(target=self._run, args=(emit,), name=f"ingest-{self.stream_id}", daemon=True)
         self._thread.start()
         while True:
-            await ready.wait()
+            await asyncio.sleep(HANDOFF_S)
             with lock:
                 batch = list(pending)
                 pending.clear()
-                ready.clear()
             for item in batch:
                 yield item
                 if isinstance(item, IngestEnd):

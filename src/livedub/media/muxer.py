@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SHIFT_MS = 100  # > one AAC frame of priming at any rate >= 11 kHz; integer samples at 16/32/44.1/48 kHz
 SEAL_MARGIN_S = 0.05
-QUANTUM_S = 0.02  # write what is due within this much in one go (fewer wake-ups; players buffer far more)
+QUANTUM_S = 0.04  # write what is due within this much in one go (fewer wake-ups; players buffer far more)
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ class PacedMuxer:
         self.latest_input_s = 0.0
         self.finished = False
         self.stats = MuxStats()
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._sleeping_until: float | None = None  # media time the writer waits for (None: for input)
         self._starved_logged = False
 
@@ -144,7 +144,23 @@ class PacedMuxer:
     def _poke(self, media_s: float | None) -> None:
         """Wake the writer if it waits for input, or if something is due before the time it sleeps until."""
         if media_s is None or self._sleeping_until is None or media_s < self._sleeping_until:
-            self._wake.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """For `seconds` (None: until woken) or until _wake(); one future and at most one timer, no task."""
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, self._wake) if seconds is not None else None
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def add_video(self, item: VideoPacket) -> None:
         if not self.has_video:
@@ -174,7 +190,7 @@ class PacedMuxer:
 
     def finish(self) -> None:
         self.finished = True
-        self._wake.set()
+        self._wake()
 
     # ---- output side -----------------------------------------------------------------------------------------
     def _sync_delta_ms(self, sample: int) -> float | None:
@@ -300,7 +316,6 @@ class PacedMuxer:
         """Write until finish() was called and everything buffered is out; then flush and close the output."""
         try:
             while not self.done():
-                self._wake.clear()
                 next_t = self.step(self.clock() + QUANTUM_S)
                 if self.done():
                     break
@@ -308,10 +323,7 @@ class PacedMuxer:
                 timeout = None if next_t is None or self.base is None else max(0.0, self.base + next_t - self.clock())
                 if timeout == 0.0:
                     continue
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
+                await self._sleep(timeout)
             if self.has_audio and self.fifo.samples:
                 self._emit_audio_frame(final=True)
         finally:

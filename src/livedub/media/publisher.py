@@ -53,6 +53,7 @@ class FlvPublisher:
         audio_channels: int,
         sample_rate: int,
         audio_bit_rate: int = 128_000,
+        aac_coder: str = "fast",  # FFmpeg's default "twoloop" costs 2.3x the CPU (1.1 % vs 0.5 % of a core/stream)
         open_timeout_s: float = 10.0,
     ) -> None:
         self.url = url
@@ -63,7 +64,10 @@ class FlvPublisher:
             self.video = self.container.add_stream_from_template(video_template)
         if audio_channels:
             self.audio = self.container.add_stream(
-                "aac", rate=sample_rate, layout="mono" if audio_channels == 1 else "stereo"
+                "aac",
+                rate=sample_rate,
+                layout="mono" if audio_channels == 1 else "stereo",
+                options={"aac_coder": aac_coder},
             )
             self.audio.bit_rate = audio_bit_rate
         self.closed = False
