@@ -79,6 +79,22 @@ def _session_members(sid: int) -> list[int]:
     return members
 
 
+_STARTED_SESSIONS: set[int] = set()  # every session a ManagedProcess of this Python process started
+
+
+def leftover_processes() -> list[str]:
+    """Processes still alive in any session a `ManagedProcess` of this process started (stack, ffmpeg, ...)."""
+    left: list[str] = []
+    for sid in sorted(_STARTED_SESSIONS):
+        for pid in _session_members(sid):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                cmd = "?"
+            left.append(f"{pid}: {cmd.strip()}")
+    return left
+
+
 class ManagedProcess:
     """A child process in its own session, its output in a log file."""
 
@@ -113,6 +129,7 @@ class ManagedProcess:
                 start_new_session=True,
             )
         self.sid = self.process.pid
+        _STARTED_SESSIONS.add(self.sid)
         return self
 
     @property

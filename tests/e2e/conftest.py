@@ -26,7 +26,7 @@ from e2e.helpers.services_manager import ServicesManager
 from e2e.helpers.socketio_monitor import StsMonitor
 from e2e.helpers.stream_publisher import Publication, StreamRecorder, publish_file
 from livedub.fixture import Fixture, ensure_fixture
-from livedub.stack import ServiceError
+from livedub.stack import ServiceError, leftover_processes
 
 SESSION_STARTED = time.monotonic()
 _SERVICES: list[ServicesManager] = []
@@ -54,6 +54,9 @@ def e2e_services(e2e_log_dir: Path) -> Iterator[ServicesManager]:
     manager.stop()
     left = manager.orphans()
     assert not left, f"processes left behind after stopping the services: {left}"
+    # Publishers and recorders (ffmpeg) of every test are gone too.
+    stray = leftover_processes()
+    assert not stray, f"processes left behind by the E2E tests: {stray}"
 
 
 @pytest.fixture
