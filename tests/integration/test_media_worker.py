@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ def run_stream(
     source: Path,
     client: EchoDubClient,
     stop_on_unpublish: bool = True,
+    join_after_s: float = 0.0,
     **settings: object,
 ) -> Run:
     stream_id = "t" + source.stem
@@ -81,6 +83,7 @@ def run_stream(
     output = tmp_path / f"{stream_id}-out.flv"
     recorder = StreamRecorder(s.output_url(stream_id), copy_to=output, open_timeout_s=20)
     publisher = publish(source, s.input_url(stream_id), log=tmp_path / "publisher.log")
+    time.sleep(join_after_s)  # a worker started by a hook joins a stream that is already running
 
     async def main() -> None:
         async def unpublished() -> None:  # what the on_publish_done hook does
@@ -194,3 +197,20 @@ def test_unsupported_video_codec_is_refused(server: NginxRtmpServer, tmp_path: P
     assert worker.status()["state"] == "failed"
     assert metrics.errors.labels(stream_id="bad", type="unsupported_codec")._value.get() == 1
     assert metrics.pipeline_state.labels(stream_id="bad", state="failed")._value.get() == 1
+
+
+def test_worker_joining_a_running_stream_starts_at_a_keyframe_with_video_and_in_sync(
+    server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
+) -> None:
+    run = run_stream(server, tmp_path, patterns["av"], EchoDubClient(), join_after_s=1.0)
+    assert run.worker.status()["state"] == "stopped"
+    assert run.metrics.errors.labels(stream_id="tav", type="no_video")._value.get() == 0
+    out_video = [p for p in run.packets if p.kind == "video"]
+    assert out_video and out_video[0].keyframe
+    reference = video_digests(read_packets(patterns["av"]))
+    digests = video_digests(run.packets)
+    # from a keyframe after the join (GOP 2 s) to the end, the input's packets, all of them, in order
+    assert len(digests) >= len(reference) - 3 * 25
+    assert digests == reference[len(reference) - len(digests) :]
+    assert {p.kind for p in run.packets} == {"video", "audio"}
+    assert_markers_in_sync(run.output, expected_markers=5)

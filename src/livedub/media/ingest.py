@@ -32,6 +32,8 @@ JUMP_MS = 1000  # a timestamp step larger than this (either way) is a discontinu
 GAP_FILL_MS = 100  # audio missing for longer than this (by timestamps) is filled with silence
 MAX_GAP_FILL_MS = 5000
 HANDOFF_S = 0.05  # how often the event loop collects what the reader thread read
+STOP_QUIET_S = 0.25  # after stop(): end once nothing came for this long ...
+STOP_GRACE_S = 1.0  # ... or after this long at most
 PREROLL_AUDIO_S = 3.0  # with a keyframe in hand, how long to wait for the first audio packet
 PREROLL_VIDEO_S = 12.0  # how long to wait for the first keyframe (a long GOP) before giving up the video
 
@@ -147,13 +149,17 @@ class Ingest:
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.metrics = metrics
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the reader thread quits at its next packet
+        self._stop_requested_at: float | None = None
         self._thread: threading.Thread | None = None
         self.pts_jumps = 0
         self.corrupt_packets = 0
 
     def stop(self) -> None:
-        self._stop.set()
+        """End the input: what already arrived is still delivered (up to STOP_GRACE_S of trailing packets), then
+        IngestEnd("stopped"), without waiting for the read timeout of a stream whose publisher is gone."""
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
 
     async def items(self) -> AsyncIterator[IngestItem]:
         """Items in order. The reader thread appends to a batch that the loop collects every HANDOFF_S (arrival
@@ -167,21 +173,34 @@ class Ingest:
 
         self._thread = threading.Thread(target=self._run, args=(emit,), name=f"ingest-{self.stream_id}", daemon=True)
         self._thread.start()
-        while True:
-            await asyncio.sleep(HANDOFF_S)
-            with lock:
-                batch = list(pending)
-                pending.clear()
-            for item in batch:
-                yield item
-                if isinstance(item, IngestEnd):
+        last_item = time.monotonic()
+        try:
+            while True:
+                await asyncio.sleep(HANDOFF_S)
+                with lock:
+                    batch = list(pending)
+                    pending.clear()
+                now = time.monotonic()
+                if batch:
+                    last_item = now
+                for item in batch:
+                    yield item
+                    if isinstance(item, IngestEnd):
+                        return
+                stop_at = self._stop_requested_at
+                if stop_at is not None and (now - last_item >= STOP_QUIET_S or now - stop_at >= STOP_GRACE_S):
+                    yield IngestEnd("stopped")
                     return
+        finally:
+            self._stop.set()
 
     def _error(self, kind: str) -> None:
         self.metrics.errors.labels(stream_id=self.stream_id, type=kind).inc()
 
     def _open(self) -> av.container.InputContainer:
-        options = {"analyzeduration": "200000", "probesize": "500000", **rtmp_options(self.url)}
+        # Short probe (pitfall 2: not 0); flv_metadata creates the streams onMetaData announces, so a reader that
+        # joins a running stream (nginx-rtmp sends video only from the next keyframe) still sees its video.
+        options = {"analyzeduration": "200000", "probesize": "500000", "flv_metadata": "1", **rtmp_options(self.url)}
         return av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
 
     def _run(self, emit: _Emit) -> None:

@@ -109,8 +109,11 @@ class WorkerRunner:
         first = await anext(items)
         if not isinstance(first, StreamLayout):
             reason = first.reason if isinstance(first, IngestEnd) else "unexpected"
-            log.error("stream %s: input not usable (%s)", self.stream_id, first)
             self.end_reason = reason
+            if reason == "stopped":
+                log.info("stream %s: stopped before the input was open", self.stream_id)
+                return True
+            log.error("stream %s: input not usable (%s)", self.stream_id, first)
             return False
         layout = first
         try:
