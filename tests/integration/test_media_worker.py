@@ -68,16 +68,16 @@ def run_stream(
     **settings: object,
 ) -> Run:
     stream_id = "t" + source.stem
-    s = MediaSettings(
-        rtmp_base_url=server.rtmp_url,
-        output_delay_ms=DELAY_MS,
-        segment_duration_ms=2000,
-        segment_min_ms=1000,
-        segment_max_ms=2500,
-        ingest_read_timeout_s=2.0,
-        ingest_open_timeout_s=10.0,
-        **settings,
-    )
+    values: dict[str, object] = {
+        "rtmp_base_url": server.rtmp_url,
+        "output_delay_ms": DELAY_MS,
+        "segment_duration_ms": 2000,
+        "segment_min_ms": 1000,
+        "segment_max_ms": 2500,
+        "ingest_read_timeout_s": 2.0,
+        "ingest_open_timeout_s": 10.0,
+    }
+    s = MediaSettings(**(values | settings))
     metrics = WorkerMetrics(CollectorRegistry())
     worker = WorkerRunner(stream_id, s, client, metrics)
     output = tmp_path / f"{stream_id}-out.flv"
@@ -132,11 +132,13 @@ def assert_markers_in_sync(output: Path, expected_markers: int) -> None:
 def test_fixed_segments_dubbed_output_matches_input_and_stays_in_sync(
     server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
 ) -> None:
-    run = run_stream(server, tmp_path, patterns["av"], EchoDubClient(delay_s=0.2, length_error=-97))
+    client = EchoDubClient(delay_s=0.2, length_error=-97)
+    run = run_stream(server, tmp_path, patterns["av"], client, segment_duration_ms=2500)
     status = run.worker.status()
     assert status["state"] == "stopped"
-    assert status["segments"] in (6, 7)  # 12 s in 2 s slots, plus the encoder padding's few ms at the end
-    assert status["dubbed"] == status["segments"] and status["fallbacks"] == 0
+    # 12 s in 2.5 s slots: 4 full and a final 2 s one, cut when the publisher left (stop()) and still dubbed in time
+    assert status["segments"] == 5 and client.calls == 5
+    assert status["dubbed"] == 5 and status["fallbacks"] == 0
     assert abs(status["last_av_sync_delta_ms"]) <= 1.0
     assert_same_stream(run, patterns["av"], {"video", "audio"})
     assert_markers_in_sync(run.output, expected_markers=6)
