@@ -97,6 +97,14 @@ class LevelResult:
     late_fallbacks: int
     statuses: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def dubbed(self) -> int:
+        return sum(int(s["dubbed"]) for s in self.statuses)
+
+    @property
+    def slots(self) -> int:
+        return sum(int(s["segments"]) for s in self.statuses)
+
     def holds(self, delay_s: float) -> bool:
         sync_ok = bool(self.av_offsets_ms) and max(abs(x) for x in self.av_offsets_ms) <= 20.0
         return self.complete and self.latency_p95_s <= delay_s + 1.0 and self.late_fallbacks == 0 and sync_ok
@@ -178,8 +186,8 @@ def render(args: argparse.Namespace, results: list[LevelResult], command: str) -
         + f"; STS: {args.sts_url or 'echo (in-process, 50 ms)'}; pattern {args.size} {args.duration:.0f} s",
         "",
         "| streams | latency p50 (s) | p95 (s) | max (s) | A/V offset max abs (ms) | A/V mean (ms)"
-        " | CPU/stream (% core) | process CPU/wall (%) | all packets | late slots | holds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " | CPU/stream (% core) | process CPU/wall (%) | all packets | dubbed/slots | late slots | holds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         offsets = r.av_offsets_ms
@@ -188,7 +196,7 @@ def render(args: argparse.Namespace, results: list[LevelResult], command: str) -
         lines.append(
             f"| {r.streams} | {r.latency_p50_s:.2f} | {r.latency_p95_s:.2f} | {r.latency_max_s:.2f} | {max_abs:.1f} "
             f"({len(offsets)} markers) | {mean:.1f} | {r.cpu_pct_per_stream:.1f} | {r.cpu_pct_of_wall:.1f}"
-            f" | {r.complete} | {r.late_fallbacks}"
+            f" | {r.complete} | {r.dubbed}/{r.slots} | {r.late_fallbacks}"
             f" | {r.holds(delay_s)} |"
         )
     lines += ["", f"Streams held: {max(held) if held else 0} (of the levels tried).", "", f"Command: `{command}`"]
@@ -234,7 +242,8 @@ def main(argv: list[str]) -> int:
         print(
             f"{n} stream(s): latency p50 {result.latency_p50_s:.2f} s p95 {result.latency_p95_s:.2f} s; "
             f"A/V offsets {[round(x, 1) for x in result.av_offsets_ms]} ms; CPU {result.cpu_pct_per_stream:.1f} % "
-            f"of a core per stream; all packets {result.complete}; late slots {result.late_fallbacks}; "
+            f"of a core per stream; all packets {result.complete}; dubbed {result.dubbed}/{result.slots}; "
+            f"late slots {result.late_fallbacks}; "
             f"holds {result.holds(args.delay_ms / 1000)}",
             flush=True,
         )
