@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_VIDEO_CODECS = frozenset({"h264"})
 JUMP_MS = 1000  # a timestamp step larger than this (either way) is a discontinuity, not jitter
-GAP_FILL_MS = 100  # audio missing for longer than this (by timestamps) is filled with silence
+GAP_FILL_MS = 15  # audio missing for longer than this (by timestamps: lost, corrupt) is filled with silence
 MAX_GAP_FILL_MS = 5000
 HANDOFF_S = 0.05  # how often the event loop collects what the reader thread read
 STOP_QUIET_S = 0.25  # after stop(): end once nothing came for this long ...
@@ -341,7 +341,7 @@ class Ingest:
             source = timeline.map("audio", int(packet.pts if packet.pts is not None else packet.dts), step)
             try:
                 chunks = decoder.decode(packet, float(source), arrival)
-            except av.error.InvalidDataError:
+            except av.error.FFmpegError:  # undecodable: skipped; the next packet's timestamp fills its time
                 self.corrupt_packets += 1
                 self._error("corrupt_packet")
                 return
