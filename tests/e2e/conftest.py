@@ -14,6 +14,7 @@ When a test fails, the tail of every service's log is attached to its report.
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from e2e.helpers.services_manager import ServicesManager
 from e2e.helpers.socketio_monitor import StsMonitor
 from e2e.helpers.stream_publisher import Publication, StreamRecorder, publish_file
 from livedub.fixture import Fixture, ensure_fixture
+from livedub.paths import runtime_dir
 from livedub.stack import ServiceError, leftover_processes
 
 SESSION_STARTED = time.monotonic()
@@ -33,8 +35,16 @@ _SERVICES: list[ServicesManager] = []
 
 
 @pytest.fixture(scope="session")
-def e2e_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("e2e-logs")
+def e2e_log_dir() -> Path:
+    """Logs and recordings of this run, kept for debugging in `$LIVEDUB_HOME/run/e2e-<time>` (last 3 runs)."""
+    root = runtime_dir()
+    old_runs = sorted(root.glob("e2e-2*"))
+    for old in old_runs[: max(0, len(old_runs) - 2)]:
+        shutil.rmtree(old, ignore_errors=True)
+    path = root / f"e2e-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    path.mkdir(parents=True)
+    print(f"E2E logs and recordings: {path}", flush=True)
+    return path
 
 
 @pytest.fixture(scope="session")
