@@ -204,3 +204,40 @@ def test_ingest_timeline_absorbs_timestamp_jumps() -> None:
     assert tl.map("video", 90040, 40) == 160
     assert tl.map("video", 100, 40) == 200  # a jump backwards too
     assert tl.jumps == 2
+
+
+def test_muxer_holds_the_output_when_the_delay_is_shorter_than_a_segment() -> None:
+    """OUTPUT_DELAY_MS 1 s with 2 s slots: instead of video running on without audio, the output waits for each
+    slot (the delay grows to the slot length + a margin) and the dubs still make it."""
+    now = [0.0]
+    layout = StreamLayout(video=None, audio_channels=2, sample_rate=RATE, audio_offset_ms=0)
+    pub = FakePublisher()
+    mux = PacedMuxer("s", layout, pub, 1.0, WorkerMetrics(CollectorRegistry()), clock=lambda: now[0])
+    mux.has_video = True
+    video_ms = list(range(0, 4000, 40))
+    audio_starts = list(range(0, 4 * RATE, 1024))
+    slot_len = 2 * RATE
+    slots_added = 0
+    first_write_at = None
+    for step in range(0, 700):
+        now[0] = t = step * 0.01
+        while video_ms and video_ms[0] / 1000 <= t:
+            mux.add_video(video(video_ms.pop(0), arrival=t))
+        while audio_starts and (audio_starts[0] + 1024) / RATE <= t:
+            start = audio_starts.pop(0)
+            mux.add_audio(chunk(start, min(1024, 4 * RATE - start), arrival=t))
+        if slots_added < 2 and t >= (slots_added + 1) * 2.0:  # the segmenter cuts when the last sample arrived
+            segment = seg(slots_added, slots_added * slot_len, slot_len)
+            mux.add_slot(segment)
+            echo = DubOutcome(slots_added, DubStatus.DUBBED, pcm=segment.pcm)
+            mux.resolve(align(segment, echo))
+            slots_added += 1
+        if t >= 6.0:
+            mux.finish()
+        mux.step(t)
+        if pub.log and first_write_at is None:
+            first_write_at = t
+    assert first_write_at is not None and first_write_at >= 2.0  # nothing before the first slot existed
+    assert mux.stats.dubbed == 2 and mux.stats.fallbacks == 0
+    assert mux.stats.audio_starved >= 1
+    assert len([k for k, _, _ in pub.log if k == "v"]) == 100  # all video written, none dropped

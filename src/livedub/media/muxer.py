@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SHIFT_MS = 100  # > one AAC frame of priming at any rate >= 11 kHz; integer samples at 16/32/44.1/48 kHz
 SEAL_MARGIN_S = 0.05
+HOLD_MARGIN_S = 0.5  # when the output must wait for audio, it waits this much longer (room for STS)
 QUANTUM_S = 0.04  # write what is due within this much in one go (fewer wake-ups; players buffer far more)
 
 
@@ -124,7 +125,8 @@ class PacedMuxer:
         self.stats = MuxStats()
         self._waiter: asyncio.Future[None] | None = None
         self._sleeping_until: float | None = None  # media time the writer waits for (None: for input)
-        self._starved_logged = False
+        self._holding = False
+        self.latest_audio_s = 0.0
 
     # ---- input side ------------------------------------------------------------------------------------------
     def _arrived(self, arrival: float, media_s: float) -> None:
@@ -171,13 +173,17 @@ class PacedMuxer:
     def add_audio(self, chunk: AudioChunk) -> None:
         """Note where the input's timestamps put this audio (for the A/V sync metric) and its arrival."""
         self.anchors.append((chunk.start_sample, chunk.source_ms))
-        end = chunk.start_sample + chunk.pcm.shape[0]
-        self._arrived(chunk.arrival, self.timeline.audio_media_s(end))
+        end = self.timeline.audio_media_s(chunk.start_sample + chunk.pcm.shape[0])
+        self.latest_audio_s = max(self.latest_audio_s, end)
+        self._arrived(chunk.arrival, end)
 
     def add_slot(self, segment: AudioSegment) -> None:
         slot = _Slot(segment)
         self.slots.append(slot)
         self.slots_by_seq[segment.sequence_number] = slot
+        if self._holding and self.base is not None:  # the output waited for this slot: leave its dub some time too
+            self.base += HOLD_MARGIN_S
+            self._holding = False
         self._poke(
             self.timeline.audio_media_s(segment.start_sample) - AAC_FRAME / self.timeline.sample_rate - SEAL_MARGIN_S
         )
@@ -272,6 +278,10 @@ class PacedMuxer:
         seal_lead = AAC_FRAME / self.timeline.sample_rate + SEAL_MARGIN_S
         while self.slots and self.timeline.audio_media_s(self.slots[0].segment.start_sample) <= out_t + seal_lead:
             self._seal(self.slots.popleft())
+        hold = self._audio_shortfall_s(out_t)
+        if hold > 0:
+            self.base += hold
+            out_t -= hold
         while True:
             audio_t = self.timeline.audio_media_s(self.next_frame) if self.has_audio else None
             audio_ready = self.has_audio and self.fifo.samples >= AAC_FRAME
@@ -283,9 +293,6 @@ class PacedMuxer:
                 self._emit_video()
             else:
                 self._emit_audio_frame(final=False)
-        if self.has_audio and not self.slots and self.fifo.samples < AAC_FRAME and not self.finished:
-            if self.timeline.audio_media_s(self.next_frame) < out_t - 0.5:
-                self._starved()
         self.stats.output_lag_s = max(0.0, self.latest_input_s - self.stats.written_media_s)
         self.metrics.output_lag_seconds.labels(stream_id=self.stream_id).set(self.stats.output_lag_s)
         pending = []
@@ -297,13 +304,27 @@ class PacedMuxer:
             pending.append(self.timeline.audio_media_s(self.slots[0].segment.start_sample) - seal_lead)
         return min(pending) if pending else None
 
-    def _starved(self) -> None:
-        self.stats.audio_starved += 1
-        if not self._starved_logged:
-            self._starved_logged = True
-            log.warning(
-                "stream %s: no audio slot when due; OUTPUT_DELAY_MS is too small for the segment length", self.stream_id
-            )
+    def _audio_shortfall_s(self, out_t: float) -> float:
+        """How long to hold the output because the audio due now has arrived but is not cut into a slot yet
+        (OUTPUT_DELAY_MS shorter than a segment): the delay line grows instead of video running on without audio.
+        Audio that has not arrived at all (the input lost it) does not hold the video."""
+        if not self.has_audio or self.finished or self.slots or self.fifo.samples >= AAC_FRAME:
+            return 0.0
+        audio_t = self.timeline.audio_media_s(self.next_frame)
+        if audio_t > out_t or self.latest_audio_s <= audio_t:
+            self._holding = False
+            return 0.0
+        if not self._holding:
+            self._holding = True
+            self.stats.audio_starved += 1
+            self.stats.rebases += 1
+            if self.stats.audio_starved == 1:
+                log.warning(
+                    "stream %s: the audio due now is not segmented yet; OUTPUT_DELAY_MS is shorter than a segment,"
+                    " the output waits (the delay grows)",
+                    self.stream_id,
+                )
+        return out_t - audio_t + 0.001  # to just before the missing audio: nothing at or after it is written
 
     def sealed(self, sequence_number: int) -> bool:
         """Whether the slot's audio is already decided (a dub for it would be too late)."""

@@ -15,6 +15,7 @@ from livedub.mediaserver.urls import rtmp_options
 log = logging.getLogger(__name__)
 
 AAC_FRAME = 1024
+MAX_INTERLEAVE_DELTA_US = 250_000
 
 
 def output_open_url(url: str) -> str:
@@ -57,7 +58,15 @@ class FlvPublisher:
         open_timeout_s: float = 10.0,
     ) -> None:
         self.url = url
-        self.container = av.open(output_open_url(url), mode="w", format="flv", timeout=(open_timeout_s, open_timeout_s))
+        # FFmpeg's interleaver holds a packet until every stream has one queued; if audio ever stalls, video must
+        # not wait its default 10 s for it (the muxer already writes both in time order).
+        self.container = av.open(
+            output_open_url(url),
+            mode="w",
+            format="flv",
+            container_options={"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)},
+            timeout=(open_timeout_s, open_timeout_s),
+        )
         self.video: av.VideoStream | None = None
         self.audio: av.AudioStream | None = None
         if video_template is not None:

@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 from livedub.media.aligner import align
-from livedub.media.ingest import AudioChunk, Ingest, IngestEnd, StreamLayout, VideoPacket
+from livedub.media.ingest import AudioChunk, Ingest, IngestEnd, IngestItem, StreamLayout, VideoPacket
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.muxer import PacedMuxer
 from livedub.media.publisher import FlvPublisher
@@ -161,7 +162,7 @@ class WorkerRunner:
 
     async def _pump(
         self,
-        items: Any,
+        items: AsyncIterator[IngestItem],
         muxer: PacedMuxer,
         segmenter: Segmenter | None,
         muxer_task: asyncio.Task[None],
