@@ -37,6 +37,8 @@ from livedub.stack import (
     wait_for_stream,
 )
 
+DEMO_DELAY_MS = 16000
+
 
 def _say(msg: str) -> None:
     print(f"[livedub] {msg}", flush=True)
@@ -140,6 +142,9 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/demo-dubbed.mp4"), help="where the dubbed result goes")
     parser.add_argument("--input", type=Path, default=None, help="publish this file instead of the sample fixture")
     args = parser.parse_args(argv)
+    if args.delay_ms is None:
+        # A 6 s segment + the STS's 8 s timeout + margin: every dub the STS delivers makes it into the output.
+        args.delay_ms = DEMO_DELAY_MS
 
     source = args.input
     if source is None:

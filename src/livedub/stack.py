@@ -669,6 +669,13 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         "--sts-url", default=None, help="use an STS service that runs elsewhere instead of starting one"
     )
     parser.add_argument("--echo", action="store_true", help="STS returns the original audio (no models; A/V tests)")
+    delay = env("OUTPUT_DELAY_MS")
+    parser.add_argument(
+        "--delay-ms",
+        type=int,
+        default=int(delay) if delay else None,
+        help="output delay line in ms (OUTPUT_DELAY_MS; default: the media-service's)",
+    )
 
 
 def config_from_args(args: argparse.Namespace, **extra: object) -> StackConfig:
@@ -681,6 +688,7 @@ def config_from_args(args: argparse.Namespace, **extra: object) -> StackConfig:
         target_language=args.target,
         segment_policy=args.policy,
         segment_duration_ms=args.segment_ms,
+        output_delay_ms=args.delay_ms,
         sts_pipeline="echo" if args.echo else "dub",
         start_sts=args.sts_url is None,
         sts_url=args.sts_url,
