@@ -37,7 +37,7 @@ from livedub.stack import (
     wait_for_stream,
 )
 
-DEMO_DELAY_MS = 16000
+DEMO_DELAY_MS = 14000  # < 15 s: nginx-rtmp drops a publisher idle that long
 
 
 def _say(msg: str) -> None:
@@ -143,7 +143,7 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--input", type=Path, default=None, help="publish this file instead of the sample fixture")
     args = parser.parse_args(argv)
     if args.delay_ms is None:
-        # A 6 s segment + the STS's 8 s timeout + margin: every dub the STS delivers makes it into the output.
+        # A 6 s segment + the STS's 8 s timeout: every dub the STS delivers in time makes it into the output.
         args.delay_ms = DEMO_DELAY_MS
 
     source = args.input

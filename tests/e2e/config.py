@@ -23,9 +23,10 @@ SOURCE_LANGUAGE = "en"
 TARGET_LANGUAGE = "es"
 SEGMENT_POLICY = "fixed"
 SEGMENT_DURATION_MS = 6000
-# The delay line covers a 6 s segment + the 8 s STS timeout + 2 s: every dub the STS delivers in time is used
-# (the default 10 s assumes an STS p95 under 4 s; measured 2.3-4.5 s per 6 s fragment on this 2-core machine).
-OUTPUT_DELAY_MS = 16000
+# The delay line covers a 6 s segment + the 8 s STS timeout: every dub the STS delivers in time is used (the
+# default 10 s assumes an STS p95 under 4 s; measured 2.3-4.5 s per 6 s fragment on this 2-core machine). Not
+# 15 s or more: the output connects at start and nginx-rtmp drops a publisher idle for 15 s (drop_idle_publisher).
+OUTPUT_DELAY_MS = 14000
 EXPECTED_FRAGMENTS = 10  # 60 s fixture / 6 s
 
 # Timeouts (seconds).
