@@ -107,7 +107,6 @@ def _report(
     times = [(d.get("processing_time_ms") or 0) / 1000 for d in processed]
     if times:
         lines.append(f"STS processing per fragment: median {statistics.median(times):.2f}s, max {max(times):.2f}s")
-    lag = _metric(media, "media_service_worker_output_lag_seconds", stream_id=stream_id)
     if latency is not None:
         p50, p95, matched = latency
         lines.append(
@@ -116,8 +115,6 @@ def _report(
         )
     else:
         lines.append("added latency: not measured (no identical video packets seen on both paths)")
-    if lag is not None:
-        lines.append(f"output lag behind input (worker metric): {lag:.2f}s")
     if media is not None:
         count = _metric(media, "media_service_worker_av_sync_delta_abs_ms_count", stream_id=stream_id) or 0
         last = _metric(media, "media_service_worker_av_sync_delta_ms", stream_id=stream_id)
