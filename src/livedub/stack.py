@@ -304,6 +304,7 @@ class Stack:
             "MEDIA_HOST": "127.0.0.1",
             "MEDIA_PORT": str(cfg.media_port),
             "RTMP_BASE_URL": f"rtmp://127.0.0.1:{cfg.rtmp_port}/live",
+            "MEDIA_SERVER_STAT_URL": f"http://127.0.0.1:{cfg.rtmp_http_port}/stat",
             "STS_SERVICE_URL": self.sts_url,
             "WORKER_SOURCE_LANGUAGE": cfg.source_language,
             "WORKER_TARGET_LANGUAGE": cfg.target_language,

@@ -95,7 +95,8 @@ class FakeFleet:
 
 
 def make_manager(fleet: FakeFleet, **settings: Any) -> WorkerManager:
-    media_settings = MediaSettings(_env_file=None, **settings)  # type: ignore[call-arg]
+    # Fake runners never play from a media server: nothing to wait for in on_publish.
+    media_settings = MediaSettings(_env_file=None, **{"PUBLISH_JOIN_WAIT_MS": 0, **settings})  # type: ignore[call-arg]
     return WorkerManager(
         media_settings,
         WorkerMetrics(CollectorRegistry()),

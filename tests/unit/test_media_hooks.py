@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from media_fakes import FakeFleet, make_manager
 
-from livedub.media.app import create_app
+from livedub.media.app import create_app, player_joined
 from livedub.media.hooks import PublishPolicy, StreamName, StreamRole, is_loopback, key_from_query, parse_stream_name
 
 pytestmark = pytest.mark.unit
@@ -175,3 +175,20 @@ def test_health_metrics_and_streams(client: TestClient) -> None:
     assert metrics.headers["content-type"].startswith("text/plain")
     assert 'media_service_worker_errors_total{stream_id="c",type="stream_limit"} 1.0' in metrics.text
     assert client.get("/v1/streams").json()["max_concurrent_streams"] == 2
+
+
+STAT_XML = """<?xml version="1.0" encoding="utf-8" ?>
+<rtmp><server><application><name>live</name><live>
+<stream><name>cam/in</name>{clients}</stream>
+</live></application></server></rtmp>"""
+PUBLISHER = "<client><id>1</id><address>127.0.0.1</address><publishing/><active/></client>"
+PLAYER = "<client><id>2</id><address>127.0.0.1</address></client>"
+
+
+def test_player_joined_reads_nginx_stat() -> None:
+    assert player_joined(STAT_XML.format(clients=PLAYER), "live", "cam/in")
+    assert player_joined(STAT_XML.format(clients=PUBLISHER + PLAYER), "live", "cam/in")
+    assert not player_joined(STAT_XML.format(clients=PUBLISHER), "live", "cam/in")
+    assert not player_joined(STAT_XML.format(clients=PLAYER), "live", "other/in")
+    assert not player_joined(STAT_XML.format(clients=PLAYER), "vod", "cam/in")
+    assert not player_joined("not xml", "live", "cam/in")

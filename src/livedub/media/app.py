@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import time
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
+from xml.etree import ElementTree
 
 import httpx
 import uvicorn
@@ -97,6 +99,38 @@ def _refused(reason: str, status_code: int = 403, **extra: Any) -> JSONResponse:
     return JSONResponse({"allowed": False, "reason": reason, **extra}, status_code=status_code)
 
 
+def player_joined(stat_xml: str, application: str, stream_name: str) -> bool:
+    """Whether nginx-rtmp's /stat lists a client of `application/stream_name` that is playing, not publishing."""
+    try:
+        root = ElementTree.fromstring(stat_xml)
+    except ElementTree.ParseError:
+        return False
+    for app in root.iter("application"):
+        if app.findtext("name") != application:
+            continue
+        for stream in app.iter("stream"):
+            if stream.findtext("name") == stream_name and any(
+                client.find("publishing") is None for client in stream.iter("client")
+            ):
+                return True
+    return False
+
+
+async def wait_for_player(stat_url: str, application: str, stream_name: str, timeout_s: float) -> bool:
+    """Poll /stat until the worker's ingest has issued `play` (or the timeout passes)."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                response = await client.get(stat_url)
+                if player_joined(response.text, application, stream_name):
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.05)
+    return False
+
+
 def _allowed(reason: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"allowed": True, "reason": reason, **extra})
 
@@ -136,6 +170,16 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
         started = await manager.start_stream(name.stream_id, source=source)
         if not started.accepted:
             return _refused(started.reason, stream_id=name.stream_id)
+        if source == "nginx" and settings.publish_join_wait_ms:
+            # nginx-rtmp holds the publisher until this hook answers and has no GOP cache: a worker that joins
+            # after the first packets loses everything up to the next keyframe. Answer once it is playing.
+            joined = await wait_for_player(
+                settings.media_server_stat_url, "live", f"{name.stream_id}/in", settings.publish_join_wait_ms / 1000
+            )
+            if not joined:
+                log.warning(
+                    "worker for %s not listed as a player within %d ms", name.stream_id, settings.publish_join_wait_ms
+                )
         return _allowed(started.reason, stream_id=name.stream_id)
 
     @app.get("/health")

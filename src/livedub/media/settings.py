@@ -21,6 +21,17 @@ class MediaSettings(BaseSettings):
         validation_alias="RTMP_BASE_URL",
         description="Media server application URL: input `<base>/<stream_id>/in`, output `<base>/<stream_id>/out`.",
     )
+    media_server_stat_url: str = Field(
+        "http://127.0.0.1:8089/stat",
+        validation_alias="MEDIA_SERVER_STAT_URL",
+        description="nginx-rtmp `/stat`: on_publish answers once the new worker is listed there as a player.",
+    )
+    publish_join_wait_ms: int = Field(
+        5000,
+        ge=0,
+        validation_alias="PUBLISH_JOIN_WAIT_MS",
+        description="Longest on_publish waits for the worker to join, so it gets the stream from its first packet.",
+    )
     publish_key: str = Field(
         "",
         validation_alias="PUBLISH_KEY",

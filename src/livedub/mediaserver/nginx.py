@@ -69,7 +69,8 @@ rtmp {{
             # A worker that starts on on_publish joins mid-GOP: without these, its short probe sees only audio.
             wait_key on;
             wait_video on;
-            drop_idle_publisher 15s;
+            # The worker's output publisher is idle for the whole delay line (OUTPUT_DELAY_MS) before its first packet.
+            drop_idle_publisher 120s;
 {publish_rules}            allow play all;
         }}
     }}
