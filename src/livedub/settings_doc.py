@@ -1,7 +1,7 @@
-"""Markdown tables of every setting, generated from the settings models (`python -m livedub.settings_doc`).
+"""Markdown tables of every setting, generated from the settings models.
 
-The README carries the output between `<!-- settings:begin -->` and `<!-- settings:end -->`; a unit test keeps
-it in sync.
+Run `python -m livedub.settings_doc [--write README.md]`. The README carries the output between
+`<!-- settings:begin -->` and `<!-- settings:end -->`; a unit test keeps it in sync.
 """
 
 from __future__ import annotations
@@ -50,4 +50,11 @@ def splice(readme: str) -> str:
 
 
 if __name__ == "__main__":
-    print(render())
+    import sys
+    from pathlib import Path
+
+    if sys.argv[1:2] == ["--write"]:  # python -m livedub.settings_doc --write README.md
+        target = Path(sys.argv[2])
+        target.write_text(splice(target.read_text()))
+    else:
+        print(render())
