@@ -8,7 +8,7 @@ import pytest
 from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, FragmentData, FragmentStatus, StreamConfig
 from livedub.sts.audio import decode_audio, encode_audio
 from livedub.sts.interfaces import FloatAudio, Transcript, UnsupportedLanguageError
-from livedub.sts.pipeline import DubbingPipeline, EchoPipeline, build_processor
+from livedub.sts.pipeline import DubbingPipeline, EchoPipeline, build_processor, fit_target
 from livedub.sts.settings import StsSettings
 from livedub.sts.translate import TranslationError
 
@@ -108,7 +108,8 @@ def test_dub_fits_the_speech_span_and_has_the_fragment_length(fmt: AudioFormat) 
 
 
 def test_too_long_dub_after_the_speedup_cap_fails_with_its_audio() -> None:
-    result = pipeline(tts=FakeTTS(seconds=8.0)).process(fragment(), EN_ES)  # 8 s / 1.35 = 5.9 s for a 4 s span
+    # Span 0.5-4.5 s, room 0.5-6 s: 9.5 s / 1.35 = 7.0 s is 28 % over the 5.5 s room.
+    result = pipeline(tts=FakeTTS(seconds=9.5)).process(fragment(), EN_ES)
     assert result.status is FragmentStatus.FAILED
     assert result.metadata.speed_ratio == pytest.approx(1.35)
     assert result.metadata.duration_variance_percent > 20
@@ -117,7 +118,7 @@ def test_too_long_dub_after_the_speedup_cap_fails_with_its_audio() -> None:
 
 
 def test_slightly_long_dub_is_partial() -> None:
-    result = pipeline(tts=FakeTTS(seconds=6.0)).process(fragment(), EN_ES)  # 6 / 1.35 = 4.44 s: +11 %
+    result = pipeline(tts=FakeTTS(seconds=8.5)).process(fragment(), EN_ES)  # 8.5 / 1.35 = 6.3 s: +14.5 % of 5.5 s
     assert result.status is FragmentStatus.PARTIAL
     assert result.error is None
 
@@ -249,3 +250,24 @@ def test_warmup_runs_every_backend_once_also_for_a_single_pair() -> None:
     assert single.describe()["warm"] is True and single.describe()["supported_pairs"] == ["es-en"]
     with pytest.raises(UnsupportedLanguageError):
         single.check_languages("en", "es")
+
+
+def test_a_dub_longer_than_the_span_runs_into_the_pause_after_it() -> None:
+    result = pipeline(tts=FakeTTS(seconds=6.0)).process(fragment(), EN_ES)  # 6 / 1.35 = 4.44 s: past the 4 s span
+    assert result.status is FragmentStatus.SUCCESS
+    assert result.metadata.speed_ratio == pytest.approx(1.35, abs=0.01)
+    assert result.metadata.dubbed_duration_ms == 6000.0
+
+
+def test_a_dub_too_long_for_the_room_is_spoken_again_faster() -> None:
+    tts = SpeedTTS(seconds=9.5)  # 9.5 / 1.35 = 7.0 s for a 5.5 s room; at 1.25x: 7.6 / 1.35 = 5.63 s (+2 %)
+    result = pipeline(tts=tts).process(fragment(), EN_ES)
+    assert tts.speeds == [1.0, 1.25]
+    assert result.status is FragmentStatus.SUCCESS
+    assert result.metadata.speed_ratio == pytest.approx(1.35, abs=0.01)
+
+
+def test_fit_target() -> None:
+    assert fit_target(4.6, 4.0, 5.5, 1.35) == 4.0  # reachable within the cap: the span
+    assert fit_target(6.0, 4.0, 5.5, 1.35) == pytest.approx(6.0 / 1.35)  # into the pause
+    assert fit_target(9.0, 4.0, 5.5, 1.35) == 5.5  # never past the fragment's end

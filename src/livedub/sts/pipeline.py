@@ -5,8 +5,11 @@ Both implement `livedub.sts.interfaces.FragmentProcessor`; `build_processor(sett
 
 Duration rule: the dub replaces the speech the ASR found in the fragment (first segment start to last segment end).
 It is time-stretched towards that span (speed-up capped by STS_MAX_SPEEDUP, slow-down by STS_MAX_SLOWDOWN), placed
-where the speech started and padded/trimmed to exactly the fragment's length. Its remaining variance against the
-span sets the status: success within ±10 %, partial within ±20 %, failed beyond. `metadata` carries the fragment's
+where the speech started and padded/trimmed to exactly the fragment's length. A dub that cannot reach the span
+within the speed-up cap may run on into the pause after the speech, up to the fragment's end (the room); a
+synthesiser that can speak faster or slower is asked to first, since natural prosody beats a large time-stretch.
+The remaining variance against the target (span, or room when it spills) sets the status: success within ±10 %,
+partial within ±20 %, failed beyond. `metadata` carries the fragment's
 duration (`original_duration_ms`), the returned audio's (`dubbed_duration_ms`, always equal), the variance and the
 speed ratio, plus `speech_duration_ms` and `dubbed_speech_duration_ms` (what the variance compares).
 """
@@ -54,6 +57,7 @@ ASR_WINDOW_S = 28.0  # Whisper decodes 30 s windows; longer fragments are transc
 SILENCE_THRESHOLD = 1e-3  # amplitude under which TTS output counts as leading/trailing silence
 MIN_SPEECH_S = 0.3  # a shorter ASR span is not a usable duration reference
 MIN_TTS_SPEED = 0.75  # slowest speaking rate asked of a synthesiser (then time-stretch may slow it further)
+MAX_TTS_SPEED = 1.25  # fastest speaking rate asked of a synthesiser (then time-stretch may speed it up further)
 
 T = TypeVar("T")
 
@@ -300,15 +304,17 @@ class DubbingPipeline:
             stage_started = time.perf_counter()
             tts = self._tts[config.target_language]
             span_start_s, span_s = _speech_span(transcript, original_s)
-            speech = self._synthesize(tts, translated, config.target_language, config.voice_profile, span_s)
+            room_s = original_s - span_start_s
+            speech = self._synthesize(tts, translated, config.target_language, config.voice_profile, span_s, room_s)
             timings.tts_ms = _ms(time.perf_counter() - stage_started)
 
             # Fit the dub to the speech it replaces, at the fragment's own sample rate.
             speech = resample(speech, tts.sample_rate, decoded.sample_rate)
+            target_s = fit_target(len(speech) / decoded.sample_rate, span_s, room_s, self.settings.max_speedup)
             fit = fit_duration(
                 speech,
                 decoded.sample_rate,
-                max(1, round(span_s * decoded.sample_rate)),
+                max(1, round(target_s * decoded.sample_rate)),
                 self.settings.max_speedup,
                 self.settings.max_slowdown,
             )
@@ -357,9 +363,12 @@ class DubbingPipeline:
             ),
         )
 
-    def _synthesize(self, tts: TTSBackend, text: str, language: str, voice: str, target_s: float) -> FloatAudio:
-        """Synthesise without the synthesiser's edge silence. A dub much shorter than the speech it replaces is
-        spoken again more slowly when the backend can (natural prosody beats a large time-stretch)."""
+    def _synthesize(
+        self, tts: TTSBackend, text: str, language: str, voice: str, target_s: float, room_s: float
+    ) -> FloatAudio:
+        """Synthesise without the synthesiser's edge silence. When the backend can change its speaking rate, a dub
+        much shorter than the speech it replaces is spoken again more slowly, and one that would not fit the room
+        even at the speed-up cap is spoken again faster (natural prosody beats a large time-stretch)."""
 
         def speak(speed: float) -> FloatAudio:
             def call() -> FloatAudio:
@@ -373,9 +382,13 @@ class DubbingPipeline:
             return audio
 
         speech = speak(1.0)
-        natural_ratio = len(speech) / tts.sample_rate / target_s
-        if natural_ratio < 1.0 / self.settings.max_slowdown and "speed" in inspect.signature(tts.synthesize).parameters:
-            speech = speak(max(MIN_TTS_SPEED, natural_ratio))
+        if "speed" not in inspect.signature(tts.synthesize).parameters:
+            return speech
+        natural_s = len(speech) / tts.sample_rate
+        if natural_s / target_s < 1.0 / self.settings.max_slowdown:
+            speech = speak(max(MIN_TTS_SPEED, natural_s / target_s))
+        elif natural_s / room_s > self.settings.max_speedup:
+            speech = speak(min(MAX_TTS_SPEED, natural_s / (room_s * self.settings.max_speedup)))
         return speech
 
     def _transcribe(self, decoded: _DecodedFragment, language: str) -> Transcript:
@@ -426,6 +439,14 @@ class DubbingPipeline:
             channels=payload.channels,
             duration_ms=_ms(len(audio) / sample_rate),
         )
+
+
+def fit_target(dub_s: float, span_s: float, room_s: float, max_speedup: float) -> float:
+    """Length to fit the dub to: the speech span when the capped speed-up reaches it, else as much of the room
+    (span start to fragment end) as the capped speed-up needs."""
+    if dub_s <= span_s * max_speedup:
+        return span_s
+    return min(room_s, dub_s / max_speedup)
 
 
 def _speech_span(transcript: Transcript, duration_s: float) -> tuple[float, float]:
