@@ -229,6 +229,11 @@ class PacedMuxer:
             self.stats.fallbacks += 1
             if slot.dub is None:
                 self.metrics.fallbacks.labels(stream_id=self.stream_id, reason="late").inc()
+                log.info(
+                    "stream %s: slot %d due before its dub came back: original audio (raise OUTPUT_DELAY_MS?)",
+                    self.stream_id,
+                    segment.sequence_number,
+                )
         self._write_fifo(audio.pcm)
         self.fed_samples += segment.num_samples
         delta = self._sync_delta_ms(segment.start_sample)

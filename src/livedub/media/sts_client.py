@@ -292,6 +292,13 @@ class StsClient:
 
     def _fallback(self, segment: AudioSegment, reason: FallbackReason, sts_status: str | None = None) -> DubOutcome:
         self.metrics.fallbacks.labels(stream_id=self.stream_id, reason=reason.value).inc()
+        log.info(
+            "stream %s: fragment %d falls back to the original audio (%s%s)",
+            self.stream_id,
+            segment.sequence_number,
+            reason.value,
+            f", STS status {sts_status}" if sts_status else "",
+        )
         return DubOutcome(
             sequence_number=segment.sequence_number,
             status=DubStatus.FALLBACK,
