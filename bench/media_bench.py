@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
-from livedub.analysis.harness import PacketInfo, StreamRecorder, free_port, publish
+from livedub.analysis.harness import PacketInfo, StreamRecorder, publish
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
+from livedub.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench-media"

@@ -42,6 +42,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports, in ascending order."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -216,10 +224,7 @@ class StackConfig:
 
     @classmethod
     def with_free_ports(cls, **kwargs: object) -> StackConfig:
-        ports = set()
-        while len(ports) < 4:
-            ports.add(free_port())
-        rtmp, stat, sts, media = sorted(ports)
+        rtmp, stat, sts, media = free_ports(4)
         defaults: dict[str, object] = {"rtmp_port": rtmp, "rtmp_http_port": stat, "sts_port": sts, "media_port": media}
         defaults.update(kwargs)
         return cls(**defaults)  # type: ignore[arg-type]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,12 +18,6 @@ from livedub.media.metrics import WorkerMetrics
 from livedub.media.settings import MediaSettings
 from livedub.media.types import AudioSegment
 from livedub.protocol import StreamReady
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def media_settings(**overrides: Any) -> MediaSettings:

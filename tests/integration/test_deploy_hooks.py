@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from media_testkit import free_port, fresh_metrics, media_settings, process_fake_client, process_fake_runner, serve_asgi
+from media_testkit import fresh_metrics, media_settings, process_fake_client, process_fake_runner, serve_asgi
 
 from livedub.media.app import create_app
 from livedub.media.manager import WorkerManager
+from livedub.stack import free_port
 
 pytestmark = [
     pytest.mark.integration,

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from media_testkit import echo_sts_app, fresh_metrics, media_settings, sample, serve_asgi
 
-from livedub.analysis.harness import StreamRecorder, free_port, publish, stop_process
+from livedub.analysis.harness import StreamRecorder, publish, stop_process
 from livedub.media.app import create_app
 from livedub.media.backoff import ExponentialBackoff
 from livedub.media.circuit_breaker import BreakerState
@@ -31,6 +31,7 @@ from livedub.media.sts_client import StsClient
 from livedub.media.types import DubClient
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.mediaserver.nginx import RTMP_MODULE
+from livedub.stack import free_port
 
 pytestmark = [
     pytest.mark.integration,

@@ -12,18 +12,13 @@ import pytest
 
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.mediaserver.urls import ffmpeg_rtmp_args, rtmp_options
+from livedub.stack import free_port
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_publish_and_play_through_nginx_rtmp(tmp_path: Path) -> None:
-    cfg = RtmpServerConfig(rtmp_port=_free_port(), http_port=_free_port(), bind="127.0.0.1", workdir=tmp_path)
+    cfg = RtmpServerConfig(rtmp_port=free_port(), http_port=free_port(), bind="127.0.0.1", workdir=tmp_path)
     with NginxRtmpServer(cfg) as server:
         url = f"{server.rtmp_url}/cam1/in"
         publisher = subprocess.Popen(
@@ -57,6 +52,6 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        server = NginxRtmpServer(RtmpServerConfig(rtmp_port=port, http_port=_free_port(), workdir=tmp_path))
+        server = NginxRtmpServer(RtmpServerConfig(rtmp_port=port, http_port=free_port(), workdir=tmp_path))
         with pytest.raises(RuntimeError, match="already in use"):
             server.start()

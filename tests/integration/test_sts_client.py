@@ -13,7 +13,6 @@ import pytest
 from media_testkit import (
     FakeSts,
     echo_sts_app,
-    free_port,
     fresh_metrics,
     media_settings,
     noise_segment,
@@ -26,6 +25,7 @@ from livedub.media.circuit_breaker import BreakerState
 from livedub.media.sts_audio import downmix_to_mono
 from livedub.media.sts_client import StsClient
 from livedub.media.types import DubStatus
+from livedub.stack import free_port
 
 pytestmark = pytest.mark.integration
 

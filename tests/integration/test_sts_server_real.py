@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from sts_testkit import Recorder, init_payload
 
 from livedub.corpus import SpeechClip, speech_clips
 from livedub.protocol import AudioFormat, AudioPayload, FragmentProcessed
+from livedub.stack import free_port
 from livedub.sts.asr import WhisperASR
 from livedub.sts.audio import decode_audio, encode_audio, resample
 
@@ -39,12 +39,6 @@ STOPWORDS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def sts_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
@@ -55,7 +49,7 @@ def sts_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         speech_clips("en", limit=1)
     except Exception as exc:  # models or corpus not installed: `make test` installs both
         pytest.skip(f"real models or speech corpus missing ({exc}); run `make setup`")
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("sts") / "sts.log"
     env = {**os.environ, "STS_API_KEY": "", "STS_WORKER_THREADS": "1", "STS_PIPELINE": "dub"}
     with log_path.open("w") as log:

@@ -1,10 +1,9 @@
-"""Helpers for the media tests and the benchmark: free ports, an ffmpeg publisher and recorder, an echo DubClient."""
+"""Helpers for the media tests and the benchmark: an ffmpeg publisher and recorder, an echo DubClient."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 import subprocess
 import threading
 import time
@@ -15,12 +14,6 @@ import av
 
 from livedub.media.types import AudioSegment, DubOutcome, DubStatus
 from livedub.mediaserver.urls import ffmpeg_rtmp_args, rtmp_options
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def publish(path: Path, url: str, loop: bool = False, log: Path | None = None) -> subprocess.Popen[bytes]:

@@ -14,20 +14,13 @@ import time
 from pathlib import Path
 
 from e2e import config
-from livedub.stack import ServiceError, Stack, StackConfig, free_port
-
-
-def _free_ports(count: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < count:
-        ports.add(free_port())
-    return sorted(ports)
+from livedub.stack import ServiceError, Stack, StackConfig, free_ports
 
 
 class ServicesManager:
     def __init__(self, log_root: Path, with_echo: bool = True) -> None:
         self.log_root = log_root
-        ports = _free_ports(8)
+        ports = free_ports(8)
         common = {
             "source_language": config.SOURCE_LANGUAGE,
             "target_language": config.TARGET_LANGUAGE,
