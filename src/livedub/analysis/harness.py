@@ -26,18 +26,6 @@ def publish(path: Path, url: str, loop: bool = False, log: Path | None = None) -
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
 
-def record(url: str, path: Path, idle_timeout_s: float = 15.0, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """ffmpeg copying the stream at `url` into `path` (FLV).
-
-    The RTMP server sends no end-of-stream, and ffmpeg ignores signals while blocked in an RTMP read, so the
-    recorder ends itself `idle_timeout_s` after the last data (start it at most that long before the stream).
-    """
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "warning", "-y", "-rw_timeout", str(int(idle_timeout_s * 1e6))]
-    cmd += [*ffmpeg_rtmp_args(url), "-i", url, "-c", "copy", "-copyts", "-flush_packets", "1", "-f", "flv", str(path)]
-    out = log.open("ab") if log else subprocess.DEVNULL
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-
-
 def stop_process(proc: subprocess.Popen[bytes], wait_s: float = 0.0, timeout: float = 5.0) -> None:
     """Let the process end by itself for `wait_s`, then terminate it, then kill it."""
     try:
