@@ -491,19 +491,23 @@ def wait_for_stream(
 # ---------------------------------------------------------------------------------------------------- ffmpeg
 
 
+def publish_argv(path: Path, url: str, realtime: bool = True, loop: bool = False) -> list[str]:
+    """ffmpeg publishing `path` to the RTMP `url`, streams copied; `realtime`: at the file's pace (`-re`)."""
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning"]
+    if realtime:
+        argv.append("-re")
+    if loop:
+        argv += ["-stream_loop", "-1"]
+    return [*argv, "-i", str(path), "-c", "copy", "-f", "flv", *ffmpeg_rtmp_args(url), url]
+
+
 class FilePublisher:
     """Publish a file over RTMP with ffmpeg, in real time (`-re`), copying its packets."""
 
     def __init__(self, path: Path, url: str, log_path: Path, realtime: bool = True, loop: bool = False) -> None:
         self.path = path
         self.url = url
-        argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning"]
-        if realtime:
-            argv.append("-re")
-        if loop:
-            argv += ["-stream_loop", "-1"]
-        argv += ["-i", str(path), "-c", "copy", "-f", "flv", *ffmpeg_rtmp_args(url), url]
-        self.proc = ManagedProcess("publisher", argv, log_path)
+        self.proc = ManagedProcess("publisher", publish_argv(path, url, realtime, loop), log_path)
         self.started_at: float | None = None
 
     def start(self) -> FilePublisher:

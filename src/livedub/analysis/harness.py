@@ -13,17 +13,14 @@ from pathlib import Path
 import av
 
 from livedub.media.types import AudioSegment, DubOutcome, DubStatus
-from livedub.mediaserver.urls import ffmpeg_rtmp_args, rtmp_options
+from livedub.mediaserver.urls import rtmp_options
+from livedub.stack import publish_argv
 
 
 def publish(path: Path, url: str, loop: bool = False, log: Path | None = None) -> subprocess.Popen[bytes]:
     """ffmpeg publishing `path` to `url` in real time (-re), streams copied."""
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "warning", "-re"]
-    if loop:
-        cmd += ["-stream_loop", "-1"]
-    cmd += ["-i", str(path), "-c", "copy", "-f", "flv", *ffmpeg_rtmp_args(url), url]
     out = log.open("ab") if log else subprocess.DEVNULL
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    return subprocess.Popen(publish_argv(path, url, loop=loop), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
 
 def stop_process(proc: subprocess.Popen[bytes], wait_s: float = 0.0, timeout: float = 5.0) -> None:
