@@ -45,8 +45,8 @@ def noise_segment(seq: int, seconds: float = 1.0, rate: int = 48000, channels: i
 
 
 @asynccontextmanager
-async def serve_asgi(app: Any, port: int) -> AsyncIterator[str]:
-    """Run an ASGI app with uvicorn on 127.0.0.1:port inside this event loop; yields its base URL."""
+async def serve_asgi(app: Any, port: int = 0) -> AsyncIterator[str]:
+    """Run an ASGI app with uvicorn on 127.0.0.1:port (0: any free one) inside this event loop; yields its base URL."""
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -56,7 +56,7 @@ async def serve_asgi(app: Any, port: int) -> AsyncIterator[str]:
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 20)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import socketio
-import uvicorn
+from media_testkit import serve_asgi
 
 from livedub.sts.interfaces import FragmentProcessor
 from livedub.sts.server import StsServer, create_app
@@ -36,20 +36,8 @@ async def running_server(
     processor: FragmentProcessor, *, gap_timeout_s: float = 1.0, **settings: Any
 ) -> AsyncIterator[RunningServer]:
     app = create_app(processor, isolated_settings(**settings), gap_timeout_s=gap_timeout_s)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield RunningServer(f"http://127.0.0.1:{port}", app.sts_server)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
+    async with serve_asgi(app) as url:
+        yield RunningServer(url, app.sts_server)
 
 
 class Recorder:
