@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dnsmos import dnsmos_scores
 from livedub import corpus
-from livedub.protocol import AudioFormat, AudioPayload, FragmentData, StreamConfig
-from livedub.sts.audio import decode_audio, encode_audio, resample
+from livedub.protocol import AudioFormat, FragmentData, StreamConfig
+from livedub.sts.audio import decode_audio, mono_payload, resample
 from livedub.sts.interfaces import ASRBackend, Translator, TTSBackend
 from livedub.sts.pipeline import DubbingPipeline
 from livedub.sts.settings import StsSettings
@@ -166,13 +166,7 @@ def run_latency(models: Models, n: int, combos: tuple[tuple[str, str, str, str],
                 fragment_id=f"bench-{seq}",
                 stream_id="bench",
                 sequence_number=seq,
-                audio=AudioPayload.from_bytes(
-                    encode_audio(audio, RATE, AudioFormat.PCM_S16LE),
-                    format=AudioFormat.PCM_S16LE,
-                    sample_rate_hz=RATE,
-                    channels=1,
-                    duration_ms=len(audio) / RATE * 1000,
-                ),
+                audio=mono_payload(audio, RATE, AudioFormat.PCM_S16LE),
             )
             started = time.perf_counter()
             processed = pipeline.process(fragment, config)

@@ -15,7 +15,7 @@ import pytest
 
 from livedub import corpus
 from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, FragmentData, FragmentStatus, StreamConfig
-from livedub.sts.audio import decode_audio, encode_audio, resample
+from livedub.sts.audio import decode_audio, mono_payload, resample
 from livedub.sts.pipeline import DubbingPipeline
 from livedub.sts.settings import StsSettings
 
@@ -39,10 +39,7 @@ def dubber() -> DubbingPipeline:
 
 
 def make_fragment(audio: np.ndarray, fmt: AudioFormat, seq: int = 0) -> FragmentData:
-    duration_ms = len(audio) / RATE * 1000
-    payload = AudioPayload.from_bytes(
-        encode_audio(audio, RATE, fmt), format=fmt, sample_rate_hz=RATE, channels=1, duration_ms=duration_ms
-    )
+    payload = mono_payload(audio, RATE, fmt)
     return FragmentData(fragment_id=f"it-{seq}", stream_id="it", sequence_number=seq, audio=payload)
 
 

@@ -21,10 +21,10 @@ import pytest
 from sts_testkit import Recorder, init_payload
 
 from livedub.corpus import SpeechClip, speech_clips
-from livedub.protocol import AudioFormat, AudioPayload, FragmentProcessed
+from livedub.protocol import AudioFormat, FragmentProcessed
 from livedub.stack import free_port
 from livedub.sts.asr import WhisperASR
-from livedub.sts.audio import decode_audio, encode_audio, resample
+from livedub.sts.audio import decode_audio, mono_payload, resample
 
 pytestmark = pytest.mark.integration
 
@@ -98,8 +98,7 @@ def content_words(text: str, language: str) -> set[str]:
 
 def _fragment_payload(stream_id: str, seq: int, clip: SpeechClip, fmt: AudioFormat, rate: int) -> dict[str, object]:
     audio = resample(clip.audio, clip.sample_rate, rate)
-    payload = AudioPayload.from_bytes(encode_audio(audio, rate, fmt), format=fmt, sample_rate_hz=rate, channels=1,
-                                      duration_ms=len(audio) / rate * 1000.0)
+    payload = mono_payload(audio, rate, fmt)
     return {"fragment_id": f"{stream_id}-{seq}", "stream_id": stream_id, "sequence_number": seq,
             "audio": payload.to_wire()}
 

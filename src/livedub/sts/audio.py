@@ -14,7 +14,7 @@ import av
 import av.error
 import numpy as np
 
-from livedub.protocol import AudioFormat, FragmentStatus
+from livedub.protocol import AudioFormat, AudioPayload, FragmentStatus
 from livedub.sts.interfaces import FloatAudio, InvalidAudioError
 
 # Status rule of a dub's duration against the speech it replaces (in percent of that duration).
@@ -124,6 +124,17 @@ def encode_audio(audio: FloatAudio, sample_rate: int, fmt: AudioFormat | str, ch
         for packet in stream.encode(None):
             container.mux(packet)
     return buffer.getvalue()
+
+
+def mono_payload(audio: FloatAudio, sample_rate: int, fmt: AudioFormat) -> AudioPayload:
+    """Mono float audio encoded as an `AudioPayload` of `fmt` (duration from its sample count)."""
+    return AudioPayload.from_bytes(
+        encode_audio(audio, sample_rate, fmt),
+        format=fmt,
+        sample_rate_hz=sample_rate,
+        channels=1,
+        duration_ms=len(audio) / sample_rate * 1000,
+    )
 
 
 def time_stretch(audio: FloatAudio, sample_rate: int, speed: float) -> FloatAudio:

@@ -21,8 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from livedub.protocol import AudioFormat, AudioPayload, FragmentData, FragmentStatus, StreamConfig
-from livedub.sts.audio import decode_audio, encode_audio, resample
+from livedub.protocol import AudioFormat, FragmentData, FragmentStatus, StreamConfig
+from livedub.sts.audio import decode_audio, encode_audio, mono_payload, resample
 from livedub.sts.interfaces import FloatAudio, UnsupportedLanguageError
 from livedub.sts.settings import StsSettings
 
@@ -125,13 +125,7 @@ def dub_audio(audio: FloatAudio, source: str, target: str, chunk_s: float, setti
             fragment_id=f"file-{seq}",
             stream_id="dub-file",
             sequence_number=seq,
-            audio=AudioPayload.from_bytes(
-                encode_audio(chunk, RATE, AudioFormat.PCM_S16LE),
-                format=AudioFormat.PCM_S16LE,
-                sample_rate_hz=RATE,
-                channels=1,
-                duration_ms=len(chunk) / RATE * 1000,
-            ),
+            audio=mono_payload(chunk, RATE, AudioFormat.PCM_S16LE),
         )
         result = processor.process(fragment, config)
         # A dub that failed its duration check still carries audio; only a fragment with none keeps the original.
