@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,10 +90,10 @@ def _session_members(sid: int) -> list[int]:
 _STARTED_SESSIONS: set[int] = set()  # every session a ManagedProcess of this Python process started
 
 
-def leftover_processes() -> list[str]:
-    """Processes still alive in any session a `ManagedProcess` of this process started (stack, ffmpeg, ...)."""
+def _session_processes(sids: Iterable[int]) -> list[str]:
+    """`pid: command line` of every live process in the sessions `sids`."""
     left: list[str] = []
-    for sid in sorted(_STARTED_SESSIONS):
+    for sid in sids:
         for pid in _session_members(sid):
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -101,6 +101,11 @@ def leftover_processes() -> list[str]:
                 cmd = "?"
             left.append(f"{pid}: {cmd.strip()}")
     return left
+
+
+def leftover_processes() -> list[str]:
+    """Processes still alive in any session a `ManagedProcess` of this process started (stack, ffmpeg, ...)."""
+    return _session_processes(sorted(_STARTED_SESSIONS))
 
 
 class ManagedProcess:
@@ -385,15 +390,7 @@ class Stack:
 
     def orphans(self) -> list[str]:
         """Processes still alive in any session this stack started (should be none after stop())."""
-        left: list[str] = []
-        for sid in self._sessions:
-            for pid in _session_members(sid):
-                try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                except OSError:
-                    cmd = "?"
-                left.append(f"{pid}: {cmd.strip()}")
-        return left
+        return _session_processes(self._sessions)
 
     def logs(self, lines: int = 80) -> dict[str, str]:
         return {name: proc.tail(lines) for name, proc in self.services.items()}
