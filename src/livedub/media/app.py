@@ -182,6 +182,13 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
                 )
         return _allowed(started.reason, stream_id=name.stream_id)
 
+    async def unpublished(name: StreamName | None) -> JSONResponse:
+        """A publisher left: stop the worker of an input stream."""
+        if name is not None and name.role is StreamRole.INPUT:
+            stopped = await manager.stop_stream(name.stream_id)
+            return JSONResponse({"stream_id": name.stream_id, "stopped": stopped})
+        return JSONResponse({"stopped": False})
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         sts = await sts_probe.check()
@@ -214,11 +221,7 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
     @app.post("/v1/nginx/on_publish_done")
     async def nginx_on_publish_done(request: Request) -> JSONResponse:
         form = await _form(request)
-        name = parse_stream_name(form.get("name", ""))
-        if name is not None and name.role is StreamRole.INPUT:
-            stopped = await manager.stop_stream(name.stream_id)
-            return JSONResponse({"stream_id": name.stream_id, "stopped": stopped})
-        return JSONResponse({"stopped": False})
+        return await unpublished(parse_stream_name(form.get("name", "")))
 
     @app.post("/v1/mediamtx/events/ready")
     async def mediamtx_ready(event: MediaMtxEvent) -> JSONResponse:
@@ -235,11 +238,7 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
 
     @app.post("/v1/mediamtx/events/not-ready")
     async def mediamtx_not_ready(event: MediaMtxEvent) -> JSONResponse:
-        name = parse_stream_name(event.path)
-        if name is not None and name.role is StreamRole.INPUT:
-            stopped = await manager.stop_stream(name.stream_id)
-            return JSONResponse({"stream_id": name.stream_id, "stopped": stopped})
-        return JSONResponse({"stopped": False})
+        return await unpublished(parse_stream_name(event.path))
 
     @app.post("/v1/mediamtx/auth")
     async def mediamtx_auth(auth: MediaMtxAuthRequest) -> JSONResponse:
