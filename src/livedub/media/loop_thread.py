@@ -32,9 +32,6 @@ class EventLoopThread:
 
         return await self.run(invoke())
 
-    def call_soon(self, fn: Callable[[], Any]) -> None:
-        self.loop.call_soon_threadsafe(fn)
-
     def stop(self) -> None:
         """Stop the loop (its leftover tasks are cancelled) and let the thread end; does not wait."""
         if not self.loop.is_closed():

@@ -170,10 +170,6 @@ class StsClient:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    @property
-    def breaker_state(self) -> BreakerState:
-        return self._breaker.state
-
     def status(self) -> dict[str, Any]:
         return {
             "connected": self._sio.connected,

@@ -99,9 +99,6 @@ class InOrderBuffer(Generic[T]):
         """Accepted and not yet released (still running, or finished and waiting for earlier ones)."""
         return len(self._pending) + len(self._ready)
 
-    def is_pending(self, seq: int) -> bool:
-        return seq in self._pending
-
     def check(self, seq: int) -> None:
         """Raise SequenceRejected if `seq` cannot be accepted (already seen or already passed)."""
         if self._next is not None and seq < self._next:
