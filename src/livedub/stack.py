@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from livedub.mediaserver.nginx import port_open
 from livedub.mediaserver.urls import ffmpeg_rtmp_args, rtmp_options
 from livedub.paths import runtime_dir
 
@@ -48,12 +49,6 @@ def free_ports(count: int) -> list[int]:
     while len(ports) < count:
         ports.add(free_port())
     return sorted(ports)
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:

@@ -96,7 +96,8 @@ http {{
 """
 
 
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port."""
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
@@ -132,7 +133,7 @@ class NginxRtmpServer:
 
     def start(self, timeout: float = 10.0) -> NginxRtmpServer:
         for port in (self.cfg.rtmp_port, self.cfg.http_port):
-            if _port_open(port):
+            if port_open(port):
                 raise RuntimeError(f"port {port} is already in use; pick another (--rtmp-port/--http-port)")
         conf = self.write_config()
         out = self.log_path.open("ab") if self.log_path else None
@@ -145,7 +146,7 @@ class NginxRtmpServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nginx exited with code {self.process.returncode}; see its log")
-            if _port_open(self.cfg.rtmp_port) and _port_open(self.cfg.http_port):
+            if port_open(self.cfg.rtmp_port) and port_open(self.cfg.http_port):
                 return self
             time.sleep(0.05)
         self.stop()
