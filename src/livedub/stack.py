@@ -20,12 +20,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from livedub.mediaserver.nginx import port_open
+from livedub.mediaserver.stat import RtmpStream, parse_rtmp_stat
 from livedub.mediaserver.urls import ffmpeg_rtmp_args, rtmp_options
 from livedub.paths import runtime_dir
 
@@ -398,61 +398,6 @@ class Stack:
 
 
 # ---------------------------------------------------------------------------------------------------- RTMP stat
-
-
-@dataclass
-class RtmpStream:
-    name: str
-    publishing: bool
-    clients: int
-    time_ms: int
-    video_codec: str | None
-    audio_codec: str | None
-    width: int | None
-    height: int | None
-    audio_sample_rate: int | None
-
-
-def parse_rtmp_stat(xml_text: str, application: str = "live") -> dict[str, RtmpStream]:
-    """Streams of `application` in nginx-rtmp's /stat XML, by stream name (e.g. `abc/in`)."""
-    result: dict[str, RtmpStream] = {}
-    if not xml_text.strip():
-        return result
-    root = ET.fromstring(xml_text)
-
-    def text(node: ET.Element | None, path: str) -> str | None:
-        if node is None:
-            return None
-        found = node.find(path)
-        return found.text.strip() if found is not None and found.text else None
-
-    def number(value: str | None) -> int | None:
-        try:
-            return int(value) if value is not None else None
-        except ValueError:
-            return None
-
-    for app in root.iter("application"):
-        if text(app, "name") != application:
-            continue
-        for stream in app.iter("stream"):
-            name = text(stream, "name") or ""
-            clients = stream.findall("client")
-            meta = stream.find("meta")
-            video = meta.find("video") if meta is not None else None
-            audio = meta.find("audio") if meta is not None else None
-            result[name] = RtmpStream(
-                name=name,
-                publishing=any(c.find("publishing") is not None for c in clients),
-                clients=len(clients),
-                time_ms=number(text(stream, "time")) or 0,
-                video_codec=text(video, "codec"),
-                audio_codec=text(audio, "codec"),
-                width=number(text(video, "width")),
-                height=number(text(video, "height")),
-                audio_sample_rate=number(text(audio, "sample_rate")),
-            )
-    return result
 
 
 def rtmp_streams(stat_url: str) -> dict[str, RtmpStream]:

@@ -33,6 +33,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from livedub.media.hooks import PublishPolicy, StreamName, StreamRole, key_from_query, parse_stream_name
 from livedub.media.manager import WorkerManager
 from livedub.media.settings import MediaSettings
+from livedub.mediaserver.stat import parse_rtmp_stat
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +103,10 @@ def _refused(reason: str, status_code: int = 403, **extra: Any) -> JSONResponse:
 def player_joined(stat_xml: str, application: str, stream_name: str) -> bool:
     """Whether nginx-rtmp's /stat lists a client of `application/stream_name` that is playing, not publishing."""
     try:
-        root = ElementTree.fromstring(stat_xml)
+        stream = parse_rtmp_stat(stat_xml, application).get(stream_name)
     except ElementTree.ParseError:
         return False
-    for app in root.iter("application"):
-        if app.findtext("name") != application:
-            continue
-        for stream in app.iter("stream"):
-            if stream.findtext("name") == stream_name and any(
-                client.find("publishing") is None for client in stream.iter("client")
-            ):
-                return True
-    return False
+    return stream is not None and stream.players > 0
 
 
 async def wait_for_player(stat_url: str, application: str, stream_name: str, timeout_s: float) -> bool:
