@@ -194,7 +194,7 @@ def cli_main(argv: list[str]) -> int:
             publisher.wait()
             _say("input finished; waiting for the output to play out")
             ended = recorder.stop_when_unpublished(
-                stack.stat_url, f"{sid}/out", timeout=60, should_abort=lambda: not recorder_alive(stack)
+                stack.stat_url, timeout=60, should_abort=lambda: not recorder_alive(stack)
             )
             if not ended:
                 _say("the output did not end cleanly; keeping what was recorded")

@@ -539,13 +539,11 @@ class StreamRecorder:
     def stop_when_unpublished(
         self,
         stat_url: str,
-        stream_name: str | None = None,
         timeout: float = 60.0,
         grace_s: float = 1.0,
         should_abort: Callable[[], bool] | None = None,
     ) -> bool:
         """Block until the stream was published and then unpublished (True) or `timeout` passes (False); stop."""
-        del stream_name  # the recorder's own stream (kept for call compatibility)
         self.watch(stat_url)
         deadline = time.monotonic() + timeout
         while not self._ended.is_set() and time.monotonic() < deadline:

@@ -111,7 +111,7 @@ class EchoCheck:
             self._publication = publication
             publication.wait(timeout=config.ECHO_PATTERN_SECONDS + 30)
             self.output_ended = recorder.stop_when_unpublished(
-                self.stack.stat_url, f"{self.stream_id}/out", timeout=config.OUTPUT_DELAY_MS / 1000 + 30
+                self.stack.stat_url, timeout=config.OUTPUT_DELAY_MS / 1000 + 30
             )
             self.metrics = fetch_metrics(self.stack.media_url)
             self.report = measure_av_sync(recorded)
@@ -228,7 +228,7 @@ def test_full_pipeline_media_to_sts_to_output(
 
     # 4. The output stream plays out; it was recorded from before it started.
     output_ended = output_recorder.stop_when_unpublished(
-        main.stat_url, f"{stream_id}/out", timeout=max(1.0, config.OUTPUT_END_TIMEOUT_S - (time.monotonic() - t0))
+        main.stat_url, timeout=max(1.0, config.OUTPUT_END_TIMEOUT_S - (time.monotonic() - t0))
     )
     publication.wait(timeout=10)
     note(f"output ended={output_ended} after {time.monotonic() - t0:.1f}s")
