@@ -29,34 +29,25 @@ class ServicesManager:
             "output_delay_ms": config.OUTPUT_DELAY_MS,
             "health_timeout_s": config.SERVICE_HEALTH_TIMEOUT_S,
         }
-        self.main = Stack(
-            StackConfig(
-                rtmp_port=ports[0],
-                rtmp_http_port=ports[1],
-                sts_port=ports[2],
-                media_port=ports[3],
-                sts_pipeline="dub",
-                sts_health_timeout_s=config.STS_WARMUP_TIMEOUT_S,
-                log_dir=log_root / "main",
+
+        def stack(name: str, ports: list[int], pipeline: str, sts_health_timeout_s: float) -> Stack:
+            rtmp, stat, sts, media = ports
+            cfg = StackConfig(
+                rtmp_port=rtmp,
+                rtmp_http_port=stat,
+                sts_port=sts,
+                media_port=media,
+                sts_pipeline=pipeline,
+                sts_health_timeout_s=sts_health_timeout_s,
+                log_dir=log_root / name,
                 **common,  # type: ignore[arg-type]
-            ),
-            progress=lambda msg: self.note(f"main: {msg}"),
-        )
+            )
+            return Stack(cfg, progress=lambda msg: self.note(f"{name}: {msg}"))
+
+        self.main = stack("main", ports[:4], "dub", config.STS_WARMUP_TIMEOUT_S)
         self.echo: Stack | None = None
         if with_echo:
-            self.echo = Stack(
-                StackConfig(
-                    rtmp_port=ports[4],
-                    rtmp_http_port=ports[5],
-                    sts_port=ports[6],
-                    media_port=ports[7],
-                    sts_pipeline="echo",
-                    sts_health_timeout_s=config.SERVICE_HEALTH_TIMEOUT_S,
-                    log_dir=log_root / "echo",
-                    **common,  # type: ignore[arg-type]
-                ),
-                progress=lambda msg: self.note(f"echo: {msg}"),
-            )
+            self.echo = stack("echo", ports[4:], "echo", config.SERVICE_HEALTH_TIMEOUT_S)
         self.notes: list[str] = []
         self.started_at = time.monotonic()
         self.startup_s: float | None = None
