@@ -308,9 +308,9 @@ def run_tts(
 
     asr = models.asr()
     # Sentences (3+ words) short enough that even a slow synthesiser stays inside one 30 s Whisper window.
-    prompts = [
-        p for p in corpus.load_prompts(language).values() if len(p.text.split()) >= 3 and p.duration_s <= 12.0
-    ][:n]
+    prompts = [p for p in corpus.load_prompts(language).values() if len(p.text.split()) >= 3 and p.duration_s <= 12.0][
+        :n
+    ]
     references = [normalise(p.text) for p in prompts]
     rows = []
     human = [dnsmos_scores(p.audio(16000)) for p in prompts]

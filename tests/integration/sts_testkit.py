@@ -93,8 +93,15 @@ class Recorder:
         return await self.wait_for(lambda _: len(got := self.of(event, stream_id)) >= n and got, within_s)
 
 
-def pcm_fragment(stream_id: str, seq: int, *, pcm: bytes = b"\x00\x10" * 1600, metadata: Payload | None = None,
-                 fragment_id: str | None = None, audio_format: str = "pcm_s16le") -> Payload:
+def pcm_fragment(
+    stream_id: str,
+    seq: int,
+    *,
+    pcm: bytes = b"\x00\x10" * 1600,
+    metadata: Payload | None = None,
+    fragment_id: str | None = None,
+    audio_format: str = "pcm_s16le",
+) -> Payload:
     """A fragment:data payload (0.1 s of 16 kHz mono by default)."""
     payload: Payload = {
         "fragment_id": fragment_id or f"{stream_id}-{seq}",
@@ -118,6 +125,12 @@ def init_payload(stream_id: str, **config: Any) -> Payload:
     return {
         "stream_id": stream_id,
         "worker_id": "test-worker",
-        "config": {"source_language": "en", "target_language": "es", "format": "pcm_s16le",
-                   "sample_rate_hz": 16000, "channels": 1, **config},
+        "config": {
+            "source_language": "en",
+            "target_language": "es",
+            "format": "pcm_s16le",
+            "sample_rate_hz": 16000,
+            "channels": 1,
+            **config,
+        },
     }

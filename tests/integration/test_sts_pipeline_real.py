@@ -90,8 +90,9 @@ def test_silence_comes_back_as_silence_quickly(dubber: DubbingPipeline) -> None:
 
 def test_undecodable_audio_fails_with_invalid_audio_format(dubber: DubbingPipeline) -> None:
     good = make_fragment(np.zeros(RATE, np.float32), AudioFormat.PCM_S16LE)
-    garbage = AudioPayload.from_bytes(b"\x00garbage" * 999, format=AudioFormat.M4A, sample_rate_hz=RATE, channels=1,
-                                      duration_ms=1000)
+    garbage = AudioPayload.from_bytes(
+        b"\x00garbage" * 999, format=AudioFormat.M4A, sample_rate_hz=RATE, channels=1, duration_ms=1000
+    )
     result = dubber.process(good.model_copy(update={"audio": garbage}), StreamConfig())
     assert result.status is FragmentStatus.FAILED
     assert result.error is not None and result.error.code is ErrorCode.INVALID_AUDIO_FORMAT

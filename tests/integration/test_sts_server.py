@@ -79,16 +79,23 @@ class FakeProcessor:
         try:
             if fragment.audio.decode_bytes().startswith(b"GARBAGE"):
                 return FragmentProcessed(
-                    fragment_id=fragment.fragment_id, stream_id=fragment.stream_id,
-                    sequence_number=fragment.sequence_number, status=FragmentStatus.FAILED,
-                    error=FragmentError(stage="decode", code=ErrorCode.INVALID_AUDIO_FORMAT,
-                                        message="m4a data does not decode"),
+                    fragment_id=fragment.fragment_id,
+                    stream_id=fragment.stream_id,
+                    sequence_number=fragment.sequence_number,
+                    status=FragmentStatus.FAILED,
+                    error=FragmentError(
+                        stage="decode", code=ErrorCode.INVALID_AUDIO_FORMAT, message="m4a data does not decode"
+                    ),
                 )
             return FragmentProcessed(
-                fragment_id=fragment.fragment_id, stream_id=fragment.stream_id,
-                sequence_number=fragment.sequence_number, status=FragmentStatus.SUCCESS,
-                dubbed_audio=fragment.audio, transcript=f"text {fragment.sequence_number}",
-                translated_text=f"texto {fragment.sequence_number}", processing_time_ms=5.0,
+                fragment_id=fragment.fragment_id,
+                stream_id=fragment.stream_id,
+                sequence_number=fragment.sequence_number,
+                status=FragmentStatus.SUCCESS,
+                dubbed_audio=fragment.audio,
+                transcript=f"text {fragment.sequence_number}",
+                translated_text=f"texto {fragment.sequence_number}",
+                processing_time_ms=5.0,
                 stage_timings=StageTimings(asr_ms=2.0, translation_ms=1.0, tts_ms=2.0),
             )
         finally:
@@ -160,15 +167,18 @@ async def test_bad_inputs_get_their_error_codes_and_the_session_keeps_working() 
         await expect_error("stream:init", "not an object", ErrorCode.INVALID_CONFIG)
         await expect_error("stream:init", {"worker_id": "w"}, ErrorCode.INVALID_CONFIG)
         await expect_error("stream:init", init_payload("s", max_inflight=50), ErrorCode.INVALID_CONFIG, stream_id="s")
-        await expect_error("stream:init", init_payload("s", target_language="de"), ErrorCode.UNSUPPORTED_LANGUAGE,
-                           stream_id="s")
+        await expect_error(
+            "stream:init", init_payload("s", target_language="de"), ErrorCode.UNSUPPORTED_LANGUAGE, stream_id="s"
+        )
         await _ready(client, "s")
 
         await expect_error("fragment:data", ["a", "list"], ErrorCode.INVALID_EVENT)
-        await expect_error("fragment:data", {"stream_id": "s", "fragment_id": "x"}, ErrorCode.INVALID_EVENT,
-                           fragment_id="x")
-        await expect_error("fragment:data", {**pcm_fragment("s", 0), "sequence_number": "zero"},
-                           ErrorCode.INVALID_EVENT)
+        await expect_error(
+            "fragment:data", {"stream_id": "s", "fragment_id": "x"}, ErrorCode.INVALID_EVENT, fragment_id="x"
+        )
+        await expect_error(
+            "fragment:data", {**pcm_fragment("s", 0), "sequence_number": "zero"}, ErrorCode.INVALID_EVENT
+        )
         unknown_format = pcm_fragment("s", 0)
         unknown_format["audio"]["format"] = "mp3"
         await expect_error("fragment:data", unknown_format, ErrorCode.INVALID_AUDIO_FORMAT)
@@ -176,13 +186,18 @@ async def test_bad_inputs_get_their_error_codes_and_the_session_keeps_working() 
         bad_base64["audio"]["data_base64"] = "%%% not base64 %%%"
         await expect_error("fragment:data", bad_base64, ErrorCode.INVALID_AUDIO_FORMAT, fragment_id="s-0")
         await expect_error("fragment:data", pcm_fragment("s", 1, pcm=b"\x00\x01\x02"), ErrorCode.INVALID_AUDIO_FORMAT)
-        await expect_error("fragment:data", pcm_fragment("s", 2, pcm=b"\x00" * 5000), ErrorCode.PAYLOAD_TOO_LARGE,
-                           fragment_id="s-2")
+        await expect_error(
+            "fragment:data", pcm_fragment("s", 2, pcm=b"\x00" * 5000), ErrorCode.PAYLOAD_TOO_LARGE, fragment_id="s-2"
+        )
         await expect_error("fragment:data", pcm_fragment("nope", 0), ErrorCode.STREAM_NOT_FOUND, stream_id="nope")
         await expect_error("fragment:data", pcm_fragment("other", 0), ErrorCode.STREAM_NOT_FOUND)  # not its stream
         # Valid base64 that is no audio: accepted, then the processor's decode fails -> error + failed fragment.
-        await expect_error("fragment:data", pcm_fragment("s", 3, pcm=b"GARBAGE!" * 4, audio_format="m4a"),
-                           ErrorCode.INVALID_AUDIO_FORMAT, fragment_id="s-3")
+        await expect_error(
+            "fragment:data",
+            pcm_fragment("s", 3, pcm=b"GARBAGE!" * 4, audio_format="m4a"),
+            ErrorCode.INVALID_AUDIO_FORMAT,
+            fragment_id="s-3",
+        )
         await expect_error("stream:pause", {"reason": "no id"}, ErrorCode.INVALID_EVENT)
         await expect_error("stream:end", {"stream_id": "nope"}, ErrorCode.STREAM_NOT_FOUND)
         await expect_error("what:ever", {"x": 1}, ErrorCode.INVALID_EVENT)
@@ -253,9 +268,7 @@ async def test_backpressure_events_and_rejection_over_ten_in_flight() -> None:
 
         processor.gate("first").set()
         await client.count("fragment:processed", 10)
-        relief = await client.wait_for(
-            lambda _: [b for b in client.of("backpressure") if b["action"] == "none"]
-        )
+        relief = await client.wait_for(lambda _: [b for b in client.of("backpressure") if b["action"] == "none"])
         assert relief[-1]["severity"] == "low"
         # The refused fragment may be sent again once the pressure is gone.
         await client.emit("fragment:data", pcm_fragment("s", 10))
@@ -336,7 +349,9 @@ async def test_monitor_room_receives_copies() -> None:
         one_stream = await Recorder().connect(srv.url)
         every_stream = await Recorder().connect(srv.url)
         assert await one_stream.sio.call("monitor:subscribe", {"stream_id": "watched"}, timeout=10) == {
-            "subscribed": True, "stream_id": "watched"}
+            "subscribed": True,
+            "stream_id": "watched",
+        }
         assert (await every_stream.sio.call("monitor:subscribe", {}, timeout=10))["subscribed"] is True
 
         worker = await Recorder().connect(srv.url)
@@ -351,8 +366,11 @@ async def test_monitor_room_receives_copies() -> None:
         await one_stream.count("stream:complete", 1)
 
         def names(recorder: Recorder, stream_id: str) -> list[str]:
-            return [e for e, p in recorder.events if p.get("stream_id") == stream_id or
-                    (e == "fragment:ack" and p["fragment_id"].startswith(stream_id))]
+            return [
+                e
+                for e, p in recorder.events
+                if p.get("stream_id") == stream_id or (e == "fragment:ack" and p["fragment_id"].startswith(stream_id))
+            ]
 
         expected = ["stream:ready", "error", "fragment:ack", "fragment:processed", "stream:complete"]
         assert names(worker, "watched") == expected
@@ -405,8 +423,13 @@ async def test_echo_pipeline_through_the_server_with_m4a() -> None:
     """The real EchoPipeline (no models) behind this server: real m4a decoding, undecodable audio reported."""
     rate = 48000
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)).astype(np.float32)
-    m4a = AudioPayload.from_bytes(encode_audio(tone, rate, AudioFormat.M4A), format=AudioFormat.M4A,
-                                  sample_rate_hz=rate, channels=1, duration_ms=1000.0)
+    m4a = AudioPayload.from_bytes(
+        encode_audio(tone, rate, AudioFormat.M4A),
+        format=AudioFormat.M4A,
+        sample_rate_hz=rate,
+        channels=1,
+        duration_ms=1000.0,
+    )
     async with running_server(EchoPipeline()) as srv:
         client = await Recorder().connect(srv.url)
         await _ready(client, "e", format="m4a", sample_rate_hz=rate)

@@ -32,10 +32,14 @@ FRAGMENTS_PER_DIRECTION = 2
 STARTUP_TIMEOUT_S = 300.0  # model loading + warm-up, on 2 busy cores
 # Words too common to show that content survived the round trip.
 STOPWORDS = {
-    "en": set("the a an and or of to in on for is are be was were this that with your you please it at by as from "
-              "not no will have has can".split()),
-    "es": set("el la los las un una unos unas y o de del a en por para con es son ser fue su sus que se no al lo "
-              "le su este esta esto favor por".split()),
+    "en": set(
+        "the a an and or of to in on for is are be was were this that with your you please it at by as from "
+        "not no will have has can".split()
+    ),
+    "es": set(
+        "el la los las un una unos unas y o de del a en por para con es son ser fue su sus que se no al lo "
+        "le su este esta esto favor por".split()
+    ),
 }
 
 
@@ -55,7 +59,9 @@ def sts_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "livedub.cli", "sts", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -99,8 +105,12 @@ def content_words(text: str, language: str) -> set[str]:
 def _fragment_payload(stream_id: str, seq: int, clip: SpeechClip, fmt: AudioFormat, rate: int) -> dict[str, object]:
     audio = resample(clip.audio, clip.sample_rate, rate)
     payload = mono_payload(audio, rate, fmt)
-    return {"fragment_id": f"{stream_id}-{seq}", "stream_id": stream_id, "sequence_number": seq,
-            "audio": payload.to_wire()}
+    return {
+        "fragment_id": f"{stream_id}-{seq}",
+        "stream_id": stream_id,
+        "sequence_number": seq,
+        "audio": payload.to_wire(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -125,14 +135,24 @@ async def test_real_speech_is_dubbed_and_says_the_translation(
     assert len(clips) == FRAGMENTS_PER_DIRECTION
     stream_id = f"real-{source}-{target}"
     client = await Recorder().connect(sts_url)
-    await client.emit("stream:init", init_payload(stream_id, source_language=source, target_language=target,
-                                                  format=fmt.value, sample_rate_hz=rate, timeout_ms=120000))
+    await client.emit(
+        "stream:init",
+        init_payload(
+            stream_id,
+            source_language=source,
+            target_language=target,
+            format=fmt.value,
+            sample_rate_hz=rate,
+            timeout_ms=120000,
+        ),
+    )
     ready = await client.next_event("stream:ready", 0, within_s=30)
     assert ready["capabilities"]["models"]["warm"] is True
     for seq, clip in enumerate(clips):
         await client.emit("fragment:data", _fragment_payload(stream_id, seq, clip, fmt, rate))
-    processed = [FragmentProcessed.model_validate(p) for p in await client.count("fragment:processed", len(clips),
-                                                                                within_s=300)]
+    processed = [
+        FragmentProcessed.model_validate(p) for p in await client.count("fragment:processed", len(clips), within_s=300)
+    ]
     await client.emit("stream:end", {"stream_id": stream_id})
     complete = await client.next_event("stream:complete", 0, within_s=60)
     await client.close()
@@ -155,7 +175,9 @@ async def test_real_speech_is_dubbed_and_says_the_translation(
         round_trip = round_trip_asr.transcribe(audio, target).text
         expected = content_words(result.translated_text, target)
         shared = expected & content_words(round_trip, target)
-        print(f"[{source}->{target}] heard {result.transcript!r}\n  translated {result.translated_text!r}\n"
-              f"  dub heard as {round_trip!r}\n  shared {len(shared)}/{len(expected)} content words")
+        print(
+            f"[{source}->{target}] heard {result.transcript!r}\n  translated {result.translated_text!r}\n"
+            f"  dub heard as {round_trip!r}\n  shared {len(shared)}/{len(expected)} content words"
+        )
         assert expected, result.translated_text
         assert len(shared) >= 0.4 * len(expected), (result.translated_text, round_trip)

@@ -46,8 +46,9 @@ def test_over_the_limit_is_rejected(inflight: int) -> None:
 
 
 def _fragment(seq: int) -> FragmentData:
-    audio = AudioPayload.from_bytes(b"\0\0", format=AudioFormat.PCM_S16LE, sample_rate_hz=16000, channels=1,
-                                    duration_ms=0.0625)
+    audio = AudioPayload.from_bytes(
+        b"\0\0", format=AudioFormat.PCM_S16LE, sample_rate_hz=16000, channels=1, duration_ms=0.0625
+    )
     return FragmentData(fragment_id=f"f{seq}", stream_id="s", sequence_number=seq, audio=audio)
 
 
@@ -57,19 +58,29 @@ async def test_events_on_rise_while_raised_and_on_relief() -> None:
     async def emit(event: str, payload: dict[str, Any]) -> None:
         sent.append((event, payload))
 
-    session = StreamSession(stream_id="s", worker_id="w", sid="x", config=StreamConfig(max_inflight=3), emit=emit,
-                            metrics=StsMetrics())
+    session = StreamSession(
+        stream_id="s", worker_id="w", sid="x", config=StreamConfig(max_inflight=3), emit=emit, metrics=StsMetrics()
+    )
     raised: list[tuple[int, str] | None] = []
     for seq in range(8):
         session.accept(_fragment(seq))
         event = session.backpressure_after_accept()
         raised.append(None if event is None else (event.current_inflight, event.action.value))
-    assert raised == [None, None, None, (4, "slow_down"), (5, "slow_down"), (6, "slow_down"), (7, "pause"),
-                      (8, "pause")]
+    assert raised == [
+        None,
+        None,
+        None,
+        (4, "slow_down"),
+        (5, "slow_down"),
+        (6, "slow_down"),
+        (7, "pause"),
+        (8, "pause"),
+    ]
 
     for seq in range(8):
-        await session.complete(FragmentProcessed(fragment_id=f"f{seq}", stream_id="s", sequence_number=seq,
-                                                 status="success"))
+        await session.complete(
+            FragmentProcessed(fragment_id=f"f{seq}", stream_id="s", sequence_number=seq, status="success")
+        )
     relief = [(p["current_inflight"], p["action"]) for e, p in sent if e == "backpressure"]
     # Only level changes on the way down: high -> medium at 6, medium -> low at 3.
     assert relief == [(6, "slow_down"), (3, "none")]

@@ -113,8 +113,9 @@ def test_late_result_nobody_waits_for_is_dropped() -> None:
 
 
 def _fragment(seq: int) -> FragmentData:
-    audio = AudioPayload.from_bytes(b"\0\0" * 160, format=AudioFormat.PCM_S16LE, sample_rate_hz=16000, channels=1,
-                                    duration_ms=10.0)
+    audio = AudioPayload.from_bytes(
+        b"\0\0" * 160, format=AudioFormat.PCM_S16LE, sample_rate_hz=16000, channels=1, duration_ms=10.0
+    )
     return FragmentData(fragment_id=f"f{seq}", stream_id="s", sequence_number=seq, audio=audio)
 
 
@@ -127,8 +128,15 @@ def _session(sent: list[tuple[str, dict[str, Any]]], gap_timeout_s: float = 0.05
         await asyncio.sleep(0)  # a real emit yields; interleavings must not reorder
         sent.append((event, payload))
 
-    return StreamSession(stream_id="s", worker_id="w", sid="sid", config=StreamConfig(), emit=emit,
-                         metrics=StsMetrics(), gap_timeout_s=gap_timeout_s)
+    return StreamSession(
+        stream_id="s",
+        worker_id="w",
+        sid="sid",
+        config=StreamConfig(),
+        emit=emit,
+        metrics=StsMetrics(),
+        gap_timeout_s=gap_timeout_s,
+    )
 
 
 def _processed_seqs(sent: list[tuple[str, dict[str, Any]]]) -> list[int]:
@@ -163,8 +171,9 @@ async def test_session_statistics_count_failures_and_timeouts() -> None:
     session = _session(sent)
     session.accept(_fragment(0))
     session.accept(_fragment(1))
-    await session.complete(failed_result(_fragment(1), "timeout", ErrorCode.TIMEOUT, "slow", retryable=True,
-                                         processing_time_ms=8000.0))
+    await session.complete(
+        failed_result(_fragment(1), "timeout", ErrorCode.TIMEOUT, "slow", retryable=True, processing_time_ms=8000.0)
+    )
     await session.complete(_ok(0))
     stats = session.complete_event().statistics
     assert (stats["success_count"], stats["failed_count"], stats["timeout_count"]) == (1, 1, 1)

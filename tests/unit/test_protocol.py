@@ -47,8 +47,14 @@ SAMPLES: dict[str, Event] = {
     "stream:init": StreamInit(
         stream_id="s1",
         worker_id="w1",
-        config=StreamConfig(source_language="en", target_language="es", format=AudioFormat.PCM_S16LE,
-                            sample_rate_hz=16000, max_inflight=5, timeout_ms=9000),
+        config=StreamConfig(
+            source_language="en",
+            target_language="es",
+            format=AudioFormat.PCM_S16LE,
+            sample_rate_hz=16000,
+            max_inflight=5,
+            timeout_ms=9000,
+        ),
     ),
     "fragment:data": FragmentData(
         fragment_id="f1", stream_id="s1", sequence_number=7, timestamp=1234, audio=AUDIO, metadata={"pts_ms": 42000}
@@ -70,16 +76,29 @@ SAMPLES: dict[str, Event] = {
         processing_time_ms=812.5,
         stage_timings=StageTimings(asr_ms=300, translation_ms=200, tts_ms=250),
         error=FragmentError(stage="tts", code=ErrorCode.TTS_SYNTHESIS_FAILED, message="x", retryable=True),
-        metadata=FragmentMetadata(original_duration_ms=6000, dubbed_duration_ms=6900,
-                                  duration_variance_percent=15.0, speed_ratio=1.2),
+        metadata=FragmentMetadata(
+            original_duration_ms=6000, dubbed_duration_ms=6900, duration_variance_percent=15.0, speed_ratio=1.2
+        ),
     ),
-    "backpressure": Backpressure(stream_id="s1", severity=BackpressureSeverity.MEDIUM,
-                                 action=BackpressureAction.SLOW_DOWN, current_inflight=5, max_inflight=3,
-                                 recommended_delay_ms=500),
-    "stream:complete": StreamComplete(stream_id="s1", total_fragments=3, total_duration_ms=18000.0,
-                                      statistics={"success_count": 3}),
-    "error": ErrorEvent(code=ErrorCode.STREAM_NOT_FOUND, message="no such stream", severity=ErrorSeverity.LOW,
-                        retryable=False, stream_id="s1", fragment_id="f1"),
+    "backpressure": Backpressure(
+        stream_id="s1",
+        severity=BackpressureSeverity.MEDIUM,
+        action=BackpressureAction.SLOW_DOWN,
+        current_inflight=5,
+        max_inflight=3,
+        recommended_delay_ms=500,
+    ),
+    "stream:complete": StreamComplete(
+        stream_id="s1", total_fragments=3, total_duration_ms=18000.0, statistics={"success_count": 3}
+    ),
+    "error": ErrorEvent(
+        code=ErrorCode.STREAM_NOT_FOUND,
+        message="no such stream",
+        severity=ErrorSeverity.LOW,
+        retryable=False,
+        stream_id="s1",
+        fragment_id="f1",
+    ),
 }
 
 
@@ -136,14 +155,18 @@ INVALID: list[tuple[type[Event], dict[str, Any]]] = [
     (FragmentData, {"fragment_id": "f", "stream_id": "s", "sequence_number": 0}),
     (FragmentData, {"fragment_id": "f", "stream_id": "s", "sequence_number": -1, "audio": AUDIO.to_wire()}),
     (FragmentData, {"fragment_id": "f", "stream_id": "s", "sequence_number": "zero", "audio": AUDIO.to_wire()}),
-    (FragmentData, {"fragment_id": "f", "stream_id": "s", "sequence_number": 0,
-                    "audio": {**AUDIO.to_wire(), "channels": 0}}),
+    (
+        FragmentData,
+        {"fragment_id": "f", "stream_id": "s", "sequence_number": 0, "audio": {**AUDIO.to_wire(), "channels": 0}},
+    ),
     (StreamControl, {"reason": "x"}),
     (FragmentAck, {"fragment_id": "f", "status": "done"}),
     (FragmentProcessed, {"fragment_id": "f", "stream_id": "s", "sequence_number": 0, "status": "ok"}),
     (FragmentError, {"stage": "mixing", "code": "TIMEOUT", "message": "m"}),
-    (Backpressure, {"stream_id": "s", "severity": "extreme", "action": "pause", "current_inflight": 1,
-                    "max_inflight": 3}),
+    (
+        Backpressure,
+        {"stream_id": "s", "severity": "extreme", "action": "pause", "current_inflight": 1, "max_inflight": 3},
+    ),
     (ErrorEvent, {"code": "NOT_A_CODE", "message": "m"}),
 ]
 

@@ -137,8 +137,12 @@ def test_silence_returns_silence_without_translating() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "stage", "code", "retryable"),
     [
-        ({"translator": FakeTranslator(TranslationError("quota", retryable=False))}, "translation",
-         ErrorCode.TRANSLATION_FAILED, False),
+        (
+            {"translator": FakeTranslator(TranslationError("quota", retryable=False))},
+            "translation",
+            ErrorCode.TRANSLATION_FAILED,
+            False,
+        ),
         ({"translator": FakeTranslator(RuntimeError("boom"))}, "translation", ErrorCode.TRANSLATION_FAILED, True),
         ({"tts": FakeTTS(error=RuntimeError("no voice"))}, "tts", ErrorCode.TTS_SYNTHESIS_FAILED, True),
         ({"tts": FakeTTS(seconds=0.0)}, "tts", ErrorCode.TTS_SYNTHESIS_FAILED, True),

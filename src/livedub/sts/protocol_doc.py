@@ -143,8 +143,9 @@ def events_table() -> str:
     rows = ["| Event | Direction | Payload | Fields | Notes |", "|---|---|---|---|---|"]
     for direction, events in (("client → STS", CLIENT_EVENTS), ("STS → client", SERVER_EVENTS)):
         for event, model in events.items():
-            rows.append(f"| `{event}` | {direction} | `{model.__name__}` | {_fields_cell(model)} | "
-                        f"{EVENT_NOTES[event]} |")
+            rows.append(
+                f"| `{event}` | {direction} | `{model.__name__}` | {_fields_cell(model)} | {EVENT_NOTES[event]} |"
+            )
     return "\n".join(rows)
 
 
@@ -168,8 +169,11 @@ def errors_table() -> str:
 
 def backpressure_table() -> str:
     rows = ["| Fragments in flight | Severity | Action | recommended_delay_ms |", "|---|---|---|---|"]
-    for low, high in ((1, LOW_MAX_INFLIGHT), (LOW_MAX_INFLIGHT + 1, MEDIUM_MAX_INFLIGHT),
-                      (MEDIUM_MAX_INFLIGHT + 1, HIGH_MAX_INFLIGHT)):
+    for low, high in (
+        (1, LOW_MAX_INFLIGHT),
+        (LOW_MAX_INFLIGHT + 1, MEDIUM_MAX_INFLIGHT),
+        (MEDIUM_MAX_INFLIGHT + 1, HIGH_MAX_INFLIGHT),
+    ):
         level = backpressure_level(high)
         assert level is not None
         delay = "—" if level.recommended_delay_ms is None else str(level.recommended_delay_ms)

@@ -131,8 +131,9 @@ _AUDIO_FORMAT_FIELDS = {"format", "sample_rate_hz", "channels"}
 
 
 def _is_audio_format_error(exc: ValidationError) -> bool:
-    return any(len(e["loc"]) >= 2 and e["loc"][0] == "audio" and e["loc"][1] in _AUDIO_FORMAT_FIELDS
-               for e in exc.errors())
+    return any(
+        len(e["loc"]) >= 2 and e["loc"][0] == "audio" and e["loc"][1] in _AUDIO_FORMAT_FIELDS for e in exc.errors()
+    )
 
 
 class StsServer:
@@ -271,9 +272,7 @@ class StsServer:
             self.sio.on(event, self._guarded(event, handler))
         self.sio.on("*", self._on_unknown_event)
 
-    def _guarded(
-        self, event: str, handler: Callable[[str, Any], Awaitable[Any]]
-    ) -> Callable[..., Awaitable[Any]]:
+    def _guarded(self, event: str, handler: Callable[[str, Any], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """Missing payloads become None, extra arguments are ignored, and a bug in a handler answers INTERNAL_ERROR
         to that client instead of vanishing into the Socket.IO task."""
 
@@ -286,9 +285,13 @@ class StsServer:
             except Exception as exc:
                 log.exception("handler of %s failed", event)
                 await self._error(
-                    sid, ErrorCode.INTERNAL_ERROR, f"{event}: {type(exc).__name__}: {exc}",
-                    stream_id=_raw_str(data, "stream_id"), fragment_id=_raw_str(data, "fragment_id"),
-                    severity=ErrorSeverity.HIGH, stage="server",
+                    sid,
+                    ErrorCode.INTERNAL_ERROR,
+                    f"{event}: {type(exc).__name__}: {exc}",
+                    stream_id=_raw_str(data, "stream_id"),
+                    fragment_id=_raw_str(data, "fragment_id"),
+                    severity=ErrorSeverity.HIGH,
+                    stage="server",
                 )
                 return None
 
@@ -299,8 +302,9 @@ class StsServer:
         if expected and not any(hmac.compare_digest(expected, key) for key in self._presented_keys(environ, auth)):
             self.metrics.errors.labels(stage="connect", code=ErrorCode.UNAUTHORIZED.value).inc()
             log.warning("refused connection %s: missing or wrong API key", sid)
-            refusal = ErrorEvent(code=ErrorCode.UNAUTHORIZED, message="missing or invalid API key",
-                                 severity=ErrorSeverity.FATAL)
+            refusal = ErrorEvent(
+                code=ErrorCode.UNAUTHORIZED, message="missing or invalid API key", severity=ErrorSeverity.FATAL
+            )
             raise socketio.exceptions.ConnectionRefusedError(ErrorCode.UNAUTHORIZED.value, refusal.to_wire())
         self.metrics.connected_clients.inc()
 
@@ -330,13 +334,23 @@ class StsServer:
         try:
             init = StreamInit.model_validate(data)
         except ValidationError as exc:
-            await self._error(sid, ErrorCode.INVALID_CONFIG, f"invalid stream:init: {_short(exc)}",
-                              stream_id=_raw_str(data, "stream_id"))
+            await self._error(
+                sid,
+                ErrorCode.INVALID_CONFIG,
+                f"invalid stream:init: {_short(exc)}",
+                stream_id=_raw_str(data, "stream_id"),
+            )
             return
         await self._processor_built.wait()  # only while the models are still loading
         if self.processor is None:
-            await self._error(sid, ErrorCode.INTERNAL_ERROR, f"the models did not load: {self.startup_error}",
-                              stream_id=init.stream_id, severity=ErrorSeverity.FATAL, stage="server")
+            await self._error(
+                sid,
+                ErrorCode.INTERNAL_ERROR,
+                f"the models did not load: {self.startup_error}",
+                stream_id=init.stream_id,
+                severity=ErrorSeverity.FATAL,
+                stage="server",
+            )
             return
         config = init.config
         try:
@@ -359,8 +373,14 @@ class StsServer:
         )
         self.sessions[init.stream_id] = session
         self.metrics.active_sessions.inc()
-        log.info("stream %s ready (worker %r, %s->%s, session %s)", init.stream_id, init.worker_id,
-                 config.source_language, config.target_language, session.session_id)
+        log.info(
+            "stream %s ready (worker %r, %s->%s, session %s)",
+            init.stream_id,
+            init.worker_id,
+            config.source_language,
+            config.target_language,
+            session.session_id,
+        )
         ready = StreamReady(
             stream_id=init.stream_id,
             session_id=session.session_id,
@@ -398,44 +418,90 @@ class StsServer:
         encoded = audio.get("data_base64") if isinstance(audio, dict) else None
         limit = self.settings.max_fragment_bytes
         if isinstance(encoded, str) and decoded_base64_length(encoded) > limit:
-            await self._reject(sid, owned, _raw_int(data, "sequence_number"), ErrorCode.PAYLOAD_TOO_LARGE,
-                               f"audio is {decoded_base64_length(encoded)} bytes, limit {limit}",
-                               stream_id=stream_id, fragment_id=fragment_id)
+            await self._reject(
+                sid,
+                owned,
+                _raw_int(data, "sequence_number"),
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"audio is {decoded_base64_length(encoded)} bytes, limit {limit}",
+                stream_id=stream_id,
+                fragment_id=fragment_id,
+            )
             return
         try:
             fragment = FragmentData.model_validate(data)
         except ValidationError as exc:
             code = ErrorCode.INVALID_AUDIO_FORMAT if _is_audio_format_error(exc) else ErrorCode.INVALID_EVENT
-            await self._reject(sid, owned, _raw_int(data, "sequence_number"), code,
-                               f"invalid fragment:data: {_short(exc)}", stream_id=stream_id, fragment_id=fragment_id)
+            await self._reject(
+                sid,
+                owned,
+                _raw_int(data, "sequence_number"),
+                code,
+                f"invalid fragment:data: {_short(exc)}",
+                stream_id=stream_id,
+                fragment_id=fragment_id,
+            )
             return
         session = self._owned_session(sid, fragment.stream_id)
         if session is None or session.state is SessionState.ENDING:
-            await self._error(sid, ErrorCode.STREAM_NOT_FOUND,
-                              f"stream {fragment.stream_id!r} is not initialised on this connection (or has ended)",
-                              stream_id=fragment.stream_id, fragment_id=fragment.fragment_id)
+            await self._error(
+                sid,
+                ErrorCode.STREAM_NOT_FOUND,
+                f"stream {fragment.stream_id!r} is not initialised on this connection (or has ended)",
+                stream_id=fragment.stream_id,
+                fragment_id=fragment.fragment_id,
+            )
             return
         seq = fragment.sequence_number
         if session.state is SessionState.PAUSED:
-            await self._reject(sid, session, None, ErrorCode.INVALID_EVENT, "stream is paused; send stream:resume",
-                               stream_id=fragment.stream_id, fragment_id=fragment.fragment_id, retryable=True)
+            await self._reject(
+                sid,
+                session,
+                None,
+                ErrorCode.INVALID_EVENT,
+                "stream is paused; send stream:resume",
+                stream_id=fragment.stream_id,
+                fragment_id=fragment.fragment_id,
+                retryable=True,
+            )
             return
         if problem := self._audio_problem(fragment):
-            await self._reject(sid, session, seq, ErrorCode.INVALID_AUDIO_FORMAT, problem,
-                               stream_id=fragment.stream_id, fragment_id=fragment.fragment_id)
+            await self._reject(
+                sid,
+                session,
+                seq,
+                ErrorCode.INVALID_AUDIO_FORMAT,
+                problem,
+                stream_id=fragment.stream_id,
+                fragment_id=fragment.fragment_id,
+            )
             return
         try:
             session.check_sequence(seq)
         except SequenceRejected as exc:
-            await self._reject(sid, session, None, ErrorCode.INVALID_EVENT, str(exc),
-                               stream_id=fragment.stream_id, fragment_id=fragment.fragment_id)
+            await self._reject(
+                sid,
+                session,
+                None,
+                ErrorCode.INVALID_EVENT,
+                str(exc),
+                stream_id=fragment.stream_id,
+                fragment_id=fragment.fragment_id,
+            )
             return
         if session.inflight + 1 > HIGH_MAX_INFLIGHT:
             # Not skipped in the order buffer: the client may retry this sequence number after a pause.
-            await self._reject(sid, session, None, ErrorCode.BACKPRESSURE_EXCEEDED,
-                               f"{session.inflight} fragments in flight (limit {HIGH_MAX_INFLIGHT}); pause and retry",
-                               stream_id=fragment.stream_id, fragment_id=fragment.fragment_id,
-                               severity=ErrorSeverity.HIGH, retryable=True)
+            await self._reject(
+                sid,
+                session,
+                None,
+                ErrorCode.BACKPRESSURE_EXCEEDED,
+                f"{session.inflight} fragments in flight (limit {HIGH_MAX_INFLIGHT}); pause and retry",
+                stream_id=fragment.stream_id,
+                fragment_id=fragment.fragment_id,
+                severity=ErrorSeverity.HIGH,
+                retryable=True,
+            )
             return
 
         session.accept(fragment)
@@ -445,8 +511,7 @@ class StsServer:
             ahead = 0  # a free thread, but the job will wait there for the warm-up
         job = self.runner.submit(self._process_blocking, fragment, session.config)
         # The ack is sent before the result is awaited, so it always precedes the fragment's fragment:processed.
-        await self._emit("fragment:ack", self._ack_for(fragment, ahead).to_wire(), sid=sid,
-                         stream_id=session.stream_id)
+        await self._emit("fragment:ack", self._ack_for(fragment, ahead).to_wire(), sid=sid, stream_id=session.stream_id)
         if session.state is SessionState.CLOSED:  # client left while the ack was sent
             job.cancel()
             return
@@ -489,8 +554,9 @@ class StsServer:
         retryable: bool = False,
     ) -> None:
         """Refuse a fragment: `error` to the client, and (for a known sequence number) stop waiting for it."""
-        await self._error(sid, code, message, stream_id=stream_id, fragment_id=fragment_id, severity=severity,
-                          retryable=retryable)
+        await self._error(
+            sid, code, message, stream_id=stream_id, fragment_id=fragment_id, severity=severity, retryable=retryable
+        )
         if session is not None:
             await session.reject(seq)
 
@@ -506,19 +572,32 @@ class StsServer:
         try:
             # On timeout the job is cancelled if it has not started; a running one finishes and is ignored.
             result = await asyncio.wait_for(asyncio.wrap_future(job), session.config.timeout_ms / 1000.0)
-            result = result.model_copy(update={
-                "fragment_id": fragment.fragment_id,
-                "stream_id": fragment.stream_id,
-                "sequence_number": fragment.sequence_number,
-            })
+            result = result.model_copy(
+                update={
+                    "fragment_id": fragment.fragment_id,
+                    "stream_id": fragment.stream_id,
+                    "sequence_number": fragment.sequence_number,
+                }
+            )
         except TimeoutError:
-            result = failed_result(fragment, "timeout", ErrorCode.TIMEOUT,
-                                   f"not processed within timeout_ms={session.config.timeout_ms}", retryable=True,
-                                   processing_time_ms=(time.monotonic() - started) * 1000.0)
+            result = failed_result(
+                fragment,
+                "timeout",
+                ErrorCode.TIMEOUT,
+                f"not processed within timeout_ms={session.config.timeout_ms}",
+                retryable=True,
+                processing_time_ms=(time.monotonic() - started) * 1000.0,
+            )
         except Exception as exc:  # the processor should not raise; if it does, the fragment fails, not the server
             log.exception("processor raised on fragment %s", fragment.fragment_id)
-            result = failed_result(fragment, "pipeline", ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
-                                   retryable=False, processing_time_ms=(time.monotonic() - started) * 1000.0)
+            result = failed_result(
+                fragment,
+                "pipeline",
+                ErrorCode.INTERNAL_ERROR,
+                f"{type(exc).__name__}: {exc}",
+                retryable=False,
+                processing_time_ms=(time.monotonic() - started) * 1000.0,
+            )
         await session.complete(result)
 
     async def _on_stream_pause(self, sid: str, data: Any) -> None:
@@ -553,14 +632,18 @@ class StsServer:
         try:
             control = StreamControl.model_validate(data)
         except ValidationError as exc:
-            await self._error(sid, ErrorCode.INVALID_EVENT, f"invalid {event}: {_short(exc)}",
-                              stream_id=_raw_str(data, "stream_id"))
+            await self._error(
+                sid, ErrorCode.INVALID_EVENT, f"invalid {event}: {_short(exc)}", stream_id=_raw_str(data, "stream_id")
+            )
             return None
         session = self._owned_session(sid, control.stream_id)
         if session is None:
-            await self._error(sid, ErrorCode.STREAM_NOT_FOUND,
-                              f"stream {control.stream_id!r} is not initialised on this connection",
-                              stream_id=control.stream_id)
+            await self._error(
+                sid,
+                ErrorCode.STREAM_NOT_FOUND,
+                f"stream {control.stream_id!r} is not initialised on this connection",
+                stream_id=control.stream_id,
+            )
         return session
 
     async def _on_monitor_subscribe(self, sid: str, data: Any) -> dict[str, Any] | None:
@@ -595,8 +678,9 @@ def create_app(
     Give a ready `processor`, or a `processor_factory` that loads the models (run in the inference pool at startup,
     so /health answers 503 meanwhile). The `StsServer` is reachable as `app.sts_server`.
     """
-    server = StsServer(settings, processor=processor, processor_factory=processor_factory, metrics=metrics,
-                       gap_timeout_s=gap_timeout_s)
+    server = StsServer(
+        settings, processor=processor, processor_factory=processor_factory, metrics=metrics, gap_timeout_s=gap_timeout_s
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -640,8 +724,13 @@ def cli_main(argv: list[str]) -> int:
     from livedub.sts.pipeline import build_processor  # heavy imports (models) only when serving
 
     app = create_app(None, settings, processor_factory=lambda: build_processor(settings))
-    log.info("STS service on %s:%d (pipeline %s, %d worker thread(s))", settings.host, settings.port,
-             settings.pipeline, settings.worker_threads)
+    log.info(
+        "STS service on %s:%d (pipeline %s, %d worker thread(s))",
+        settings.host,
+        settings.port,
+        settings.pipeline,
+        settings.worker_threads,
+    )
     uvicorn.run(
         app,
         host=settings.host,

@@ -213,8 +213,9 @@ class SessionState(StrEnum):
 EmitFn = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
-def failed_result(fragment: FragmentData, stage: str, code: ErrorCode, message: str, *, retryable: bool,
-                  processing_time_ms: float) -> FragmentProcessed:
+def failed_result(
+    fragment: FragmentData, stage: str, code: ErrorCode, message: str, *, retryable: bool, processing_time_ms: float
+) -> FragmentProcessed:
     """A `failed` fragment:processed produced by the server itself (timeout, crash of the processor)."""
     return FragmentProcessed(
         fragment_id=fragment.fragment_id,
@@ -339,8 +340,14 @@ class StreamSession:
             self._drained.set()
 
     def _audio_error(self, result: FragmentProcessed, error: FragmentError) -> ErrorEvent:
-        return ErrorEvent(code=error.code, message=error.message, severity=ErrorSeverity.MEDIUM,
-                          retryable=error.retryable, stream_id=self.stream_id, fragment_id=result.fragment_id)
+        return ErrorEvent(
+            code=error.code,
+            message=error.message,
+            severity=ErrorSeverity.MEDIUM,
+            retryable=error.retryable,
+            stream_id=self.stream_id,
+            fragment_id=result.fragment_id,
+        )
 
     async def _emit_relief(self) -> None:
         """Tell the client when its backpressure drops (e.g. back to low: it may resume)."""
