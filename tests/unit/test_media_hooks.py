@@ -182,13 +182,15 @@ STAT_XML = """<?xml version="1.0" encoding="utf-8" ?>
 <stream><name>cam/in</name>{clients}</stream>
 </live></application></server></rtmp>"""
 PUBLISHER = "<client><id>1</id><address>127.0.0.1</address><publishing/><active/></client>"
-PLAYER = "<client><id>2</id><address>127.0.0.1</address></client>"
+PLAYER = "<client><id>2</id><address>127.0.0.1</address><flashver>LNX 9,0,124,2 livedub-worker</flashver></client>"
+VIEWER = "<client><id>3</id><address>127.0.0.1</address><flashver>LNX 9,0,124,2</flashver></client>"
 
 
 def test_player_joined_reads_nginx_stat() -> None:
     assert player_joined(STAT_XML.format(clients=PLAYER), "live", "cam/in")
     assert player_joined(STAT_XML.format(clients=PUBLISHER + PLAYER), "live", "cam/in")
     assert not player_joined(STAT_XML.format(clients=PUBLISHER), "live", "cam/in")
+    assert not player_joined(STAT_XML.format(clients=PUBLISHER + VIEWER), "live", "cam/in")  # not the worker
     assert not player_joined(STAT_XML.format(clients=PLAYER), "live", "other/in")
     assert not player_joined(STAT_XML.format(clients=PLAYER), "vod", "cam/in")
     assert not player_joined("not xml", "live", "cam/in")

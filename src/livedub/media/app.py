@@ -101,12 +101,13 @@ def _refused(reason: str, status_code: int = 403, **extra: Any) -> JSONResponse:
 
 
 def player_joined(stat_xml: str, application: str, stream_name: str) -> bool:
-    """Whether nginx-rtmp's /stat lists a client of `application/stream_name` that is playing, not publishing."""
+    """Whether nginx-rtmp's /stat lists a livedub worker playing `application/stream_name` (other players, such as
+    viewers of the original, do not count)."""
     try:
         stream = parse_rtmp_stat(stat_xml, application).get(stream_name)
     except ElementTree.ParseError:
         return False
-    return stream is not None and stream.players > 0
+    return stream is not None and stream.worker_players > 0
 
 
 async def wait_for_player(stat_url: str, application: str, stream_name: str, timeout_s: float) -> bool:

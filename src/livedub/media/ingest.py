@@ -23,7 +23,7 @@ import numpy as np
 
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.types import Pcm
-from livedub.mediaserver.urls import rtmp_options
+from livedub.mediaserver.urls import WORKER_FLASHVER, rtmp_options
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,8 @@ class Ingest:
         # Short probe (pitfall 2: not 0); flv_metadata creates the streams onMetaData announces, so a reader that
         # joins a running stream (nginx-rtmp sends video only from the next keyframe) still sees its video.
         options = {"analyzeduration": "200000", "probesize": "500000", "flv_metadata": "1", **rtmp_options(self.url)}
+        if self.url.startswith("rtmp"):
+            options["rtmp_flashver"] = WORKER_FLASHVER
         return av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
 
     def _run(self, emit: _Emit) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from livedub.mediaserver.urls import WORKER_FLASHVER_TAG
+
 
 @dataclass
 class RtmpStream:
@@ -18,6 +20,7 @@ class RtmpStream:
     height: int | None
     audio_sample_rate: int | None
     players: int = 0  # clients that play (not publish) the stream
+    worker_players: int = 0  # of those, livedub workers (by their RTMP flashver)
 
 
 def parse_rtmp_stat(xml_text: str, application: str = "live") -> dict[str, RtmpStream]:
@@ -56,6 +59,9 @@ def parse_rtmp_stat(xml_text: str, application: str = "live") -> dict[str, RtmpS
                 publishing=any(c.find("publishing") is not None for c in clients),
                 clients=len(clients),
                 players=sum(c.find("publishing") is None for c in clients),
+                worker_players=sum(
+                    c.find("publishing") is None and WORKER_FLASHVER_TAG in (text(c, "flashver") or "") for c in clients
+                ),
                 time_ms=number(text(stream, "time")) or 0,
                 video_codec=text(video, "codec"),
                 audio_codec=text(audio, "codec"),

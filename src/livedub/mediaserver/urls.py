@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+# Flash version string the media-service's ingest sends at RTMP connect: /stat shows it, so the on_publish hook can
+# tell the worker's player from any other player of the same input.
+WORKER_FLASHVER_TAG = "livedub-worker"
+WORKER_FLASHVER = f"LNX 9,0,124,2 {WORKER_FLASHVER_TAG}"
+
 
 def rtmp_options(url: str, application: str = "live") -> dict[str, str]:
     """FFmpeg/PyAV options (`rtmp_app`, `rtmp_playpath`) that open `url` on nginx-rtmp as intended."""
