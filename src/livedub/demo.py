@@ -30,7 +30,7 @@ from livedub.stack import (
     StreamRecorder,
     add_stack_arguments,
     config_from_args,
-    free_port,
+    free_ports,
     port_open,
     remux,
     terminate_on_signals,
@@ -49,7 +49,7 @@ def _free_if_busy(cfg: StackConfig) -> StackConfig:
     ports = [cfg.rtmp_port, cfg.rtmp_http_port, cfg.media_port] + ([cfg.sts_port] if cfg.start_sts else [])
     if not any(port_open(p) for p in ports):
         return cfg
-    cfg.rtmp_port, cfg.rtmp_http_port, cfg.sts_port, cfg.media_port = (free_port() for _ in range(4))
+    cfg.rtmp_port, cfg.rtmp_http_port, cfg.sts_port, cfg.media_port = free_ports(4)
     _say(f"default ports busy (is `livedub up` running?): using RTMP {cfg.rtmp_port}, media {cfg.media_port}")
     return cfg
 
