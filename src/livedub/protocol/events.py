@@ -96,6 +96,9 @@ class StreamConfig(Event):
     chunk_duration_ms: int = Field(6000, ge=100, le=60000)
     max_inflight: int = Field(3, ge=1, le=10)
     timeout_ms: int = Field(8000, ge=100, le=600000)
+    # livedub extension (announced in stream:ready.capabilities.dub_overrun): how far past its fragment's end a dub
+    # may run, for clients that place dubs on their own timeline. 0 = the seed's behaviour: exactly the fragment.
+    dub_overrun_ms: int = Field(0, ge=0, le=60000)
 
 
 class StreamInit(Event):
@@ -138,6 +141,10 @@ class FragmentData(Event):
     timestamp: int = Field(default_factory=now_ms)
     audio: AudioPayload
     metadata: dict[str, Any] | None = None
+    # livedub extension (announced in stream:ready.capabilities.deadline): the dub is useful only if it is back
+    # within this many milliseconds of the fragment's arrival. The STS serves the most urgent fragment first and
+    # answers TIMEOUT at once for work that can no longer be on time. Absent: `timeout_ms` of the stream.
+    deadline_ms: int | None = Field(None, ge=0, le=600000)
 
 
 class StreamControl(Event):
