@@ -22,6 +22,8 @@ class AudioSegment:
     start_sample: int
     pcm: Pcm
     sample_rate: int
+    speech_ms: float | None = None  # speech the VAD found in it; None: not measured (the fixed policy)
+    deadline_s: float | None = None  # seconds after sending by which its dub is useful (set by the worker)
 
     @property
     def channels(self) -> int:
@@ -34,6 +36,15 @@ class AudioSegment:
     @property
     def duration_ms(self) -> float:
         return 1000.0 * self.num_samples / self.sample_rate
+
+    @property
+    def end_sample(self) -> int:
+        return self.start_sample + self.num_samples
+
+    @property
+    def speech_s(self) -> float:
+        """Seconds of speech to dub in it (the whole segment when the VAD did not measure it)."""
+        return (self.duration_ms if self.speech_ms is None else self.speech_ms) / 1000.0
 
 
 class DubStatus(StrEnum):
