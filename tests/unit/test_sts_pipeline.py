@@ -7,6 +7,8 @@ import pytest
 
 from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, FragmentData, FragmentStatus, StreamConfig
 from livedub.sts.audio import decode_audio, encode_audio
+from livedub.sts.deadline import Deadline
+from livedub.sts.engine import SpeakingPace
 from livedub.sts.interfaces import FloatAudio, Transcript, UnsupportedLanguageError
 from livedub.sts.pipeline import DubbingPipeline, EchoPipeline, build_processor, fit_target
 from livedub.sts.settings import StsSettings
@@ -231,10 +233,10 @@ class SpeedTTS(FakeTTS):
         return FakeTTS(self.seconds / speed).synthesize(text, language, voice)
 
 
-def test_a_much_too_short_dub_is_spoken_again_more_slowly() -> None:
+def test_a_much_too_short_dub_is_spoken_more_slowly_in_one_synthesis() -> None:
     tts = SpeedTTS(seconds=2.4)  # for a 4 s speech span: even a 1.35x slow-down leaves it 19 % short
     result = pipeline(tts=tts).process(fragment(), EN_ES)
-    assert tts.speeds == [1.0, 0.75]
+    assert tts.speeds == [0.75]  # the rate was chosen from the text before synthesis
     assert result.status is FragmentStatus.SUCCESS
     assert result.metadata.speed_ratio == pytest.approx(3.2 / 4.0, abs=0.01)
 
@@ -263,12 +265,40 @@ def test_a_dub_longer_than_the_span_runs_into_the_pause_after_it() -> None:
     assert result.metadata.dubbed_duration_ms == 6000.0
 
 
-def test_a_dub_too_long_for_the_room_is_spoken_again_faster() -> None:
-    tts = SpeedTTS(seconds=9.5)  # 9.5 / 1.35 = 7.0 s for a 5.5 s room; at 1.25x: 7.6 / 1.35 = 5.63 s (+2 %)
-    result = pipeline(tts=tts).process(fragment(), EN_ES)
-    assert tts.speeds == [1.0, 1.25]
+def test_a_dub_predicted_too_long_is_spoken_faster_in_one_synthesis() -> None:
+    tts = SpeedTTS(seconds=9.5)  # at 1.25x: 7.6 s, then / 1.35 = 5.63 s for the 5.5 s room (+2 %)
+    dubber = pipeline(tts=tts)
+    dubber.engine.synthesise["es"].pace = SpeakingPace(chars_per_s=len("[es] hello there") / 9.5)  # learnt
+    result = dubber.process(fragment(), EN_ES)
+    assert tts.speeds == [1.25]
     assert result.status is FragmentStatus.SUCCESS
     assert result.metadata.speed_ratio == pytest.approx(1.35, abs=0.01)
+
+
+def test_with_overrun_a_long_dub_runs_past_the_fragment_end() -> None:
+    config = EN_ES.model_copy(update={"dub_overrun_ms": 2000})
+    result = pipeline(tts=FakeTTS(seconds=9.5)).process(fragment(), config)  # 9.5 / 1.35 = 7.04 s from 0.5 s
+    assert result.status is FragmentStatus.SUCCESS, result.error
+    assert result.metadata.original_duration_ms == 6000.0
+    assert result.metadata.dubbed_duration_ms == pytest.approx(7537, abs=25)
+    assert result.dubbed_audio is not None and result.dubbed_audio.duration_ms == result.metadata.dubbed_duration_ms
+    dub = decode_audio(result.dubbed_audio.decode_bytes(), "pcm_s16le", RATE, 1, RATE)
+    assert len(dub) == pytest.approx(7.537 * RATE, abs=0.025 * RATE)
+    assert np.abs(dub[: round(0.45 * RATE)]).max() < 0.01  # still placed at the speech start
+
+    seed = pipeline(tts=FakeTTS(seconds=9.5)).process(fragment(), EN_ES)  # overrun 0: exactly the fragment
+    assert seed.metadata.dubbed_duration_ms == 6000.0 and seed.status is FragmentStatus.FAILED
+
+
+def test_work_past_its_deadline_is_answered_with_timeout_at_once() -> None:
+    asr = FakeASR()
+    result = pipeline(asr=asr).process(fragment(), EN_ES, deadline=Deadline.after(0.05))  # 6 s needs ~2 s
+    assert result.status is FragmentStatus.FAILED and result.error is not None
+    assert (result.error.stage, result.error.code, result.error.retryable) == ("timeout", ErrorCode.TIMEOUT, True)
+    assert asr.calls == 0 and result.dubbed_audio is None
+    assert result.processing_time_ms < 500
+    assert pipeline().process(fragment(), EN_ES, deadline=Deadline.after(60)).status is FragmentStatus.SUCCESS
+    assert EchoPipeline().process(fragment(), EN_ES, deadline=Deadline.after(0)).status is FragmentStatus.SUCCESS
 
 
 def test_fit_target() -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from livedub.protocol import AudioFormat, FragmentData, FragmentStatus, StreamConfig
-from livedub.sts.audio import decode_audio, encode_audio, mono_payload, resample
+from livedub.protocol import AudioFormat
+from livedub.sts.audio import encode_audio, resample
 from livedub.sts.interfaces import FloatAudio, UnsupportedLanguageError
 from livedub.sts.settings import StsSettings
 
@@ -112,32 +112,32 @@ def write_video(source: Path, path: Path, audio: FloatAudio, audio_start_s: floa
 
 
 def dub_audio(audio: FloatAudio, source: str, target: str, chunk_s: float, settings: StsSettings) -> FloatAudio:
-    from livedub.sts.pipeline import DubbingPipeline
+    """Each piece through the dubbing engine (the live pipeline's, without the wire), joined in place."""
+    from livedub.sts.engine import StageFailed, Utterance, load_engine
+    from livedub.sts.pipeline import SUPPORTED_PAIRS
 
-    processor = DubbingPipeline(settings, pairs=((source, target),))  # loads only this direction's models
-    processor.warmup()
-    config = StreamConfig(source_language=source, target_language=target, format=AudioFormat.PCM_S16LE)
+    if (source, target) not in SUPPORTED_PAIRS:
+        supported = ", ".join(f"{s}->{t}" for s, t in SUPPORTED_PAIRS)
+        raise UnsupportedLanguageError(f"unsupported language pair {source}->{target}; supported: {supported}")
+    engine = load_engine(settings, ((source, target),))  # loads only this direction's models
+    engine.warm_up()
     out = audio.copy()
     pieces = cut_points(audio, chunk_s)
     for seq, piece in enumerate(pieces):
         chunk = audio[piece.start : piece.end]
-        fragment = FragmentData(
-            fragment_id=f"file-{seq}",
-            stream_id="dub-file",
-            sequence_number=seq,
-            audio=mono_payload(chunk, RATE, AudioFormat.PCM_S16LE),
-        )
-        result = processor.process(fragment, config)
-        # A dub that failed its duration check still carries audio; only a fragment with none keeps the original.
-        if result.dubbed_audio is not None:
-            dub = decode_audio(result.dubbed_audio.decode_bytes(), AudioFormat.PCM_S16LE, RATE, 1, RATE)
-            out[piece.start : piece.end] = dub[: len(chunk)]
-        status = result.status.value
-        if result.status is FragmentStatus.FAILED and result.error:
-            status += f" ({result.error.code.value}: {result.error.message})"
+        started = time.perf_counter()
+        try:
+            dub = engine.dub(Utterance(chunk, RATE), source, target)
+        except StageFailed as exc:  # the piece keeps its original audio
+            status, said, translated = f"failed ({exc.stage}: {exc})", "", ""
+        else:
+            # A dub that failed its duration check still carries audio: it replaces the piece like any other.
+            out[piece.start : piece.end] = dub.fitted.audio[: len(chunk)]
+            status = dub.fitted.status.value
+            said, translated = dub.transcript.text, dub.translation.text if dub.translation else ""
         print(
             f"[{seq + 1}/{len(pieces)}] {piece.start / RATE:7.2f}-{piece.end / RATE:7.2f} s {status} "
-            f"{result.processing_time_ms / 1000:.1f} s | {result.transcript or ''} -> {result.translated_text or ''}",
+            f"{time.perf_counter() - started:.1f} s | {said} -> {translated}",
             flush=True,
         )
     return out

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from livedub.protocol import ErrorCode, FragmentData, FragmentProcessed, StreamConfig
+from livedub.sts.deadline import NO_DEADLINE, Deadline
 
 FloatAudio = npt.NDArray[np.float32]
 """Mono float32 PCM in [-1, 1]."""
@@ -71,7 +72,12 @@ class FragmentProcessor(Protocol):
     def check_languages(self, source: str, target: str) -> None:
         """Raise UnsupportedLanguageError if the pair cannot be served."""
 
-    def process(self, fragment: FragmentData, config: StreamConfig) -> FragmentProcessed: ...
+    def process(
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+    ) -> FragmentProcessed:
+        """Dub one fragment. Work that cannot be back before `deadline` stops before its next stage and is answered
+        at once with status failed, error TIMEOUT (stage `timeout`, retryable)."""
+        ...
 
     def warmup(self) -> None:
         """Load every model and run one tiny inference, so the first fragment is not slow."""

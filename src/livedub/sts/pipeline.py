@@ -1,28 +1,32 @@
-"""The per-fragment STS pipeline: decode → ASR → translation → TTS → duration fit → encode.
+"""The STS edge of the dubbing engine: fragment payloads in, `fragment:processed` out.
 
-`DubbingPipeline` runs the real models; `EchoPipeline` returns each fragment's audio unchanged (A/V tests).
-Both implement `livedub.sts.interfaces.FragmentProcessor`; `build_processor(settings)` picks one.
+`DubbingPipeline` decodes a fragment's audio, runs the engine (`livedub.sts.engine`: ASR → translation → TTS →
+fit) and maps the engine's typed answer, or its failure, to the protocol; `EchoPipeline` returns each fragment's
+audio unchanged (A/V tests). Both implement `livedub.sts.interfaces.FragmentProcessor`; `build_processor(settings)`
+picks one.
 
-Duration rule: the dub replaces the speech the ASR found in the fragment (first segment start to last segment end).
-It is time-stretched towards that span (speed-up capped by STS_MAX_SPEEDUP, slow-down by STS_MAX_SLOWDOWN), placed
-where the speech started and padded/trimmed to exactly the fragment's length. A dub that cannot reach the span
-within the speed-up cap may run on into the pause after the speech, up to the fragment's end (the room); a
-synthesiser that can speak faster or slower is asked to first, since natural prosody beats a large time-stretch.
-The remaining variance against the target (span, or room when it spills) sets the status: success within ±10 %,
-partial within ±20 %, failed beyond. `metadata` carries the fragment's
-duration (`original_duration_ms`), the returned audio's (`dubbed_duration_ms`, always equal), the variance and the
-speed ratio, plus `speech_duration_ms` and `dubbed_speech_duration_ms` (what the variance compares).
+Duration rule (the engine's `Fit`): the dub replaces the speech the ASR found in the fragment (first segment start
+to last segment end). The synthesiser is asked for the speaking rate that makes it last that span (predicted from
+the text), then the dub is time-stretched towards the span (speed-up capped by STS_MAX_SPEEDUP, slow-down by
+STS_MAX_SLOWDOWN) and placed where the speech started. A dub that cannot reach the span within the cap runs on into
+the pause after the speech, up to the fragment's end, and with `dub_overrun_ms` up to that much past it. The
+returned audio is exactly the fragment's length when `dub_overrun_ms` is 0 (the seed's rule), else as long as the
+dub needs (at most fragment + overrun). The remaining variance against the target (span, or room when it spills)
+sets the status: success within ±10 %, partial within ±20 %, failed beyond. `metadata` carries the fragment's
+duration (`original_duration_ms`), the returned audio's (`dubbed_duration_ms`), the variance and the speed ratio,
+plus `speech_duration_ms` and `dubbed_speech_duration_ms` (what the variance compares).
+
+A `Deadline` bounds each fragment: before every stage the engine compares the time left with what the remaining
+stages are expected to cost, and work that cannot be on time is answered at once with TIMEOUT (retryable).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -37,13 +41,15 @@ from livedub.protocol import (
     StageTimings,
     StreamConfig,
 )
-from livedub.sts.audio import decode_audio, encode_audio, fit_duration, place, resample
+from livedub.sts.audio import decode_audio, encode_audio
+from livedub.sts.deadline import NO_DEADLINE, Deadline
+from livedub.sts.engine import Dub, DubEngine, DubProgress, StageFailed, TooLate, Utterance, fit_target, load_engine
+from livedub.sts.engine.models import translator_kind, tts_kind
 from livedub.sts.interfaces import (
     ASRBackend,
     FloatAudio,
     FragmentProcessor,
     InvalidAudioError,
-    Transcript,
     Translator,
     TTSBackend,
     UnsupportedLanguageError,
@@ -53,17 +59,21 @@ from livedub.sts.settings import StsSettings
 log = logging.getLogger(__name__)
 
 SUPPORTED_PAIRS: tuple[tuple[str, str], ...] = (("en", "es"), ("es", "en"))
-ASR_WINDOW_S = 28.0  # Whisper decodes 30 s windows; longer fragments are transcribed window by window
-SILENCE_THRESHOLD = 1e-3  # amplitude under which TTS output counts as leading/trailing silence
-MIN_SPEECH_S = 0.3  # a shorter ASR span is not a usable duration reference
-MIN_TTS_SPEED = 0.75  # slowest speaking rate asked of a synthesiser (then time-stretch may slow it further)
-MAX_TTS_SPEED = 1.25  # fastest speaking rate asked of a synthesiser (then time-stretch may speed it up further)
 
-T = TypeVar("T")
+# The protocol error of each engine stage.
+STAGE_ERRORS = {
+    "asr": ErrorCode.ASR_FAILED,
+    "translation": ErrorCode.TRANSLATION_FAILED,
+    "tts": ErrorCode.TTS_SYNTHESIS_FAILED,
+    "fit": ErrorCode.INTERNAL_ERROR,
+    "timeout": ErrorCode.TIMEOUT,
+}
+
+__all__ = ["SUPPORTED_PAIRS", "DubbingPipeline", "EchoPipeline", "build_processor", "fit_target"]
 
 
 class StageError(Exception):
-    """A failed stage, already mapped to its protocol error."""
+    """A failed stage at the edge (decode, encode, loading), already mapped to its protocol error."""
 
     def __init__(self, stage: str, code: ErrorCode, message: str, retryable: bool) -> None:
         super().__init__(message)
@@ -101,12 +111,6 @@ def _decode(fragment: FragmentData) -> _DecodedFragment:
     return _DecodedFragment(native=native, sample_rate=rate)
 
 
-def _trim_silence(audio: FloatAudio) -> FloatAudio:
-    """Drop the synthesiser's leading/trailing silence so that only speech is fitted."""
-    loud = np.flatnonzero(np.abs(audio) > SILENCE_THRESHOLD)
-    return audio[loud[0] : loud[-1] + 1] if len(loud) else audio[:0]
-
-
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 1)
 
@@ -118,7 +122,10 @@ class EchoPipeline:
         if not source or not target:
             raise UnsupportedLanguageError("source and target language are required")
 
-    def process(self, fragment: FragmentData, config: StreamConfig) -> FragmentProcessed:
+    def process(
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+    ) -> FragmentProcessed:
+        """The deadline is not checked: echoing costs nothing."""
         started = time.perf_counter()
         try:
             decoded = _decode(fragment)  # validates the audio like the real pipeline does
@@ -156,8 +163,16 @@ def _failed(fragment: FragmentData, error: FragmentError, started: float, **fiel
     )
 
 
+def _timings(seconds: dict[str, float]) -> StageTimings:
+    return StageTimings(
+        asr_ms=_ms(seconds.get("asr", 0.0)),
+        translation_ms=_ms(seconds.get("translation", 0.0)),
+        tts_ms=_ms(seconds.get("tts", 0.0)),
+    )
+
+
 class DubbingPipeline:
-    """ASR → translation → TTS with the backends the settings name, loaded once and shared by every stream.
+    """The engine with the backends the settings name, loaded once and shared by every stream.
 
     Backends can be injected (tests); the rest are built from the settings on first use or by `warmup()`.
     Each backend serialises its own inference with a lock, so several worker threads may call `process`.
@@ -178,85 +193,53 @@ class DubbingPipeline:
             raise UnsupportedLanguageError(f"unsupported language pairs {sorted(unknown)}")
         self.pairs = tuple(pairs)
         self.settings = settings or StsSettings()
-        self._asr = asr
-        self._translators: dict[tuple[str, str], Translator] = dict(translators or {})
-        self._tts: dict[str, TTSBackend] = dict(tts or {})
+        self._injected: dict[str, Any] = {"asr": asr, "translators": translators, "tts": tts}
+        self._engine: DubEngine | None = None
         self._load_lock = threading.Lock()
-        self._loaded = False
         self._warm = False
 
     # ------------------------------------------------------------------ models
 
-    def _translator_kind(self, source: str, target: str) -> str:
-        return {("en", "es"): self.settings.translator_en_es, ("es", "en"): self.settings.translator_es_en}[
-            (source, target)
-        ]
-
-    def _tts_kind(self, language: str) -> str:
-        return {"en": self.settings.tts_en, "es": self.settings.tts_es}[language]
+    @property
+    def engine(self) -> DubEngine:
+        """The engine (models load on first use)."""
+        self.load()
+        assert self._engine is not None
+        return self._engine
 
     def load(self) -> None:
         """Build every backend the settings name (once; shared instances where two directions use the same one)."""
         with self._load_lock:
-            if self._loaded:
-                return
-            from livedub.sts import asr, translate, tts
-            from livedub.sts.model_files import cpu_threads, resolve_model, resolve_model_dir
-
-            s = self.settings
-            threads = cpu_threads(s.cpu_threads)
-            if self._asr is None:
-                self._asr = asr.WhisperASR(
-                    resolve_model_dir(s.asr_model), s.asr_device, s.asr_beam_size, s.asr_vad, threads
-                )
-            translator_by_kind: dict[str, Translator] = {}
-            tts_by_kind: dict[str, TTSBackend] = {}
-            builders: dict[str, Callable[[], Any]] = {
-                "llm": lambda: translate.LlmTranslator(resolve_model(s.llm_model), s.llm_context, threads),
-                "apertium": lambda: translate.ApertiumTranslator(s.apertium_binary),
-                "deepl": lambda: translate.DeepLTranslator(s.deepl_api_key, s.deepl_api_url),
-                "piper": lambda: tts.PiperTTS(resolve_model(s.piper_voice)),
-                "kokoro": lambda: tts.KokoroTTS(resolve_model_dir(s.kokoro_model), s.kokoro_voice, cpu_threads=threads),
-                "espeak-ng": lambda: tts.EspeakTTS(s.espeak_binary),
-            }
-            for pair in self.pairs:
-                if pair not in self._translators:
-                    kind = self._translator_kind(*pair)
-                    self._translators[pair] = _shared(translator_by_kind, kind, builders[kind])
-            for language in {target for _, target in self.pairs}:
-                if language not in self._tts:
-                    kind = self._tts_kind(language)
-                    self._tts[language] = _shared(tts_by_kind, kind, builders[kind])
-            self._loaded = True
-            log.info("STS models loaded: %s", self.describe())
+            if self._engine is None:
+                self._engine = load_engine(self.settings, self.pairs, **self._injected)
+                log.info("STS models loaded: %s", self.describe())
 
     def warmup(self) -> None:
-        """Load the models and run each once (the first inference of a model is slow)."""
-        self.load()
-        assert self._asr is not None
-        for (source, target), translator in self._translators.items():
-            translator.translate("Hello." if source == "en" else "Hola.", source, target)
-        for language, backend in self._tts.items():
-            sample = backend.synthesize("Hello, thank you." if language == "en" else "Hola, gracias.", language)
-        self._asr.transcribe(resample(sample, backend.sample_rate, self._asr.sample_rate), language)
+        """Load the models and run every stage of every pair on a realistic sentence (the first inference of a
+        model, and of each new input size, is slow)."""
+        self.engine.warm_up()
         self._warm = True
 
     def describe(self) -> dict[str, Any]:
+        engine = self._engine
         return {
             "pipeline": "dub",
-            "loaded": self._loaded,
+            "loaded": engine is not None,
             "warm": self._warm,
-            "asr": getattr(self._asr, "name", self.settings.asr_model),
+            "asr": engine.recognise.asr.name if engine else self.settings.asr_model,
             "translators": {
-                f"{s}-{t}": getattr(self._translators.get((s, t)), "name", self._translator_kind(s, t))
+                f"{s}-{t}": (
+                    engine.translate.translators[(s, t)].name if engine else translator_kind(self.settings, s, t)
+                )
                 for s, t in self.pairs
             },
             "tts": {
-                lang: getattr(self._tts.get(lang), "name", self._tts_kind(lang))
+                lang: engine.synthesise[lang].tts.name if engine else tts_kind(self.settings, lang)
                 for lang in sorted({t for _, t in self.pairs})
             },
             "supported_pairs": [f"{s}-{t}" for s, t in self.pairs],
             "max_speedup": self.settings.max_speedup,
+            "stage_costs": engine.costs.snapshot() if engine else {},
         }
 
     # ------------------------------------------------------------------ processing
@@ -266,11 +249,10 @@ class DubbingPipeline:
             supported = ", ".join(f"{s}->{t}" for s, t in self.pairs)
             raise UnsupportedLanguageError(f"unsupported language pair {source}->{target}; supported: {supported}")
 
-    def process(self, fragment: FragmentData, config: StreamConfig) -> FragmentProcessed:
+    def process(
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+    ) -> FragmentProcessed:
         started = time.perf_counter()
-        timings = StageTimings()
-        transcript: Transcript | None = None
-        translated: str | None = None
         try:
             self.check_languages(config.source_language, config.target_language)
         except UnsupportedLanguageError as exc:
@@ -278,69 +260,73 @@ class DubbingPipeline:
             return _failed(fragment, error, started)
         try:
             decoded = _decode(fragment)
-            _run_stage("pipeline", ErrorCode.INTERNAL_ERROR, self.load)
-            assert self._asr is not None
-            original_s = len(decoded.native) / decoded.sample_rate
-
-            stage_started = time.perf_counter()
-            transcript = _run_stage(
-                "asr", ErrorCode.ASR_FAILED, lambda: self._transcribe(decoded, config.source_language)
+            engine = self._loaded_engine()
+            dub = engine.dub(
+                Utterance(decoded.native, decoded.sample_rate),
+                config.source_language,
+                config.target_language,
+                voice=config.voice_profile,
+                overrun_s=config.dub_overrun_ms / 1000.0,
+                deadline=deadline,
             )
-            timings.asr_ms = _ms(time.perf_counter() - stage_started)
-            if not transcript.text.strip():
-                return self._silence(fragment, decoded, timings, started)
-
-            stage_started = time.perf_counter()
-            translator = self._translators[(config.source_language, config.target_language)]
-            translated = _run_stage(
-                "translation",
-                ErrorCode.TRANSLATION_FAILED,
-                lambda: translator.translate(transcript.text, config.source_language, config.target_language),
-            )
-            timings.translation_ms = _ms(time.perf_counter() - stage_started)
-            if not translated.strip():
-                raise StageError("translation", ErrorCode.TRANSLATION_FAILED, "empty translation", retryable=True)
-
-            stage_started = time.perf_counter()
-            tts = self._tts[config.target_language]
-            span_start_s, span_s = _speech_span(transcript, original_s)
-            room_s = original_s - span_start_s
-            speech = self._synthesize(tts, translated, config.target_language, config.voice_profile, span_s, room_s)
-            timings.tts_ms = _ms(time.perf_counter() - stage_started)
-
-            # Fit the dub to the speech it replaces, at the fragment's own sample rate.
-            speech = resample(speech, tts.sample_rate, decoded.sample_rate)
-            target_s = fit_target(len(speech) / decoded.sample_rate, span_s, room_s, self.settings.max_speedup)
-            fit = fit_duration(
-                speech,
-                decoded.sample_rate,
-                max(1, round(target_s * decoded.sample_rate)),
-                self.settings.max_speedup,
-                self.settings.max_slowdown,
-            )
-            dub = place(fit.audio, len(decoded.native), round(span_start_s * decoded.sample_rate))
-            dubbed_audio = self._encode(fragment, dub, decoded.sample_rate)
+            dubbed_audio = self._encode(fragment, dub.fitted.audio, decoded.sample_rate)
         except StageError as exc:
-            if exc.error.stage != "decode":
-                log.warning("fragment %s failed at %s: %s", fragment.fragment_id, exc.error.stage, exc.error.message)
-            return _failed(
-                fragment,
-                exc.error,
-                started,
-                transcript=transcript.text if transcript else None,
-                translated_text=translated,
-                stage_timings=timings,
-            )
+            return _failed(fragment, exc.error, started)
+        except StageFailed as exc:
+            return self._stage_failed(fragment, exc, started)
+        return self._processed(fragment, dub, dubbed_audio, len(decoded.native) / decoded.sample_rate, started)
 
-        status = fit.status
+    def _loaded_engine(self) -> DubEngine:
+        try:
+            return self.engine
+        except Exception as exc:
+            raise StageError("pipeline", ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", True) from exc
+
+    def _stage_failed(self, fragment: FragmentData, exc: StageFailed, started: float) -> FragmentProcessed:
+        progress: DubProgress = exc.progress
+        if isinstance(exc, TooLate):
+            log.info("fragment %s dropped before %s: %s", fragment.fragment_id, exc.before_stage, exc)
+        else:
+            log.warning("fragment %s failed at %s: %s", fragment.fragment_id, exc.stage, exc)
+        error = FragmentError(
+            stage=exc.stage,  # type: ignore[arg-type]
+            code=STAGE_ERRORS.get(exc.stage, ErrorCode.INTERNAL_ERROR),
+            message=str(exc),
+            retryable=exc.retryable,
+        )
+        return _failed(
+            fragment,
+            error,
+            started,
+            transcript=progress.transcript.text if progress.transcript else None,
+            translated_text=progress.translation.text if progress.translation else None,
+            stage_timings=_timings(progress.seconds),
+        )
+
+    def _processed(
+        self, fragment: FragmentData, dub: Dub, dubbed_audio: AudioPayload, original_s: float, started: float
+    ) -> FragmentProcessed:
+        fitted = dub.fitted
+        status = FragmentStatus(fitted.status.value)
         error = None
         if status is FragmentStatus.FAILED:
             error = FragmentError(
                 stage="fit",
                 code=ErrorCode.TTS_SYNTHESIS_FAILED,
-                message=f"dub is {fit.variance_percent:+.0f} % off the speech duration after a {fit.speed_ratio:.2f}x "
-                f"time-stretch (limits: {self.settings.max_speedup}x faster, {self.settings.max_slowdown}x slower)",
+                message=f"dub is {fitted.variance_percent:+.0f} % off the speech duration after a "
+                f"{fitted.speed_ratio:.2f}x time-stretch (limits: {self.settings.max_speedup}x faster, "
+                f"{self.settings.max_slowdown}x slower)",
                 retryable=False,
+            )
+        metadata = FragmentMetadata(original_duration_ms=_ms(original_s), dubbed_duration_ms=_ms(fitted.duration_s))
+        if dub.translation is not None and dub.slot is not None:
+            metadata = FragmentMetadata(
+                original_duration_ms=_ms(original_s),
+                dubbed_duration_ms=_ms(fitted.duration_s),
+                duration_variance_percent=round(fitted.variance_percent, 1),
+                speed_ratio=round(fitted.speed_ratio, 3),
+                speech_duration_ms=_ms(dub.slot.span_s),  # type: ignore[call-arg]
+                dubbed_speech_duration_ms=_ms(fitted.speech_s),  # type: ignore[call-arg]
             )
         return FragmentProcessed(
             fragment_id=fragment.fragment_id,
@@ -348,81 +334,12 @@ class DubbingPipeline:
             sequence_number=fragment.sequence_number,
             status=status,
             dubbed_audio=dubbed_audio,
-            transcript=transcript.text,
-            translated_text=translated,
+            transcript=dub.transcript.text,
+            translated_text=dub.translation.text if dub.translation else "",
             processing_time_ms=_ms(time.perf_counter() - started),
-            stage_timings=timings,
+            stage_timings=_timings(dub.seconds),
             error=error,
-            metadata=FragmentMetadata(
-                original_duration_ms=_ms(original_s),
-                dubbed_duration_ms=_ms(len(dub) / decoded.sample_rate),
-                duration_variance_percent=round(fit.variance_percent, 1),
-                speed_ratio=round(fit.speed_ratio, 3),
-                speech_duration_ms=_ms(span_s),  # type: ignore[call-arg]
-                dubbed_speech_duration_ms=_ms(len(fit.audio) / decoded.sample_rate),  # type: ignore[call-arg]
-            ),
-        )
-
-    def _synthesize(
-        self, tts: TTSBackend, text: str, language: str, voice: str, target_s: float, room_s: float
-    ) -> FloatAudio:
-        """Synthesise without the synthesiser's edge silence. When the backend can change its speaking rate, a dub
-        much shorter than the speech it replaces is spoken again more slowly, and one that would not fit the room
-        even at the speed-up cap is spoken again faster (natural prosody beats a large time-stretch)."""
-
-        def speak(speed: float) -> FloatAudio:
-            def call() -> FloatAudio:
-                if speed == 1.0:
-                    return tts.synthesize(text, language, voice)
-                return tts.synthesize(text, language, voice, speed=speed)  # type: ignore[call-arg]
-
-            audio = _trim_silence(np.asarray(_run_stage("tts", ErrorCode.TTS_SYNTHESIS_FAILED, call), np.float32))
-            if len(audio) == 0:
-                raise StageError("tts", ErrorCode.TTS_SYNTHESIS_FAILED, "synthesiser produced no audio", True)
-            return audio
-
-        speech = speak(1.0)
-        if "speed" not in inspect.signature(tts.synthesize).parameters:
-            return speech
-        natural_s = len(speech) / tts.sample_rate
-        if natural_s / target_s < 1.0 / self.settings.max_slowdown:
-            speech = speak(max(MIN_TTS_SPEED, natural_s / target_s))
-        elif natural_s / room_s > self.settings.max_speedup:
-            speech = speak(min(MAX_TTS_SPEED, natural_s / (room_s * self.settings.max_speedup)))
-        return speech
-
-    def _transcribe(self, decoded: _DecodedFragment, language: str) -> Transcript:
-        assert self._asr is not None
-        rate = self._asr.sample_rate
-        audio = resample(decoded.native, decoded.sample_rate, rate)
-        window = int(ASR_WINDOW_S * rate)
-        if len(audio) <= window:
-            return self._asr.transcribe(audio, language)
-        texts: list[str] = []
-        segments: list[tuple[float, float, str]] = []
-        for start in range(0, len(audio), window):
-            part = self._asr.transcribe(audio[start : start + window], language)
-            offset = start / rate
-            segments += [(s + offset, e + offset, text) for s, e, text in part.segments]
-            texts += [part.text] if part.text else []
-        return Transcript(text=" ".join(texts), language=language, segments=segments)
-
-    def _silence(
-        self, fragment: FragmentData, decoded: _DecodedFragment, timings: StageTimings, started: float
-    ) -> FragmentProcessed:
-        duration_ms = _ms(len(decoded.native) / decoded.sample_rate)
-        silence = np.zeros(len(decoded.native), dtype=np.float32)
-        return FragmentProcessed(
-            fragment_id=fragment.fragment_id,
-            stream_id=fragment.stream_id,
-            sequence_number=fragment.sequence_number,
-            status=FragmentStatus.SUCCESS,
-            dubbed_audio=self._encode(fragment, silence, decoded.sample_rate),
-            transcript="",
-            translated_text="",
-            processing_time_ms=_ms(time.perf_counter() - started),
-            stage_timings=timings,
-            metadata=FragmentMetadata(original_duration_ms=duration_ms, dubbed_duration_ms=duration_ms),
+            metadata=metadata,
         )
 
     @staticmethod
@@ -439,42 +356,6 @@ class DubbingPipeline:
             channels=payload.channels,
             duration_ms=_ms(len(audio) / sample_rate),
         )
-
-
-def fit_target(dub_s: float, span_s: float, room_s: float, max_speedup: float) -> float:
-    """Length to fit the dub to: the speech span when the capped speed-up reaches it, else as much of the room
-    (span start to fragment end) as the capped speed-up needs."""
-    if dub_s <= span_s * max_speedup:
-        return span_s
-    return min(room_s, dub_s / max_speedup)
-
-
-def _speech_span(transcript: Transcript, duration_s: float) -> tuple[float, float]:
-    """(start, length) in seconds of the recognised speech, clamped to the fragment; whole fragment if unknown."""
-    if not transcript.segments:
-        return 0.0, duration_s
-    start = min(max(0.0, transcript.segments[0][0]), duration_s)
-    end = min(max(start, transcript.segments[-1][1]), duration_s)
-    if end - start < MIN_SPEECH_S:
-        return 0.0, duration_s
-    return start, end - start
-
-
-def _run_stage(stage: str, code: ErrorCode, call: Callable[[], T]) -> T:
-    """Run one model stage; any exception becomes that stage's protocol error."""
-    try:
-        return call()
-    except StageError:
-        raise
-    except Exception as exc:
-        retryable = bool(getattr(exc, "retryable", True))  # unknown failures may be transient: let the client retry
-        raise StageError(stage, code, f"{type(exc).__name__}: {exc}", retryable) from exc
-
-
-def _shared(cache: dict[str, Any], kind: str, build: Callable[[], Any]) -> Any:
-    if kind not in cache:
-        cache[kind] = build()
-    return cache[kind]
 
 
 def build_processor(settings: StsSettings | None = None) -> FragmentProcessor:

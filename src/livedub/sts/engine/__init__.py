@@ -1,0 +1,51 @@
+"""The dubbing engine: typed stages from source audio to a fitted dub, with no knowledge of the wire.
+
+    Utterance → Recognise → Transcript → Translate → Translation → Synthesise → Speech → Fit → FittedDub
+
+The STS server (through `livedub.sts.pipeline`), `livedub dub-file` and `bench/sts_bench.py` all run it.
+"""
+
+from livedub.sts.engine.costs import StageCosts
+from livedub.sts.engine.engine import STAGES, DubEngine
+from livedub.sts.engine.models import load_engine
+from livedub.sts.engine.pacing import SpeakingPace, choose_speed
+from livedub.sts.engine.stages import Fit, Place, Recognise, Synthesise, Translate, fit_target
+from livedub.sts.engine.values import (
+    Dub,
+    DubProgress,
+    FitStatus,
+    FittedDub,
+    Slot,
+    Speech,
+    StageFailed,
+    TooLate,
+    Transcript,
+    Translation,
+    Utterance,
+)
+
+__all__ = [
+    "STAGES",
+    "Dub",
+    "DubEngine",
+    "DubProgress",
+    "Fit",
+    "FitStatus",
+    "FittedDub",
+    "Place",
+    "Recognise",
+    "Slot",
+    "SpeakingPace",
+    "Speech",
+    "StageCosts",
+    "StageFailed",
+    "Synthesise",
+    "TooLate",
+    "Transcript",
+    "Translate",
+    "Translation",
+    "Utterance",
+    "choose_speed",
+    "fit_target",
+    "load_engine",
+]

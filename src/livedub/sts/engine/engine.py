@@ -1,0 +1,163 @@
+"""The dubbing engine: runs the stages in order, times them, and drops work that can no longer be on time.
+
+    engine = DubEngine(asr, {("en", "es"): translator}, {"es": tts}, max_speedup=1.35, max_slowdown=1.35)
+    dub = engine.dub(Utterance(audio, 48000), "en", "es", overrun_s=1.0, deadline=Deadline.after(3.0))
+    dub.fitted.audio  # mono float at 48 kHz, from the utterance start
+
+Before each stage the deadline is checked against the expected cost of the stages still to run (`StageCosts`,
+learnt as the engine runs): work that cannot finish in time stops at once with `TooLate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from livedub.sts.deadline import NO_DEADLINE, Deadline, DeadlineExceeded
+from livedub.sts.engine.costs import StageCosts
+from livedub.sts.engine.pacing import SpeakingPace
+from livedub.sts.engine.stages import Fit, Place, Recognise, Synthesise, Translate, silence
+from livedub.sts.engine.values import Dub, DubProgress, Slot, StageFailed, TooLate, Transcript, Utterance
+from livedub.sts.interfaces import ASRBackend, Translator, TTSBackend
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WARMUP_SOURCE_S = 5.0  # about how long the warm-up sentence takes to say
+STAGES = ("asr", "translation", "tts", "fit")  # in order; deadline checks sum the cost of the ones left
+
+# Realistic sentences (a few seconds of speech) for the warm-up, per language.
+WARMUP_TEXT = {
+    "en": "Thank you for calling. Please leave your message after the tone, and we will call you back.",
+    "es": "Gracias por llamar. Por favor, deje su mensaje después del tono y le devolveremos la llamada.",
+}
+
+
+class DubEngine:
+    """ASR → translation → TTS → fit over backends that are already built (shared, each serialising itself)."""
+
+    def __init__(
+        self,
+        asr: ASRBackend,
+        translators: dict[tuple[str, str], Translator],
+        tts: dict[str, TTSBackend],
+        *,
+        max_speedup: float,
+        max_slowdown: float,
+        costs: StageCosts | None = None,
+    ) -> None:
+        self.recognise = Recognise(asr)
+        self.place = Place()
+        self.translate = Translate(translators)
+        # One learnt pace per synthesiser instance (two languages may share one).
+        paces: dict[int, SpeakingPace] = {}
+        self.synthesise = {
+            language: Synthesise(backend, paces.setdefault(id(backend), SpeakingPace()))
+            for language, backend in tts.items()
+        }
+        self.fit = Fit(max_speedup, max_slowdown)
+        self.costs = costs or StageCosts()
+        self.pairs = tuple(translators)
+
+    def dub(
+        self,
+        utterance: Utterance,
+        source: str,
+        target: str,
+        *,
+        voice: str = "default",
+        overrun_s: float = 0.0,
+        deadline: Deadline = NO_DEADLINE,
+    ) -> Dub:
+        """Raises StageFailed (TooLate when the deadline cannot be met), with what was done so far attached."""
+        progress = DubProgress()
+        try:
+            return self._dub(utterance, source, target, voice, overrun_s, deadline, progress)
+        except StageFailed as exc:
+            exc.progress = progress
+            raise
+
+    def _dub(
+        self,
+        utterance: Utterance,
+        source: str,
+        target: str,
+        voice: str,
+        overrun_s: float,
+        deadline: Deadline,
+        progress: DubProgress,
+    ) -> Dub:
+        audio_s = utterance.duration_s
+
+        def run(stage: str, call: Callable[[], T]) -> T:
+            self._check(deadline, stage, audio_s)
+            started = time.perf_counter()
+            value = _as_stage(stage, call)
+            progress.seconds[stage] = elapsed = time.perf_counter() - started
+            self.costs.observe(stage, elapsed, audio_s)
+            return value
+
+        transcript = progress.transcript = run("asr", lambda: self.recognise(utterance, source))
+        if not transcript.text.strip():
+            return Dub(transcript, None, None, silence(utterance), progress.seconds)
+        slot = progress.slot = self.place(transcript, audio_s, overrun_s)
+        translation = progress.translation = run("translation", lambda: self.translate(transcript, target))
+        speech = run("tts", lambda: self.synthesise[target](translation, slot, voice))
+        fitted = run("fit", lambda: self.fit(speech, slot, utterance))
+        return Dub(transcript, translation, slot, fitted, progress.seconds)
+
+    def _check(self, deadline: Deadline, stage: str, audio_s: float) -> None:
+        if deadline.at is None:
+            return
+        left = STAGES[STAGES.index(stage) :]
+        try:
+            deadline.check(stage, self.costs.needed(left, audio_s))
+        except DeadlineExceeded as exc:
+            raise TooLate(stage, str(exc)) from exc
+
+    def warm_up(self) -> None:
+        """Run every stage of every pair on a realistic sentence (a few seconds of speech), so that the first real
+        phrase is as fast as the tenth, and the stage costs start from measurements."""
+        for source, target in self.pairs:
+            self._warm_pair(source, target)
+        log.info("engine warm: stage costs (s per s of audio) %s", self.costs.snapshot())
+
+    def _warm_pair(self, source: str, target: str) -> None:
+        translation = self._timed("translation", WARMUP_SOURCE_S, lambda: self.translate(_said(source), target))
+        synthesise = self.synthesise[target]
+        natural = synthesise(translation, _slot(1.0), "default")  # at speed 1: calibrates the voice's pace
+        spoken = Utterance(natural.audio, natural.sample_rate)
+        slot = _slot(0.9 * natural.duration_s)  # a dub that needs a faster rate, as most do
+        speech = self._timed("tts", natural.duration_s, lambda: synthesise(translation, slot, "default"))
+        self._timed("fit", natural.duration_s, lambda: self.fit(speech, slot, spoken))
+        self._timed("asr", natural.duration_s, lambda: self.recognise(spoken, target))
+
+    def _timed(self, stage: str, audio_s: float, call: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        value = call()
+        self.costs.observe(stage, time.perf_counter() - started, audio_s)
+        return value
+
+
+def _said(language: str) -> Transcript:
+    return Transcript(WARMUP_TEXT[language], language)
+
+
+def _slot(span_s: float) -> Slot:
+    return Slot(start_s=0.0, span_s=span_s, room_s=span_s + 0.5)
+
+
+def _as_stage(stage: str, call: Callable[[], T]) -> T:
+    """Run one stage; any exception becomes a StageFailed of that stage."""
+    try:
+        return call()
+    except StageFailed:
+        raise
+    except Exception as exc:
+        retryable = bool(getattr(exc, "retryable", True))  # unknown failures may be transient: let the client retry
+        raise StageFailed(stage, f"{type(exc).__name__}: {exc}", retryable) from exc
+
+
+__all__ = ["STAGES", "DubEngine"]

@@ -1,0 +1,254 @@
+"""The dubbing engine's stages with stand-in backends: typed values, pacing, the fit with overrun, deadlines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livedub.sts.deadline import Deadline
+from livedub.sts.engine import (
+    DubEngine,
+    Fit,
+    FitStatus,
+    Place,
+    SpeakingPace,
+    Speech,
+    StageCosts,
+    StageFailed,
+    Synthesise,
+    TooLate,
+    Transcript,
+    Translation,
+    Utterance,
+    choose_speed,
+)
+from livedub.sts.engine.values import Slot
+from livedub.sts.interfaces import FloatAudio
+
+pytestmark = pytest.mark.unit
+
+RATE = 48000
+
+
+def tone(seconds: float, rate: int = RATE) -> FloatAudio:
+    t = np.arange(round(seconds * rate)) / rate
+    return (0.4 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+class FakeASR:
+    name, sample_rate = "fake-asr", 16000
+
+    def __init__(self, span: tuple[float, float] = (0.5, 4.5)) -> None:
+        self.span, self.calls = span, 0
+
+    def transcribe(self, audio: FloatAudio, language: str) -> Transcript:
+        self.calls += 1
+        if np.abs(audio).max() < 1e-3:
+            return Transcript("", language)
+        return Transcript("hello there", language, [(*self.span, "hello there")])
+
+
+class FakeTranslator:
+    name = "fake-mt"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def translate(self, text: str, source: str, target: str) -> str:
+        self.calls += 1
+        return "hola a todos ustedes"  # 20 characters
+
+
+class PacedTTS:
+    """Speaks `chars_per_s` characters per second at speed 1; `speed` scales that, like Kokoro's speed input."""
+
+    name, sample_rate = "paced-tts", 24000
+
+    def __init__(self, chars_per_s: float = 5.0) -> None:
+        self.chars_per_s, self.speeds = chars_per_s, []  # type: ignore[var-annotated]
+
+    def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
+        self.speeds.append(speed)
+        silence = np.zeros(1200, np.float32)
+        return np.concatenate([silence, tone(len(text) / self.chars_per_s / speed, self.sample_rate), silence])
+
+
+def engine(tts: PacedTTS | None = None, asr: FakeASR | None = None, costs: StageCosts | None = None) -> DubEngine:
+    return DubEngine(
+        asr or FakeASR(),
+        {("en", "es"): FakeTranslator()},
+        {"es": tts or PacedTTS()},
+        max_speedup=1.35,
+        max_slowdown=1.35,
+        costs=costs,
+    )
+
+
+def utterance(seconds: float = 6.0) -> Utterance:
+    return Utterance(tone(seconds), RATE)
+
+
+# ---------------------------------------------------------------- stages
+
+
+def test_place_finds_the_speech_span_and_the_room() -> None:
+    slot = Place()(Transcript("hi", "en", [(0.5, 2.0, "hi"), (2.5, 4.5, "there")]), 6.0, overrun_s=1.5)
+    assert (slot.start_s, slot.span_s, slot.room_s, slot.overrun_s, slot.limit_s) == (0.5, 4.0, 5.5, 1.5, 7.0)
+    unknown = Place()(Transcript("hi", "en"), 6.0)
+    assert (unknown.start_s, unknown.span_s) == (0.0, 6.0)
+
+
+def test_pace_learns_characters_per_second_at_the_natural_rate() -> None:
+    pace = SpeakingPace(chars_per_s=14.0)
+    pace.observe("x" * 20, seconds=2.0, speed=2.0)  # 4 s at speed 1: 5 chars/s replaces the prior
+    assert pace.chars_per_s == pytest.approx(5.0)
+    assert pace.predict_s("x" * 10) == pytest.approx(2.0)
+    pace.observe("x" * 10, seconds=1.0, speed=1.0)  # 10 chars/s, averaged in
+    assert 5.0 < pace.chars_per_s < 10.0
+
+
+def test_speed_is_chosen_from_the_predicted_length_within_the_synthesisers_range() -> None:
+    slot = Slot(start_s=0.0, span_s=4.0, room_s=5.0)
+    assert choose_speed(4.4, slot) == pytest.approx(1.1)
+    assert choose_speed(8.0, slot) == 1.25  # the rest is the fit's time-stretch
+    assert choose_speed(2.0, slot) == 0.75
+    assert choose_speed(0.0, slot) == 1.0
+
+
+def test_one_synthesis_at_the_rate_that_fits_the_span() -> None:
+    tts = PacedTTS(chars_per_s=5.0)
+    synthesise = Synthesise(tts, SpeakingPace(chars_per_s=5.0))  # a pace already learnt
+    speech = synthesise(Translation("x" * 22, "es"), Slot(0.0, 4.0, 5.0))  # 4.4 s natural for a 4 s span
+    assert tts.speeds == [pytest.approx(1.1)]
+    assert speech.speed == pytest.approx(1.1) and speech.duration_s == pytest.approx(4.0, abs=0.01)
+
+
+def test_synthesis_without_audio_fails_the_tts_stage() -> None:
+    class Mute(PacedTTS):
+        def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
+            return np.zeros(100, np.float32)
+
+    with pytest.raises(StageFailed) as failed:
+        Synthesise(Mute())(Translation("hola", "es"), Slot(0.0, 1.0, 1.0))
+    assert failed.value.stage == "tts" and failed.value.retryable
+
+
+def speech(seconds: float) -> Speech:
+    return Speech(tone(seconds, 24000), 24000, 1.0)
+
+
+def test_fit_without_overrun_returns_exactly_the_utterance() -> None:
+    fitted = Fit(1.35, 1.35)(speech(6.0), Slot(0.5, 4.0, 5.5), utterance(6.0))
+    assert len(fitted.audio) == 6 * RATE
+    assert fitted.speed_ratio == pytest.approx(1.35, abs=0.01)  # into the pause after the span, at the cap
+    assert fitted.status is FitStatus.SUCCESS
+    loud = np.flatnonzero(np.abs(fitted.audio) > 0.05)
+    assert abs(loud[0] / RATE - 0.5) < 0.02  # placed where the speech started
+
+
+def test_fit_with_overrun_runs_past_the_utterance_end_instead_of_failing() -> None:
+    # 9.5 s of speech for a 4 s span: 7.04 s at the 1.35x cap, 1.54 s more than the 5.5 s room.
+    seed = Fit(1.35, 1.35)(speech(9.5), Slot(0.5, 4.0, 5.5), utterance(6.0))
+    assert seed.status is FitStatus.FAILED and len(seed.audio) == 6 * RATE
+    fitted = Fit(1.35, 1.35)(speech(9.5), Slot(0.5, 4.0, 5.5, overrun_s=2.0), utterance(6.0))
+    assert fitted.status is FitStatus.SUCCESS
+    assert fitted.speech_s == pytest.approx(9.5 / 1.35, abs=0.02)
+    assert fitted.duration_s == pytest.approx(0.5 + 9.5 / 1.35, abs=0.02)  # from the utterance start
+    assert np.abs(fitted.audio[: round(0.45 * RATE)]).max() < 1e-3  # the dub starts at the speech start
+
+
+def test_fit_with_overrun_never_runs_past_the_overrun_and_keeps_short_dubs_at_the_utterance_length() -> None:
+    long = Fit(1.35, 1.35)(speech(20.0), Slot(0.5, 4.0, 5.5, overrun_s=1.0), utterance(6.0))
+    assert long.duration_s == pytest.approx(7.0, abs=0.001)
+    short = Fit(1.35, 1.35)(speech(4.0), Slot(0.5, 4.0, 5.5, overrun_s=1.0), utterance(6.0))
+    assert short.duration_s == pytest.approx(6.0, abs=0.001)
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def test_the_engine_runs_the_stages_in_order_and_times_them() -> None:
+    dub = engine().dub(utterance(), "en", "es")
+    assert dub.transcript.text == "hello there" and dub.translation == Translation("hola a todos ustedes", "es")
+    assert dub.slot == Slot(0.5, 4.0, 5.5, 0.0)
+    assert set(dub.seconds) == {"asr", "translation", "tts", "fit"}
+    assert dub.fitted.sample_rate == RATE and len(dub.fitted.audio) == 6 * RATE
+
+
+def test_silence_is_dubbed_with_silence_without_translating() -> None:
+    eng = engine()
+    dub = eng.dub(Utterance(np.zeros(3 * RATE, np.float32), RATE), "en", "es")
+    assert dub.translation is None and not dub.fitted.audio.any() and len(dub.fitted.audio) == 3 * RATE
+    assert set(dub.seconds) == {"asr"}
+
+
+def test_a_failing_backend_fails_its_stage_with_what_was_done_so_far() -> None:
+    class Broken(PacedTTS):
+        def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
+            raise RuntimeError("no voice")
+
+    with pytest.raises(StageFailed) as failed:
+        engine(tts=Broken()).dub(utterance(), "en", "es")
+    assert failed.value.stage == "tts" and "no voice" in str(failed.value)
+    assert failed.value.progress.translation is not None and "asr" in failed.value.progress.seconds
+
+
+def test_warm_up_runs_every_stage_and_calibrates_the_pace() -> None:
+    tts, asr = PacedTTS(chars_per_s=9.0), FakeASR()
+    eng = engine(tts=tts, asr=asr)
+    eng.warm_up()
+    assert asr.calls == 1
+    assert eng.synthesise["es"].pace.chars_per_s == pytest.approx(9.0, rel=0.02)
+    assert {"asr", "translation", "tts", "fit"} <= set(eng.costs.snapshot())
+    tts.speeds.clear()
+    dub = eng.dub(utterance(), "en", "es")  # 20 chars = 2.2 s natural for a 4 s span: one synthesis, slower
+    assert tts.speeds == [0.75]
+    assert dub.fitted.speed_ratio == pytest.approx(2.96 / 4.0, abs=0.01)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_work_that_cannot_be_on_time_stops_before_the_stage_at_once() -> None:
+    clock = Clock()
+    costs = StageCosts(priors={"asr": 0.1, "translation": 0.2, "tts": 0.2, "fit": 0.0})  # 3 s for 6 s of audio
+    asr = FakeASR()
+    with pytest.raises(TooLate) as late:
+        engine(asr=asr, costs=costs).dub(utterance(), "en", "es", deadline=Deadline(clock.now + 2.5, clock))
+    assert late.value.before_stage == "asr" and late.value.stage == "timeout" and late.value.retryable
+    assert asr.calls == 0  # nothing was computed
+    dub = engine(asr=asr, costs=costs).dub(utterance(), "en", "es", deadline=Deadline(clock.now + 3.5, clock))
+    assert dub.translation is not None
+
+
+def test_the_deadline_is_checked_against_the_stages_left() -> None:
+    clock = Clock()
+    # For 6 s of audio: translation 0.6 s, TTS 1.5 s expected.
+    costs = StageCosts(priors={"asr": 0.0, "translation": 0.1, "tts": 0.25, "fit": 0.0})
+
+    class SlowTranslator(FakeTranslator):
+        def translate(self, text: str, source: str, target: str) -> str:
+            clock.now += 1.0  # a slow translation: 1.3 s left afterwards, 1.5 s of TTS expected
+            return super().translate(text, source, target)
+
+    tts = PacedTTS()
+    eng = DubEngine(FakeASR(), {("en", "es"): SlowTranslator()}, {"es": tts}, max_speedup=1.35, max_slowdown=1.35)
+    eng.costs = costs
+    with pytest.raises(TooLate) as late:
+        eng.dub(utterance(), "en", "es", deadline=Deadline(clock.now + 2.3, clock))
+    assert late.value.before_stage == "tts" and tts.speeds == []
+    assert late.value.progress.translation is not None  # what was done is reported
+
+
+def test_stage_costs_are_an_average_per_second_of_audio() -> None:
+    costs = StageCosts(alpha=0.5, priors={"asr": 1.0})
+    costs.observe("asr", 0.6, 6.0)  # the first measurement replaces the prior
+    assert costs.rate("asr") == pytest.approx(0.1)
+    costs.observe("asr", 1.8, 6.0)
+    assert costs.rate("asr") == pytest.approx(0.2)
+    assert costs.needed(["asr", "unknown"], 3.0) == pytest.approx(0.6)
