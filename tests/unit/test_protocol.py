@@ -16,10 +16,12 @@ from livedub.protocol import (
     Backpressure,
     BackpressureAction,
     BackpressureSeverity,
+    Capability,
     ErrorCode,
     ErrorEvent,
     ErrorSeverity,
     Event,
+    EventName,
     FragmentAck,
     FragmentAckStatus,
     FragmentData,
@@ -175,6 +177,34 @@ INVALID: list[tuple[type[Event], dict[str, Any]]] = [
 def test_invalid_payloads_are_refused(model: type[Event], payload: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         model.model_validate(payload)
+
+
+def test_event_names_are_defined_once() -> None:
+    assert set(EventName) == set(CLIENT_EVENTS) | set(SERVER_EVENTS)
+    assert not set(CLIENT_EVENTS) & set(SERVER_EVENTS)
+    assert EventName.FRAGMENT_DATA == "fragment:data" and f"{EventName.STREAM_READY}" == "stream:ready"
+
+
+def test_extension_fields_are_absent_from_the_wire_unless_set() -> None:
+    seed_fragment = FragmentData(fragment_id="f", stream_id="s", sequence_number=0, audio=AUDIO)
+    assert "deadline_ms" not in seed_fragment.to_wire()  # a seed client's wire is unchanged
+    assert FragmentData.model_validate(seed_fragment.to_wire()).deadline_ms is None
+    timed = seed_fragment.model_copy(update={"deadline_ms": 2500})
+    assert FragmentData.model_validate(json.loads(json.dumps(timed.to_wire()))).deadline_ms == 2500
+    assert StreamConfig().dub_overrun_ms == 0  # the seed's behaviour: the dub has the fragment's duration
+    assert StreamConfig.model_validate({"dub_overrun_ms": 1500}).dub_overrun_ms == 1500
+    for bad in ({"deadline_ms": -1}, {"deadline_ms": "soon"}):
+        with pytest.raises(ValidationError):
+            FragmentData.model_validate({**seed_fragment.to_wire(), **bad})
+    with pytest.raises(ValidationError):
+        StreamConfig.model_validate({"dub_overrun_ms": -5})
+
+
+def test_capabilities_are_read_as_announced() -> None:
+    ready = StreamReady(stream_id="s", session_id="x", max_inflight=3, capabilities={"deadline": True})
+    assert ready.supports(Capability.DEADLINE) and not ready.supports(Capability.DUB_OVERRUN)
+    seed = StreamReady.model_validate({"stream_id": "s", "session_id": "x", "max_inflight": 3})
+    assert not seed.supports(Capability.DEADLINE)  # a seed server announces nothing: no deadlines
 
 
 def test_protocol_doc_is_generated_from_these_models() -> None:

@@ -18,10 +18,12 @@ __all__ = [
     "Backpressure",
     "BackpressureAction",
     "BackpressureSeverity",
+    "Capability",
     "ErrorCode",
     "ErrorEvent",
     "ErrorSeverity",
     "Event",
+    "EventName",
     "FragmentAck",
     "FragmentAckStatus",
     "FragmentData",
@@ -98,7 +100,13 @@ class StreamConfig(Event):
     timeout_ms: int = Field(8000, ge=100, le=600000)
     # livedub extension (announced in stream:ready.capabilities.dub_overrun): how far past its fragment's end a dub
     # may run, for clients that place dubs on their own timeline. 0 = the seed's behaviour: exactly the fragment.
-    dub_overrun_ms: int = Field(0, ge=0, le=60000)
+    dub_overrun_ms: int = Field(
+        0,
+        ge=0,
+        le=60000,
+        description="livedub extension (capability `dub_overrun`): how far past its fragment's end a dub may run; "
+        "0, or absent as from seed clients: exactly the fragment's duration.",
+    )
 
 
 class StreamInit(Event):
@@ -144,7 +152,14 @@ class FragmentData(Event):
     # livedub extension (announced in stream:ready.capabilities.deadline): the dub is useful only if it is back
     # within this many milliseconds of the fragment's arrival. The STS serves the most urgent fragment first and
     # answers TIMEOUT at once for work that can no longer be on time. Absent: `timeout_ms` of the stream.
-    deadline_ms: int | None = Field(None, ge=0, le=600000)
+    deadline_ms: int | None = Field(
+        None,
+        ge=0,
+        le=600000,
+        description="livedub extension (capability `deadline`): the dub is useful only if answered within this many "
+        "ms of the fragment's arrival; most urgent first, TIMEOUT at once for work that cannot be on time. Absent, "
+        "as from seed clients: the stream's `timeout_ms`.",
+    )
 
 
 class StreamControl(Event):
@@ -166,11 +181,31 @@ class MonitorSubscribe(Event):
 # ---------------------------------------------------------------- STS -> client
 
 
+class Capability(StrEnum):
+    """Keys of `stream:ready.capabilities`."""
+
+    FORMATS = "formats"
+    MAX_FRAGMENT_BYTES = "max_fragment_bytes"
+    MAX_INFLIGHT_LIMIT = "max_inflight_limit"
+    IN_ORDER_DELIVERY = "in_order_delivery"
+    ASYNC_DELIVERY = "async_delivery"
+    BATCH_PROCESSING = "batch_processing"
+    MONITOR_ROOM = "monitor_room"
+    MODELS = "models"
+    # livedub extensions: the server honours fragment:data.deadline_ms / stream:init config.dub_overrun_ms.
+    DEADLINE = "deadline"
+    DUB_OVERRUN = "dub_overrun"
+
+
 class StreamReady(Event):
     stream_id: str
     session_id: str
     max_inflight: int
     capabilities: dict[str, Any] = Field(default_factory=dict)
+
+    def supports(self, capability: Capability) -> bool:
+        """True when the server announced `capability` as `true` (absent, as from a seed server: False)."""
+        return self.capabilities.get(capability) is True
 
 
 class FragmentAckStatus(StrEnum):
@@ -267,20 +302,39 @@ class ErrorEvent(Event):
         return v[:2000]
 
 
+class EventName(StrEnum):
+    """Every Socket.IO event name of the protocol (a StrEnum: each member is its wire string)."""
+
+    # client -> STS
+    STREAM_INIT = "stream:init"
+    FRAGMENT_DATA = "fragment:data"
+    STREAM_PAUSE = "stream:pause"
+    STREAM_RESUME = "stream:resume"
+    STREAM_END = "stream:end"
+    MONITOR_SUBSCRIBE = "monitor:subscribe"
+    # STS -> client
+    STREAM_READY = "stream:ready"
+    FRAGMENT_ACK = "fragment:ack"
+    FRAGMENT_PROCESSED = "fragment:processed"
+    BACKPRESSURE = "backpressure"
+    STREAM_COMPLETE = "stream:complete"
+    ERROR = "error"
+
+
 # Event name -> payload model, per direction.
-CLIENT_EVENTS: dict[str, type[Event]] = {
-    "stream:init": StreamInit,
-    "fragment:data": FragmentData,
-    "stream:pause": StreamControl,
-    "stream:resume": StreamControl,
-    "stream:end": StreamControl,
-    "monitor:subscribe": MonitorSubscribe,
+CLIENT_EVENTS: dict[EventName, type[Event]] = {
+    EventName.STREAM_INIT: StreamInit,
+    EventName.FRAGMENT_DATA: FragmentData,
+    EventName.STREAM_PAUSE: StreamControl,
+    EventName.STREAM_RESUME: StreamControl,
+    EventName.STREAM_END: StreamControl,
+    EventName.MONITOR_SUBSCRIBE: MonitorSubscribe,
 }
-SERVER_EVENTS: dict[str, type[Event]] = {
-    "stream:ready": StreamReady,
-    "fragment:ack": FragmentAck,
-    "fragment:processed": FragmentProcessed,
-    "backpressure": Backpressure,
-    "stream:complete": StreamComplete,
-    "error": ErrorEvent,
+SERVER_EVENTS: dict[EventName, type[Event]] = {
+    EventName.STREAM_READY: StreamReady,
+    EventName.FRAGMENT_ACK: FragmentAck,
+    EventName.FRAGMENT_PROCESSED: FragmentProcessed,
+    EventName.BACKPRESSURE: Backpressure,
+    EventName.STREAM_COMPLETE: StreamComplete,
+    EventName.ERROR: ErrorEvent,
 }

@@ -27,6 +27,7 @@ from livedub.protocol import (
     CLIENT_EVENTS,
     SERVER_EVENTS,
     AudioPayload,
+    Capability,
     ErrorCode,
     FragmentError,
     FragmentMetadata,
@@ -47,19 +48,22 @@ EVENT_NOTES: dict[str, str] = {
     "stream:init": "Opens a session for `stream_id` on this connection (a second init of the same id replaces it). "
     "Answered by `stream:ready`, or `error` INVALID_CONFIG / UNSUPPORTED_LANGUAGE.",
     "fragment:data": "One audio fragment. Answered by `fragment:ack` and later exactly one `fragment:processed`, "
-    "or by an `error` (with `fragment_id`) if refused before acceptance.",
+    "or by an `error` (with `fragment_id`) if refused before acceptance. Served most urgent first: by deadline "
+    "(arrival + `deadline_ms`, else + `timeout_ms`).",
     "stream:pause": "While paused, new fragments are refused (`error` INVALID_EVENT, retryable); in-flight ones "
     "finish.",
     "stream:resume": "Accept fragments again.",
     "stream:end": "Waits for every in-flight fragment, then answers `stream:complete` and closes the session.",
     "monitor:subscribe": "livedub extension. Joins the read-only room of `stream_id` (all streams when omitted). "
     "The Socket.IO acknowledgement is `{subscribed: true, stream_id}`.",
-    "stream:ready": "`capabilities`: formats, max_fragment_bytes, max_inflight_limit, in_order_delivery, "
-    "async_delivery, batch_processing, monitor_room, models.",
+    "stream:ready": "`capabilities`: "
+    + ", ".join(c.value for c in Capability)
+    + " (`deadline` and `dub_overrun`: livedub extensions, `true`).",
     "fragment:ack": "Sent on acceptance. `processing` if an inference thread is free, else `queued` with "
-    "`queue_position` = fragments waiting ahead of it (0 = next).",
+    "`queue_position` = fragments that start before it (0 = next), as queued now: a more urgent fragment that "
+    "arrives later goes ahead of it.",
     "fragment:processed": "Strictly in `sequence_number` order per stream. `failed` carries `error`; the dub has the "
-    "fragment's duration.",
+    "fragment's duration (plus at most `dub_overrun_ms`).",
     "backpressure": "Sent when the stream's level changes (both ways) and on each accepted fragment while it is "
     "medium or high.",
     "stream:complete": "`total_duration_ms` is the audio duration of the answered fragments. `statistics`: counts by "
@@ -73,7 +77,9 @@ ERROR_NOTES: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_LANGUAGE: "`stream:init` language pair has no configured backends.",
     ErrorCode.INVALID_AUDIO_FORMAT: "Unknown audio format/rate/channels, bad base64, empty or misaligned PCM, or "
     "audio that does not decode (then sent right after that fragment's `failed` fragment:processed).",
-    ErrorCode.TIMEOUT: "A fragment not processed within the stream's `timeout_ms` (in `fragment:processed.error`).",
+    ErrorCode.TIMEOUT: "A fragment not processed by its deadline (`deadline_ms` after its arrival, else the stream's "
+    "`timeout_ms`), or whose deadline passed before it started (then answered at once, without processing); in "
+    "`fragment:processed.error`, stage `timeout`, retryable.",
     ErrorCode.BACKPRESSURE_EXCEEDED: f"More than {HIGH_MAX_INFLIGHT} fragments in flight; the fragment is refused "
     "(retryable: send it again after a pause).",
     ErrorCode.ASR_FAILED: "Speech recognition failed (in `fragment:processed.error`).",
@@ -129,6 +135,8 @@ def _field_details(name: str, field: FieldInfo) -> list[str]:
         details.append(f"default `{json.dumps(default)}`")
     else:
         details.append("optional")
+    if field.description:
+        details.append(field.description)
     return details
 
 
