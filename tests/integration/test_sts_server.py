@@ -2,12 +2,14 @@
 
 The fake is steered per fragment through `metadata`: `hold` names a gate the processing waits on (so tests decide
 the order in which fragments finish, without sleeping), and audio starting with b"GARBAGE" does not decode.
+A held fragment is also the "artificially slow" one of the deadline tests: it ignores its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,7 @@ from livedub.protocol import (
     StreamConfig,
 )
 from livedub.sts.audio import encode_audio
+from livedub.sts.deadline import NO_DEADLINE, Deadline
 from livedub.sts.interfaces import UnsupportedLanguageError
 from livedub.sts.pipeline import EchoPipeline
 
@@ -45,6 +48,7 @@ class FakeProcessor:
             self.warmup_gate.set()
         self.started: list[str] = []
         self.finished: list[str] = []
+        self.deadline_left_s: dict[str, float] = {}  # time left to its deadline when each fragment started
         self._lock = threading.Condition()
 
     def gate(self, name: str) -> threading.Event:
@@ -69,8 +73,11 @@ class FakeProcessor:
         if (source, target) not in {("en", "es"), ("es", "en")}:
             raise UnsupportedLanguageError(f"unsupported language pair {source}->{target}")
 
-    def process(self, fragment: FragmentData, config: StreamConfig) -> FragmentProcessed:
+    def process(
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+    ) -> FragmentProcessed:
         with self._lock:
+            self.deadline_left_s[fragment.fragment_id] = deadline.remaining()
             self.started.append(fragment.fragment_id)
             self._lock.notify_all()
         hold = (fragment.metadata or {}).get("hold")
@@ -445,3 +452,119 @@ async def test_echo_pipeline_through_the_server_with_m4a() -> None:
     assert (error["code"], error["fragment_id"]) == ("INVALID_AUDIO_FORMAT", "e-1")
     order = [(e, p.get("fragment_id")) for e, p in client.events]
     assert order.index(("fragment:processed", "e-1")) < order.index(("error", "e-1"))  # the fragment is settled first
+
+
+# ---------------------------------------------------------------- deadlines (fragment:data.deadline_ms)
+
+
+async def test_a_slow_fragment_costs_only_itself() -> None:
+    """One inference thread; fragment 0 stalls far past its deadline. Its TIMEOUT goes out at its deadline, and
+    its neighbours are dubbed while it is still stuck (a fresh thread serves the queue)."""
+    processor = FakeProcessor()
+    async with running_server(processor, worker_threads=1) as srv:
+        client = await Recorder().connect(srv.url)
+        ready = await _ready(client, "s", timeout_ms=60000)
+        assert ready["capabilities"]["deadline"] is True and ready["capabilities"]["dub_overrun"] is True
+        sent_at = time.monotonic()
+        await client.emit("fragment:data", {**pcm_fragment("s", 0, metadata={"hold": "stuck"}), "deadline_ms": 1000})
+        await client.emit("fragment:data", {**pcm_fragment("s", 1), "deadline_ms": 15000})
+        await client.emit("fragment:data", {**pcm_fragment("s", 2), "deadline_ms": 15000})
+        first = await client.next_event("fragment:processed", 0, sequence_number=0)
+        answered_after_s = time.monotonic() - sent_at
+        processed = await client.count("fragment:processed", 3)
+        stuck_meanwhile = "s-0" not in processor.finished
+        processor.release_all()
+        await processor.until(lambda: "s-0" in processor.finished)
+        await client.emit("fragment:data", {**pcm_fragment("s", 3), "deadline_ms": 5000})
+        after = (await client.count("fragment:processed", 4))[3]
+        await client.close()
+    assert first["status"] == "failed"
+    assert (first["error"]["code"], first["error"]["stage"], first["error"]["retryable"]) == (
+        "TIMEOUT",
+        "timeout",
+        True,
+    )
+    assert 0.9 <= answered_after_s < 3.0  # at its deadline, not when the stuck work ends
+    assert [(p["sequence_number"], p["status"]) for p in processed] == [(0, "failed"), (1, "success"), (2, "success")]
+    assert stuck_meanwhile  # the neighbours were dubbed while fragment 0 still held its old thread
+    assert after["status"] == "success"  # and the pool is whole again once it returned
+
+
+async def test_expired_fragments_are_answered_at_once_without_processing() -> None:
+    processor = FakeProcessor()
+    async with running_server(processor, worker_threads=1) as srv:
+        busy = await Recorder().connect(srv.url)
+        await _ready(busy, "busy", timeout_ms=60000)
+        await busy.emit("fragment:data", pcm_fragment("busy", 0, metadata={"hold": "busy"}))
+        await processor.until(lambda: "busy-0" in processor.started)  # the only thread is taken
+
+        client = await Recorder().connect(srv.url)
+        await _ready(client, "late", timeout_ms=60000)
+        sent_at = time.monotonic()
+        await client.emit("fragment:data", {**pcm_fragment("late", 0), "deadline_ms": 0})
+        expired = await client.next_event("fragment:processed", 0, sequence_number=0)
+        zero_after_s = time.monotonic() - sent_at
+        sent_at = time.monotonic()
+        await client.emit("fragment:data", {**pcm_fragment("late", 1), "deadline_ms": 400})
+        queued_out = await client.next_event("fragment:processed", 0, sequence_number=1)
+        queued_after_s = time.monotonic() - sent_at
+        assert "busy-0" not in processor.finished  # all of the above while the thread was still busy
+        processor.release_all()
+        await busy.count("fragment:processed", 1)
+        await client.emit("stream:end", {"stream_id": "late"})
+        complete = await client.next_event("stream:complete", 0)
+        await client.close()
+        await busy.close()
+    for result in (expired, queued_out):
+        assert result["status"] == "failed"
+        assert (result["error"]["code"], result["error"]["stage"], result["error"]["retryable"]) == (
+            "TIMEOUT",
+            "timeout",
+            True,
+        )
+        assert "before processing started" in result["error"]["message"]
+    assert zero_after_s < 1.0  # deadline_ms=0: answered on arrival
+    assert 0.35 <= queued_after_s < 1.5  # at its deadline, still queued behind the busy thread
+    assert not {"late-0", "late-1"} & set(processor.started)  # never run
+    assert complete["statistics"]["timeout_count"] == 2
+
+
+async def test_the_most_urgent_fragment_is_served_first_across_streams() -> None:
+    processor = FakeProcessor()
+    async with running_server(processor, worker_threads=1) as srv:
+        client = await Recorder().connect(srv.url)
+        for stream_id in ("hold", "relaxed", "urgent"):
+            await _ready(client, stream_id, timeout_ms=60000)
+        await client.emit("fragment:data", pcm_fragment("hold", 0, metadata={"hold": "h"}))
+        await processor.until(lambda: "hold-0" in processor.started)
+        await client.emit("fragment:data", {**pcm_fragment("relaxed", 0), "deadline_ms": 20000})
+        await client.emit("fragment:data", {**pcm_fragment("urgent", 0), "deadline_ms": 10000})  # later, more urgent
+        acks = {a["fragment_id"]: a for a in await client.count("fragment:ack", 3)}
+        processor.gate("h").set()
+        await client.count("fragment:processed", 3)
+        await client.close()
+    assert processor.started == ["hold-0", "urgent-0", "relaxed-0"]
+    assert (acks["relaxed-0"]["status"], acks["relaxed-0"]["queue_position"]) == ("queued", 0)
+    assert (acks["urgent-0"]["status"], acks["urgent-0"]["queue_position"]) == ("queued", 0)  # goes ahead
+    assert 9.0 < processor.deadline_left_s["urgent-0"] <= 10.0  # the pipeline gets the fragment's deadline
+
+
+async def test_a_seed_client_without_deadlines_keeps_the_timeout_ms_rule() -> None:
+    processor = FakeProcessor()
+    async with running_server(processor, worker_threads=1) as srv:
+        client = await Recorder().connect(srv.url)
+        await _ready(client, "seed", timeout_ms=5000)  # no dub_overrun_ms, no deadline_ms: a seed worker
+        await client.emit("fragment:data", pcm_fragment("seed", 0))
+        assert (await client.count("fragment:processed", 1))[0]["status"] == "success"
+        assert 4.0 < processor.deadline_left_s["seed-0"] <= 5.0  # arrival + timeout_ms
+
+        await _ready(client, "slow", timeout_ms=400)
+        sent_at = time.monotonic()
+        await client.emit("fragment:data", pcm_fragment("slow", 0, metadata={"hold": "slow"}))
+        [processed] = await client.count("fragment:processed", 1, stream_id="slow")
+        took_s = time.monotonic() - sent_at
+        processor.release_all()
+        await client.close()
+    assert (processed["status"], processed["error"]["code"]) == ("failed", "TIMEOUT")
+    assert processed["error"]["message"] == "not processed within 400 ms"
+    assert 0.35 <= took_s < 2.0

@@ -1,7 +1,7 @@
 """The STS Socket.IO service: python-socketio `AsyncServer` (ASGI) + FastAPI (`/health`, `/metrics`) under uvicorn.
 
 Event names and payloads are exactly the models of `livedub.protocol`; see docs/protocol.md.
-Inference runs in a bounded thread pool, never on the event loop.
+Inference runs on a bounded set of threads, never on the event loop, most urgent fragment first (see scheduler.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
@@ -28,9 +28,11 @@ from pydantic import ValidationError
 
 from livedub.protocol import (
     AudioFormat,
+    Capability,
     ErrorCode,
     ErrorEvent,
     ErrorSeverity,
+    EventName,
     FragmentAck,
     FragmentAckStatus,
     FragmentData,
@@ -41,8 +43,10 @@ from livedub.protocol import (
     StreamInit,
     StreamReady,
 )
+from livedub.sts.deadline import Deadline
 from livedub.sts.interfaces import FragmentProcessor, UnsupportedLanguageError
 from livedub.sts.metrics import METRICS_CONTENT_TYPE, StsMetrics
+from livedub.sts.scheduler import DeadlineExpired, DeadlineRunner
 from livedub.sts.session import (
     DEFAULT_GAP_TIMEOUT_S,
     HIGH_MAX_INFLIGHT,
@@ -50,12 +54,11 @@ from livedub.sts.session import (
     SessionState,
     StreamSession,
     failed_result,
+    fragment_budget_s,
 )
 from livedub.sts.settings import StsSettings
 
 log = logging.getLogger(__name__)
-
-R = TypeVar("R")
 
 MONITOR_ALL_ROOM = "monitor:*"
 # Room for the monitors of one stream; stream ids are free text, the prefix keeps them apart from sids.
@@ -78,39 +81,6 @@ def decoded_base64_length(data_base64: str) -> int:
     """Length of the bytes a (padded, whitespace-free) base64 string decodes to, without decoding it."""
     padding = 2 if data_base64.endswith("==") else 1 if data_base64.endswith("=") else 0
     return len(data_base64) * 3 // 4 - padding
-
-
-class InferenceRunner:
-    """A bounded thread pool for the blocking, CPU-bound processor calls, with a view of its queue."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sts-inference")
-        self._lock = threading.Lock()
-        self._unfinished = 0  # submitted and not finished (running or waiting for a thread)
-
-    def queue_ahead(self) -> int | None:
-        """None when a job submitted now starts at once, else how many jobs wait ahead of it."""
-        with self._lock:
-            return None if self._unfinished < self.workers else self._unfinished - self.workers
-
-    def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
-        with self._lock:
-            self._unfinished += 1
-        job: Future[R] = self._executor.submit(fn, *args)
-        # Also fires when the job is cancelled before it started (timeout, client gone).
-        job.add_done_callback(self._job_done)
-        return job
-
-    async def run(self, fn: Callable[..., R], *args: Any) -> R:
-        return await asyncio.wrap_future(self.submit(fn, *args))
-
-    def _job_done(self, _job: Future[Any]) -> None:
-        with self._lock:
-            self._unfinished -= 1
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _raw_str(data: Any, key: str) -> str | None:
@@ -155,7 +125,7 @@ class StsServer:
         self._processor_factory = processor_factory
         self.metrics = metrics or StsMetrics()
         self.gap_timeout_s = gap_timeout_s
-        self.runner = InferenceRunner(settings.worker_threads)
+        self.runner = DeadlineRunner(settings.worker_threads)
         self.sessions: dict[str, StreamSession] = {}
         self.ready = False
         self.startup_error: str | None = None
@@ -248,7 +218,7 @@ class StsServer:
             stream_id=stream_id,
             fragment_id=fragment_id,
         )
-        await self._emit("error", event.to_wire(), sid=sid, stream_id=stream_id)
+        await self._emit(EventName.ERROR, event.to_wire(), sid=sid, stream_id=stream_id)
 
     def _session_emitter(self, sid: str, stream_id: str) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
         async def emit(event: str, payload: dict[str, Any]) -> None:
@@ -262,12 +232,12 @@ class StsServer:
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         for event, handler in {
-            "stream:init": self._on_stream_init,
-            "fragment:data": self._on_fragment_data,
-            "stream:pause": self._on_stream_pause,
-            "stream:resume": self._on_stream_resume,
-            "stream:end": self._on_stream_end,
-            "monitor:subscribe": self._on_monitor_subscribe,
+            EventName.STREAM_INIT: self._on_stream_init,
+            EventName.FRAGMENT_DATA: self._on_fragment_data,
+            EventName.STREAM_PAUSE: self._on_stream_pause,
+            EventName.STREAM_RESUME: self._on_stream_resume,
+            EventName.STREAM_END: self._on_stream_end,
+            EventName.MONITOR_SUBSCRIBE: self._on_monitor_subscribe,
         }.items():
             self.sio.on(event, self._guarded(event, handler))
         self.sio.on("*", self._on_unknown_event)
@@ -387,19 +357,23 @@ class StsServer:
             max_inflight=config.max_inflight,
             capabilities=self._capabilities(),
         )
-        await self._emit("stream:ready", ready.to_wire(), sid=sid, stream_id=init.stream_id)
+        await self._emit(EventName.STREAM_READY, ready.to_wire(), sid=sid, stream_id=init.stream_id)
 
     def _capabilities(self) -> dict[str, Any]:
         assert self.processor is not None
         return {
-            "formats": [f.value for f in AudioFormat],
-            "max_fragment_bytes": self.settings.max_fragment_bytes,
-            "max_inflight_limit": HIGH_MAX_INFLIGHT,
-            "in_order_delivery": True,
-            "async_delivery": True,
-            "batch_processing": False,
-            "monitor_room": True,
-            "models": self.processor.describe() if self.ready else {},
+            Capability.FORMATS: [f.value for f in AudioFormat],
+            Capability.MAX_FRAGMENT_BYTES: self.settings.max_fragment_bytes,
+            Capability.MAX_INFLIGHT_LIMIT: HIGH_MAX_INFLIGHT,
+            Capability.IN_ORDER_DELIVERY: True,
+            Capability.ASYNC_DELIVERY: True,
+            Capability.BATCH_PROCESSING: False,
+            Capability.MONITOR_ROOM: True,
+            Capability.MODELS: self.processor.describe() if self.ready else {},
+            # livedub extensions: fragment:data.deadline_ms (most urgent first, late work answered TIMEOUT at
+            # once) and stream:init config.dub_overrun_ms.
+            Capability.DEADLINE: True,
+            Capability.DUB_OVERRUN: True,
         }
 
     def _owned_session(self, sid: str, stream_id: str) -> StreamSession | None:
@@ -409,6 +383,7 @@ class StsServer:
     async def _on_fragment_data(self, sid: str, data: Any) -> None:
         # Everything up to `session.accept` runs without awaiting: Socket.IO starts one task per event in arrival
         # order, so fragments are accepted in the order they were sent.
+        arrived_at = time.monotonic()  # the fragment's deadline counts from here
         if not isinstance(data, dict):
             await self._error(sid, ErrorCode.INVALID_EVENT, "fragment:data payload must be an object")
             return
@@ -504,22 +479,24 @@ class StsServer:
             )
             return
 
-        session.accept(fragment)
+        deadline = session.accept(fragment, arrived_at)
         # Submitted here, before any await, so the queue positions of back-to-back fragments are exact.
-        ahead = self.runner.queue_ahead()
+        job = self.runner.submit(self._process_blocking, fragment, session.config, deadline, deadline=deadline)
+        ahead = self.runner.queue_position(job)
         if ahead is None and not self._models_settled.is_set():
             ahead = 0  # a free thread, but the job will wait there for the warm-up
-        job = self.runner.submit(self._process_blocking, fragment, session.config)
         # The ack is sent before the result is awaited, so it always precedes the fragment's fragment:processed.
-        await self._emit("fragment:ack", self._ack_for(fragment, ahead).to_wire(), sid=sid, stream_id=session.stream_id)
+        await self._emit(
+            EventName.FRAGMENT_ACK, self._ack_for(fragment, ahead).to_wire(), sid=sid, stream_id=session.stream_id
+        )
         if session.state is SessionState.CLOSED:  # client left while the ack was sent
             job.cancel()
             return
-        task = asyncio.get_running_loop().create_task(self._process(session, fragment, job))
+        task = asyncio.get_running_loop().create_task(self._process(session, fragment, job, deadline))
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
         if (backpressure := session.backpressure_after_accept()) is not None:
-            await self._emit("backpressure", backpressure.to_wire(), sid=sid, stream_id=session.stream_id)
+            await self._emit(EventName.BACKPRESSURE, backpressure.to_wire(), sid=sid, stream_id=session.stream_id)
 
     def _audio_problem(self, fragment: FragmentData) -> str | None:
         """Cheap checks of the audio bytes (decoding the codec is the processor's job)."""
@@ -560,18 +537,26 @@ class StsServer:
         if session is not None:
             await session.reject(seq)
 
-    def _process_blocking(self, fragment: FragmentData, config: StreamConfig) -> FragmentProcessed:
-        """Runs in the inference pool. Fragments that arrive during warm-up wait for it here."""
+    def _process_blocking(self, fragment: FragmentData, config: StreamConfig, deadline: float) -> FragmentProcessed:
+        """Runs on an inference thread. Fragments that arrive during warm-up wait for it here."""
         self._models_settled.wait()
         if self.processor is None:
             raise RuntimeError(f"the models did not load: {self.startup_error}")
-        return self.processor.process(fragment, config)
+        if time.monotonic() >= deadline:
+            raise DeadlineExpired("deadline passed while the models were warming up")
+        return self.processor.process(fragment, config, deadline=Deadline(deadline))
 
-    async def _process(self, session: StreamSession, fragment: FragmentData, job: Future[FragmentProcessed]) -> None:
+    async def _process(
+        self, session: StreamSession, fragment: FragmentData, job: Future[FragmentProcessed], deadline: float
+    ) -> None:
         started = time.monotonic()
         try:
-            # On timeout the job is cancelled if it has not started; a running one finishes and is ignored.
-            result = await asyncio.wait_for(asyncio.wrap_future(job), session.config.timeout_ms / 1000.0)
+            # The answer is due at the deadline: a fragment still queued then is taken out of the queue, a running
+            # one is left to finish on its own (its result is dropped) while a fresh thread serves the queue.
+            if job.done():  # e.g. refused by the runner: its deadline had passed on arrival
+                result = job.result()
+            else:
+                result = await asyncio.wait_for(asyncio.wrap_future(job), max(0.0, deadline - started))
             result = result.model_copy(
                 update={
                     "fragment_id": fragment.fragment_id,
@@ -579,15 +564,15 @@ class StsServer:
                     "sequence_number": fragment.sequence_number,
                 }
             )
+        except DeadlineExpired as exc:
+            result = self._timeout_result(fragment, str(exc), started)
         except TimeoutError:
-            result = failed_result(
-                fragment,
-                "timeout",
-                ErrorCode.TIMEOUT,
-                f"not processed within timeout_ms={session.config.timeout_ms}",
-                retryable=True,
-                processing_time_ms=(time.monotonic() - started) * 1000.0,
-            )
+            if job.cancel():
+                message = "deadline passed before processing started"
+            else:
+                self.runner.abandon(job)
+                message = f"not processed within {fragment_budget_s(fragment, session.config) * 1000:.0f} ms"
+            result = self._timeout_result(fragment, message, started)
         except Exception as exc:  # the processor should not raise; if it does, the fragment fails, not the server
             log.exception("processor raised on fragment %s", fragment.fragment_id)
             result = failed_result(
@@ -600,31 +585,38 @@ class StsServer:
             )
         await session.complete(result)
 
+    @staticmethod
+    def _timeout_result(fragment: FragmentData, message: str, started: float) -> FragmentProcessed:
+        processing_time_ms = (time.monotonic() - started) * 1000.0
+        return failed_result(
+            fragment, "timeout", ErrorCode.TIMEOUT, message, retryable=True, processing_time_ms=processing_time_ms
+        )
+
     async def _on_stream_pause(self, sid: str, data: Any) -> None:
-        if (session := await self._control_session(sid, data, "stream:pause")) is None:
+        if (session := await self._control_session(sid, data, EventName.STREAM_PAUSE)) is None:
             return
         if session.state is SessionState.ACTIVE:
             session.state = SessionState.PAUSED
             log.info("stream %s paused", session.stream_id)
 
     async def _on_stream_resume(self, sid: str, data: Any) -> None:
-        if (session := await self._control_session(sid, data, "stream:resume")) is None:
+        if (session := await self._control_session(sid, data, EventName.STREAM_RESUME)) is None:
             return
         if session.state is SessionState.PAUSED:
             session.state = SessionState.ACTIVE
             log.info("stream %s resumed", session.stream_id)
 
     async def _on_stream_end(self, sid: str, data: Any) -> None:
-        session = await self._control_session(sid, data, "stream:end")
+        session = await self._control_session(sid, data, EventName.STREAM_END)
         if session is None or session.state is SessionState.ENDING:
             return
         session.state = SessionState.ENDING
         # Every accepted fragment is answered by its timeout at the latest; the margin covers gap releases.
-        drain_timeout_s = session.config.timeout_ms / 1000.0 + self.gap_timeout_s + 5.0
+        drain_timeout_s = session.drain_timeout_s(self.gap_timeout_s + 5.0)
         if not await session.wait_drained(drain_timeout_s):
             log.warning("stream %s ended with %d fragments unanswered", session.stream_id, session.inflight)
         complete = session.complete_event()
-        await self._emit("stream:complete", complete.to_wire(), sid=sid, stream_id=session.stream_id)
+        await self._emit(EventName.STREAM_COMPLETE, complete.to_wire(), sid=sid, stream_id=session.stream_id)
         log.info("stream %s complete: %s", session.stream_id, complete.statistics)
         self._drop_session(session)
 

@@ -24,6 +24,7 @@ from livedub.protocol import (
     ErrorCode,
     ErrorEvent,
     ErrorSeverity,
+    EventName,
     FragmentData,
     FragmentError,
     FragmentMetadata,
@@ -213,6 +214,12 @@ class SessionState(StrEnum):
 EmitFn = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
+def fragment_budget_s(fragment: FragmentData, config: StreamConfig) -> float:
+    """Seconds after its arrival by which a fragment must be answered: its `deadline_ms`, else `timeout_ms`."""
+    budget_ms = fragment.deadline_ms if fragment.deadline_ms is not None else config.timeout_ms
+    return budget_ms / 1000.0
+
+
 def failed_result(
     fragment: FragmentData, stage: str, code: ErrorCode, message: str, *, retryable: bool, processing_time_ms: float
 ) -> FragmentProcessed:
@@ -262,6 +269,7 @@ class StreamSession:
         self._gap_timer: asyncio.TimerHandle | None = None
         self._last_severity = BackpressureSeverity.LOW
         self.tasks: set[asyncio.Task[None]] = set()
+        self.last_deadline = 0.0  # latest deadline of an accepted fragment (monotonic): answered by then at most
 
     # ------------------------------------------------------------ acceptance
 
@@ -272,14 +280,22 @@ class StreamSession:
     def check_sequence(self, seq: int) -> None:
         self._buffer.check(seq)
 
-    def accept(self, fragment: FragmentData) -> None:
-        """Register an accepted fragment (its result will be emitted in sequence order)."""
+    def accept(self, fragment: FragmentData, arrived_at: float | None = None) -> float:
+        """Register an accepted fragment (its result will be emitted in sequence order); return its deadline.
+
+        The deadline is a `time.monotonic()` instant: arrival + `deadline_ms` of the fragment, or + the stream's
+        `timeout_ms` for clients that do not send one (the seed's rule).
+        """
+        arrived_at = time.monotonic() if arrived_at is None else arrived_at
         self._buffer.expect(fragment.sequence_number)
         self._durations_ms[fragment.fragment_id] = fragment.audio.duration_ms
-        self._received_at[fragment.fragment_id] = time.monotonic()
+        self._received_at[fragment.fragment_id] = arrived_at
+        deadline = arrived_at + fragment_budget_s(fragment, self.config)
+        self.last_deadline = max(self.last_deadline, deadline)
         self._metrics.fragments_inflight.inc()
         self._drained.clear()
         self._update_gap_timer()
+        return deadline
 
     async def reject(self, seq: int | None) -> None:
         """A fragment of this stream was refused before acceptance; don't wait for its sequence number."""
@@ -328,11 +344,11 @@ class StreamSession:
             self._metrics.fragments_inflight.dec()
             self._metrics.observe_processed(result, time.monotonic() - received_at)
             if self.state is not SessionState.CLOSED:
-                await self._emit("fragment:processed", result.to_wire())
+                await self._emit(EventName.FRAGMENT_PROCESSED, result.to_wire())
                 if result.error is not None and result.error.code is ErrorCode.INVALID_AUDIO_FORMAT:
                     # Bad input is also reported as an `error`, after the fragment:processed that settles the
                     # fragment (a client matching errors by fragment_id has its answer already).
-                    await self._emit("error", self._audio_error(result, result.error).to_wire())
+                    await self._emit(EventName.ERROR, self._audio_error(result, result.error).to_wire())
         if released:
             await self._emit_relief()
         self._update_gap_timer()
@@ -356,7 +372,7 @@ class StreamSession:
             return
         self._last_severity = level.severity
         if self.state is not SessionState.CLOSED:
-            await self._emit("backpressure", self._backpressure_event(level).to_wire())
+            await self._emit(EventName.BACKPRESSURE, self._backpressure_event(level).to_wire())
 
     # ------------------------------------------------------------ gaps
 
@@ -383,6 +399,11 @@ class StreamSession:
             await self._emit_released(released)
 
     # ------------------------------------------------------------ end of stream
+
+    def drain_timeout_s(self, margin_s: float) -> float:
+        """How long `stream:end` waits: until the latest accepted deadline (and at least `timeout_ms`), + margin."""
+        latest = max(self.last_deadline - time.monotonic(), self.config.timeout_ms / 1000.0)
+        return latest + margin_s
 
     async def wait_drained(self, timeout_s: float) -> bool:
         """Wait until every accepted fragment has been answered; False on timeout."""
