@@ -74,6 +74,13 @@ def pair_offsets(flashes: list[float], beeps: list[float], window_s: float = 0.5
     return offsets
 
 
+def packet_seconds(packet: av.Packet) -> float | None:
+    """The packet's decoding time in seconds (PyAV packets have no `.time`, unlike frames); dts, being monotonic."""
+    if packet.dts is None or packet.time_base is None:
+        return None
+    return float(packet.dts * packet.time_base)
+
+
 def measure_av_sync(source: str | Path, max_seconds: float | None = None, open_timeout_s: float = 10.0) -> AvSyncReport:
     """Decode `source` (file path or RTMP URL) and return its flash/beep markers and offsets."""
     url = str(source)
@@ -95,9 +102,10 @@ def measure_av_sync(source: str | Path, max_seconds: float | None = None, open_t
         for packet in container.demux(*streams):
             if packet.dts is None:
                 continue
-            if max_seconds is not None and packet.time is not None:
-                first_time = packet.time if first_time is None else first_time
-                if packet.time - first_time > max_seconds:
+            seconds = packet_seconds(packet)
+            if max_seconds is not None and seconds is not None:
+                first_time = seconds if first_time is None else first_time
+                if seconds - first_time > max_seconds:
                     break
             for frame in packet.decode():
                 if isinstance(frame, av.VideoFrame):
