@@ -209,9 +209,11 @@ class StackConfig:
     media_port: int = 8080
     source_language: str = "en"
     target_language: str = "es"
-    segment_policy: str = "fixed"
-    segment_duration_ms: int = 6000
-    output_delay_ms: int | None = None  # None = the media-service's default
+    # None = the media-service's defaults (phrase streaming, its delay line): `livedub up`, the demo and the E2E
+    # run what a user gets.
+    segment_policy: str | None = None
+    segment_duration_ms: int | None = None
+    output_delay_ms: int | None = None
     sts_pipeline: str = "dub"  # dub | echo
     start_sts: bool = True  # False: use `sts_url` (an STS that runs elsewhere)
     sts_url: str | None = None
@@ -313,11 +315,14 @@ class Stack:
             "STS_SERVICE_URL": self.sts_url,
             "WORKER_SOURCE_LANGUAGE": cfg.source_language,
             "WORKER_TARGET_LANGUAGE": cfg.target_language,
-            "SEGMENT_POLICY": cfg.segment_policy,
-            "SEGMENT_DURATION_MS": str(cfg.segment_duration_ms),
         }
-        if cfg.output_delay_ms is not None:
-            media_env["OUTPUT_DELAY_MS"] = str(cfg.output_delay_ms)
+        for name, value in (
+            ("SEGMENT_POLICY", cfg.segment_policy),
+            ("SEGMENT_DURATION_MS", cfg.segment_duration_ms),
+            ("OUTPUT_DELAY_MS", cfg.output_delay_ms),
+        ):
+            if value is not None:
+                media_env[name] = str(value)
         media_env.update(cfg.media_env)
         specs.append(
             ("media", self._livedub("media"), self._env(media_env), f"{self.media_url}/health", cfg.health_timeout_s)
@@ -607,9 +612,12 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", default=env("WORKER_SOURCE_LANGUAGE", "en"), help="source language")
     parser.add_argument("--to", dest="target", default=env("WORKER_TARGET_LANGUAGE", "es"), help="target language")
     parser.add_argument(
-        "--policy", choices=["fixed", "speech"], default=env("SEGMENT_POLICY", "fixed"), help="segmentation policy"
+        "--policy",
+        choices=["fixed", "speech"],
+        default=env("SEGMENT_POLICY"),
+        help="segmentation policy (SEGMENT_POLICY; default: the media-service's, phrase streaming)",
     )
-    parser.add_argument("--segment-ms", type=int, default=int(env("SEGMENT_DURATION_MS", "6000")))
+    parser.add_argument("--segment-ms", type=int, default=None, help="fragment length of the fixed policy")
     parser.add_argument(
         "--sts-url", default=None, help="use an STS service that runs elsewhere instead of starting one"
     )
@@ -676,7 +684,7 @@ def cli_main(argv: list[str]) -> int:
             pub_url = in_url + key_q
             print(
                 f"""
-livedub is up ({args.source} -> {args.target}, {args.policy} segments). Logs: {stack.log_dir}
+livedub is up ({args.source} -> {args.target}, {args.policy or "phrase"} segments). Logs: {stack.log_dir}
 
 Publish your stream (any <stream_id>; '{sid}' below):
   ffmpeg:  ffmpeg -re -i YOUR_FILE.mp4 -c:v libx264 -preset veryfast -g 60 -c:a aac -ar 48000 -f flv \\

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from livedub.media.aligner import align, fit
+from livedub.media.aligner import dub_clip, fallback_reason
+from livedub.media.background import DuckedBackground
+from livedub.media.dubtrack import DubClip, DubTrack
 from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import WorkerMetrics
 from livedub.media.muxer import SHIFT_MS, OutputTimeline, PacedMuxer
@@ -26,38 +28,25 @@ def seg(seq: int, start: int, n: int, channels: int = 2, value: int = 0) -> Audi
 
 
 # ---- aligner ------------------------------------------------------------------------------------------------------
-def test_fit_pads_trims_and_maps_channels() -> None:
-    mono = np.arange(10, dtype=np.int16).reshape(-1, 1)
-    out = fit(mono, 12, 2)
-    assert out.shape == (12, 2)
-    np.testing.assert_array_equal(out[:10, 0], np.arange(10))
-    np.testing.assert_array_equal(out[:10, 1], np.arange(10))
-    assert not out[10:].any()
-    assert fit(mono, 4, 2).shape == (4, 2)
-    stereo = np.stack([np.full(5, 100), np.full(5, 300)], axis=1).astype(np.int16)
-    np.testing.assert_array_equal(fit(stereo, 5, 1), np.full((5, 1), 200, dtype=np.int16))
-    assert fit(np.arange(7, dtype=np.int16), 7, 1).shape == (7, 1)  # 1-D input is mono
-
-
-@pytest.mark.parametrize("error", [-333, 0, 451])
-def test_align_fits_dub_to_its_slot(error: int) -> None:
+def test_dub_clip_is_the_dubs_speech_at_its_place() -> None:
     segment = seg(3, 48000, 96000)
-    dub = np.full((96000 + error, 1), 7, dtype=np.int16)
-    slot = align(segment, DubOutcome(3, DubStatus.DUBBED, pcm=dub))
-    assert slot.dubbed and slot.pcm.shape == (96000, 2) and slot.start_sample == 48000
-    assert (slot.pcm[: min(96000, 96000 + error)] == 7).all()
+    dub = np.zeros((96000, 2), dtype=np.int16)
+    dub[1200:50000] = 16384
+    clip = dub_clip(segment, DubOutcome(3, DubStatus.DUBBED, pcm=dub))
+    assert clip is not None and clip.sequence_number == 3
+    assert clip.wanted_start == 48000 + 1200 and len(clip.audio) == 50000 - 1200
+    assert clip.audio == pytest.approx(0.5)  # mono float
 
 
-def test_align_falls_back_to_original() -> None:
+def test_no_clip_without_a_dub() -> None:
     segment = seg(1, 0, 500)
-    for outcome in (
-        DubOutcome(1, DubStatus.FALLBACK, reason="timeout"),
-        DubOutcome(1, DubStatus.DUBBED, pcm=None),
-        DubOutcome(1, DubStatus.DUBBED, pcm=np.zeros((0, 2), dtype=np.int16)),
+    for outcome, reason in (
+        (DubOutcome(1, DubStatus.FALLBACK, reason="timeout"), "timeout"),
+        (DubOutcome(1, DubStatus.DUBBED, pcm=None), "no_speech"),
+        (DubOutcome(1, DubStatus.DUBBED, pcm=np.zeros((500, 2), dtype=np.int16)), "no_speech"),  # STS heard nothing
     ):
-        slot = align(segment, outcome)
-        assert not slot.dubbed
-        np.testing.assert_array_equal(slot.pcm, segment.pcm)
+        assert dub_clip(segment, outcome) is None
+        assert fallback_reason(outcome) == reason
 
 
 # ---- timeline -----------------------------------------------------------------------------------------------------
@@ -98,11 +87,15 @@ class FakePublisher:
         return np.concatenate([f.to_ndarray().reshape(-1, 2) for f in self.audio_frames])
 
 
-def make_muxer(delay_s: float = 2.0, offset_ms: int = 0) -> tuple[PacedMuxer, FakePublisher, WorkerMetrics]:
+def make_muxer(
+    delay_s: float = 2.0, offset_ms: int = 0, now: list[float] | None = None, **track: float
+) -> tuple[PacedMuxer, FakePublisher, WorkerMetrics]:
     layout = StreamLayout(video=None, audio_channels=2, sample_rate=RATE, audio_offset_ms=offset_ms)
     pub = FakePublisher()
     metrics = WorkerMetrics(CollectorRegistry())
-    mux = PacedMuxer("s", layout, pub, delay_s, metrics, clock=lambda: 0.0)
+    clock = (lambda: now[0]) if now is not None else (lambda: 0.0)
+    dubs = DubTrack(RATE, stretch=lambda a, speed: a[: round(len(a) / speed)], **{"fade_s": 0.01, **track})
+    mux = PacedMuxer("s", layout, pub, delay_s, metrics, clock=clock, track=dubs, background=DuckedBackground(-20))
     mux.has_video = True
     return mux, pub, metrics
 
@@ -111,49 +104,96 @@ def video(ms: int, arrival: float, comp: int = 0) -> VideoPacket:
     return VideoPacket(av.Packet(f"v{ms}".encode()), ms, comp, ms == 0, arrival)
 
 
-def chunk(start: int, n: int, arrival: float, offset_ms: int = 0) -> AudioChunk:
-    pcm = np.zeros((n, 2), dtype=np.int16)
+def chunk(start: int, n: int, arrival: float, offset_ms: int = 0, value: int = 0) -> AudioChunk:
+    pcm = np.full((n, 2), value, dtype=np.int16)
     return AudioChunk(start, pcm, offset_ms + 1000 * start / RATE, arrival)
 
 
-def test_muxer_paces_by_the_delay_line_and_fills_late_slots_with_the_original() -> None:
+def feed_realtime(mux: PacedMuxer, samples: int, value: int = 1000, video_ms: int = 0) -> None:
+    """Audio chunks that arrive when their last sample does, video every 40 ms."""
+    for i in range(0, video_ms, 40):
+        mux.add_video(video(i, arrival=i / 1000))
+    for start in range(0, samples, 1024):
+        n = min(1024, samples - start)
+        mux.add_audio(chunk(start, n, arrival=(start + n) / RATE, value=value))
+
+
+def speech(seq: int, start: int, n: int) -> AudioSegment:
+    return AudioSegment("s", seq, start, np.full((n, 2), 1000, dtype=np.int16), RATE, speech_ms=1000 * n / RATE)
+
+
+def test_muxer_paces_by_the_delay_line_and_keeps_the_original_where_no_dub_came() -> None:
     mux, pub, metrics = make_muxer(delay_s=2.0)
     lengths = [50000, 70001, 30000]  # not multiples of 1024
     starts = [0, 50000, 120001]
-    for i in range(0, 3700, 40):
-        mux.add_video(video(i, arrival=i / 1000))
-    for start in range(0, sum(lengths), 1024):  # real time: a chunk arrives when its last sample does
-        n = min(1024, sum(lengths) - start)
-        mux.add_audio(chunk(start, n, arrival=(start + n) / RATE))
+    total = sum(lengths)
+    feed_realtime(mux, total, value=1000, video_ms=3700)
     for i, (start, n) in enumerate(zip(starts, lengths, strict=True)):
-        mux.add_slot(seg(i, start, n))
-    dub0 = np.full((lengths[0] - 100, 1), 99, dtype=np.int16)  # a dub a little short, mono
-    mux.resolve(align(seg(0, 0, lengths[0]), DubOutcome(0, DubStatus.DUBBED, pcm=dub0)))
+        mux.add_phrase(speech(i, start, n))
+    mux.resolve(0, DubClip(0, 4800, np.full(40000, 0.25, dtype=np.float32)))  # speech 0.1 s into phrase 0
 
     mux.step(1.999)  # nothing is due before arrival + delay
     assert pub.log == []
     mux.step(2.0)
     assert [k for k, _, _ in pub.log] == ["v", "a"]  # the first video packet and the first audio frame, both at t=0
     assert pub.log[0][1] == SHIFT_MS and pub.log[1][1] == SHIFT_MS
-    mux.step(2.0 + 1.5)
+    mux.step(2.0 + 2.9)
     written_ms = [ts for _, ts, _ in pub.log]
-    assert max(written_ms) <= SHIFT_MS + 1500  # nothing ahead of the clock
-    # a dub for slot 1 that comes after its slot was sealed is ignored
-    mux.resolve(align(seg(1, 50000, lengths[1]), DubOutcome(1, DubStatus.DUBBED, pcm=np.full((70001, 2), 5, "int16"))))
+    assert max(written_ms) <= SHIFT_MS + 2900  # nothing ahead of the clock
+    # phrase 1 (1.04 s..2.5 s) is past its latest start (+1.5 s): a dub for it now is ignored
+    mux.resolve(1, DubClip(1, 50000, np.full(1000, 0.5, dtype=np.float32)))
     mux.finish()
     mux.step(10.0)
     assert mux.done()
-    pcm = pub.audio_pcm()
-    assert pcm.shape[0] == sum(lengths) - sum(lengths) % 1024  # all but the final partial frame (run() writes it)
-    assert (pcm[: lengths[0] - 100] == 99).all() and not pcm[lengths[0] - 100 : lengths[0]].any()
-    np.testing.assert_array_equal(pcm[lengths[0] : starts[2]], 2)  # slot 1: original audio (value seq+1)
-    np.testing.assert_array_equal(pcm[starts[2] : starts[2] + 1000], 3)
-    pts = [f.pts for f in pub.audio_frames]
-    assert pts == [SHIFT_MS * RATE // 1000 + 1024 * k for k in range(len(pts))]  # one continuous timeline
-    assert mux.stats.dubbed == 1 and mux.stats.fallbacks == 2
-    assert metrics.fallbacks.labels(stream_id="s", reason="late")._value.get() == 2
     kinds_ts = [(ts, k) for k, ts, _ in pub.log]
     assert [ts for ts, _ in kinds_ts] == sorted(ts for ts, _ in kinds_ts)  # written in time order (±1 ms rounding)
+    mux.close_out()  # the final partial frame (run() does this at the end)
+    pcm = pub.audio_pcm()
+    assert pcm.shape[0] == total  # every sample, the final partial frame included
+    ducked = round(1000 * 10 ** (-20 / 20))
+    assert (pcm[: 4800 - 480] == 1000).all()  # before the dub and its fade: the original at full level
+    np.testing.assert_allclose(pcm[4800 : 4800 + 40000], 0.25 * 32768 + ducked, atol=1)  # dub over the ducked original
+    assert (pcm[4800 + 40000 + 480 : 120001] == 1000).all()  # after the fade-out: original again (phrase 1 too)
+    pts = [f.pts for f in pub.audio_frames]
+    assert pts[:-1] == [SHIFT_MS * RATE // 1000 + 1024 * k for k in range(len(pts) - 1)]  # one continuous timeline
+    assert mux.stats.dubbed == 1 and mux.stats.fallbacks == 2 and mux.stats.dropped == 0
+    assert metrics.fallbacks.labels(stream_id="s", reason="late")._value.get() == 2
+    assert mux.stats.speech_dubbed_ratio == pytest.approx(50000 / total)
+
+
+def test_late_dub_starts_late_sped_up_and_one_queued_too_long_is_dropped() -> None:
+    now = [0.0]
+    mux, _, metrics = make_muxer(delay_s=1.0, now=now, max_late_s=1.0, max_speedup=1.3)
+    feed_realtime(mux, 6 * RATE)
+    mux.add_phrase(speech(0, 0, 2 * RATE))
+    mux.add_phrase(speech(1, 2 * RATE, 2 * RATE))
+    mux.add_phrase(speech(2, 4 * RATE, RATE))
+    mux.step(1.5)  # 0.5 s of output written: phrase 0's place has passed
+    assert mux.latest_start_s(speech(0, 0, 2 * RATE)) == pytest.approx(1.0 + 1.0 - (1024 + 480) / RATE)
+    mux.resolve(0, DubClip(0, 0, np.full(3 * RATE, 0.25, dtype=np.float32)))  # a long dub, 3 s
+    placed = mux.track.placed[0]
+    earliest = 24576 + 1024 + 480  # the frame after the one being written, and the fade
+    assert placed.start == earliest and placed.speed == pytest.approx(3 * RATE / (3 * RATE - earliest))
+    mux.step(2.5)  # phrase 1 (at 2 s) is not due yet, but the long dub plays until ~3 s
+    mux.resolve(1, DubClip(1, 2 * RATE, np.full(RATE, 0.25, dtype=np.float32)))
+    assert mux.stats.dubbed == 1 and mux.stats.dropped == 1 and mux.stats.fallbacks == 1
+    assert metrics.fallbacks.labels(stream_id="s", reason="dropped")._value.get() == 1
+    assert mux.stats.schedule_lag_s == pytest.approx(earliest / RATE)
+    mux.step(6.0)  # phrase 2's dub never comes: the original voice when its time has passed
+    assert metrics.fallbacks.labels(stream_id="s", reason="late")._value.get() == 1
+    assert mux.stats.speech_dubbed_ratio == pytest.approx(2 / 5)
+    assert mux.stats.recent_dubbed_ratio(window_s=60) == pytest.approx(2 / 5)
+    assert mux.stats.recent_dubbed_ratio(window_s=1) == 0.0  # only phrase 2 is in the last second
+
+
+def test_phrases_without_speech_or_with_no_words_do_not_count() -> None:
+    mux, _, _ = make_muxer()
+    silent = AudioSegment("s", 0, 0, np.zeros((RATE, 2), np.int16), RATE, speech_ms=0.0)
+    mux.add_phrase(silent, wants_dub=False)
+    assert mux.sealed(0)
+    mux.add_phrase(speech(1, RATE, RATE))
+    mux.resolve(1, None, "no_speech")  # STS heard no words (music)
+    assert mux.sealed(1) and mux.stats.phrases == 0 and mux.stats.speech_dubbed_ratio is None
 
 
 def test_muxer_sync_delta_follows_input_timestamps() -> None:
@@ -162,8 +202,8 @@ def test_muxer_sync_delta_follows_input_timestamps() -> None:
     mux.add_audio(chunk(0, RATE, 0.0, offset_ms=40))
     # the input says the second second of audio starts 30 ms later than the sample count implies (a lost packet)
     mux.add_audio(AudioChunk(RATE, np.zeros((RATE, 2), dtype=np.int16), 40 + 1000 + 30, 1.0))
-    mux.add_slot(seg(0, 0, RATE))
-    mux.add_slot(seg(1, RATE, RATE))
+    mux.add_phrase(seg(0, 0, RATE))
+    mux.add_phrase(seg(1, RATE, RATE))
     mux.step(5.0)
     assert mux.stats.sync_deltas_ms == [pytest.approx(0.0), pytest.approx(-30.0)]
 
@@ -206,18 +246,15 @@ def test_ingest_timeline_absorbs_timestamp_jumps() -> None:
     assert tl.jumps == 2
 
 
-def test_muxer_holds_the_output_when_the_delay_is_shorter_than_a_segment() -> None:
-    """OUTPUT_DELAY_MS 1 s with 2 s slots: instead of video running on without audio, the output waits for each
-    slot (the delay grows to the slot length + a margin) and the dubs still make it."""
+def test_delay_shorter_than_a_phrase_never_holds_the_output_and_dubs_start_late() -> None:
+    """OUTPUT_DELAY_MS 1 s with 2 s phrases: the output runs at 1 s behind; each dub, back when its phrase ends, starts
+    late within the bound and sped up; nothing waits."""
     now = [0.0]
-    layout = StreamLayout(video=None, audio_channels=2, sample_rate=RATE, audio_offset_ms=0)
-    pub = FakePublisher()
-    mux = PacedMuxer("s", layout, pub, 1.0, WorkerMetrics(CollectorRegistry()), clock=lambda: now[0])
-    mux.has_video = True
+    mux, pub, _ = make_muxer(delay_s=1.0, now=now, max_late_s=1.5)
     video_ms = list(range(0, 4000, 40))
     audio_starts = list(range(0, 4 * RATE, 1024))
-    slot_len = 2 * RATE
-    slots_added = 0
+    phrase_len = 2 * RATE
+    phrases = 0
     first_write_at = None
     for step in range(0, 700):
         now[0] = t = step * 0.01
@@ -225,19 +262,17 @@ def test_muxer_holds_the_output_when_the_delay_is_shorter_than_a_segment() -> No
             mux.add_video(video(video_ms.pop(0), arrival=t))
         while audio_starts and (audio_starts[0] + 1024) / RATE <= t:
             start = audio_starts.pop(0)
-            mux.add_audio(chunk(start, min(1024, 4 * RATE - start), arrival=t))
-        if slots_added < 2 and t >= (slots_added + 1) * 2.0:  # the segmenter cuts when the last sample arrived
-            segment = seg(slots_added, slots_added * slot_len, slot_len)
-            mux.add_slot(segment)
-            echo = DubOutcome(slots_added, DubStatus.DUBBED, pcm=segment.pcm)
-            mux.resolve(align(segment, echo))
-            slots_added += 1
+            mux.add_audio(chunk(start, min(1024, 4 * RATE - start), arrival=t, value=500))
+        if phrases < 2 and t >= (phrases + 1) * 2.0:  # the segmenter cuts when the last sample arrived
+            mux.add_phrase(speech(phrases, phrases * phrase_len, phrase_len))
+            mux.resolve(phrases, DubClip(phrases, phrases * phrase_len, np.full(phrase_len, 0.1, np.float32)))
+            phrases += 1
         if t >= 6.0:
             mux.finish()
         mux.step(t)
         if pub.log and first_write_at is None:
             first_write_at = t
-    assert first_write_at is not None and first_write_at >= 2.0  # nothing before the first slot existed
+    assert first_write_at == pytest.approx(1.0, abs=0.02)  # the delay line, not held for the phrase
     assert mux.stats.dubbed == 2 and mux.stats.fallbacks == 0
-    assert mux.stats.audio_starved >= 1
+    assert all(p.speed > 1.0 for p in mux.track.placed) or mux.stats.caught_up == 2
     assert len([k for k, _, _ in pub.log if k == "v"]) == 100  # all video written, none dropped

@@ -1,47 +1,33 @@
-"""Aligner: fit each dub to exactly its slot (pitfall 5), or return the slot's original audio."""
+"""Aligner: turn an STS outcome into a clip for the dub track, or say why the phrase keeps its original voice.
+
+The STS returns the dub on the fragment's own timeline (its speech placed where the original speech started, silence
+around it). The clip is that speech alone, as mono float, with the output sample it belongs at.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from livedub.media.types import AudioSegment, DubOutcome, DubStatus, Pcm
+from livedub.media.dubtrack import DubClip
+from livedub.media.types import AudioSegment, DubOutcome, DubStatus
+
+SILENCE = 1e-3  # amplitude (of full scale) under which the dub's edges count as silence
 
 
-@dataclass(frozen=True)
-class SlotAudio:
-    sequence_number: int
-    start_sample: int
-    pcm: Pcm  # exactly the slot's length and channel count
-    dubbed: bool
-
-
-def fit(pcm: Pcm, samples: int, channels: int) -> Pcm:
-    """Pad with silence or trim to `samples`; mono -> `channels` by copying, more channels -> mono by averaging."""
-    if pcm.ndim == 1:
-        pcm = pcm.reshape(-1, 1)
-    if pcm.shape[1] != channels:
-        if pcm.shape[1] == 1:
-            pcm = np.repeat(pcm, channels, axis=1)
-        elif channels == 1:
-            pcm = pcm.mean(axis=1, keepdims=True).astype(np.int16)
-        else:
-            pcm = pcm[:, :channels]
-    if pcm.shape[0] >= samples:
-        return np.ascontiguousarray(pcm[:samples], dtype=np.int16)
-    out = np.zeros((samples, channels), dtype=np.int16)
-    out[: pcm.shape[0]] = pcm
-    return out
-
-
-def original(segment: AudioSegment) -> SlotAudio:
-    return SlotAudio(segment.sequence_number, segment.start_sample, segment.pcm, dubbed=False)
-
-
-def align(segment: AudioSegment, outcome: DubOutcome) -> SlotAudio:
-    """The audio to play in `segment`'s slot given the STS outcome."""
+def dub_clip(segment: AudioSegment, outcome: DubOutcome) -> DubClip | None:
+    """The dub's speech and where it starts; None when there is no dub to play (the reason is in the outcome)."""
     if outcome.status is not DubStatus.DUBBED or outcome.pcm is None or outcome.pcm.size == 0:
-        return original(segment)
-    pcm = fit(outcome.pcm, segment.num_samples, segment.channels)
-    return SlotAudio(segment.sequence_number, segment.start_sample, pcm, dubbed=True)
+        return None
+    pcm = outcome.pcm.reshape(len(outcome.pcm), -1)
+    mono = pcm.astype(np.float32).mean(axis=1) / 32768.0
+    loud = np.flatnonzero(np.abs(mono) > SILENCE)
+    if not len(loud):
+        return None  # STS heard no speech: nothing to dub over
+    first, last = int(loud[0]), int(loud[-1]) + 1
+    return DubClip(segment.sequence_number, segment.start_sample + first, mono[first:last])
+
+
+def fallback_reason(outcome: DubOutcome) -> str:
+    if outcome.status is DubStatus.DUBBED:
+        return "no_speech"
+    return outcome.reason or "failed"

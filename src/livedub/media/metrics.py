@@ -36,11 +36,23 @@ class WorkerMetrics:
         )
         self.sts_inflight = gauge("sts_inflight", "Fragments sent to STS and not yet answered")
         self.circuit_breaker_state = gauge("circuit_breaker_state", "STS breaker: 0 closed, 1 half-open, 2 open")
-        self.fallbacks = counter("fallbacks", "Slots filled with the original audio, by reason", "reason")
-        self.av_sync_delta_ms = gauge("av_sync_delta_ms", "Output audio minus video timestamp at the last segment (ms)")
+        self.fallbacks = counter(
+            "fallbacks", "Phrases with speech that kept the original voice, by reason (late, dropped, timeout, ...)",
+            "reason",
+        )  # fmt: skip
+        self.speech_seconds = counter(
+            "speech_seconds", "Seconds of input speech by outcome (dubbed | original)", "outcome"
+        )
+        self.speech_dubbed_ratio = gauge("speech_dubbed_ratio", "Share of the speech dubbed over the last minute")
+        self.dub_schedule_lag_seconds = gauge(
+            "dub_schedule_lag_seconds", "How late the last dub started against its place on the timeline (s)"
+        )
+        self.av_sync_delta_ms = gauge(
+            "av_sync_delta_ms", "Output audio minus video timestamp at the last phrase start (ms)"
+        )
         self.av_sync_delta_abs_ms = Histogram(
             PREFIX + "av_sync_delta_abs_ms",
-            "|A/V sync delta| per segment (ms)",
+            "|A/V sync delta| per phrase start (ms)",
             ["stream_id"],
             buckets=(1, 5, 10, 20, 40, 80, 120, 250, 500, 1000),
             registry=registry,

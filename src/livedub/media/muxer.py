@@ -3,11 +3,13 @@
 - Output timestamps: video dts = media ms + SHIFT_MS; audio frame pts = (audio offset + SHIFT) in samples + the
   sample counter. The same constant shift keeps the AAC encoder's priming packet (pts - 1024 samples) positive
   (pitfall 4) without moving audio against video.
-- One AAC encoder fed through one av.AudioFifo in 1024-sample frames across slot boundaries (pitfall 6).
+- One AAC encoder fed 1024-sample frames rendered just before they are written (pitfall 6): the input's audio where
+  no dub plays; where one does, the background (`background.py`: ducked original or the separated bed) plus the dub,
+  placed by the dub track (`dubtrack.py`). Rendering at write time lets a late dub start up to the last moment.
 - Every item is written at `base + media time` (wall clock), `base` chosen so that each item waits `delay_s` after it
   arrived; input that comes in later than half the delay moves `base` (the output pauses rather than bursts).
-- A slot's audio is sealed shortly before its time comes: the aligned dub if it is there, otherwise the original
-  audio (fallback `late`). The output never waits for STS.
+- A phrase whose dub has not come by the last moment it could start keeps the original voice (fallback `late`). The
+  output never waits for STS.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from livedub.media.aligner import SlotAudio, original
+from livedub.media.background import Background, DuckedBackground
+from livedub.media.dubtrack import DubClip, DubTrack, PlacedDub
 from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import METRICS, WorkerMetrics
+from livedub.media.pcm_buffer import PcmBuffer
 from livedub.media.publisher import AAC_FRAME, Publisher
 from livedub.media.types import AudioSegment, Pcm
 
 log = logging.getLogger(__name__)
 
 SHIFT_MS = 100  # > one AAC frame of priming at any rate >= 11 kHz; integer samples at 16/32/44.1/48 kHz
-SEAL_MARGIN_S = 0.05
-HOLD_MARGIN_S = 0.5  # when the output must wait for audio, it waits this much longer (room for STS)
 QUANTUM_S = 0.04  # write what is due within this much in one go (fewer wake-ups; players buffer far more)
 
 
@@ -71,28 +73,46 @@ class OutputTimeline:
 
 
 @dataclass
-class _Slot:
-    segment: AudioSegment
-    dub: SlotAudio | None = None
-
-
-@dataclass
 class MuxStats:
     video_packets: int = 0
     audio_frames: int = 0
-    slots: int = 0
+    phrases: int = 0  # phrases with speech whose audio is decided
     dubbed: int = 0
-    fallbacks: int = 0
+    fallbacks: int = 0  # phrases with speech that kept the original voice (any reason)
+    dropped: int = 0  # of those: the dub came back but could not start within the late bound
+    caught_up: int = 0  # dubs sped up to get back on schedule
     rebases: int = 0
-    audio_starved: int = 0
+    speech_s: float = 0.0
+    dubbed_speech_s: float = 0.0
+    schedule_lag_s: float = 0.0  # how late the last placed dub started against its place
     last_av_sync_delta_ms: float | None = None
     output_lag_s: float = 0.0
     written_media_s: float = 0.0
     sync_deltas_ms: list[float] = field(default_factory=list)
+    recent: deque[tuple[float, float, bool]] = field(default_factory=lambda: deque(maxlen=1024))
+
+    @property
+    def speech_dubbed_ratio(self) -> float | None:
+        return self.dubbed_speech_s / self.speech_s if self.speech_s else None
+
+    def recent_dubbed_ratio(self, window_s: float = 60.0) -> float | None:
+        """Share of speech dubbed among phrases that played in the last `window_s` of output media time."""
+        if not self.recent:
+            return None
+        horizon = self.recent[-1][0] - window_s
+        total = sum(s for t, s, _ in self.recent if t >= horizon)
+        dubbed = sum(s for t, s, d in self.recent if t >= horizon and d)
+        return dubbed / total if total else None
+
+
+@dataclass
+class _Phrase:
+    segment: AudioSegment
 
 
 class PacedMuxer:
-    """Receives video packets, audio slots and dubs in any order; writes them paced through a FlvPublisher."""
+    """Receives video packets, the input's audio, phrases and their dubs in any order; renders the audio (background
+    + dub track) and writes both, paced by the delay line, through a Publisher."""
 
     def __init__(
         self,
@@ -102,6 +122,9 @@ class PacedMuxer:
         delay_s: float,
         metrics: WorkerMetrics = METRICS,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        track: DubTrack | None = None,
+        background: Background | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.layout = layout
@@ -112,12 +135,14 @@ class PacedMuxer:
         self.timeline = OutputTimeline(layout.sample_rate, layout.audio_offset_ms)
         self.has_audio = layout.audio_channels > 0 and publisher.audio is not None
         self.has_video = layout.video is not None and publisher.video is not None
+        self.channels = max(1, layout.audio_channels)
+        self.track = track or DubTrack(layout.sample_rate, stretch=lambda a, _s: a)
+        self.background: Background = background or DuckedBackground()
         self.video: deque[VideoPacket] = deque()
-        self.slots: deque[_Slot] = deque()
-        self.slots_by_seq: dict[int, _Slot] = {}
+        self.original = PcmBuffer(self.channels)
+        self.pending: dict[int, _Phrase] = {}  # phrases with speech whose dub is not decided yet
+        self.phrase_starts: deque[int] = deque()  # start samples not yet rendered (A/V sync is measured there)
         self.anchors: deque[tuple[int, float]] = deque(maxlen=4096)  # (sample, source_ms)
-        self.fifo = av.AudioFifo()
-        self.fed_samples = 0  # samples of sealed slots written into the FIFO
         self.next_frame = 0  # sample position of the next encoder frame
         self.base: float | None = None
         self.latest_input_s = 0.0
@@ -125,8 +150,6 @@ class PacedMuxer:
         self.stats = MuxStats()
         self._waiter: asyncio.Future[None] | None = None
         self._sleeping_until: float | None = None  # media time the writer waits for (None: for input)
-        self._holding = False
-        self.latest_audio_s = 0.0
 
     # ---- input side ------------------------------------------------------------------------------------------
     def _arrived(self, arrival: float, media_s: float) -> None:
@@ -171,34 +194,76 @@ class PacedMuxer:
         self._arrived(item.arrival, item.media_dts_ms / 1000)
 
     def add_audio(self, chunk: AudioChunk) -> None:
-        """Note where the input's timestamps put this audio (for the A/V sync metric) and its arrival."""
+        """The input's audio: what plays where no dub does, and what the background under a dub is made of."""
         self.anchors.append((chunk.start_sample, chunk.source_ms))
+        self.original.append(chunk.start_sample, chunk.pcm)
+        self.background.feed(chunk.start_sample, chunk.pcm)
         end = self.timeline.audio_media_s(chunk.start_sample + chunk.pcm.shape[0])
-        self.latest_audio_s = max(self.latest_audio_s, end)
         self._arrived(chunk.arrival, end)
 
-    def add_slot(self, segment: AudioSegment) -> None:
-        slot = _Slot(segment)
-        self.slots.append(slot)
-        self.slots_by_seq[segment.sequence_number] = slot
-        if self._holding and self.base is not None:  # the output waited for this slot: leave its dub some time too
-            self.base += HOLD_MARGIN_S
-            self._holding = False
-        self._poke(
-            self.timeline.audio_media_s(segment.start_sample) - AAC_FRAME / self.timeline.sample_rate - SEAL_MARGIN_S
-        )
+    def add_phrase(self, segment: AudioSegment, wants_dub: bool = True) -> None:
+        """A phrase was cut. One sent to STS waits for its dub (or for its time to pass); one without speech keeps
+        the original audio and counts for nothing."""
+        self.phrase_starts.append(segment.start_sample)
+        if wants_dub:
+            self.pending[segment.sequence_number] = _Phrase(segment)
 
-    def resolve(self, dub: SlotAudio) -> None:
-        """A dub for a slot arrived; used only if the slot is not sealed yet."""
-        slot = self.slots_by_seq.get(dub.sequence_number)
-        if slot is not None:
-            slot.dub = dub
+    def resolve(self, sequence_number: int, clip: DubClip | None, reason: str | None = None) -> None:
+        """A phrase's dub came back (`clip`), or will not (`reason`). Placed on the dub track if it still can be."""
+        phrase = self.pending.get(sequence_number)
+        if phrase is None:
+            return  # decided already: its time passed
+        if clip is None:
+            if reason == "no_speech":  # STS heard no words (music, noise): nothing to dub, nothing to count
+                del self.pending[sequence_number]
+            else:
+                self._decide(phrase, None, reason or "failed")
+            return
+        placed = self.track.place(clip, earliest=self.next_frame + AAC_FRAME + self.track.lead_samples())
+        if placed is None:
+            self.stats.dropped += 1
+            log.info(
+                "stream %s: dub of phrase %d came too late to start within the bound: original voice",
+                self.stream_id, sequence_number,
+            )  # fmt: skip
+        self._decide(phrase, placed, "dropped")
+
+    def _decide(self, phrase: _Phrase, placed: PlacedDub | None, reason: str) -> None:
+        segment = phrase.segment
+        del self.pending[segment.sequence_number]
+        speech_s = segment.speech_s
+        self.stats.phrases += 1
+        self.stats.speech_s += speech_s
+        if placed is not None:
+            self.stats.dubbed += 1
+            self.stats.dubbed_speech_s += speech_s
+            self.stats.schedule_lag_s = placed.late_samples / self.timeline.sample_rate
+            self.stats.caught_up += placed.speed > 1.0
+            self.metrics.dub_schedule_lag_seconds.labels(stream_id=self.stream_id).set(self.stats.schedule_lag_s)
+        else:
+            self.stats.fallbacks += 1
+            self.metrics.fallbacks.labels(stream_id=self.stream_id, reason=reason).inc()
+        outcome = "dubbed" if placed is not None else "original"
+        self.metrics.speech_seconds.labels(stream_id=self.stream_id, outcome=outcome).inc(speech_s)
+        self.stats.recent.append((self.timeline.audio_media_s(segment.start_sample), speech_s, placed is not None))
+        ratio = self.stats.recent_dubbed_ratio()
+        if ratio is not None:
+            self.metrics.speech_dubbed_ratio.labels(stream_id=self.stream_id).set(ratio)
 
     def finish(self) -> None:
         self.finished = True
+        self.background.flush()
         self._wake()
 
     # ---- output side -----------------------------------------------------------------------------------------
+    def latest_start_s(self, segment: AudioSegment) -> float | None:
+        """Wall-clock time (on `clock`) after which a dub for `segment` can no longer be placed; None before the
+        delay line has started."""
+        if self.base is None:
+            return None
+        bound = (self.track.max_late - AAC_FRAME - self.track.lead_samples()) / self.timeline.sample_rate
+        return self.base + self.timeline.audio_media_s(segment.start_sample) + bound
+
     def _sync_delta_ms(self, sample: int) -> float | None:
         """Audio output time of `sample` minus the output time the input's timestamps give the same instant."""
         anchor = None
@@ -211,57 +276,51 @@ class PacedMuxer:
         source_ms = anchor[1] + 1000 * (sample - anchor[0]) / self.timeline.sample_rate
         return self.timeline.audio_out_ms(sample) - (source_ms + self.timeline.shift_ms)
 
-    def _seal(self, slot: _Slot) -> None:
-        segment = slot.segment
-        if segment.start_sample != self.fed_samples:
-            log.error(
-                "stream %s: slot %d starts at %d, expected %d",
-                self.stream_id,
-                segment.sequence_number,
-                segment.start_sample,
-                self.fed_samples,
-            )
-        audio = slot.dub if slot.dub is not None else original(segment)
-        self.stats.slots += 1
-        if slot.dub is not None and slot.dub.dubbed:
-            self.stats.dubbed += 1
-        else:
-            self.stats.fallbacks += 1
-            if slot.dub is None:
-                self.metrics.fallbacks.labels(stream_id=self.stream_id, reason="late").inc()
-                log.info(
-                    "stream %s: slot %d due before its dub came back: original audio (raise OUTPUT_DELAY_MS?)",
-                    self.stream_id,
-                    segment.sequence_number,
-                )
-        self._write_fifo(audio.pcm)
-        self.fed_samples += segment.num_samples
-        delta = self._sync_delta_ms(segment.start_sample)
-        if delta is not None:
-            self.stats.last_av_sync_delta_ms = delta
-            self.stats.sync_deltas_ms.append(delta)
-            self.metrics.av_sync_delta_ms.labels(stream_id=self.stream_id).set(delta)
-            self.metrics.av_sync_delta_abs_ms.labels(stream_id=self.stream_id).observe(abs(delta))
-        self.slots_by_seq.pop(segment.sequence_number, None)
+    def _measure_sync(self, frame_end: int) -> None:
+        while self.phrase_starts and self.phrase_starts[0] < frame_end:
+            delta = self._sync_delta_ms(self.phrase_starts.popleft())
+            if delta is not None:
+                self.stats.last_av_sync_delta_ms = delta
+                self.stats.sync_deltas_ms.append(delta)
+                self.metrics.av_sync_delta_ms.labels(stream_id=self.stream_id).set(delta)
+                self.metrics.av_sync_delta_abs_ms.labels(stream_id=self.stream_id).observe(abs(delta))
 
-    def _write_fifo(self, pcm: Pcm) -> None:
-        channels = pcm.shape[1]
+    def _expire(self, frame_end: int) -> None:
+        """Phrases whose dub has not come by the last moment it could still start keep the original voice."""
+        horizon = frame_end + self.track.lead_samples() - self.track.max_late
+        for phrase in [p for p in self.pending.values() if p.segment.start_sample < horizon]:
+            log.info(
+                "stream %s: phrase %d due before its dub came back: original voice (STS behind?)",
+                self.stream_id, phrase.segment.sequence_number,
+            )  # fmt: skip
+            self._decide(phrase, None, "late")
+
+    def _render(self, start: int, n: int) -> Pcm:
+        """Output audio for samples [start, start + n): the original, or background + dubs where dubs play."""
+        original = self.original.read(start, n)
+        dub, weight = self.track.render(start, n)
+        if not weight.any():
+            return original
+        source = original.astype(np.float32) / 32768.0
+        w = weight[:, None]
+        under = self.background.under_dub(start, source)
+        mixed = source * (1.0 - w) + under * w + dub[:, None]
+        return np.clip(np.rint(mixed * 32768.0), -32768, 32767).astype(np.int16)
+
+    def _emit_audio_frame(self, n: int) -> None:
+        start = self.next_frame
+        self._expire(start + n)
+        self._measure_sync(start + n)
+        pcm = self._render(start, n)
         frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1),
-            format="s16",
-            layout="mono" if channels == 1 else "stereo",
+            np.ascontiguousarray(pcm).reshape(1, -1), format="s16", layout="mono" if self.channels == 1 else "stereo"
         )
         frame.sample_rate = self.timeline.sample_rate
-        self.fifo.write(frame)
-
-    def _emit_audio_frame(self, final: bool) -> None:
-        n = min(AAC_FRAME, self.fifo.samples) if final else AAC_FRAME
-        frame = self.fifo.read(n)
-        if frame is None:
-            return
-        frame.pts = self.timeline.audio_pts(self.next_frame)
+        frame.pts = self.timeline.audio_pts(start)
         frame.time_base = Fraction(1, self.timeline.sample_rate)
-        self.next_frame += frame.samples
+        self.next_frame += n
+        self.original.discard_before(self.next_frame)
+        self.track.forget_before(self.next_frame)
         self.publisher.write_audio(frame)
         self.stats.audio_frames += 1
         self.metrics.audio_frames_out.labels(stream_id=self.stream_id).inc()
@@ -275,68 +334,39 @@ class PacedMuxer:
         self.metrics.video_packets.labels(stream_id=self.stream_id).inc()
         self.stats.written_media_s = max(self.stats.written_media_s, item.media_dts_ms / 1000)
 
+    def _audio_ready(self) -> bool:
+        return self.has_audio and self.original.end - self.next_frame >= AAC_FRAME
+
     def step(self, now: float) -> float | None:
         """Write everything due at `now`; return the media time of the next due item (None: nothing pending)."""
         if self.base is None:
             return None
         out_t = now - self.base
-        seal_lead = AAC_FRAME / self.timeline.sample_rate + SEAL_MARGIN_S
-        while self.slots and self.timeline.audio_media_s(self.slots[0].segment.start_sample) <= out_t + seal_lead:
-            self._seal(self.slots.popleft())
-        hold = self._audio_shortfall_s(out_t)
-        if hold > 0:
-            self.base += hold
-            out_t -= hold
         while True:
-            audio_t = self.timeline.audio_media_s(self.next_frame) if self.has_audio else None
-            audio_ready = self.has_audio and self.fifo.samples >= AAC_FRAME
+            audio_t = self.timeline.audio_media_s(self.next_frame) if self._audio_ready() else None
             video_t = self.video[0].media_dts_ms / 1000 if self.video else None
-            candidates = [t for t in (video_t, audio_t if audio_ready else None) if t is not None]
+            candidates = [t for t in (video_t, audio_t) if t is not None]
             if not candidates or min(candidates) > out_t:
                 break
-            if video_t is not None and (not audio_ready or audio_t is None or video_t <= audio_t):
+            if video_t is not None and (audio_t is None or video_t <= audio_t):
                 self._emit_video()
             else:
-                self._emit_audio_frame(final=False)
+                self._emit_audio_frame(AAC_FRAME)
         self.stats.output_lag_s = max(0.0, self.latest_input_s - self.stats.written_media_s)
         self.metrics.output_lag_seconds.labels(stream_id=self.stream_id).set(self.stats.output_lag_s)
         pending = []
         if self.video:
             pending.append(self.video[0].media_dts_ms / 1000)
-        if self.has_audio and self.fifo.samples >= AAC_FRAME:
+        if self._audio_ready():
             pending.append(self.timeline.audio_media_s(self.next_frame))
-        if self.slots:
-            pending.append(self.timeline.audio_media_s(self.slots[0].segment.start_sample) - seal_lead)
         return min(pending) if pending else None
 
-    def _audio_shortfall_s(self, out_t: float) -> float:
-        """How long to hold the output because the audio due now has arrived but is not cut into a slot yet
-        (OUTPUT_DELAY_MS shorter than a segment): the delay line grows instead of video running on without audio.
-        Audio that has not arrived at all (the input lost it) does not hold the video."""
-        if not self.has_audio or self.finished or self.slots or self.fifo.samples >= AAC_FRAME:
-            return 0.0
-        audio_t = self.timeline.audio_media_s(self.next_frame)
-        if audio_t > out_t or self.latest_audio_s <= audio_t:
-            self._holding = False
-            return 0.0
-        if not self._holding:
-            self._holding = True
-            self.stats.audio_starved += 1
-            self.stats.rebases += 1
-            if self.stats.audio_starved == 1:
-                log.warning(
-                    "stream %s: the audio due now is not segmented yet; OUTPUT_DELAY_MS is shorter than a segment,"
-                    " the output waits (the delay grows)",
-                    self.stream_id,
-                )
-        return out_t - audio_t + 0.001  # to just before the missing audio: nothing at or after it is written
-
     def sealed(self, sequence_number: int) -> bool:
-        """Whether the slot's audio is already decided (a dub for it would be too late)."""
-        return sequence_number not in self.slots_by_seq
+        """Whether the phrase's audio is already decided (a dub for it would be too late or is placed)."""
+        return sequence_number not in self.pending
 
     def done(self) -> bool:
-        return self.finished and not self.video and not self.slots and self.fifo.samples < AAC_FRAME
+        return self.finished and not self.video and not self._audio_ready()
 
     async def run(self) -> None:
         """Write until finish() was called and everything buffered is out; then flush and close the output."""
@@ -350,7 +380,13 @@ class PacedMuxer:
                 if timeout == 0.0:
                     continue
                 await self._sleep(timeout)
-            if self.has_audio and self.fifo.samples:
-                self._emit_audio_frame(final=True)
+            self.close_out()
         finally:
             self.publisher.close()
+
+    def close_out(self) -> None:
+        """The final partial audio frame, and the phrases whose dubs never came."""
+        if self.has_audio and self.original.end > self.next_frame:
+            self._emit_audio_frame(self.original.end - self.next_frame)
+        for phrase in list(self.pending.values()):
+            self._decide(phrase, None, "late")

@@ -2,12 +2,14 @@
 
 Two policies:
 - `fixed`: every `segment_duration_ms` (the seed's behaviour, 6 s by default).
-- `speech`: at a pause found by Silero VAD (the model faster-whisper ships), no shorter than `segment_min_ms`; when no
-  pause comes, at the quietest point before `segment_max_ms`.
+- `speech` (phrase streaming, the default): at a pause found by Silero VAD (the model faster-whisper ships), no
+  shorter than `segment_min_ms`; when no pause comes, at the quietest point before `segment_max_ms`. Each phrase
+  carries how much speech the VAD found in it (`speech_ms`), so phrases without speech need no STS work.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 import av
@@ -167,11 +169,17 @@ class SpeechSegmenter:
         self.probs = np.concatenate([self.probs, self.detector.feed(pcm)])
         out: list[AudioSegment] = []
         while (cut := self._cut_point()) is not None:
-            out.append(self.buffer.cut(cut))
+            out.append(self._with_speech(self.buffer.cut(cut)))
         return out
 
     def flush(self) -> list[AudioSegment]:
-        return [self.buffer.cut(self.buffer.size)] if self.buffer.size else []
+        return [self._with_speech(self.buffer.cut(self.buffer.size))] if self.buffer.size else []
+
+    def _with_speech(self, segment: AudioSegment) -> AudioSegment:
+        """The segment with the VAD's measure of its speech (windows at or above the threshold)."""
+        first, last = self._window_range(segment.start_sample, segment.end_sample)
+        windows = int(np.count_nonzero(self.probs[first:last] >= self.threshold))
+        return replace(segment, speech_ms=1000.0 * windows * self.detector.window_samples / segment.sample_rate)
 
     def _window_range(self, begin: int, end: int) -> tuple[int, int]:
         """Indexes of the windows fully inside [begin, end) (absolute samples)."""

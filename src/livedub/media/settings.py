@@ -58,9 +58,10 @@ class MediaSettings(BaseSettings):
 
     # Segmentation.
     segment_policy: Literal["fixed", "speech"] = Field(
-        "fixed",
+        "speech",
         validation_alias="SEGMENT_POLICY",
-        description="`fixed`: cut every SEGMENT_DURATION_MS; `speech`: cut at pauses (Silero VAD) within min/max.",
+        description="`speech` (phrase streaming): cut at pauses (Silero VAD) within min/max and send each phrase as"
+        " it ends; `fixed`: cut every SEGMENT_DURATION_MS (the seed's behaviour).",
     )
     segment_duration_ms: int = Field(
         6000, ge=500, le=29000, validation_alias="SEGMENT_DURATION_MS", description="Fragment length, `fixed` policy."
@@ -71,13 +72,52 @@ class MediaSettings(BaseSettings):
     segment_max_ms: int = Field(
         4000, ge=500, le=29000, validation_alias="SEGMENT_MAX_MS", description="Longest fragment, `speech` policy."
     )
+    segment_min_speech_ms: int = Field(
+        200,
+        ge=0,
+        validation_alias="SEGMENT_MIN_SPEECH_MS",
+        description="A phrase with less speech than this (VAD) keeps its original audio without asking STS.",
+    )
 
     # Output pacing.
     output_delay_ms: int = Field(
-        10000,
+        4000,
         ge=0,
         validation_alias="OUTPUT_DELAY_MS",
-        description="Delay line between input and output; must exceed the longest fragment plus STS p95.",
+        description="Delay line between input and output: how far the output trails the input. A dub may start up"
+        " to DUB_MAX_LATE_MS after its place, so phrase + STS time must fit in the sum.",
+    )
+    dub_max_late_ms: int = Field(
+        1500,
+        ge=0,
+        validation_alias="DUB_MAX_LATE_MS",
+        description="Longest a dub may start after its phrase's place on the output; later dubs are dropped.",
+    )
+    dub_catch_up_max_speedup: float = Field(
+        1.3,
+        ge=1.0,
+        le=2.0,
+        validation_alias="DUB_CATCH_UP_MAX_SPEEDUP",
+        description="Largest speed-up of a late or queued dub to get back on schedule (FFmpeg atempo).",
+    )
+    dub_overrun_ms: int = Field(
+        3000,
+        ge=0,
+        le=60000,
+        validation_alias="DUB_OVERRUN_MS",
+        description="How far past its phrase a dub may run (STS then needs less speed-up); 0: confined to it.",
+    )
+    background_mode: Literal["duck", "separate"] = Field(
+        "duck",
+        validation_alias="BACKGROUND_MODE",
+        description="Under a dub: `duck` plays the original at DUCK_GAIN_DB; `separate` plays the original minus its"
+        " speech (DeepFilterNet3). Where no dub plays the original is at full level.",
+    )
+    duck_gain_db: float = Field(
+        -15.0, le=0.0, validation_alias="DUCK_GAIN_DB", description="Level of the original under a dub, `duck` mode."
+    )
+    duck_fade_ms: int = Field(
+        80, ge=1, le=1000, validation_alias="DUCK_FADE_MS", description="Fade into and out of a dub's background."
     )
     audio_sample_rate: int = Field(
         48000, validation_alias="AUDIO_SAMPLE_RATE", description="Sample rate of the output audio."

@@ -1,5 +1,8 @@
 """WorkerRunner: one stream's pipeline, ingest -> segmenter -> STS (dub_client) -> aligner -> paced muxer -> publisher.
 
+Phrases with speech go to STS at once, each with the time by which its dub is still useful (its latest start on the
+output timeline); the muxer places each dub on the dub track or keeps the original voice.
+
 `run()` returns when the input ends (stop() from on_publish_done, or the read timeout) and the buffered output has
 been played out, or after stop(). It never raises for stream problems: they are logged, counted and end in the state
 "failed". The worker calls `dub_client.start()` before the first segment and `dub_client.close()` at the end.
@@ -12,10 +15,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from livedub.media.aligner import align
+from livedub.media.aligner import dub_clip, fallback_reason
+from livedub.media.background import make_background
+from livedub.media.dubtrack import DubTrack
 from livedub.media.ingest import AudioChunk, Ingest, IngestEnd, IngestItem, StreamLayout, VideoPacket
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.muxer import PacedMuxer
@@ -23,8 +29,11 @@ from livedub.media.publisher import FlvPublisher
 from livedub.media.segmenter import Segmenter, make_segmenter
 from livedub.media.settings import MediaSettings
 from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus
+from livedub.sts.audio import time_stretch
 
 log = logging.getLogger(__name__)
+
+RETURN_MARGIN_S = 0.15  # the dub's trip back and its placement, taken off the deadline sent to STS
 
 
 class WorkerRunner:
@@ -68,6 +77,10 @@ class WorkerRunner:
             "segments": self._segments,
             "dubbed": stats.dubbed if stats else 0,
             "fallbacks": stats.fallbacks if stats else 0,
+            "dubs_dropped": stats.dropped if stats else 0,
+            "speech_dubbed_ratio": _rounded(stats.speech_dubbed_ratio if stats else None),
+            "speech_dubbed_ratio_1m": _rounded(stats.recent_dubbed_ratio() if stats else None),
+            "schedule_lag_s": round(stats.schedule_lag_s, 3) if stats else 0.0,
             "output_lag_s": round(stats.output_lag_s, 3) if stats else 0.0,
             "last_av_sync_delta_ms": (
                 round(stats.last_av_sync_delta_ms, 2) if stats and stats.last_av_sync_delta_ms is not None else None
@@ -127,13 +140,24 @@ class WorkerRunner:
             ingest.stop()
             return False
         longest_ms = s.segment_duration_ms if s.segment_policy == "fixed" else max(s.segment_min_ms, s.segment_max_ms)
-        if layout.audio_channels and s.output_delay_ms < longest_ms + 500:
+        if layout.audio_channels and s.output_delay_ms + s.dub_max_late_ms < longest_ms + 500:
             log.warning(
-                "stream %s: OUTPUT_DELAY_MS=%d is shorter than the longest segment (%d ms) + STS time: slots will fall"
-                " back to the original audio",
-                self.stream_id, s.output_delay_ms, longest_ms,
+                "stream %s: OUTPUT_DELAY_MS + DUB_MAX_LATE_MS = %d ms is shorter than the longest phrase (%d ms) + STS"
+                " time: phrases will keep the original voice",
+                self.stream_id, s.output_delay_ms + s.dub_max_late_ms, longest_ms,
             )  # fmt: skip
-        muxer = PacedMuxer(self.stream_id, layout, publisher, s.output_delay_ms / 1000, self.metrics)
+        rate = layout.sample_rate
+        track = DubTrack(
+            rate,
+            stretch=lambda audio, speed: time_stretch(audio, rate, speed),
+            max_late_s=s.dub_max_late_ms / 1000,
+            max_speedup=s.dub_catch_up_max_speedup,
+            fade_s=s.duck_fade_ms / 1000,
+        )
+        muxer = PacedMuxer(
+            self.stream_id, layout, publisher, s.output_delay_ms / 1000, self.metrics,
+            track=track, background=make_background(s, layout.sample_rate, layout.audio_channels),
+        )  # fmt: skip
         self._muxer = muxer
         segmenter = make_segmenter(self.stream_id, s, layout.audio_channels) if layout.audio_channels else None
         if segmenter is not None:
@@ -185,7 +209,10 @@ class WorkerRunner:
     def _submit(self, segment: AudioSegment, muxer: PacedMuxer) -> None:
         self._segments += 1
         self.metrics.segments_processed.labels(stream_id=self.stream_id).inc()
-        muxer.add_slot(segment)
+        wants_dub = segment.speech_ms is None or segment.speech_ms >= self.settings.segment_min_speech_ms
+        muxer.add_phrase(segment, wants_dub)
+        if not wants_dub:
+            return  # no speech to dub: the original plays, STS is spared
         task = asyncio.create_task(self._dub(segment, muxer), name=f"dub-{self.stream_id}-{segment.sequence_number}")
         self._dub_tasks.add(task)
         task.add_done_callback(self._dub_tasks.discard)
@@ -194,15 +221,18 @@ class WorkerRunner:
         async with self._inflight:
             if muxer.sealed(segment.sequence_number):
                 return  # its time has passed while waiting for a free STS slot
+            latest = muxer.latest_start_s(segment)
+            if latest is not None:
+                segment = replace(segment, deadline_s=max(0.0, latest - muxer.clock() - RETURN_MARGIN_S))
             started = time.monotonic()
             try:
                 outcome = await self.dub_client.dub(segment)
-            except Exception as exc:  # the client should not raise; the slot keeps its original audio
-                log.warning("stream %s: dub of segment %d raised: %s", self.stream_id, segment.sequence_number, exc)
+            except Exception as exc:  # the client should not raise; the phrase keeps its original voice
+                log.warning("stream %s: dub of phrase %d raised: %s", self.stream_id, segment.sequence_number, exc)
                 outcome = DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="failed")
             if outcome.round_trip_s is None:
                 outcome.round_trip_s = time.monotonic() - started
-        muxer.resolve(align(segment, outcome))
+        muxer.resolve(segment.sequence_number, dub_clip(segment, outcome), fallback_reason(outcome))
 
     async def _cancel_dubs(self) -> None:
         tasks = list(self._dub_tasks)
@@ -210,3 +240,7 @@ class WorkerRunner:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,90 @@
+"""Dub track: placement on the output timeline, queueing, catch-up speed-up, drops, background envelope."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livedub.media.background import DuckedBackground, db_to_gain
+from livedub.media.dubtrack import DubClip, DubTrack, catch_up_speed
+
+pytestmark = pytest.mark.unit
+
+RATE = 1000  # 1 sample per ms keeps the arithmetic readable
+
+
+def shorten(audio: np.ndarray, speed: float) -> np.ndarray:
+    """A fake time-stretch: keeps every n-th sample (length / speed), as atempo would shorten it."""
+    return audio[: round(len(audio) / speed)]
+
+
+def track(**kw: float) -> DubTrack:
+    return DubTrack(RATE, shorten, **{"max_late_s": 1.5, "max_speedup": 1.3, "breath_s": 0.1, "fade_s": 0.05, **kw})
+
+
+def clip(seq: int, start: int, length: int, value: float = 0.5) -> DubClip:
+    return DubClip(seq, start, np.full(length, value, dtype=np.float32))
+
+
+def test_catch_up_speed_ends_on_schedule_within_the_cap() -> None:
+    assert catch_up_speed(1000, 0, 1.3) == 1.0
+    assert catch_up_speed(1000, 100, 1.3) == pytest.approx(1000 / 900)  # ends where it would have on time
+    assert catch_up_speed(1000, 500, 1.3) == 1.3  # capped
+    assert catch_up_speed(100, 500, 1.3) == 1.3  # later than its own length
+
+
+def test_dub_on_time_plays_at_its_place_unchanged() -> None:
+    t = track()
+    placed = t.place(clip(0, 2000, 800), earliest=500)
+    assert placed is not None and placed.start == 2000 and placed.speed == 1.0 and placed.late_samples == 0
+    assert len(placed.audio) == 800
+
+
+def test_dub_queues_behind_the_one_playing_and_catches_up() -> None:
+    t = track()
+    first = t.place(clip(0, 1000, 2000), earliest=0)  # plays 1000..3000, overrunning its phrase
+    second = t.place(clip(1, 2500, 1000), earliest=0)  # wanted at 2500, while the first still plays
+    assert first is not None and second is not None
+    assert second.start == 3000 + 100  # behind the first, after a breath
+    assert second.late_samples == 600
+    assert second.speed == 1.3  # 600 of 1000 samples late: the cap
+    assert len(second.audio) == round(1000 / 1.3)
+    third = t.place(clip(2, 5000, 500), earliest=0)  # back on schedule: no speed-up
+    assert third is not None and third.start == 5000 and third.speed == 1.0
+
+
+def test_late_dub_starts_at_the_first_free_sample_and_too_late_is_dropped() -> None:
+    t = track()
+    late = t.place(clip(0, 1000, 1000), earliest=1800)  # the output already passed its place
+    assert late is not None and late.start == 1800 and late.speed > 1.0
+    assert t.place(clip(1, 3000, 1000), earliest=4600) is None  # 1.6 s after its place > 1.5 s bound
+    assert t.queue_end == late.end  # a dropped dub leaves the track as it was
+
+
+def test_render_mixes_dubs_and_gives_the_background_envelope_with_fades() -> None:
+    t = track(fade_s=0.1)
+    t.place(clip(0, 1000, 500, value=0.25), earliest=0)
+    dub, weight = t.render(800, 1000)  # samples 800..1800
+    assert dub[:200].sum() == 0 and (dub[200:700] == 0.25).all() and dub[700:].sum() == 0
+    assert weight[0] == 0.0  # before the fade
+    assert weight[150] == pytest.approx(0.5)  # halfway through the fade-in (900..1000)
+    assert (weight[200:700] == 1.0).all()  # full duck while the dub plays
+    assert weight[750] == pytest.approx(0.5) and weight[900] == 0.0  # fade-out 1500..1600
+    t.forget_before(1700)
+    assert t.placed == []
+
+
+def test_render_of_a_block_straddling_two_dubs() -> None:
+    t = track(fade_s=0.01, breath_s=0.0)
+    t.place(clip(0, 0, 100, value=0.1), earliest=0)
+    t.place(clip(1, 100, 100, value=0.2), earliest=0)
+    dub, weight = t.render(50, 100)
+    assert (dub[:50] == pytest.approx(0.1)) and (dub[50:] == pytest.approx(0.2))
+    assert (weight == 1.0).all()
+
+
+def test_ducked_background_level() -> None:
+    source = np.full((10, 2), 0.5, dtype=np.float32)
+    under = DuckedBackground(-15.0).under_dub(0, source)
+    assert under == pytest.approx(source * db_to_gain(-15.0))
+    assert 20 * np.log10(under[0, 0] / 0.5) == pytest.approx(-15.0)
