@@ -37,9 +37,6 @@ from livedub.stack import (
     wait_for_stream,
 )
 
-DEMO_DELAY_MS = 14000  # < 15 s: nginx-rtmp drops a publisher idle that long
-
-
 def _say(msg: str) -> None:
     print(f"[livedub] {msg}", flush=True)
 
@@ -121,11 +118,15 @@ def _report(
         if count:
             p95 = media.histogram_quantile("media_service_worker_av_sync_delta_abs_ms", 0.95, stream_id=stream_id)
             lines.append(
-                f"A/V offset: last segment {last:+.1f} ms; |offset| <= {p95:g} ms for 95% of {count:.0f} segments"
+                f"A/V offset: last phrase {last:+.1f} ms; |offset| <= {p95:g} ms for 95% of {count:.0f} phrases"
             )
+        speech = media.by_label("media_service_worker_speech_seconds_total", "outcome", stream_id=stream_id)
+        if sum(speech.values()):
+            share = speech.get("dubbed", 0.0) / sum(speech.values())
+            lines.append(f"speech dubbed: {100 * share:.0f} % of {sum(speech.values()):.1f} s of speech")
         fallbacks = media.by_label("media_service_worker_fallbacks_total", "reason", stream_id=stream_id)
         if any(fallbacks.values()):
-            lines.append(f"slots that kept the original audio: {fallbacks}")
+            lines.append(f"phrases that kept the original voice: {fallbacks}")
     if output is not None:
         lines.append(f"dubbed result: {output}  (play: ffplay {output})")
     lines.append("=" * 100)
@@ -139,10 +140,6 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/demo-dubbed.mp4"), help="where the dubbed result goes")
     parser.add_argument("--input", type=Path, default=None, help="publish this file instead of the sample fixture")
     args = parser.parse_args(argv)
-    if args.delay_ms is None:
-        # A 6 s segment + the STS's 8 s timeout: every dub the STS delivers in time makes it into the output.
-        args.delay_ms = DEMO_DELAY_MS
-
     source = args.input
     if source is None:
         _say("preparing the sample fixture (60 s, human English speech)")
