@@ -88,3 +88,34 @@ def test_ducked_background_level() -> None:
     under = DuckedBackground(-15.0).under_dub(0, source)
     assert under == pytest.approx(source * db_to_gain(-15.0))
     assert 20 * np.log10(under[0, 0] / 0.5) == pytest.approx(-15.0)
+
+
+class HalfModel:
+    """A fake DeepFilterNet: 'speech' is half the input, delayed by one 480-sample frame."""
+
+    frame_length = 480
+    delay = 480
+
+    def __init__(self) -> None:
+        self.previous = np.zeros(480, np.float32)
+
+    def process_frame(self, frame: np.ndarray) -> np.ndarray:
+        out, self.previous = self.previous, frame * 0.5
+        return out
+
+    def close(self) -> None:
+        return None
+
+
+def test_separated_background_is_the_bed_aligned_with_the_input() -> None:
+    from livedub.media.background import SeparatedBackground
+    from livedub.media.separation import BedSeparator
+
+    background = SeparatedBackground(BedSeparator(48000, 2, model=HalfModel()))
+    ramp = (np.arange(48000 * 2).reshape(-1, 2) % 20000).astype(np.int16)
+    for start in range(0, 48000, 4800):
+        background.feed(1000 + start, ramp[start : start + 4800])
+    background.flush()
+    under = background.under_dub(1000 + 9600, np.zeros((4800, 2), np.float32))
+    expected = ramp[9600 : 9600 + 4800].astype(np.float32) / 32768 * 0.5  # the bed: input minus half of it
+    np.testing.assert_allclose(under, expected, atol=2 / 32768)

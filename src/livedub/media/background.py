@@ -6,13 +6,19 @@ envelope: out = original * (1 - w) + under_dub * w + dub.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from livedub.media.pcm_buffer import PcmBuffer
 from livedub.media.settings import MediaSettings
 from livedub.media.types import Pcm
+
+if TYPE_CHECKING:
+    from livedub.media.separation import BedSeparator
+
+KEEP_BED_S = 30.0  # separated bed kept behind the newest input (the delay line is far shorter)
 
 FloatPcm = npt.NDArray[np.float32]
 """(samples, channels) float32 in [-1, 1]."""
@@ -50,8 +56,39 @@ class DuckedBackground:
         return None
 
 
+class SeparatedBackground:
+    """The original minus its speech (DeepFilterNet3, `separation.BedSeparator`) at full level: music and ambience
+    go on under the dub without the original voice. The separator's latency (~40 ms) is far inside the delay line."""
+
+    def __init__(self, separator: BedSeparator) -> None:
+        self.separator = separator
+        self.sample_rate = separator.sample_rate
+        self.bed = PcmBuffer(separator.channels)
+        self.out_pos: int | None = None  # input position of the next separated sample
+
+    def feed(self, start_sample: int, pcm: Pcm) -> None:
+        if self.out_pos is None:
+            self.out_pos = start_sample - self.separator.latency_samples
+        self._keep(self.separator.process(pcm).bed)
+
+    def _keep(self, bed: Pcm) -> None:
+        assert self.out_pos is not None
+        self.bed.append(self.out_pos, bed)
+        self.out_pos += len(bed)
+        self.bed.discard_before(self.out_pos - round(KEEP_BED_S * self.sample_rate))
+
+    def under_dub(self, start: int, original: FloatPcm) -> FloatPcm:
+        return self.bed.read(start, len(original)).astype(np.float32) / 32768.0
+
+    def flush(self) -> None:
+        if self.out_pos is not None:
+            self._keep(self.separator.flush().bed)
+
+
 def make_background(settings: MediaSettings, sample_rate: int, channels: int) -> Background:
     """The background BACKGROUND_MODE names, for one stream."""
     if settings.background_mode == "separate":
-        raise NotImplementedError("BACKGROUND_MODE=separate is not available yet")
+        from livedub.media.separation import BedSeparator  # its C runtime loads only in this mode
+
+        return SeparatedBackground(BedSeparator(sample_rate, max(1, channels)))
     return DuckedBackground(settings.duck_gain_db)
