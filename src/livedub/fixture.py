@@ -33,6 +33,9 @@ from livedub.paths import livedub_home
 
 SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en")
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+# The wav files come from -en-wav; the sounds/en link (an alternative) and the transcripts from -en, which -en-wav
+# only recommends.
+SOUND_PACKAGES = "asterisk-core-sounds-en asterisk-core-sounds-en-wav"
 
 FIXTURE_VERSION = 1
 SLOT_S = 6.0
@@ -124,7 +127,7 @@ def fixtures_dir() -> Path:
 def load_transcripts(path: Path = TRANSCRIPTS) -> dict[str, str]:
     """Prompt name -> transcript, from the package's `core-sounds-en.txt.gz`."""
     if not path.exists():
-        raise RuntimeError(f"{path} is missing: apt-get install asterisk-core-sounds-en-wav (or make setup)")
+        raise RuntimeError(f"{path} is missing: apt-get install asterisk-core-sounds-en (or make setup)")
     result: dict[str, str] = {}
     with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
         for line in fh:
@@ -157,7 +160,7 @@ def build_speech_track(sounds_dir: Path = SOUNDS_DIR) -> tuple[np.ndarray, int, 
         for name in names:
             wav_path = sounds_dir / f"{name}.wav"
             if not wav_path.exists():
-                raise RuntimeError(f"{wav_path} is missing: apt-get install asterisk-core-sounds-en-wav")
+                raise RuntimeError(f"{wav_path} is missing: apt-get install {SOUND_PACKAGES} (or make setup)")
             pcm, clip_rate = read_wav_mono(wav_path)
             if rate and clip_rate != rate:
                 raise RuntimeError(f"{wav_path}: sample rate {clip_rate} differs from {rate}")
@@ -192,7 +195,8 @@ def _write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
         wav.writeframes(pcm.astype("<i2").tobytes())
 
 
-def _encode(speech_wav: Path, out: Path, duration_s: float) -> None:
+def encode_video(speech_wav: Path, out: Path, duration_s: float) -> None:
+    """H.264 `testsrc2` video (keyframe every 2 s) + AAC of `speech_wav`, bit-exact, `duration_s` long."""
     cmd = [
         "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
         "-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}:duration={duration_s}",
@@ -230,7 +234,7 @@ def ensure_fixture(directory: Path | None = None, force: bool = False) -> Fixtur
         speech = Path(tmp) / "speech.wav"
         _write_wav(speech, track, rate)
         partial = Path(tmp) / video.name
-        _encode(speech, partial, duration_s)
+        encode_video(speech, partial, duration_s)
         digest = hashlib.sha256(partial.read_bytes()).hexdigest()
         os.replace(partial, video)
     data = {
