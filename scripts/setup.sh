@@ -4,8 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every system file the code reads comes from one of these or their Depends (tests/unit/test_system_files.py).
+# --no-install-recommends below: list what is only recommended. asterisk-core-sounds-{en,es} (recommended by the
+# -wav packages) carry the prompts' transcripts and the sounds/{en,es} links; asterisk-moh-opsound-wav is the music
+# bed of the speech-over-music fixture; stress-ng keeps a core busy for the busy-machine tests.
 APT_PACKAGES=(nginx libnginx-mod-rtmp ffmpeg espeak-ng apertium-eng-spa
-              asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav)
+              asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav
+              asterisk-core-sounds-en asterisk-core-sounds-es
+              asterisk-moh-opsound-wav stress-ng)
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 

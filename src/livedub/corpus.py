@@ -1,4 +1,4 @@
-"""Human speech with transcripts: the Asterisk core sound prompts (Debian `asterisk-core-sounds-{en,es}-wav`).
+"""Human speech with transcripts: the Asterisk core sound prompts (Debian `asterisk-core-sounds-{en,es}[-wav]`).
 
 The English and Spanish packages share prompt names, so a prompt's Spanish transcript is a reference translation
 of its English one (and the other way round). Tests, benchmarks and fixtures build ~6 s speech clips from them.
@@ -94,8 +94,12 @@ def load_prompts(language: str, include_word_folders: bool = False) -> dict[str,
         raise ValueError(f"no asterisk prompts for language {language!r}; have {LANGUAGES}")
     transcripts = Path(TRANSCRIPTS.format(lang=language))
     sounds = SOUNDS_DIR / language
-    if not transcripts.exists() or not sounds.exists():
-        raise CorpusMissingError(f"install the Debian package asterisk-core-sounds-{language}-wav")
+    if not transcripts.exists():  # the -wav package only recommends the one with the transcripts
+        package = f"asterisk-core-sounds-{language}"
+        raise CorpusMissingError(f"{transcripts} is missing: install the Debian package {package}")
+    if not sounds.exists():  # a link (alternative) made by asterisk-core-sounds-{language} to the -wav files
+        packages = f"asterisk-core-sounds-{language} asterisk-core-sounds-{language}-wav"
+        raise CorpusMissingError(f"{sounds} is missing: install the Debian packages {packages}")
     prompts: dict[str, Prompt] = {}
     with gzip.open(transcripts, "rt", encoding="utf-8") as lines:
         for line in lines:

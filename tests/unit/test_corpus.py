@@ -1,10 +1,10 @@
-"""The asterisk prompt corpus (needs the Debian asterisk-core-sounds-{en,es}-wav packages)."""
+"""The asterisk prompt corpus (needs the Debian asterisk-core-sounds-{en,es} and -{en,es}-wav packages)."""
 
 from __future__ import annotations
 
 import pytest
 
-from livedub import corpus
+from livedub import corpus, fixture
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +36,27 @@ def test_speech_clips_are_about_six_seconds_with_their_transcripts() -> None:
         assert clip.sample_rate == 16000 and clip.audio.dtype.name == "float32"
         assert clip.reference and clip.text.count(".") >= len(clip.names)
     assert clips[0].text.startswith("That agent is already logged on.")
+
+
+@pytest.fixture
+def uncached_corpus():
+    corpus.load_prompts.cache_clear()
+    yield
+    corpus.load_prompts.cache_clear()
+
+
+def test_missing_transcripts_name_the_package_that_has_them(
+    uncached_corpus: None, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The -wav packages only recommend the packages with the transcripts: the message must name the latter."""
+    monkeypatch.setattr(corpus, "TRANSCRIPTS", str(tmp_path / "core-sounds-{lang}.txt.gz"))
+    with pytest.raises(corpus.CorpusMissingError, match=r"install the Debian package asterisk-core-sounds-es$"):
+        corpus.load_prompts("es")
+    with pytest.raises(RuntimeError, match=r"apt-get install asterisk-core-sounds-en \(or make setup\)$"):
+        fixture.load_transcripts(tmp_path / "core-sounds-en.txt.gz")
+
+
+def test_missing_sounds_link_names_both_packages(uncached_corpus: None, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(corpus, "SOUNDS_DIR", tmp_path)
+    with pytest.raises(corpus.CorpusMissingError, match=r"asterisk-core-sounds-en asterisk-core-sounds-en-wav$"):
+        corpus.load_prompts("en")
