@@ -2,11 +2,16 @@
 
 Echo: every dubbed fragment comes back with exactly the audio sent. Faults: no STS -> immediate fallbacks, then
 the circuit breaker opens; STS started later -> the client reconnects, re-inits, and dubbing resumes.
+Deadlines: a segment's deadline reaches STS as deadline_ms; work dropped as too late does not open the breaker,
+STS faults do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,10 +27,16 @@ from media_testkit import (
 
 from livedub.media.backoff import ExponentialBackoff
 from livedub.media.circuit_breaker import BreakerState
-from livedub.media.sts_audio import downmix_to_mono
 from livedub.media.sts_client import StsClient
-from livedub.media.types import DubStatus
+from livedub.media.types import AudioSegment, DubStatus
+from livedub.protocol import ErrorCode, FragmentData, FragmentProcessed, StreamConfig
+from livedub.protocol.codec import downmix_to_mono
 from livedub.stack import free_port
+from livedub.sts.deadline import NO_DEADLINE, Deadline
+from livedub.sts.pipeline import EchoPipeline
+from livedub.sts.server import create_app
+from livedub.sts.session import failed_result
+from livedub.sts.settings import StsSettings
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +180,153 @@ async def test_connection_drop_fails_inflight_fragment_and_reconnects_with_a_new
             assert fake.inits == 2
         finally:
             await client.close()
+
+
+# ---------------------------------------------------------------- deadlines and the breaker
+
+
+class DeadlineEcho(EchoPipeline):
+    """The echo pipeline, recording what each fragment asked for; `stall` makes every fragment hang (ignoring its
+    deadline) and `fail` answers INTERNAL_ERROR, to tell late drops from faults."""
+
+    def __init__(self, mode: str = "echo", stall: set[int] | None = None) -> None:
+        self.mode = mode
+        self.stall = stall or set()  # sequence numbers that hang (mode "echo")
+        self.seen: list[tuple[int | None, int, float]] = []  # (deadline_ms, dub_overrun_ms, deadline left in s)
+        self.release = threading.Event()
+
+    def process(
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+    ) -> FragmentProcessed:
+        self.seen.append((fragment.deadline_ms, config.dub_overrun_ms, deadline.remaining()))
+        if self.mode == "stall" or fragment.sequence_number in self.stall:
+            self.release.wait(30)
+        if self.mode == "fail":
+            return failed_result(fragment, "pipeline", ErrorCode.INTERNAL_ERROR, "boom", retryable=False,
+                                 processing_time_ms=1.0)  # fmt: skip
+        return super().process(fragment, config, deadline)
+
+
+def deadline_app(processor: DeadlineEcho) -> Any:
+    settings = StsSettings(_env_file=None).model_copy(update={"api_key": "", "worker_threads": 1})  # type: ignore[call-arg]
+    return create_app(processor, settings)
+
+
+def client_at(url: str, metrics: Any, **settings: Any) -> StsClient:
+    overrun = settings.pop("dub_overrun_ms", 0)
+    config = media_settings(STS_SERVICE_URL=url, **settings)
+    return StsClient("s1", config, metrics, backoff=FAST_BACKOFF, connect_timeout_s=5, dub_overrun_ms=overrun)
+
+
+def with_deadline(seq: int, deadline_s: float | None) -> AudioSegment:
+    return dataclasses.replace(noise_segment(seq, seconds=0.5), deadline_s=deadline_s)
+
+
+async def test_segment_deadline_and_dub_overrun_reach_sts() -> None:
+    processor = DeadlineEcho()
+    async with serve_asgi(deadline_app(processor)) as url:
+        client = client_at(url, fresh_metrics(), dub_overrun_ms=1500, STS_AUDIO_FORMAT="pcm_s16le")
+        await client.start()
+        try:
+            assert await client.wait_ready(10)
+            timed = await client.dub(with_deadline(0, 3.0))
+            seed_like = await client.dub(with_deadline(1, None))
+        finally:
+            await client.close()
+    assert (timed.status, seed_like.status) == (DubStatus.DUBBED, DubStatus.DUBBED)
+    (deadline_ms, overrun_ms, left_s), (no_deadline, _, seed_left_s) = processor.seen
+    assert overrun_ms == 1500
+    assert 2000 <= deadline_ms <= 3000 - 100  # what is left of 3 s, less the margin for the answer
+    assert left_s <= deadline_ms / 1000
+    assert no_deadline is None and seed_left_s > 7.0  # without a deadline: STS_TIMEOUT_MS (8 s) applies
+
+
+async def test_late_drops_answered_by_sts_do_not_open_the_breaker() -> None:
+    processor = DeadlineEcho("stall")
+    metrics = fresh_metrics()
+    async with serve_asgi(deadline_app(processor)) as url:
+        client = client_at(url, metrics, CIRCUIT_BREAKER_THRESHOLD=2)
+        await client.start()
+        try:
+            assert await client.wait_ready(10)
+            outcomes = [await client.dub(with_deadline(seq, 0.6)) for seq in range(4)]
+            state = sample(metrics, "circuit_breaker_state", stream_id="s1")
+        finally:
+            processor.release.set()
+            await client.close()
+    assert [o.reason for o in outcomes] == ["late"] * 4  # STS answered TIMEOUT at each deadline
+    assert [o.sts_status for o in outcomes] == ["failed"] * 4
+    assert state == BreakerState.CLOSED
+    assert sample(metrics, "fallbacks_total", stream_id="s1", reason="late") == 4
+
+
+async def test_one_stuck_fragment_costs_only_its_own_dub() -> None:
+    """The issue's fault case through client and server: one inference thread, fragment 1 hangs; its neighbours,
+    sent at the same time, are dubbed, and the breaker stays closed."""
+    processor = DeadlineEcho(stall={1})
+    metrics = fresh_metrics()
+    async with serve_asgi(deadline_app(processor)) as url:
+        client = client_at(url, metrics, CIRCUIT_BREAKER_THRESHOLD=1, STS_MAX_INFLIGHT=4)
+        await client.start()
+        try:
+            assert await client.wait_ready(10)
+            outcomes = await asyncio.gather(*(client.dub(with_deadline(seq, 1.0 + seq)) for seq in range(4)))
+            state = sample(metrics, "circuit_breaker_state", stream_id="s1")
+        finally:
+            processor.release.set()
+            await client.close()
+    assert [o.status for o in outcomes] == [DubStatus.DUBBED, DubStatus.FALLBACK, DubStatus.DUBBED, DubStatus.DUBBED]
+    assert outcomes[1].reason == "late"
+    assert state == BreakerState.CLOSED
+
+
+async def test_sts_faults_still_open_the_breaker() -> None:
+    metrics = fresh_metrics()
+    async with serve_asgi(deadline_app(DeadlineEcho("fail"))) as url:
+        client = client_at(url, metrics, CIRCUIT_BREAKER_THRESHOLD=2)
+        await client.start()
+        try:
+            assert await client.wait_ready(10)
+            reasons = [(await client.dub(with_deadline(seq, 2.0))).reason for seq in range(3)]
+        finally:
+            await client.close()
+    assert reasons == ["failed", "failed", "circuit_open"]
+    assert sample(metrics, "circuit_breaker_state", stream_id="s1") == BreakerState.OPEN
+
+
+async def test_a_segment_without_time_left_is_dropped_before_sending() -> None:
+    processor = DeadlineEcho()
+    metrics = fresh_metrics()
+    async with serve_asgi(deadline_app(processor)) as url:
+        client = client_at(url, metrics, CIRCUIT_BREAKER_THRESHOLD=1)
+        await client.start()
+        try:
+            assert await client.wait_ready(10)
+            outcomes = [await client.dub(with_deadline(seq, s)) for seq, s in enumerate([0.05, 0.0, -1.0])]
+            after = await client.dub(with_deadline(3, 2.0))
+        finally:
+            await client.close()
+    assert [o.reason for o in outcomes] == ["late"] * 3
+    assert processor.seen[1:] == [] and len(processor.seen) == 1  # only the last one was sent
+    assert after.status is DubStatus.DUBBED  # the breaker (threshold 1) did not open
+    assert sample(metrics, "sts_fragments_sent_total", stream_id="s1") == 1
+
+
+async def test_giving_up_before_a_seed_sts_had_to_answer_is_a_late_drop() -> None:
+    """A seed STS (no `deadline` capability) is owed an answer only by STS_TIMEOUT_MS: a segment deadline that runs
+    out earlier is the client's late drop, not an STS fault; waiting the full timeout still is one."""
+    fake = FakeSts("silent")
+    metrics = fresh_metrics()
+    async with serve_asgi(fake.app) as url:
+        client = client_at(url, metrics, STS_TIMEOUT_MS=1000, CIRCUIT_BREAKER_THRESHOLD=2)
+        await client.start()
+        try:
+            assert await client.wait_ready(10)
+            early = [(await client.dub(with_deadline(seq, 0.5))).reason for seq in range(3)]
+            assert sample(metrics, "circuit_breaker_state", stream_id="s1") == BreakerState.CLOSED
+            full = [(await client.dub(with_deadline(seq, None))).reason for seq in range(3, 6)]
+        finally:
+            await client.close()
+    assert early == ["timeout"] * 3
+    assert "deadline_ms" not in fake.fragments[3] and fake.fragments[0]["deadline_ms"] <= 400
+    assert full == ["timeout", "timeout", "circuit_open"]

@@ -1,10 +1,14 @@
-"""CircuitBreaker: closed -> open after N consecutive failures -> half-open after cooldown -> closed on success."""
+"""CircuitBreaker: closed -> open after N consecutive failures -> half-open after cooldown -> closed on success.
+
+And what counts as a failure: STS faults do, work dropped as too late does not (sts_faults)."""
 
 from __future__ import annotations
 
 import pytest
 
 from livedub.media.circuit_breaker import BreakerState, CircuitBreaker
+from livedub.media.sts_faults import StsVerdict, code_verdict, processed_verdict
+from livedub.protocol import ErrorCode, FragmentError, FragmentProcessed
 
 pytestmark = pytest.mark.unit
 
@@ -95,3 +99,59 @@ def test_reading_the_state_changes_nothing() -> None:
     assert changes == [BreakerState.OPEN]  # the transition is reported when the breaker is used, not when read
     breaker.record_failure()
     assert changes == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.OPEN]
+
+
+def test_dropped_late_work_neither_opens_nor_resets() -> None:
+    breaker, _, changes = make(threshold=2)
+    breaker.record_failure()
+    for _ in range(10):  # a burst of late drops under load: not STS faults
+        breaker.record_dropped()
+    assert breaker.state is BreakerState.CLOSED and breaker.consecutive_failures == 1
+    breaker.record_failure()  # the next real fault still counts as the second in a row
+    assert breaker.state is BreakerState.OPEN
+    assert changes == [BreakerState.OPEN]
+
+
+def test_a_dropped_half_open_trial_frees_the_trial_undecided() -> None:
+    breaker, clock, _ = make(threshold=1, cooldown_s=1.0)
+    breaker.record_failure()
+    clock.now += 1.0
+    assert breaker.allow_request()
+    breaker.record_dropped()
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow_request()  # a new trial
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED
+
+
+def _processed(status: str, code: ErrorCode | None = None, stage: str = "asr") -> FragmentProcessed:
+    error = None if code is None else FragmentError(stage=stage, code=code, message="m")  # type: ignore[arg-type]
+    return FragmentProcessed(fragment_id="f", stream_id="s", sequence_number=0, status=status, error=error)
+
+
+@pytest.mark.parametrize(
+    ("processed", "verdict"),
+    [
+        (_processed("success"), StsVerdict.HEALTHY),
+        (_processed("partial"), StsVerdict.HEALTHY),
+        (_processed("failed", ErrorCode.TIMEOUT, "timeout"), StsVerdict.LATE),
+        (_processed("failed", ErrorCode.INTERNAL_ERROR, "pipeline"), StsVerdict.FAULT),
+        (_processed("failed", ErrorCode.ASR_FAILED, "asr"), StsVerdict.FAULT),
+        (_processed("failed", ErrorCode.TRANSLATION_FAILED, "translation"), StsVerdict.FAULT),
+        (_processed("failed", ErrorCode.TTS_SYNTHESIS_FAILED, "tts"), StsVerdict.FAULT),
+        (_processed("failed", ErrorCode.TTS_SYNTHESIS_FAILED, "fit"), StsVerdict.HEALTHY),  # dub too long: content
+        (_processed("failed", ErrorCode.INVALID_AUDIO_FORMAT, "decode"), StsVerdict.HEALTHY),  # our input
+        (_processed("failed"), StsVerdict.FAULT),  # failed without a reason
+    ],
+)
+def test_sts_answers_are_judged_by_what_they_say_about_the_sts(
+    processed: FragmentProcessed, verdict: StsVerdict
+) -> None:
+    assert processed_verdict(processed) is verdict
+
+
+def test_refusals_are_judged_by_their_code() -> None:
+    assert code_verdict(ErrorCode.BACKPRESSURE_EXCEEDED) is StsVerdict.LATE  # load shedding
+    assert code_verdict(ErrorCode.TIMEOUT) is StsVerdict.LATE
+    assert code_verdict(ErrorCode.INTERNAL_ERROR) is StsVerdict.FAULT
+    assert code_verdict(ErrorCode.INVALID_EVENT) is StsVerdict.HEALTHY

@@ -2,6 +2,8 @@
 
 closed --(threshold consecutive failures)--> open --(cooldown)--> half-open --(trial succeeds)--> closed
                                                ^------------------(trial fails)------------------'
+
+Requests dropped as too late are neither (`record_dropped`): they neither count toward opening nor reset the count.
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ class CircuitBreaker:
         self._trial_running = False
         if self._state is not BreakerState.CLOSED:
             self._move_to(BreakerState.CLOSED)
+
+    def record_dropped(self) -> None:
+        """A request dropped as too late (not a fault): the failure count is kept as is, a half-open trial is
+        released undecided (the next request is a new trial)."""
+        self._refresh()
+        self._trial_running = False
 
     def record_failure(self) -> None:
         self._refresh()

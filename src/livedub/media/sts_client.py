@@ -1,8 +1,11 @@
 """The media-service side of the STS Socket.IO protocol: one `StsClient` per stream.
 
-`dub(segment)` sends one `fragment:data` and waits for its `fragment:processed`, bounded by the per-fragment
-deadline. It never raises: whenever the dub cannot arrive in time (STS unreachable, circuit open, timeout, error,
-undecodable audio) it returns a fallback at once, and the worker fills the slot with the original audio.
+`dub(segment)` sends one `fragment:data` and waits for its `fragment:processed`, bounded by the segment's deadline
+(`segment.deadline_s`, else `STS_TIMEOUT_MS`). It never raises: whenever the dub cannot arrive in time (STS
+unreachable, circuit open, timeout, error, undecodable audio) it returns a fallback at once, and the worker fills
+the slot with the original audio. A segment's deadline also goes to STS (`deadline_ms`), which serves the most
+urgent fragment first and answers TIMEOUT at once for work that can no longer be on time; such late drops do not
+count toward opening the circuit breaker (see sts_faults.py).
 
 The connection is kept by a background task: connect, `stream:init`, wait for `stream:ready`; on any drop it
 reconnects with exponential back-off and sends `stream:init` again.
@@ -29,15 +32,18 @@ from livedub.media.backoff import ExponentialBackoff, SendThrottle
 from livedub.media.circuit_breaker import BreakerState, CircuitBreaker
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.settings import MediaSettings
-from livedub.media.sts_audio import decode_payload, downmix_to_mono, encode_payload
+from livedub.media.sts_audio import dub_pcm, segment_payload
+from livedub.media.sts_faults import StsVerdict, code_verdict, processed_verdict
 from livedub.media.types import AudioSegment, DubOutcome, DubStatus
 from livedub.protocol import (
     AudioFormat,
     AudioPayload,
     Backpressure,
+    Capability,
     ErrorCode,
     ErrorEvent,
     Event,
+    EventName,
     FragmentAck,
     FragmentData,
     FragmentProcessed,
@@ -53,6 +59,10 @@ log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
 
+# Taken off a segment's deadline in the deadline_ms sent: STS answers this much before the client stops waiting,
+# so that its answer (a TIMEOUT included) arrives in time, and a missing answer is the STS's fault, not a race.
+ANSWER_MARGIN_S = 0.1
+
 
 class FallbackReason(StrEnum):
     CIRCUIT_OPEN = "circuit_open"
@@ -62,15 +72,17 @@ class FallbackReason(StrEnum):
     DISCONNECTED = "disconnected"  # the connection dropped while the fragment was in flight
     STS_ERROR = "sts_error"  # an `error` event named the fragment
     FAILED = "failed"  # fragment:processed with status failed or without audio
+    LATE = "late"  # could no longer be on time: dropped before sending, or STS answered TIMEOUT
     BAD_AUDIO = "bad_audio"  # dubbed audio that does not decode
     CLOSED = "closed"
     INTERNAL = "internal_error"
 
 
 class _FragmentLost(Exception):
-    def __init__(self, reason: FallbackReason) -> None:
+    def __init__(self, reason: FallbackReason, verdict: StsVerdict = StsVerdict.FAULT) -> None:
         super().__init__(reason.value)
         self.reason = reason
+        self.verdict = verdict
 
 
 @dataclass
@@ -92,6 +104,8 @@ class StsClient:
         init_timeout_s: float = 30.0,
         backoff: ExponentialBackoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        dub_overrun_ms: int = 0,
+        answer_margin_s: float = ANSWER_MARGIN_S,
     ) -> None:
         self.stream_id = stream_id
         self.settings = settings
@@ -103,6 +117,9 @@ class StsClient:
         self._clock = clock
         self._format = AudioFormat(settings.sts_audio_format)
         self._timeout_s = settings.sts_timeout_ms / 1000
+        self._dub_overrun_ms = dub_overrun_ms
+        self._answer_margin_s = answer_margin_s
+        self._sts_has_deadlines = False  # stream:ready announced `deadline`: STS answers by each deadline_ms
         self._breaker_gauge = metrics.circuit_breaker_state.labels(stream_id=stream_id)
         self._breaker_gauge.set(BreakerState.CLOSED)
         self._breaker = CircuitBreaker(
@@ -151,7 +168,7 @@ class StsClient:
         self._closed = True
         if self._ready.is_set():
             try:
-                await self._emit("stream:end", StreamControl(stream_id=self.stream_id, reason="input ended"))
+                await self._emit(EventName.STREAM_END, StreamControl(stream_id=self.stream_id, reason="input ended"))
                 await asyncio.wait_for(self._completed.wait(), 2.0)
             except (TimeoutError, socketio.exceptions.SocketIOError):
                 pass
@@ -192,16 +209,20 @@ class StsClient:
             return self._fallback(segment, FallbackReason.INTERNAL)
 
     async def _dub(self, segment: AudioSegment) -> DubOutcome:
+        loop = asyncio.get_running_loop()
+        # When the dub stops being useful (loop time); None: the seed rule, STS_TIMEOUT_MS after now.
+        useful_until = None if segment.deadline_s is None else loop.time() + segment.deadline_s
         if self._closed:
             return self._fallback(segment, FallbackReason.CLOSED)
+        if self._too_late(useful_until):
+            return self._fallback(segment, FallbackReason.LATE)
         if self._breaker.state is BreakerState.OPEN:
             return self._fallback(segment, FallbackReason.CIRCUIT_OPEN)
         if not self._ready.is_set():
             self._breaker.record_failure()
             return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
+        deadline = useful_until if useful_until is not None else loop.time() + self._timeout_s
         if not await self._take_slot(deadline):
             return self._fallback(segment, FallbackReason.BACKPRESSURE)
         try:
@@ -209,32 +230,43 @@ class StsClient:
             if loop.time() + wait_s >= deadline:
                 return self._fallback(segment, FallbackReason.BACKPRESSURE)
             await asyncio.sleep(wait_s)
+            if self._too_late(useful_until):
+                return self._fallback(segment, FallbackReason.LATE)
             # Claimed only now, right before sending, so a half-open trial is never left hanging.
             if not self._breaker.allow_request():
                 return self._fallback(segment, FallbackReason.CIRCUIT_OPEN)
             if not self._ready.is_set():
                 self._breaker.record_failure()
                 return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)
-            return await self._send_and_wait(segment, deadline)
+            return await self._send_and_wait(segment, deadline, useful_until)
         finally:
             await self._release_slot()
 
-    async def _send_and_wait(self, segment: AudioSegment, deadline: float) -> DubOutcome:
+    def _too_late(self, useful_until: float | None) -> bool:
+        """No time left for STS to answer before the dub stops being useful (not worth sending)."""
+        return useful_until is not None and useful_until - asyncio.get_running_loop().time() <= self._answer_margin_s
+
+    async def _send_and_wait(self, segment: AudioSegment, deadline: float, useful_until: float | None) -> DubOutcome:
         loop = asyncio.get_running_loop()
         payload = await self._encode(segment)
+        deadline_ms = None
+        if useful_until is not None:  # counted from STS's receipt, which is about now; the margin is for the way back
+            deadline_ms = max(0, int((useful_until - loop.time() - self._answer_margin_s) * 1000))
         fragment = FragmentData(
             fragment_id=f"{self.stream_id}-{self._fragment_prefix}-{segment.sequence_number}",
             stream_id=self.stream_id,
             sequence_number=segment.sequence_number,
             audio=payload,
             metadata={"start_sample": segment.start_sample, "sample_rate": segment.sample_rate},
+            deadline_ms=deadline_ms,
         )
         pending = _Pending(sent_at=self._clock(), future=loop.create_future())
         self._pending[fragment.fragment_id] = pending
         self._update_inflight()
+        sent_at = loop.time()
         try:
             try:
-                await self._emit("fragment:data", fragment)
+                await self._emit(EventName.FRAGMENT_DATA, fragment)
             except socketio.exceptions.SocketIOError as exc:
                 log.warning("[%s] sending fragment %d failed: %s", self.stream_id, segment.sequence_number, exc)
                 self._breaker.record_failure()
@@ -243,27 +275,43 @@ class StsClient:
             try:
                 processed = await asyncio.wait_for(pending.future, max(0.0, deadline - loop.time()))
             except TimeoutError:
-                self._breaker.record_failure()
+                self._judge(StsVerdict.FAULT if self._owed_answer(useful_until, sent_at) else StsVerdict.LATE)
                 self.metrics.errors.labels(stream_id=self.stream_id, type="sts_timeout").inc()
                 return self._fallback(segment, FallbackReason.TIMEOUT)
             except _FragmentLost as lost:
-                self._breaker.record_failure()
+                self._judge(lost.verdict)
                 return self._fallback(segment, lost.reason)
         finally:
             self._pending.pop(fragment.fragment_id, None)
             self._update_inflight()
-        # Any fragment:processed, even `failed`, proves STS answers in time: that is what the breaker guards.
-        self._breaker.record_success()
+        # The breaker guards against a failing STS: a TIMEOUT answer (late work dropped) is not held against it.
+        self._judge(processed_verdict(processed))
         return await self._outcome(segment, processed, self._clock() - pending.sent_at)
+
+    def _owed_answer(self, useful_until: float | None, sent_at: float) -> bool:
+        """Whether STS should have answered by now, when the wait for a fragment ran out (else: a late drop)."""
+        if useful_until is None or self._sts_has_deadlines:
+            return True  # waited the full STS_TIMEOUT_MS, or STS promised an answer (if only TIMEOUT) by its deadline
+        return useful_until >= sent_at + self._timeout_s  # a seed STS has until timeout_ms to answer
+
+    def _judge(self, verdict: StsVerdict) -> None:
+        if verdict is StsVerdict.FAULT:
+            self._breaker.record_failure()
+        elif verdict is StsVerdict.LATE:
+            self._breaker.record_dropped()
+        else:
+            self._breaker.record_success()
 
     async def _outcome(self, segment: AudioSegment, processed: FragmentProcessed, round_trip_s: float) -> DubOutcome:
         self.metrics.sts_round_trip_seconds.labels(stream_id=self.stream_id).observe(round_trip_s)
         if processed.status is FragmentStatus.FAILED or processed.dubbed_audio is None:
             detail = processed.error.message if processed.error else "no dubbed audio"
             log.info("[%s] fragment %d not dubbed: %s", self.stream_id, segment.sequence_number, detail)
-            return self._fallback(segment, FallbackReason.FAILED, sts_status=processed.status.value)
+            late = processed.error is not None and processed.error.code is ErrorCode.TIMEOUT
+            reason = FallbackReason.LATE if late else FallbackReason.FAILED
+            return self._fallback(segment, reason, sts_status=processed.status.value)
         try:
-            pcm = await asyncio.to_thread(decode_payload, processed.dubbed_audio, segment.sample_rate, segment.channels)
+            pcm = await asyncio.to_thread(dub_pcm, processed.dubbed_audio, segment)
         except ValueError as exc:
             log.warning("[%s] dubbed audio of fragment %d: %s", self.stream_id, segment.sequence_number, exc)
             self.metrics.errors.labels(stream_id=self.stream_id, type="sts_bad_audio").inc()
@@ -279,12 +327,9 @@ class StsClient:
         )
 
     async def _encode(self, segment: AudioSegment) -> AudioPayload:
-        # STS works on mono speech (ASR in, TTS out): sending stereo would only double the payload.
-        # The dub comes back mono and is decoded to the segment's channel count.
-        mono = downmix_to_mono(segment.pcm)
         if self._format is AudioFormat.PCM_S16LE:
-            return encode_payload(mono, segment.sample_rate, self._format)
-        return await asyncio.to_thread(encode_payload, mono, segment.sample_rate, self._format)
+            return segment_payload(segment, self._format)
+        return await asyncio.to_thread(segment_payload, segment, self._format)  # AAC encoding: off the loop
 
     def _fallback(self, segment: AudioSegment, reason: FallbackReason, sts_status: str | None = None) -> DubOutcome:
         self.metrics.fallbacks.labels(stream_id=self.stream_id, reason=reason.value).inc()
@@ -358,7 +403,7 @@ class StsClient:
             stream_id=self.stream_id, worker_id=f"{socket.gethostname()}-{os.getpid()}", config=self._config()
         )
         try:
-            await self._emit("stream:init", init)
+            await self._emit(EventName.STREAM_INIT, init)
             await asyncio.wait_for(self._ready.wait(), self.init_timeout_s)
         except (TimeoutError, socketio.exceptions.SocketIOError) as exc:
             self._note_connection_problem(f"stream:init not answered: {self._last_error or exc!r}")
@@ -377,6 +422,7 @@ class StsClient:
             chunk_duration_ms=s.segment_duration_ms if s.segment_policy == "fixed" else s.segment_max_ms,
             max_inflight=s.sts_max_inflight,
             timeout_ms=s.sts_timeout_ms,
+            dub_overrun_ms=self._dub_overrun_ms,
         )
 
     def _note_connection_problem(self, message: str) -> None:
@@ -397,13 +443,13 @@ class StsClient:
     # ------------------------------------------------------------------ events from STS
 
     def _register_handlers(self) -> None:
-        self._sio.on("disconnect", self._on_disconnect)
-        self._sio.on("stream:ready", self._on_stream_ready)
-        self._sio.on("fragment:ack", self._on_fragment_ack)
-        self._sio.on("fragment:processed", self._on_fragment_processed)
-        self._sio.on("backpressure", self._on_backpressure)
-        self._sio.on("stream:complete", self._on_stream_complete)
-        self._sio.on("error", self._on_error)
+        self._sio.on("disconnect", self._on_disconnect)  # Socket.IO's own event, not the protocol's
+        self._sio.on(EventName.STREAM_READY, self._on_stream_ready)
+        self._sio.on(EventName.FRAGMENT_ACK, self._on_fragment_ack)
+        self._sio.on(EventName.FRAGMENT_PROCESSED, self._on_fragment_processed)
+        self._sio.on(EventName.BACKPRESSURE, self._on_backpressure)
+        self._sio.on(EventName.STREAM_COMPLETE, self._on_stream_complete)
+        self._sio.on(EventName.ERROR, self._on_error)
 
     def _parse(self, model: type[E], data: Any) -> E | None:
         try:
@@ -426,6 +472,7 @@ class StsClient:
         if ready is None:
             return
         self._session_id = ready.session_id
+        self._sts_has_deadlines = ready.supports(Capability.DEADLINE)
         self._last_error = None
         async with self._slots:
             self._inflight_limit = max(1, min(self.settings.sts_max_inflight, ready.max_inflight))
@@ -467,7 +514,7 @@ class StsClient:
         self.metrics.errors.labels(stream_id=self.stream_id, type=f"sts_{error.code.value.lower()}").inc()
         pending = self._pending.get(error.fragment_id) if error.fragment_id else None
         if pending is not None and not pending.future.done():
-            pending.future.set_exception(_FragmentLost(FallbackReason.STS_ERROR))
+            pending.future.set_exception(_FragmentLost(FallbackReason.STS_ERROR, code_verdict(error.code)))
             return
         log.warning("[%s] STS error %s: %s", self.stream_id, error.code, error.message)
         if error.code is ErrorCode.STREAM_NOT_FOUND and self._ready.is_set() and not self._closed:
