@@ -7,6 +7,10 @@ from collections.abc import Iterable
 
 # Seconds per second of audio before anything was measured (the default path on 2 cores). Warm-up replaces them.
 PRIORS = {"asr": 0.1, "translation": 0.15, "tts": 0.15, "fit": 0.02}
+# Work is dropped only when even a run this much faster than the average could not be on time: the averages include
+# cold first runs and busy moments, and a wrong drop costs a phrase (measured: with the plain average, a 2-core run
+# whose warm-up ran beside other work dropped every phrase and, dropping, never learnt better).
+OPTIMISM = 0.5
 
 
 class StageCosts:
@@ -32,8 +36,8 @@ class StageCosts:
         return self._rate.get(stage, 0.0)
 
     def needed(self, stages: Iterable[str], audio_s: float) -> float:
-        """Expected seconds for `stages` on `audio_s` seconds of audio."""
-        return sum(self.rate(stage) for stage in stages) * audio_s
+        """Seconds that `stages` need at least on `audio_s` seconds of audio (an optimistic estimate)."""
+        return OPTIMISM * sum(self.rate(stage) for stage in stages) * audio_s
 
     def snapshot(self) -> dict[str, float]:
         return {stage: round(rate, 4) for stage, rate in self._rate.items()}
