@@ -37,6 +37,7 @@ from livedub.stack import (
     wait_for_stream,
 )
 
+
 def _say(msg: str) -> None:
     print(f"[livedub] {msg}", flush=True)
 
@@ -60,7 +61,7 @@ def _fragment_line(data: dict[str, Any]) -> str:
     return f"  fragment {seq}: {status} in {ms / 1000:.1f}s | {text} -> {translated}"
 
 
-def _added_latency(inp: list[PacketInfo], out: list[PacketInfo]) -> tuple[float, float, int] | None:
+def added_latency(inp: list[PacketInfo], out: list[PacketInfo]) -> tuple[float, float, int] | None:
     """(p50, p95, matched) of output minus input arrival time over the identical video packets of both paths."""
     arrivals = {p.digest: p.arrival for p in inp if p.kind == "video"}
     deltas = sorted(p.arrival - arrivals[p.digest] for p in out if p.kind == "video" and p.digest in arrivals)
@@ -239,7 +240,7 @@ def _collect_latency(readers: list[PacketReader]) -> tuple[float, float, int] | 
     except Exception as exc:  # the report goes on without it
         _say(f"could not measure the added latency: {exc}")
         return None
-    return _added_latency(inp, out)
+    return added_latency(inp, out)
 
 
 def recorder_alive(stack: Stack) -> bool:

@@ -3,7 +3,8 @@
 * `e2e_services` (session): `ServicesManager` -- media server, STS (real models) and media-service on free ports,
   plus a second stack whose STS runs in echo mode for the flash/beep check. Waits for every /health, stops
   everything at the end and fails the session if any process is left behind.
-* `test_fixture` (session): the 60 s speech fixture (built once into the cache by `livedub.fixture`).
+* `test_fixture` (session): the 60 s speech-over-music fixture (built once into the cache by
+  `livedub.fixture_music`), with its timeline of prompts and pauses.
 * `stream_id`: a fresh stream id per test.
 * `sts_monitor`: a Socket.IO client in the STS monitor room of `stream_id`, connected before publishing.
 * `output_recorder`: ffmpeg recording `live/<stream_id>/out` from before it exists until it ends.
@@ -26,7 +27,7 @@ from e2e import config
 from e2e.helpers.services_manager import ServicesManager
 from e2e.helpers.socketio_monitor import StsMonitor
 from e2e.helpers.stream_publisher import Publication, StreamRecorder, publish_file
-from livedub.fixture import Fixture, ensure_fixture
+from livedub.fixture_music import MusicFixture, ensure_music_fixture
 from livedub.paths import runtime_dir
 from livedub.stack import ServiceError, leftover_processes
 
@@ -48,8 +49,8 @@ def e2e_log_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def test_fixture() -> Fixture:
-    return ensure_fixture()
+def test_fixture() -> MusicFixture:
+    return ensure_music_fixture()
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +99,7 @@ def output_recorder(e2e_services: ServicesManager, stream_id: str, e2e_log_dir: 
 @pytest.fixture
 def publish_test_fixture(
     e2e_services: ServicesManager,
-    test_fixture: Fixture,
+    test_fixture: MusicFixture,
     stream_id: str,
     sts_monitor: StsMonitor,
     output_recorder: StreamRecorder,

@@ -1,14 +1,17 @@
-"""E2E production simulation: the whole live dubbing chain with real services and real models.
+"""E2E production simulation: the whole live dubbing chain with real services and real models, as `livedub up` runs it.
 
-The 60 s fixture (human English speech, H.264 + AAC) is published in real time to the media server; the
-media-service cuts it into ten 6 s fragments, the STS service dubs them into Spanish (Whisper, the LLM
-translator, the Spanish TTS), and the dubbed stream is published on `live/<id>/out`, recorded while it plays and
-checked: codecs, duration, the input's video packets, Spanish speech, A/V sync, and the two services' metrics.
-A second stack with the STS in echo mode runs the content-based flash/beep A/V check at the same time.
+The 60 s speech-over-music fixture (human English speech over a music bed, H.264 + AAC) is published in real time
+to the media server; the media-service cuts it into phrases at pauses and streams each to the STS service as it
+ends, which dubs it into Spanish (Whisper, the LLM translator, the Spanish TTS); each dub is placed on the output
+timeline over the ducked original, and the stream is published on `live/<id>/out` with the default delay line,
+recorded while it plays and checked: share of speech dubbed, codecs, duration, the input's video packets, no stall,
+Spanish speech, the music under the dubs and in the pauses, A/V sync, and the two services' metrics. A second stack
+with the STS in echo mode runs the seed's fixed 6 s scenario with the content-based flash/beep A/V check.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jiwer
+import numpy as np
 import pytest
 import yaml
 
@@ -27,11 +31,20 @@ from e2e import config
 from e2e.conftest import session_elapsed_s
 from e2e.helpers.metrics_parser import Metrics, fetch_metrics, worker_series
 from e2e.helpers.services_manager import ServicesManager
-from e2e.helpers.socketio_monitor import StsMonitor, dubbed_audio_bytes
-from e2e.helpers.stream_analyzer import decode_audio, match_packets, packets, packets_duration_s, probe
+from e2e.helpers.socketio_monitor import StsMonitor
+from e2e.helpers.stream_analyzer import (
+    Packet,
+    align_offset_s,
+    component_gain_db,
+    decode_audio,
+    match_packets,
+    packets,
+    packets_duration_s,
+    probe,
+)
 from e2e.helpers.stream_publisher import Publication, StreamRecorder, publish_file
 from livedub.analysis import AvSyncReport, PatternSpec, measure_av_sync, write_pattern
-from livedub.fixture import Fixture, ensure_fixture
+from livedub.fixture_music import MusicFixture, ensure_music_fixture
 from livedub.models.cache import model_dir
 from livedub.stack import Stack, wait_for_stream
 
@@ -111,7 +124,7 @@ class EchoCheck:
             self._publication = publication
             publication.wait(timeout=config.ECHO_PATTERN_SECONDS + 30)
             self.output_ended = recorder.stop_when_unpublished(
-                self.stack.stat_url, timeout=config.OUTPUT_DELAY_MS / 1000 + 30
+                self.stack.stat_url, timeout=config.ECHO_OUTPUT_DELAY_MS / 1000 + 30
             )
             self.metrics = fetch_metrics(self.stack.media_url)
             self.report = measure_av_sync(recorded)
@@ -190,10 +203,37 @@ def transcribe_spanish(path: Path) -> str:
     return " ".join(texts)
 
 
+def max_gap_s(pkts: list[Packet]) -> float:
+    """Largest hole between consecutive packets' timestamps beyond the earlier one's duration."""
+    times = [(p.dts_s if p.dts_s is not None else p.pts_s, p.duration_s) for p in pkts]
+    times = [(t, d) for t, d in times if t is not None]
+    return max((b - (a + d) for (a, d), (b, _) in itertools.pairwise(times)), default=0.0)
+
+
+def music_levels(recorded: Path, fixture: MusicFixture) -> tuple[list[float], list[float]]:
+    """(dB of the music bed in each long pause, dB of the bed under each prompt) in the output, relative to the
+    input: the output is aligned on the input's music-only lead-in, then the bed's least-squares gain is measured."""
+    rate = fixture.sample_rate
+    output = decode_audio(recorded, rate)
+    music = fixture.music_audio()
+    mix = music + fixture.speech_audio()
+    offset = round(align_offset_s(output, mix, rate) * rate)
+    output = output[offset:] if offset >= 0 else np.concatenate([np.zeros(-offset, np.float32), output])
+    n = min(len(output), len(music))
+
+    def gain(start_s: float, end_s: float) -> float:
+        return component_gain_db(output[:n], music[:n], round(start_s * rate), round(end_s * rate))
+
+    pauses = [gain(p.start_s + 0.3, p.end_s - 0.3) for p in fixture.long_pauses()]
+    # The middle of each prompt: its dub plays there unless it is late or queued (ducking follows the dub).
+    under = [gain(p.start_s + 0.25 * p.duration_s, p.end_s - 0.25 * p.duration_s) for p in fixture.prompts]
+    return pauses, under
+
+
 @pytest.mark.e2e
 def test_full_pipeline_media_to_sts_to_output(
     e2e_services: ServicesManager,
-    test_fixture: Fixture,
+    test_fixture: MusicFixture,
     stream_id: str,
     sts_monitor: StsMonitor,
     output_recorder: StreamRecorder,
@@ -219,70 +259,53 @@ def test_full_pipeline_media_to_sts_to_output(
     )
     note(f"worker metrics after {time.monotonic() - t0:.1f}s")
 
-    # 3. Ten fragments reach fragment:processed (observed in the STS monitor room).
-    got_all = sts_monitor.wait_processed(
-        config.EXPECTED_FRAGMENTS, max(1.0, config.FRAGMENTS_TIMEOUT_S - (time.monotonic() - t0))
-    )
-    processed = sts_monitor.processed()
-    note(f"{len(processed)} fragment(s) processed after {time.monotonic() - t0:.1f}s")
-
-    # 4. The output stream plays out; it was recorded from before it started.
+    # 3. The output stream plays out; it was recorded from before it started. Phrases stream to the STS meanwhile.
     output_ended = output_recorder.stop_when_unpublished(
         main.stat_url, timeout=max(1.0, config.OUTPUT_END_TIMEOUT_S - (time.monotonic() - t0))
     )
     publication.wait(timeout=10)
     note(f"output ended={output_ended} after {time.monotonic() - t0:.1f}s")
-    everything = sts_monitor.processed()  # incl. a possible sub-second tail fragment after the 10th
+    everything = sts_monitor.processed()
     media_metrics = fetch_metrics(main.media_url)
     sts_metrics = fetch_metrics(main.sts_url)
 
     # Report the fragments before asserting on them.
-    expected = test_fixture.texts
     for p in everything:
-        seq = p.get("sequence_number")
-        ref = expected[seq] if isinstance(seq, int) and 0 <= seq < len(expected) else ""
-        score = wer(ref, p.get("transcript") or "")
         print(
-            f"  #{seq} {p.get('status')} {p.get('processing_time_ms', 0):.0f} ms  WER {score:.2f}\n"
-            f"      fixture:    {ref}\n      transcript: {p.get('transcript')}\n"
-            f"      translated: {p.get('translated_text')}"
+            f"  #{p.get('sequence_number')} {p.get('status')} {p.get('processing_time_ms', 0):.0f} ms"
+            f" ({(p.get('metadata') or {}).get('original_duration_ms', 0):.0f} ms of audio)"
+            f" {(p.get('error') or {}).get('message', '')}\n"
+            f"      transcript: {p.get('transcript')}\n      translated: {p.get('translated_text')}"
         )
 
     # From here on every property is checked and every failure reported (not only the first).
     check = Checks(note)
-    check(got_all, f"only {len(processed)}/{config.EXPECTED_FRAGMENTS} fragments processed")
     seqs = [p["sequence_number"] for p in everything]
+    check(len(everything) >= config.MIN_FRAGMENTS, f"only {len(everything)} phrases reached fragment:processed")
     check(seqs == list(range(len(everything))), f"fragments out of order or missing: {seqs}")
-    # 60 s of AAC is not a whole number of frames: a remainder of a few ms may follow as one more, tiny fragment.
-    for p in everything[config.EXPECTED_FRAGMENTS :]:
-        tail_ms = (p.get("metadata") or {}).get("original_duration_ms", 0)
-        check(tail_ms < 1000, f"unexpected extra fragment {p['sequence_number']} of {tail_ms} ms")
-        check(p["status"] in {"success", "partial"}, f"tail fragment {p['sequence_number']}: {p['status']}")
-    processed = everything[: config.EXPECTED_FRAGMENTS]
-    for p in processed:
-        seq = p["sequence_number"]
-        duration_ms = (p.get("metadata") or {}).get("original_duration_ms", 0)
-        check(abs(duration_ms - config.SEGMENT_DURATION_MS) <= 50, f"fragment {seq} lasts {duration_ms} ms")
-        check(p["status"] in {"success", "partial"}, f"fragment {seq}: {p['status']} {p.get('error')}")
-        check(p.get("stream_id") == stream_id, f"fragment {seq}: stream_id {p.get('stream_id')}")
-        check(len(dubbed_audio_bytes(p)) > 1000, f"fragment {seq}: no dubbed audio")
-        check(bool((p.get("transcript") or "").strip()), f"fragment {seq}: no transcript")
-        check(bool((p.get("translated_text") or "").strip()), f"fragment {seq}: no translation")
+    for p in everything:
+        check(p.get("stream_id") == stream_id, f"fragment {p['sequence_number']}: stream_id {p.get('stream_id')}")
+
+    # 4. At least 90 % of the speech plays dubbed (the media-service's own account, by outcome).
+    speech = media_metrics.by_label("media_service_worker_speech_seconds_total", "outcome", stream_id=stream_id)
+    fallbacks = media_metrics.by_label("media_service_worker_fallbacks_total", "reason", stream_id=stream_id)
+    total = sum(speech.values())
+    dubbed_share = speech.get("dubbed", 0.0) / total if total else 0.0
+    note(f"speech dubbed: {dubbed_share:.0%} of {total:.1f} s; kept original: {fallbacks}")
+    check(dubbed_share >= config.MIN_SPEECH_DUBBED, f"only {dubbed_share:.0%} of the speech dubbed ({fallbacks})")
 
     # 5. Transcripts match the fixture's text; translations are Spanish.
-    transcripts = [p.get("transcript") or "" for p in processed]
-    aggregate = wer(" ".join(expected), " ".join(transcripts))
+    done = [p for p in everything if p["status"] in {"success", "partial"}]
+    transcripts = " ".join(p.get("transcript") or "" for p in done)
+    aggregate = wer(" ".join(test_fixture.texts), transcripts)
     note(f"aggregate WER {aggregate:.3f}")
     check(aggregate <= config.MAX_AGGREGATE_WER, f"aggregate WER {aggregate:.3f} > {config.MAX_AGGREGATE_WER}")
-    for seq, (ref, hyp) in enumerate(zip(expected, transcripts, strict=False)):
-        score = wer(ref, hyp)
-        check(score <= config.MAX_FRAGMENT_WER, f"fragment {seq}: WER {score:.2f}: {hyp!r} vs {ref!r}")
-    translations = [p.get("translated_text") or "" for p in processed]
-    for seq, text in enumerate(translations):
+    translations = [p.get("translated_text") or "" for p in done if (p.get("transcript") or "").strip()]
+    for text in translations:
         ok, why = looks_spanish(text)
-        check(ok, f"fragment {seq} not Spanish ({why}): {text!r}")
+        check(ok, f"translation not Spanish ({why}): {text!r}")
 
-    # 6. The output: H.264 + AAC, 59-61 s, the input's video packets.
+    # 6. The output: H.264 + AAC, 59-61 s, the input's video packets, no stall.
     recorded = output_recorder.out_path
     check(output_ended, f"output {stream_id}/out never ended (or never started)")
     if check(recorded.exists() and recorded.stat().st_size > 0, "nothing recorded from the output stream"):
@@ -296,6 +319,9 @@ def test_full_pipeline_media_to_sts_to_output(
         low, high = config.OUTPUT_DURATION_RANGE_S
         check(low <= v_dur <= high, f"output video lasts {v_dur:.2f}s")
         check(low <= a_dur <= high, f"output audio lasts {a_dur:.2f}s")
+        gaps = max_gap_s(out_audio), max_gap_s(out_video)
+        note(f"largest timestamp gaps: audio {gaps[0] * 1000:.0f} ms, video {gaps[1] * 1000:.0f} ms")
+        check(max(gaps) <= config.MAX_OUTPUT_GAP_S, f"the output stalls: gaps {gaps}")
         match = match_packets(packets(test_fixture.path, "v"), out_video)
         note(f"video packets: {match}")
         check(match.matched == match.output_count, f"{match.output_count - match.matched} output video packets are new")
@@ -305,7 +331,7 @@ def test_full_pipeline_media_to_sts_to_output(
             f"only {match.coverage:.1%} of input video packets (output starts at input #{match.first_input_index})",
         )
 
-        # 7. The output's audio is the dub: an ASR pass (es) finds the translations' words, and no English.
+        # 7. The output's audio is the dub: an ASR pass (es) finds the translations' words, little English.
         heard = transcribe_spanish(recorded)
         note(f"ASR of the output (es): {heard}")
         wanted = set().union(set(), *(content_words(t) for t in translations))
@@ -318,15 +344,28 @@ def test_full_pipeline_media_to_sts_to_output(
         english = sum(w in config.ENGLISH_STOPWORDS for w in heard_words) / max(1, len(heard_words))
         check(english <= config.MAX_OUTPUT_ENGLISH_SHARE, f"original English in the output ({english:.0%})")
 
-    # 8. A/V sync from the worker's metrics: |delta| < 120 ms for >= 95 % of segments.
+        # 8. The music goes on: at full level in the pauses, ducked (audible) under the dubs.
+        pauses, under = music_levels(recorded, test_fixture)
+        note(f"music in the long pauses (dB vs input): {[round(x, 1) for x in pauses]}")
+        note(f"music under the prompts' dubs (dB vs input): {[round(x, 1) for x in under]}")
+        check(
+            all(abs(x) <= config.MUSIC_IN_PAUSES_DB for x in pauses), f"music in the pauses not at full level: {pauses}"
+        )
+        low_db, high_db = config.MUSIC_UNDER_DUB_DB
+        ducked = sorted(under)[len(under) // 2]
+        check(
+            low_db <= ducked <= high_db, f"music under the dubs at {ducked:.1f} dB (median), not in {low_db}..{high_db}"
+        )
+
+    # 9. A/V sync from the worker's metrics: every phrase start within 20 ms.
     fraction, count = media_metrics.histogram_fraction_le(
         "media_service_worker_av_sync_delta_abs_ms", config.AV_SYNC_MAX_DELTA_MS, stream_id=stream_id
     )
-    note(f"A/V sync: {fraction:.0%} of {count:.0f} segments within {config.AV_SYNC_MAX_DELTA_MS:.0f} ms")
-    check(count >= config.EXPECTED_FRAGMENTS, f"A/V sync observed on {count:.0f} segments only")
-    check(fraction >= config.AV_SYNC_MIN_FRACTION, f"only {fraction:.0%} of segments within 120 ms")
+    note(f"A/V sync: {fraction:.0%} of {count:.0f} phrase starts within {config.AV_SYNC_MAX_DELTA_MS:.0f} ms")
+    check(count >= len(everything), f"A/V sync observed on {count:.0f} phrases only")
+    check(fraction == 1.0, f"only {fraction:.0%} of phrase starts within {config.AV_SYNC_MAX_DELTA_MS:.0f} ms")
 
-    # 9. Both services' Prometheus metrics count the same fragments.
+    # 10. Both services' Prometheus metrics count the same fragments.
     media_sent = media_metrics.value("media_service_worker_sts_fragments_sent_total", stream_id=stream_id)
     media_done = media_metrics.by_label(
         "media_service_worker_sts_fragments_processed_total", "status", stream_id=stream_id
@@ -339,10 +378,8 @@ def test_full_pipeline_media_to_sts_to_output(
     check(sum(sts_done.values()) == n, f"STS processed {sts_done}, events seen {n:.0f}")
     for status in ("success", "partial", "failed"):
         check(media_done.get(status, 0.0) == sts_done.get(status, 0.0), f"{status}: {media_done} vs {sts_done}")
-    fallbacks = media_metrics.by_label("media_service_worker_fallbacks_total", "reason", stream_id=stream_id)
-    check(sum(fallbacks.values()) == 0, f"slots that fell back to the original audio: {fallbacks}")
 
-    # 10. Content-based A/V check (STS in echo mode): every flash/beep marker within 20 ms.
+    # 11. Content-based A/V check (STS in echo mode, the seed's fixed 6 s fragments): every marker within 20 ms.
     echo.join(timeout=120)
     check(echo.error is None, f"echo A/V check failed: {echo.error!r}")
     check(echo.output_ended, "echo output never ended")
@@ -358,7 +395,7 @@ def test_full_pipeline_media_to_sts_to_output(
         )
         check(echo_dubbed >= 2, f"the echo run's audio did not go through the STS ({echo_dubbed:.0f} fragments)")
 
-    # 11. The whole E2E run fits its budget.
+    # 12. The whole E2E run fits its budget.
     elapsed = session_elapsed_s()
     note(f"E2E elapsed {elapsed:.0f}s (startup {e2e_services.startup_s or 0:.0f}s)")
     check(elapsed <= config.E2E_BUDGET_S, f"E2E took {elapsed:.0f}s > {config.E2E_BUDGET_S:.0f}s")
@@ -405,7 +442,7 @@ def test_docker_compose_files_exist(filename: str) -> None:
 
 @pytest.mark.e2e
 def test_test_fixture_exists() -> None:
-    fixture = ensure_fixture()
+    fixture = ensure_music_fixture()
     assert fixture.path.is_file() and fixture.sidecar.is_file()
     info = probe(fixture.path)
     assert info.duration_s is not None and abs(info.duration_s - 60.0) < 0.1, info.duration_s
@@ -415,13 +452,12 @@ def test_test_fixture_exists() -> None:
     assert video.frame_rate is not None and abs(video.frame_rate - 30.0) < 0.01
     assert (audio.codec_name, audio.sample_rate) == ("aac", 48000)
     assert abs(packets_duration_s(packets(fixture.path, "a")) - 60.0) < 0.1
-    # Its speech: ten 6 s slots, each with whole prompts inside it, and their transcripts.
-    assert len(fixture.slots) == 10
-    for i, slot in enumerate(fixture.slots):
-        assert (slot.start_s, slot.end_s) == (6.0 * i, 6.0 * (i + 1))
-        assert slot.prompts and len(words(slot.text)) >= 5
-        for prompt in slot.prompts:
-            assert slot.start_s + 0.1 < prompt.start_s < prompt.end_s < slot.end_s - 0.1, prompt
+    # Its speech: twelve prompts in order with pauses between them (two long ones), each with its reference.
+    assert len(fixture.prompts) == 12 and len(fixture.long_pauses()) >= 2
+    for before, after in itertools.pairwise(fixture.prompts):
+        assert before.end_s < after.start_s, (before, after)
+    for prompt in fixture.prompts:
+        assert 0.0 < prompt.start_s < prompt.end_s < 60.0 and len(words(prompt.text)) >= 3 and prompt.reference
     # Keyframes every 2 s (the media server's players join on keyframes).
     keys = [p.pts_s for p in packets(fixture.path, "v") if p.keyframe]
     assert keys[:3] == [0.0, 2.0, 4.0] and len(keys) == 30, keys[:5]

@@ -1,8 +1,9 @@
 """Session-wide services for the E2E suite: two livedub stacks as real processes on free ports.
 
-* `main`: media server + STS with the real models (`STS_PIPELINE=dub`) + media-service, en -> es, `fixed` 6 s.
-* `echo`: media server + STS in echo mode (returns the original audio) + media-service, for the content-based
-  flash/beep A/V check, which needs the original audio to come back.
+* `main`: media server + STS with the real models (`STS_PIPELINE=dub`) + media-service, en -> es, the defaults
+  (phrase streaming, the default delay line): what `livedub up` runs.
+* `echo`: media server + STS in echo mode (returns the original audio) + media-service, the seed's fixed 6 s
+  fragments, for the content-based flash/beep A/V check, which needs the original audio to come back.
 
 Both reuse `livedub.stack.Stack`, the same orchestration `livedub up` and `livedub demo` run.
 """
@@ -24,13 +25,10 @@ class ServicesManager:
         common = {
             "source_language": config.SOURCE_LANGUAGE,
             "target_language": config.TARGET_LANGUAGE,
-            "segment_policy": config.SEGMENT_POLICY,
-            "segment_duration_ms": config.SEGMENT_DURATION_MS,
-            "output_delay_ms": config.OUTPUT_DELAY_MS,
             "health_timeout_s": config.SERVICE_HEALTH_TIMEOUT_S,
         }
 
-        def stack(name: str, ports: list[int], pipeline: str, sts_health_timeout_s: float) -> Stack:
+        def stack(name: str, ports: list[int], pipeline: str, sts_health_timeout_s: float, **extra: object) -> Stack:
             rtmp, stat, sts, media = ports
             cfg = StackConfig(
                 rtmp_port=rtmp,
@@ -41,13 +39,19 @@ class ServicesManager:
                 sts_health_timeout_s=sts_health_timeout_s,
                 log_dir=log_root / name,
                 **common,  # type: ignore[arg-type]
+                **extra,  # type: ignore[arg-type]
             )
             return Stack(cfg, progress=lambda msg: self.note(f"{name}: {msg}"))
 
         self.main = stack("main", ports[:4], "dub", config.STS_WARMUP_TIMEOUT_S)
         self.echo: Stack | None = None
         if with_echo:
-            self.echo = stack("echo", ports[4:], "echo", config.SERVICE_HEALTH_TIMEOUT_S)
+            self.echo = stack(
+                "echo", ports[4:], "echo", config.SERVICE_HEALTH_TIMEOUT_S,
+                segment_policy=config.ECHO_SEGMENT_POLICY,
+                segment_duration_ms=config.ECHO_SEGMENT_DURATION_MS,
+                output_delay_ms=config.ECHO_OUTPUT_DELAY_MS,
+            )  # fmt: skip
         self.notes: list[str] = []
         self.started_at = time.monotonic()
         self.startup_s: float | None = None

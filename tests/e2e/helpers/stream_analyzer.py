@@ -152,3 +152,25 @@ def decode_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
         capture_output=True,
     ).stdout  # fmt: skip
     return np.frombuffer(raw, dtype="<f4").copy()
+
+
+def align_offset_s(output: np.ndarray, reference: np.ndarray, sample_rate: int, max_shift_s: float = 1.0) -> float:
+    """Where `reference` starts in `output` (seconds, may be negative): the peak of their cross-correlation over the
+    first 10 s, searched within ±max_shift_s. Both mono float at `sample_rate`."""
+    n = min(len(output), len(reference), 10 * sample_rate)
+    a, b = output[:n] - output[:n].mean(), reference[:n] - reference[:n].mean()
+    size = 1 << (2 * n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    shift = int(max_shift_s * sample_rate)
+    lags = np.concatenate([np.arange(0, shift + 1), np.arange(-shift, 0)])
+    values = np.concatenate([corr[: shift + 1], corr[-shift:]])
+    return float(lags[int(np.argmax(values))] / sample_rate)
+
+
+def component_gain_db(output: np.ndarray, component: np.ndarray, start: int, end: int) -> float:
+    """Level of a known `component` (e.g. the music bed that was mixed in) inside `output[start:end]`, in dB relative
+    to its original level: the least-squares gain of the component; what else plays (speech, a dub) is uncorrelated
+    with it and averages out."""
+    o, c = output[start:end].astype(np.float64), component[start:end].astype(np.float64)
+    gain = float(np.dot(o, c) / max(np.dot(c, c), 1e-12))
+    return 20 * float(np.log10(max(gain, 1e-6)))

@@ -1,0 +1,253 @@
+"""Live benchmark: the whole chain on the speech-over-music fixture, per delay line, with the real models.
+
+One STS (real models, started once) serves every run; each run starts the media server and the media-service with
+its own OUTPUT_DELAY_MS, publishes the 60 s fixture in real time (`streams` copies at once), records the output and
+reports, per run:
+- share of speech dubbed (the media-service's speech seconds by outcome) and phrases kept original, by reason;
+- ASR-BLEU of the output: Whisper (es) over the recorded output against the Spanish references of the prompts;
+- added lag p50/p95: output minus input arrival of the same video packet;
+- CPU of each service in % of one core (utime+stime of its processes over the run's wall time).
+
+    python bench/live_bench.py                              # delays 2,3,4,6,8 s + the fixed 6 s mode, 1 stream
+    python bench/live_bench.py --delays 4 --streams 2       # two streams at once
+    python bench/live_bench.py --out docs/benchmarks-live.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from livedub.analysis.harness import StreamRecorder as PacketReader
+from livedub.demo import added_latency
+from livedub.fixture_music import MusicFixture, ensure_music_fixture
+from livedub.observe import Metrics
+from livedub.paths import runtime_dir
+from livedub.stack import FilePublisher, ManagedProcess, Stack, StackConfig, free_ports, http_get, rtmp_streams
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of the process and its reaped children (a worker child process is reaped at stream end)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
+
+
+@dataclass
+class RunConfig:
+    label: str
+    delay_ms: int
+    streams: int = 1
+    media_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StreamResult:
+    dubbed_s: float
+    original_s: float
+    fallbacks: dict[str, float]
+    lag: tuple[float, float, int] | None
+    asr_bleu: float | None
+    heard: str
+
+
+def transcribe(path: Path, language: str) -> str:
+    from faster_whisper import WhisperModel
+
+    from livedub.models.cache import model_dir
+    from livedub.sts.audio import decode_audio
+
+    audio = decode_audio(path.read_bytes(), "m4a", 16000, 1, 16000) if path.suffix == ".m4a" else None
+    if audio is None:
+        import av
+        import numpy as np
+
+        with av.open(str(path)) as container:
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+            frames = [f for frame in container.decode(audio=0) for f in resampler.resample(frame)]
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]) if frames else np.zeros(0, np.float32)
+    model = WhisperModel(str(model_dir("whisper-base")), device="cpu", compute_type="int8", local_files_only=True)
+    piece = 12 * 16000  # Whisper's long-form decoding skips stretches of a mix of short phrases
+    texts: list[str] = []
+    for start in range(0, len(audio), piece):
+        segments, _ = model.transcribe(
+            audio[start : start + piece], language=language, beam_size=5, vad_filter=True,
+            condition_on_previous_text=False,
+        )  # fmt: skip
+        texts.extend(s.text.strip() for s in segments)
+    return " ".join(texts)
+
+
+def asr_bleu(heard: str, fixture: MusicFixture) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu([heard], [[" ".join(fixture.references)]]).score)
+
+
+def start_sts(log_dir: Path, port: int, env: dict[str, str]) -> ManagedProcess:
+    argv = [sys.executable, "-m", "livedub.cli", "sts"]
+    full_env = {**os.environ, "STS_HOST": "127.0.0.1", "STS_PORT": str(port), **env}
+    sts = ManagedProcess("sts", argv, log_dir / "sts.log", env=full_env).start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if http_get(f"http://127.0.0.1:{port}/health")[0] == 200:
+            return sts
+        if not sts.running:
+            raise RuntimeError(f"STS exited: {sts.tail()}")
+        time.sleep(1)
+    raise RuntimeError("STS not healthy in 300 s")
+
+
+def run_once(cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedProcess, log_dir: Path) -> dict:
+    rtmp, stat, media = free_ports(3)
+    stack = Stack(
+        StackConfig(
+            rtmp_port=rtmp, rtmp_http_port=stat, media_port=media, sts_port=0, start_sts=False, sts_url=sts_url,
+            output_delay_ms=cfg.delay_ms, media_env=cfg.media_env, log_dir=log_dir / cfg.label,
+        )
+    ).start()  # fmt: skip
+    ids = [f"b{i}" for i in range(cfg.streams)]
+    work = log_dir / cfg.label
+    try:
+        readers = {
+            sid: (
+                PacketReader(stack.input_url(sid), open_timeout_s=30),
+                PacketReader(stack.output_url(sid), copy_to=work / f"{sid}.flv", open_timeout_s=60),
+            )
+            for sid in ids
+        }
+        media_proc = stack.services["media"]
+        cpu0 = {"media": cpu_seconds(media_proc.pid), "sts": cpu_seconds(sts.pid)}
+        t0 = time.monotonic()
+        publishers = [FilePublisher(fixture.path, stack.input_url(sid), work / f"pub-{sid}.log").start() for sid in ids]
+        for pub in publishers:
+            pub.wait()
+        ends = time.monotonic() + cfg.delay_ms / 1000 + 30
+        while time.monotonic() < ends and any(name.endswith("/out") for name in rtmp_streams(stack.stat_url)):
+            time.sleep(0.5)  # the output plays out the delay line
+        time.sleep(1.0)  # the worker child is reaped: its CPU is in the media-service's cutime
+        wall = time.monotonic() - t0
+        cpu = {
+            "media": (cpu_seconds(media_proc.pid) - cpu0["media"]) / wall,
+            "sts": (cpu_seconds(sts.pid) - cpu0["sts"]) / wall,
+        }
+        metrics = Metrics.parse(http_get(f"{stack.media_url}/metrics")[1])
+        lags = {}
+        for sid, (inp, out) in readers.items():
+            inp.stop_event.set()
+            out.stop_event.set()
+            lags[sid] = added_latency(inp.join(timeout=10), out.join(timeout=10))
+    finally:
+        stack.stop()
+    results = []
+    for sid in ids:
+        speech = metrics.by_label("media_service_worker_speech_seconds_total", "outcome", stream_id=sid)
+        heard = transcribe(work / f"{sid}.flv", "es")
+        results.append(
+            StreamResult(
+                dubbed_s=speech.get("dubbed", 0.0),
+                original_s=speech.get("original", 0.0),
+                fallbacks={
+                    k: v
+                    for k, v in metrics.by_label(
+                        "media_service_worker_fallbacks_total", "reason", stream_id=sid
+                    ).items()
+                    if v
+                },
+                lag=lags[sid],
+                asr_bleu=asr_bleu(heard, fixture),
+                heard=heard,
+            )
+        )
+    return {"cfg": cfg, "streams": results, "cpu": cpu}
+
+
+def fallbacks(metrics: Metrics, stream_id: str) -> dict[str, float]:
+    return metrics.by_label("media_service_worker_fallbacks_total", "reason", stream_id=stream_id)
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f} %"
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| run | delay line | streams | speech dubbed | phrases kept original (reason: count) | ASR-BLEU |"
+        " added lag p50 / p95 s | CPU media / STS (% of a core) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cfg: RunConfig = row["cfg"]
+        for i, r in enumerate(row["streams"]):
+            total = r.dubbed_s + r.original_s
+            lag = f"{r.lag[0]:.2f} / {r.lag[1]:.2f}" if r.lag else "—"
+            fall = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(r.fallbacks.items())) or "none"
+            cpu = f"{100 * row['cpu']['media']:.0f} / {100 * row['cpu']['sts']:.0f}" if i == 0 else "″"
+            lines.append(
+                f"| {cfg.label}{f' #{i + 1}' if cfg.streams > 1 else ''} | {cfg.delay_ms / 1000:g} s | {cfg.streams} |"
+                f" {pct(r.dubbed_s / total if total else None)} | {fall} |"
+                f" {r.asr_bleu:.1f} | {lag} | {cpu} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--delays", default="2,3,4,6,8", help="delay lines in seconds, phrase streaming")
+    parser.add_argument(
+        "--fixed-delay", type=float, default=14.0, help="delay of the fixed 6 s reference run (0: none)"
+    )
+    parser.add_argument("--streams", default="1", help="concurrent streams per run, e.g. 1,2")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
+    args = parser.parse_args()
+
+    fixture = ensure_music_fixture()
+    log_dir = runtime_dir() / f"live-bench-{os.getpid()}"
+    port = free_ports(1)[0]
+    print(f"[bench] starting the STS (real models); logs in {log_dir}", flush=True)
+    sts = start_sts(log_dir, port, {})
+    runs: list[RunConfig] = []
+    for streams in (int(s) for s in args.streams.split(",")):
+        runs += [RunConfig(f"phrase {d}s", int(float(d) * 1000), streams) for d in args.delays.split(",") if d]
+        if args.fixed_delay:
+            fixed_env = {"SEGMENT_POLICY": "fixed", "SEGMENT_DURATION_MS": "6000", "DUB_OVERRUN_MS": "0"}
+            runs.append(RunConfig("fixed 6 s", int(args.fixed_delay * 1000), streams, fixed_env))
+    rows = []
+    try:
+        for cfg in runs:
+            print(f"[bench] {cfg.label}, {cfg.streams} stream(s) ...", flush=True)
+            row = run_once(cfg, fixture, f"http://127.0.0.1:{port}", sts, log_dir)
+            rows.append(row)
+            print(table([row]).splitlines()[-1], flush=True)
+            for r in row["streams"]:
+                print(f"    heard: {r.heard[:300]}", flush=True)
+    finally:
+        sts.stop()
+    load = os.getloadavg()
+    text = (
+        f"Live benchmark, `python bench/live_bench.py --delays {args.delays} --streams {args.streams}`"
+        f" ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average at the end {load[0]:.1f}):"
+        f" the 60 s speech-over-music fixture ({len(fixture.prompts)} prompts), defaults otherwise.\n\n" + table(rows)
+    )
+    print("\n" + text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "live-bench"
+    sys.exit(main())
