@@ -88,6 +88,7 @@ async def test_no_sts_keeps_original_audio_and_dubbing_resumes_when_sts_starts(t
         RTMP_BASE_URL=f"rtmp://127.0.0.1:{rtmp_port}/live",
         MEDIA_SERVER_STAT_URL=f"http://127.0.0.1:{stat_port}/stat",
         STS_SERVICE_URL=f"http://127.0.0.1:{sts_port}",  # nothing listens there yet
+        SEGMENT_POLICY="fixed",  # a tone, no speech: the phrase policy would send nothing
         SEGMENT_DURATION_MS=2000,
         OUTPUT_DELAY_MS=4000,
         STS_TIMEOUT_MS=2000,

@@ -118,7 +118,6 @@ async def test_no_sts_opens_the_breaker_then_dubbing_resumes_when_sts_starts() -
         reasons = [(await client.dub(noise_segment(seq))).reason for seq in range(4)]
         assert reasons == ["sts_unavailable", "sts_unavailable", "circuit_open", "circuit_open"]
         assert sample(metrics, "circuit_breaker_state", stream_id="s1") == BreakerState.OPEN
-        assert sample(metrics, "fallbacks_total", stream_id="s1", reason="circuit_open") == 2
 
         async with serve_asgi(echo_sts_app(), port):
             assert await client.wait_ready(15)  # reconnected with back-off and re-sent stream:init
@@ -257,7 +256,6 @@ async def test_late_drops_answered_by_sts_do_not_open_the_breaker() -> None:
     assert [o.reason for o in outcomes] == ["late"] * 4  # STS answered TIMEOUT at each deadline
     assert [o.sts_status for o in outcomes] == ["failed"] * 4
     assert state == BreakerState.CLOSED
-    assert sample(metrics, "fallbacks_total", stream_id="s1", reason="late") == 4
 
 
 async def test_one_stuck_fragment_costs_only_its_own_dub() -> None:

@@ -51,7 +51,7 @@ def default_runner_factory(
 def default_client_factory(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
     from livedub.media.sts_client import StsClient
 
-    return StsClient(stream_id, settings, metrics)
+    return StsClient(stream_id, settings, metrics, dub_overrun_ms=settings.dub_overrun_ms)
 
 
 @dataclass(frozen=True)

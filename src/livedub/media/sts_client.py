@@ -332,7 +332,7 @@ class StsClient:
         return await asyncio.to_thread(segment_payload, segment, self._format)  # AAC encoding: off the loop
 
     def _fallback(self, segment: AudioSegment, reason: FallbackReason, sts_status: str | None = None) -> DubOutcome:
-        self.metrics.fallbacks.labels(stream_id=self.stream_id, reason=reason.value).inc()
+        # Counted in `fallbacks` by the muxer, which decides what each phrase plays (a reason per phrase, once).
         log.info(
             "stream %s: fragment %d falls back to the original audio (%s%s)",
             self.stream_id,

@@ -33,7 +33,7 @@ from livedub.sts.audio import time_stretch
 
 log = logging.getLogger(__name__)
 
-RETURN_MARGIN_S = 0.15  # the dub's trip back and its placement, taken off the deadline sent to STS
+RETURN_MARGIN_S = 0.05  # placing the dub once it is back (the STS client keeps its own margin for the way back)
 
 
 class WorkerRunner:
@@ -57,6 +57,7 @@ class WorkerRunner:
         self._ingest: Ingest | None = None
         self._muxer: PacedMuxer | None = None
         self._segments = 0
+        self._fragments = 0  # fragments sent to STS (phrases with speech)
         self._dub_tasks: set[asyncio.Task[None]] = set()
         self._inflight = asyncio.Semaphore(settings.sts_max_inflight)
 
@@ -221,12 +222,15 @@ class WorkerRunner:
         async with self._inflight:
             if muxer.sealed(segment.sequence_number):
                 return  # its time has passed while waiting for a free STS slot
+            # Fragments are numbered among those sent (the STS emits in sequence order and would wait on a gap),
+            # with the last moment their dub can still start.
             latest = muxer.latest_start_s(segment)
-            if latest is not None:
-                segment = replace(segment, deadline_s=max(0.0, latest - muxer.clock() - RETURN_MARGIN_S))
+            deadline_s = None if latest is None else max(0.0, latest - muxer.clock() - RETURN_MARGIN_S)
+            fragment = replace(segment, sequence_number=self._fragments, deadline_s=deadline_s)
+            self._fragments += 1
             started = time.monotonic()
             try:
-                outcome = await self.dub_client.dub(segment)
+                outcome = await self.dub_client.dub(fragment)
             except Exception as exc:  # the client should not raise; the phrase keeps its original voice
                 log.warning("stream %s: dub of phrase %d raised: %s", self.stream_id, segment.sequence_number, exc)
                 outcome = DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="failed")
