@@ -228,5 +228,7 @@ def make_segmenter(stream_id: str, settings: MediaSettings, channels: int) -> Se
             min_samples=settings.segment_min_ms * rate // 1000,
             max_samples=max(settings.segment_min_ms, settings.segment_max_ms) * rate // 1000,
             detector=SileroSpeechDetector(rate, channels),
+            pause_ms=settings.segment_pause_ms,
+            threshold=settings.segment_vad_threshold,
         )
     return FixedSegmenter(stream_id, rate, settings.segment_duration_ms * rate // 1000)

@@ -67,10 +67,29 @@ class MediaSettings(BaseSettings):
         6000, ge=500, le=29000, validation_alias="SEGMENT_DURATION_MS", description="Fragment length, `fixed` policy."
     )
     segment_min_ms: int = Field(
-        1500, ge=300, validation_alias="SEGMENT_MIN_MS", description="Shortest fragment, `speech` policy."
+        1000, ge=300, validation_alias="SEGMENT_MIN_MS", description="Shortest phrase, `speech` policy."
     )
     segment_max_ms: int = Field(
-        4000, ge=500, le=29000, validation_alias="SEGMENT_MAX_MS", description="Longest fragment, `speech` policy."
+        4000,
+        ge=500,
+        le=29000,
+        validation_alias="SEGMENT_MAX_MS",
+        description="Longest phrase, `speech` policy (cut at the quietest point when no pause comes).",
+    )
+    segment_pause_ms: int = Field(
+        500,
+        ge=100,
+        le=3000,
+        validation_alias="SEGMENT_PAUSE_MS",
+        description="Pause that ends a phrase, `speech` policy: long enough to fall between sentences, not words.",
+    )
+    segment_vad_threshold: float = Field(
+        0.35,
+        gt=0.0,
+        lt=1.0,
+        validation_alias="SEGMENT_VAD_THRESHOLD",
+        description="Speech probability (Silero VAD) under which audio counts as pause; lower keeps speech over"
+        " music whole.",
     )
     segment_min_speech_ms: int = Field(
         200,
