@@ -276,3 +276,12 @@ def test_delay_shorter_than_a_phrase_never_holds_the_output_and_dubs_start_late(
     assert mux.stats.dubbed == 2 and mux.stats.fallbacks == 0
     assert all(p.speed > 1.0 for p in mux.track.placed) or mux.stats.caught_up == 2
     assert len([k for k, _, _ in pub.log if k == "v"]) == 100  # all video written, none dropped
+
+
+def test_the_muxer_warns_when_the_sts_does_not_keep_up(caplog: pytest.LogCaptureFixture) -> None:
+    mux, _, _ = make_muxer()
+    for seq in range(4):
+        mux.add_phrase(speech(seq, seq * RATE, RATE))
+        mux.resolve(seq, None, "late")
+    assert [r.levelname for r in caplog.records if "does not keep up" in r.message] == ["WARNING"]  # once per 30 s
+    assert "0 % of the speech dubbed" in caplog.text

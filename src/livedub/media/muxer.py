@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SHIFT_MS = 100  # > one AAC frame of priming at any rate >= 11 kHz; integer samples at 16/32/44.1/48 kHz
 QUANTUM_S = 0.04  # write what is due within this much in one go (fewer wake-ups; players buffer far more)
+BEHIND_RATIO = 0.9  # share of speech dubbed under which the STS counts as not keeping up
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class PacedMuxer:
         self.stats = MuxStats()
         self._waiter: asyncio.Future[None] | None = None
         self._sleeping_until: float | None = None  # media time the writer waits for (None: for input)
+        self._warned_at_s = float("-inf")  # output media time of the last "not keeping up" warning
 
     # ---- input side ------------------------------------------------------------------------------------------
     def _arrived(self, arrival: float, media_s: float) -> None:
@@ -249,6 +251,19 @@ class PacedMuxer:
         ratio = self.stats.recent_dubbed_ratio()
         if ratio is not None:
             self.metrics.speech_dubbed_ratio.labels(stream_id=self.stream_id).set(ratio)
+            self._warn_if_behind(ratio)
+
+    def _warn_if_behind(self, ratio: float) -> None:
+        """Say it clearly (at most every 30 s of output) when the STS does not keep up with the speech."""
+        now_s = self.stats.recent[-1][0]
+        if ratio >= BEHIND_RATIO or self.stats.phrases < 3 or now_s - self._warned_at_s < 30.0:
+            return
+        self._warned_at_s = now_s
+        log.warning(
+            "stream %s: the STS does not keep up: %.0f %% of the speech dubbed over the last minute, %d dubs dropped,"
+            " the last dub started %.1f s late (raise OUTPUT_DELAY_MS, add STS capacity, or use the fast profile)",
+            self.stream_id, 100 * ratio, self.stats.dropped, self.stats.schedule_lag_s,
+        )  # fmt: skip
 
     def finish(self) -> None:
         self.finished = True
