@@ -44,9 +44,8 @@ def make_fragment(audio: np.ndarray, fmt: AudioFormat, seq: int = 0) -> Fragment
 
 
 def listen(dubber: DubbingPipeline, payload: AudioPayload, language: str) -> str:
-    assert dubber._asr is not None
     audio = decode_audio(payload.decode_bytes(), payload.format, payload.sample_rate_hz, payload.channels, 16000)
-    return dubber._asr.transcribe(audio, language).text
+    return dubber.engine.recognise.asr.transcribe(audio, language).text
 
 
 @pytest.mark.parametrize(
@@ -97,3 +96,21 @@ def test_undecodable_audio_fails_with_invalid_audio_format(dubber: DubbingPipeli
     assert result.status is FragmentStatus.FAILED
     assert result.error is not None and result.error.code is ErrorCode.INVALID_AUDIO_FORMAT
     assert result.dubbed_audio is None
+
+
+def test_the_llm_keeps_each_directions_prompt_prefix(dubber: DubbingPipeline) -> None:
+    from livedub.sts.translate import LlmTranslator
+
+    llm = dubber.engine.translate.translators[("en", "es")]
+    if not isinstance(llm, LlmTranslator) or llm is not dubber.engine.translate.translators[("es", "en")]:
+        pytest.skip("needs one LLM serving both directions")
+    first = llm.translate("Please enter your password.", "en", "es")
+    llm.translate("Por favor, introduzca su contraseña.", "es", "en")  # the context now holds es→en
+    started = time.perf_counter()
+    again = llm.translate("Please enter your password.", "en", "es")  # en→es restored, not evaluated again
+    switched_s = time.perf_counter() - started
+    assert again == first
+    started = time.perf_counter()
+    llm.translate("Please enter your password.", "en", "es")
+    # Restoring costs about what a cached call costs, not the prefix's evaluation (seconds on 2 cores).
+    assert switched_s < 2 * (time.perf_counter() - started) + 0.5

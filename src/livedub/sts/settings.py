@@ -23,6 +23,12 @@ class StsSettings(BaseSettings):
     api_key: str = Field(
         "", validation_alias="STS_API_KEY", description="When set, clients must present this key at connect."
     )
+    monitor_key: str = Field(
+        "",
+        validation_alias="STS_MONITOR_KEY",
+        description="Key that `monitor:subscribe` needs (the API key also works); with neither set, only loopback "
+        "clients may monitor.",
+    )
     max_fragment_bytes: int = Field(
         2_000_000,
         ge=1,
@@ -62,6 +68,14 @@ class StsSettings(BaseSettings):
     )
     asr_vad: bool = Field(
         True, validation_alias="STS_ASR_VAD", description="Skip silence with faster-whisper's Silero VAD filter."
+    )
+    asr_min_window_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=30.0,
+        validation_alias="STS_ASR_MIN_WINDOW_S",
+        description="Shortest audio window Whisper's encoder is given (the speech, padded to at least this); "
+        "30 = always the full 30 s window. The encoder is most of the ASR time and grows with the window.",
     )
 
     # Translation.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,6 +23,28 @@ def _cuda_available() -> bool:
         return False
 
 
+FRAMES_PER_S = 100  # Whisper's log-mel frames
+FULL_WINDOW_FRAMES = 3000  # the 30 s window Whisper was trained on
+
+
+def _short_window_model(base: type) -> type:
+    """A faster-whisper model whose encoder sees only the audio's frames (at least `min_frames`), not the
+    zero-padded 30 s window: the encoder is most of Whisper's cost, and it grows with the frames it is given."""
+
+    class ShortWindowWhisper(base):  # type: ignore[misc, valid-type]
+        min_frames = FULL_WINDOW_FRAMES
+
+        def encode(self, features: np.ndarray) -> Any:
+            if features.shape[-1] == FULL_WINDOW_FRAMES and self.min_frames < FULL_WINDOW_FRAMES:
+                frames = features if features.ndim == 2 else features[0]
+                content = np.flatnonzero(np.abs(frames).sum(axis=0) > 0)  # faster-whisper pads with exact zeros
+                end = int(content[-1]) + 1 if len(content) else 1
+                features = features[..., : min(FULL_WINDOW_FRAMES, max(self.min_frames, end))]
+            return super().encode(features)
+
+    return ShortWindowWhisper
+
+
 class WhisperASR:
     """Any CTranslate2 Whisper model directory. Silero VAD (bundled with faster-whisper) skips silence."""
 
@@ -36,7 +58,10 @@ class WhisperASR:
         beam_size: int = 5,
         vad: bool = True,
         cpu_threads: int = 0,
+        min_window_s: float = 30.0,
     ) -> None:
+        """`min_window_s` < 30 lets the encoder see only the audio (at least that many seconds) instead of the
+        zero-padded 30 s window."""
         from faster_whisper import WhisperModel
 
         self.model_dir = Path(model_dir)
@@ -45,13 +70,14 @@ class WhisperASR:
         self.device = ("cuda" if _cuda_available() else "cpu") if device == "auto" else device
         compute_type = "float16" if self.device == "cuda" else "int8"
         # local_files_only: never reach a hub, the directory has everything.
-        self._model = WhisperModel(
+        self._model = _short_window_model(WhisperModel)(
             str(self.model_dir),
             device=self.device,
             compute_type=compute_type,
             cpu_threads=cpu_threads,
             local_files_only=True,
         )
+        self._model.min_frames = round(min(30.0, max(0.0, min_window_s)) * FRAMES_PER_S)
         self.beam_size = beam_size
         self.vad = vad
         self.name = f"faster-whisper:{self.model_dir.name}:{self.device}"

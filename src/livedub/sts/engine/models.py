@@ -46,7 +46,9 @@ def load_engine(
         "espeak-ng": lambda: tts_backends.EspeakTTS(s.espeak_binary),
     }
     if asr is None:
-        asr = asr_backends.WhisperASR(resolve_model_dir(s.asr_model), s.asr_device, s.asr_beam_size, s.asr_vad, threads)
+        asr = asr_backends.WhisperASR(
+            resolve_model_dir(s.asr_model), s.asr_device, s.asr_beam_size, s.asr_vad, threads, s.asr_min_window_s
+        )
     built: dict[str, Any] = {}
     translators = dict(translators or {})
     tts = dict(tts or {})
