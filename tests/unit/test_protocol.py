@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from livedub.protocol import (
     CLIENT_EVENTS,
+    MAX_SEQUENCE_NUMBER,
     SERVER_EVENTS,
     AudioFormat,
     AudioPayload,
@@ -20,6 +21,9 @@ from livedub.protocol import (
     ErrorCode,
     ErrorEvent,
     ErrorSeverity,
+    ErrorSimulation,
+    ErrorSimulationAck,
+    ErrorSimulationRule,
     Event,
     EventName,
     FragmentAck,
@@ -65,6 +69,14 @@ SAMPLES: dict[str, Event] = {
     "stream:resume": StreamControl(stream_id="s1"),
     "stream:end": StreamControl(stream_id="s1", reason="source ended"),
     "monitor:subscribe": MonitorSubscribe(stream_id="s1"),
+    "config:error_simulation": ErrorSimulation(
+        enabled=True,
+        rules=[
+            ErrorSimulationRule(trigger="sequence_number", value=3, error_code=ErrorCode.MODEL_ERROR, stage="asr"),
+            ErrorSimulationRule(trigger="nth_fragment", value=2, delay_ms=500, count=1),
+        ],
+    ),
+    "config:error_simulation:ack": ErrorSimulationAck(status="accepted", rules_count=2),
     "stream:ready": StreamReady(stream_id="s1", session_id="abc", max_inflight=3, capabilities={"formats": ["m4a"]}),
     "fragment:ack": FragmentAck(fragment_id="f1", status=FragmentAckStatus.QUEUED, timestamp=1, queue_position=2),
     "fragment:processed": FragmentProcessed(
@@ -75,7 +87,7 @@ SAMPLES: dict[str, Event] = {
         dubbed_audio=AUDIO,
         transcript="hello",
         translated_text="hola",
-        processing_time_ms=812.5,
+        processing_time_ms=812,
         stage_timings=StageTimings(asr_ms=300, translation_ms=200, tts_ms=250),
         error=FragmentError(stage="tts", code=ErrorCode.TTS_SYNTHESIS_FAILED, message="x", retryable=True),
         metadata=FragmentMetadata(
@@ -88,10 +100,11 @@ SAMPLES: dict[str, Event] = {
         action=BackpressureAction.SLOW_DOWN,
         current_inflight=5,
         max_inflight=3,
+        queue_depth=2,
         recommended_delay_ms=500,
     ),
     "stream:complete": StreamComplete(
-        stream_id="s1", total_fragments=3, total_duration_ms=18000.0, statistics={"success_count": 3}
+        stream_id="s1", total_fragments=3, total_duration_ms=18000, statistics={"success_count": 3}
     ),
     "error": ErrorEvent(
         code=ErrorCode.STREAM_NOT_FOUND,
@@ -119,9 +132,87 @@ def test_round_trip_through_json(event: str) -> None:
     assert again.to_wire() == wire
 
 
-def test_wire_uses_plain_strings_and_drops_absent_optionals() -> None:
+def test_wire_uses_plain_strings_and_null_for_absent_optionals() -> None:
+    """Seed fidelity 8: the STS sends absent optional fields as null, like the seed's servers; client events leave
+    them out (a seed server never sees livedub's extension fields, not even as null)."""
     wire = FragmentAck(fragment_id="f", status=FragmentAckStatus.PROCESSING, timestamp=5).to_wire()
-    assert wire == {"fragment_id": "f", "status": "processing", "timestamp": 5}
+    assert wire == {"fragment_id": "f", "status": "processing", "timestamp": 5, "queue_position": None}
+    processed = FragmentProcessed(fragment_id="f", stream_id="s", sequence_number=0, status=FragmentStatus.FAILED)
+    wire = processed.to_wire()
+    assert {k: wire[k] for k in ("dubbed_audio", "transcript", "translated_text", "error")} == dict.fromkeys(
+        ("dubbed_audio", "transcript", "translated_text", "error")
+    )
+    error = ErrorEvent(code=ErrorCode.TIMEOUT, message="m").to_wire()
+    assert (error["stream_id"], error["fragment_id"], error["severity"]) == (None, None, "error")
+    assert "reason" not in StreamControl(stream_id="s").to_wire()
+
+
+def test_timing_fields_are_integers() -> None:
+    """Seed fidelity 8: processing_time_ms, total_duration_ms and stage_timings.* are whole milliseconds."""
+    processed = FragmentProcessed(
+        fragment_id="f",
+        stream_id="s",
+        sequence_number=0,
+        status=FragmentStatus.SUCCESS,
+        processing_time_ms=812.6,
+        stage_timings=StageTimings(asr_ms=300.4, translation_ms=0.5, tts_ms=250),
+    )
+    wire = json.loads(json.dumps(processed.to_wire()))
+    assert wire["processing_time_ms"] == 813 and isinstance(wire["processing_time_ms"], int)
+    assert wire["stage_timings"] == {"asr_ms": 300, "translation_ms": 0, "tts_ms": 250}
+    assert all(isinstance(v, int) for v in wire["stage_timings"].values())
+    complete = StreamComplete(stream_id="s", total_fragments=1, total_duration_ms=999.7).to_wire()
+    assert complete["total_duration_ms"] == 1000 and isinstance(complete["total_duration_ms"], int)
+    with pytest.raises(ValidationError):
+        StageTimings.model_validate({"asr_ms": "slow"})
+
+
+def test_error_severities_are_the_seeds() -> None:
+    """Seed fidelity 6: warning / error / fatal on the wire; livedub's old names read as their seed level."""
+    assert [s.value for s in ErrorSeverity] == ["warning", "error", "fatal"]
+    assert ErrorSeverity.LOW is ErrorSeverity.WARNING and ErrorSeverity.HIGH is ErrorSeverity.ERROR
+    for old, new in (("low", "warning"), ("medium", "error"), ("high", "error"), ("fatal", "fatal")):
+        assert ErrorEvent.model_validate({"code": "TIMEOUT", "message": "m", "severity": old}).severity == new
+    with pytest.raises(ValidationError):
+        ErrorEvent.model_validate({"code": "TIMEOUT", "message": "m", "severity": "panic"})
+
+
+def test_top_level_max_inflight_and_timeout_ms_win() -> None:
+    """Seed fidelity 2: spec 016 sends them at the top level of stream:init; livedub's clients in config."""
+    top = StreamInit.model_validate({"stream_id": "s", "max_inflight": 5, "timeout_ms": 20000})
+    assert (top.config.max_inflight, top.config.timeout_ms) == (5, 20000)
+    both = StreamInit.model_validate(
+        {"stream_id": "s", "max_inflight": 10, "config": {"max_inflight": 2, "timeout_ms": 4000}}
+    )
+    assert (both.config.max_inflight, both.config.timeout_ms) == (10, 4000)
+    assert StreamInit.model_validate({"stream_id": "s", "config": {"max_inflight": 4}}).config.max_inflight == 4
+    for bad in ({"max_inflight": 11}, {"max_inflight": 0}, {"timeout_ms": 5}):
+        with pytest.raises(ValidationError):
+            StreamInit.model_validate({"stream_id": "s", **bad})
+
+
+def test_sequence_numbers_are_bounded() -> None:
+    base = {"fragment_id": "f", "stream_id": "s", "audio": AUDIO.to_wire()}
+    assert FragmentData.model_validate({**base, "sequence_number": MAX_SEQUENCE_NUMBER}).sequence_number == 2**31 - 1
+    for too_big in (MAX_SEQUENCE_NUMBER + 1, 2**70):
+        with pytest.raises(ValidationError):
+            FragmentData.model_validate({**base, "sequence_number": too_big})
+
+
+def test_worker_acks_and_error_simulation_rules_validate() -> None:
+    ack = FragmentAck.model_validate({"fragment_id": "f", "status": "received", "timestamp": 1})
+    assert ack.status is FragmentAckStatus.RECEIVED
+    seed_rule = {"trigger": "nth_fragment", "value": 3, "error_code": "TIMEOUT", "stage": "asr"}
+    assert ErrorSimulation.model_validate({"enabled": True, "rules": [seed_rule]}).rules[0].value == 3
+    for bad in (
+        {"trigger": "nth_fragment", "value": 0},
+        {"trigger": "sequence_number", "value": "three"},
+        {"trigger": "fragment_id", "value": 3},
+        {"error_code": "NOT_A_CODE"},
+        {"delay_ms": -1},
+    ):
+        with pytest.raises(ValidationError):
+            ErrorSimulationRule.model_validate(bad)
 
 
 def test_unknown_fields_from_the_seed_peer_are_kept() -> None:
@@ -181,7 +272,8 @@ def test_invalid_payloads_are_refused(model: type[Event], payload: dict[str, Any
 
 def test_event_names_are_defined_once() -> None:
     assert set(EventName) == set(CLIENT_EVENTS) | set(SERVER_EVENTS)
-    assert not set(CLIENT_EVENTS) & set(SERVER_EVENTS)
+    assert set(CLIENT_EVENTS) & set(SERVER_EVENTS) == {EventName.FRAGMENT_ACK}  # the worker's ack: `received`
+    assert CLIENT_EVENTS[EventName.FRAGMENT_ACK] is SERVER_EVENTS[EventName.FRAGMENT_ACK]
     assert EventName.FRAGMENT_DATA == "fragment:data" and f"{EventName.STREAM_READY}" == "stream:ready"
 
 

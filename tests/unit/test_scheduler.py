@@ -236,3 +236,47 @@ def _wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < end, "condition never held"
         time.sleep(0.01)
+
+
+def test_one_stream_cannot_starve_another_with_more_urgent_work(clock: FakeClock) -> None:
+    """Stream a fills the queue with work more urgent than b's: pure deadline order would run all of a first (and
+    b's dubs would all miss). Served fairly, b runs after at most FAIR_LEAD jobs of a, and so on alternately;
+    queue_position predicts that order."""
+    runner = DeadlineRunner(1, clock=clock)
+    jobs = Jobs()
+    try:
+        blocker = runner.submit(jobs.job("blocker", gated=True), deadline=clock.now + 100)
+        jobs.wait_started("blocker")
+        futures = {f"a{i}": runner.submit(jobs.job(f"a{i}"), deadline=clock.now + i, key="a") for i in range(1, 7)}
+        futures |= {
+            f"b{i}": runner.submit(jobs.job(f"b{i}"), deadline=clock.now + 50 + i, key="b") for i in range(1, 4)
+        }
+        positions = {name: runner.queue_position(f) for name, f in futures.items()}
+        assert runner.queued("a") == 6 and runner.queued("b") == 3
+        jobs.gates["blocker"].set()
+        for future in (blocker, *futures.values()):
+            result(future)
+    finally:
+        runner.shutdown()
+    assert jobs.started == ["blocker", "a1", "a2", "b1", "a3", "b2", "a4", "b3", "a5", "a6"]
+    assert sorted(positions, key=lambda name: positions[name]) == jobs.started[1:]
+
+
+def test_an_idle_stream_banks_no_credit(clock: FakeClock) -> None:
+    """A stream that was served alone for a while competes as an equal once another stream arrives (and the
+    newcomer does not get a burst for the time it was absent either)."""
+    runner = DeadlineRunner(1, clock=clock)
+    jobs = Jobs()
+    try:
+        for i in range(3):  # a alone: served three times
+            result(runner.submit(jobs.job(f"solo{i}"), deadline=clock.now + 10, key="a"))
+        blocker = runner.submit(jobs.job("blocker", gated=True), deadline=clock.now + 100, key="c")
+        jobs.wait_started("blocker")
+        later = [runner.submit(jobs.job(f"b{i}"), deadline=clock.now + 1 + i, key="b") for i in range(4)]
+        later += [runner.submit(jobs.job(f"a{i}"), deadline=clock.now + 1 + i, key="a") for i in range(4)]
+        jobs.gates["blocker"].set()
+        for future in (blocker, *later):
+            result(future)
+    finally:
+        runner.shutdown()
+    assert jobs.started[4:] == ["b0", "a0", "b1", "a1", "b2", "a2", "b3", "a3"]

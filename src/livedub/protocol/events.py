@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import time
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "CLIENT_EVENTS",
+    "MAX_SEQUENCE_NUMBER",
     "SERVER_EVENTS",
     "AudioFormat",
     "AudioPayload",
@@ -22,6 +24,9 @@ __all__ = [
     "ErrorCode",
     "ErrorEvent",
     "ErrorSeverity",
+    "ErrorSimulation",
+    "ErrorSimulationAck",
+    "ErrorSimulationRule",
     "Event",
     "EventName",
     "FragmentAck",
@@ -31,6 +36,7 @@ __all__ = [
     "FragmentMetadata",
     "FragmentProcessed",
     "FragmentStatus",
+    "Millis",
     "MonitorSubscribe",
     "StageTimings",
     "StreamComplete",
@@ -47,13 +53,40 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Largest sequence number accepted: a signed 32-bit integer (68 years of one fragment a second), so that every
+# peer's integer type holds it.
+MAX_SEQUENCE_NUMBER = 2**31 - 1
+
+
+def _whole_ms(value: Any) -> Any:
+    """Timing fields are whole milliseconds on the wire (the seed's integers); finer values are rounded."""
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value)
+    return value
+
+
+Millis = Annotated[int, BeforeValidator(_whole_ms)]
+"""Whole milliseconds: an integer on the wire; a float given by our own code (or a peer) is rounded."""
+
+
 class Event(BaseModel):
-    """Base of every event: unknown fields are kept (forward compatibility with the seed peer)."""
+    """Base of every event: unknown fields are kept (forward compatibility with the seed peer).
+
+    On the wire, absent optional fields of STS -> client events are `null` (as the seed's servers send them);
+    client -> STS events omit them, so that livedub's extension fields never reach a seed server as `null`.
+    """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
+    wire_omits_none: ClassVar[bool] = False
 
     def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=self.wire_omits_none)
+
+
+class ClientEvent(Event):
+    """A client -> STS payload: absent optional fields are left out of the wire."""
+
+    wire_omits_none: ClassVar[bool] = True
 
 
 class AudioFormat(StrEnum):
@@ -73,22 +106,37 @@ class ErrorCode(StrEnum):
     TTS_SYNTHESIS_FAILED = "TTS_SYNTHESIS_FAILED"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNAUTHORIZED = "UNAUTHORIZED"
+    # The seed's: a fragment sent while its stream is paused (retryable: send it again after stream:resume).
+    STREAM_PAUSED = "STREAM_PAUSED"
+    # The seed's model failures (its echo service simulates them, see config:error_simulation).
+    MODEL_ERROR = "MODEL_ERROR"
+    GPU_OOM = "GPU_OOM"
     # Not in the seed list; used for events that do not validate against this module.
     INVALID_EVENT = "INVALID_EVENT"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 class ErrorSeverity(StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
+    """The seed's three levels. LOW/MEDIUM/HIGH are aliases kept for livedub code written before them; the old
+    wire values `low`/`medium`/`high` (livedub before seed fidelity) are still read, as warning/error/error."""
+
+    WARNING = "warning"
+    ERROR = "error"
     FATAL = "fatal"
+    LOW = "warning"
+    MEDIUM = "error"
+    HIGH = "error"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorSeverity | None:
+        legacy = {"low": cls.WARNING, "medium": cls.ERROR, "high": cls.ERROR}
+        return legacy.get(value) if isinstance(value, str) else None
 
 
 # ---------------------------------------------------------------- client -> STS
 
 
-class StreamConfig(Event):
+class StreamConfig(ClientEvent):
     source_language: str = "en"
     target_language: str = "es"
     voice_profile: str = "default"
@@ -109,13 +157,37 @@ class StreamConfig(Event):
     )
 
 
-class StreamInit(Event):
+class StreamInit(ClientEvent):
     stream_id: str = Field(min_length=1, max_length=256)
-    worker_id: str = Field("", max_length=256)
+    worker_id: str = Field(
+        "",
+        max_length=256,
+        description="The worker's identity: a second connection may take the stream over only with the same one.",
+    )
     config: StreamConfig = Field(default_factory=StreamConfig)
+    # Spec 016 puts these two at the top level; livedub clients send them in `config`. Both are read, the top level
+    # wins, and `config` holds the value in force after validation.
+    max_inflight: int | None = Field(
+        None, ge=1, le=10, description="Spec 016's place for `config.max_inflight`; wins over it when both are given."
+    )
+    timeout_ms: int | None = Field(
+        None,
+        ge=100,
+        le=600000,
+        description="Spec 016's place for `config.timeout_ms`; wins over it when both are given.",
+    )
+
+    @model_validator(mode="after")
+    def _top_level_wins(self) -> StreamInit:
+        update = {
+            k: v for k, v in (("max_inflight", self.max_inflight), ("timeout_ms", self.timeout_ms)) if v is not None
+        }
+        if update:
+            self.config = self.config.model_copy(update=update)
+        return self
 
 
-class AudioPayload(Event):
+class AudioPayload(ClientEvent):
     format: AudioFormat
     sample_rate_hz: int = Field(ge=8000, le=192000)
     channels: int = Field(1, ge=1, le=8)
@@ -142,10 +214,10 @@ class AudioPayload(Event):
         )
 
 
-class FragmentData(Event):
+class FragmentData(ClientEvent):
     fragment_id: str = Field(min_length=1, max_length=256)
     stream_id: str = Field(min_length=1, max_length=256)
-    sequence_number: int = Field(ge=0)
+    sequence_number: int = Field(ge=0, le=MAX_SEQUENCE_NUMBER)
     timestamp: int = Field(default_factory=now_ms)
     audio: AudioPayload
     metadata: dict[str, Any] | None = None
@@ -162,20 +234,67 @@ class FragmentData(Event):
     )
 
 
-class StreamControl(Event):
+class StreamControl(ClientEvent):
     """Payload of `stream:pause`, `stream:resume` and `stream:end`."""
 
     stream_id: str = Field(min_length=1, max_length=256)
     reason: str | None = None
 
 
-class MonitorSubscribe(Event):
+class MonitorSubscribe(ClientEvent):
     """`monitor:subscribe`: join the read-only room that mirrors a stream's (or every stream's) events.
 
     Not part of the seed protocol; observers (tests, dashboards) use it, workers never do.
     """
 
     stream_id: str | None = None
+    key: str | None = Field(
+        None, description="The monitor key (`STS_MONITOR_KEY`), unless given at connect like the API key."
+    )
+
+
+class ErrorSimulationRule(ClientEvent):
+    """One rule of `config:error_simulation` (the seed echo service's test hook): which fragments, what happens."""
+
+    trigger: Literal["sequence_number", "fragment_id", "nth_fragment"] | None = Field(
+        None,
+        description="How fragments are chosen: by `sequence_number`, by `fragment_id`, or every `value`-th fragment "
+        "of the stream (`nth_fragment`); absent: every fragment.",
+    )
+    value: int | str | None = Field(None, description="The sequence number, fragment id, or N of the trigger.")
+    error_code: ErrorCode | None = Field(
+        None, description="The error the chosen fragments fail with (absent: they succeed, after `delay_ms`)."
+    )
+    error_message: str = Field("Simulated error", max_length=2000)
+    retryable: bool = True
+    stage: Literal["asr", "translation", "tts"] | None = None
+    delay_ms: int = Field(0, ge=0, le=600000, description="livedub: hold the chosen fragments this long first.")
+    count: int | None = Field(None, ge=1, description="livedub: apply to at most this many fragments.")
+
+    @model_validator(mode="after")
+    def _value_fits_trigger(self) -> ErrorSimulationRule:
+        if self.trigger in ("sequence_number", "nth_fragment") and not (
+            isinstance(self.value, int) and self.value >= (0 if self.trigger == "sequence_number" else 1)
+        ):
+            raise ValueError(f"trigger {self.trigger} needs an integer value (N >= 1 for nth_fragment)")
+        if self.trigger == "fragment_id" and not isinstance(self.value, str):
+            raise ValueError("trigger fragment_id needs a string value")
+        return self
+
+
+class ErrorSimulation(ClientEvent):
+    """`config:error_simulation`: echo pipeline only. Replaces the rules of `stream_id` (default: every stream of
+    this connection)."""
+
+    enabled: bool = False
+    rules: list[ErrorSimulationRule] = Field(default_factory=list, max_length=100)
+    stream_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="livedub: the stream the rules are for (it may be initialised later; another connection's "
+        "stream needs monitor access). Absent: the streams of this connection, as in the seed.",
+    )
 
 
 # ---------------------------------------------------------------- STS -> client
@@ -211,6 +330,7 @@ class StreamReady(Event):
 class FragmentAckStatus(StrEnum):
     QUEUED = "queued"
     PROCESSING = "processing"
+    RECEIVED = "received"  # worker -> STS (spec 016): the worker got a fragment:processed
 
 
 class FragmentAck(Event):
@@ -227,9 +347,9 @@ class FragmentStatus(StrEnum):
 
 
 class StageTimings(Event):
-    asr_ms: float = 0.0
-    translation_ms: float = 0.0
-    tts_ms: float = 0.0
+    asr_ms: Millis = 0
+    translation_ms: Millis = 0
+    tts_ms: Millis = 0
 
 
 class FragmentError(Event):
@@ -254,7 +374,7 @@ class FragmentProcessed(Event):
     dubbed_audio: AudioPayload | None = None
     transcript: str | None = None
     translated_text: str | None = None
-    processing_time_ms: float = 0.0
+    processing_time_ms: Millis = 0
     stage_timings: StageTimings = Field(default_factory=StageTimings)
     error: FragmentError | None = None
     metadata: FragmentMetadata = Field(default_factory=FragmentMetadata)
@@ -278,20 +398,21 @@ class Backpressure(Event):
     action: BackpressureAction
     current_inflight: int
     max_inflight: int
+    queue_depth: int = Field(0, ge=0, description="Fragments of this stream waiting for an inference thread.")
     recommended_delay_ms: int | None = None
 
 
 class StreamComplete(Event):
     stream_id: str
     total_fragments: int
-    total_duration_ms: float
+    total_duration_ms: Millis
     statistics: dict[str, Any] = Field(default_factory=dict)
 
 
 class ErrorEvent(Event):
     code: ErrorCode
     message: str
-    severity: ErrorSeverity = ErrorSeverity.MEDIUM
+    severity: ErrorSeverity = ErrorSeverity.ERROR
     retryable: bool = False
     stream_id: str | None = None
     fragment_id: str | None = None
@@ -300,6 +421,12 @@ class ErrorEvent(Event):
     @classmethod
     def _short_message(cls, v: str) -> str:
         return v[:2000]
+
+
+class ErrorSimulationAck(Event):
+    status: Literal["accepted", "rejected"]
+    rules_count: int = Field(ge=0)
+    message: str | None = None
 
 
 class EventName(StrEnum):
@@ -312,6 +439,7 @@ class EventName(StrEnum):
     STREAM_RESUME = "stream:resume"
     STREAM_END = "stream:end"
     MONITOR_SUBSCRIBE = "monitor:subscribe"
+    CONFIG_ERROR_SIMULATION = "config:error_simulation"
     # STS -> client
     STREAM_READY = "stream:ready"
     FRAGMENT_ACK = "fragment:ack"
@@ -319,16 +447,19 @@ class EventName(StrEnum):
     BACKPRESSURE = "backpressure"
     STREAM_COMPLETE = "stream:complete"
     ERROR = "error"
+    CONFIG_ERROR_SIMULATION_ACK = "config:error_simulation:ack"
 
 
-# Event name -> payload model, per direction.
+# Event name -> payload model, per direction. `fragment:ack` goes both ways (the worker's is status `received`).
 CLIENT_EVENTS: dict[EventName, type[Event]] = {
     EventName.STREAM_INIT: StreamInit,
     EventName.FRAGMENT_DATA: FragmentData,
+    EventName.FRAGMENT_ACK: FragmentAck,
     EventName.STREAM_PAUSE: StreamControl,
     EventName.STREAM_RESUME: StreamControl,
     EventName.STREAM_END: StreamControl,
     EventName.MONITOR_SUBSCRIBE: MonitorSubscribe,
+    EventName.CONFIG_ERROR_SIMULATION: ErrorSimulation,
 }
 SERVER_EVENTS: dict[EventName, type[Event]] = {
     EventName.STREAM_READY: StreamReady,
@@ -337,4 +468,5 @@ SERVER_EVENTS: dict[EventName, type[Event]] = {
     EventName.BACKPRESSURE: Backpressure,
     EventName.STREAM_COMPLETE: StreamComplete,
     EventName.ERROR: ErrorEvent,
+    EventName.CONFIG_ERROR_SIMULATION_ACK: ErrorSimulationAck,
 }

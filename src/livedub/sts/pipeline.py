@@ -116,7 +116,22 @@ def _ms(seconds: float) -> float:
 
 
 class EchoPipeline:
-    """Returns each fragment's own audio as its dub (status success): for A/V sync tests without models."""
+    """Returns each fragment's own payload as its dub (status success), byte for byte and never decoded, whatever
+    the bytes are (the seed's echo service does the same): for A/V sync tests without models.
+
+    `error_simulation` holds the failure rules of `config:error_simulation`, which only this pipeline offers.
+    """
+
+    # The server skips its checks of the audio bytes (base64, alignment) for this pipeline: they are mirrored.
+    mirrors_audio = True
+
+    @property
+    def error_simulation(self) -> Any:
+        """The `ErrorSimulator` of this pipeline, created on first use (subclasses need not call __init__)."""
+        from livedub.sts.error_simulation import ErrorSimulator
+
+        simulator = self.__dict__.get("_error_simulation")
+        return simulator if simulator is not None else self.__dict__.setdefault("_error_simulation", ErrorSimulator())
 
     def check_languages(self, source: str, target: str) -> None:
         if not source or not target:
@@ -125,13 +140,19 @@ class EchoPipeline:
     def process(
         self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
     ) -> FragmentProcessed:
-        """The deadline is not checked: echoing costs nothing."""
+        """Echoing costs nothing; the deadline bounds only a simulated delay."""
         started = time.perf_counter()
-        try:
-            decoded = _decode(fragment)  # validates the audio like the real pipeline does
-        except StageError as exc:
-            return _failed(fragment, exc.error, started)
-        duration_ms = _ms(len(decoded.native) / decoded.sample_rate)
+        rule = self.error_simulation.match(fragment)
+        if rule is not None:
+            self.error_simulation.hold(rule, deadline)
+            if rule.error_code is not None:
+                stage = "timeout" if rule.error_code is ErrorCode.TIMEOUT else rule.stage or "pipeline"
+                error = FragmentError(
+                    stage=stage, code=rule.error_code, message=rule.error_message, retryable=rule.retryable
+                )
+                metadata = FragmentMetadata(original_duration_ms=fragment.audio.duration_ms)
+                return _failed(fragment, error, started, metadata=metadata)
+        duration_ms = fragment.audio.duration_ms  # as declared: the bytes are not decoded
         return FragmentProcessed(
             fragment_id=fragment.fragment_id,
             stream_id=fragment.stream_id,

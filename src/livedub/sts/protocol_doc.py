@@ -29,6 +29,7 @@ from livedub.protocol import (
     AudioPayload,
     Capability,
     ErrorCode,
+    ErrorSimulationRule,
     FragmentError,
     FragmentMetadata,
     StageTimings,
@@ -43,25 +44,35 @@ from livedub.sts.session import (
 
 DOC_PATH = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"
 
-# What each event means on this server, beyond its fields.
-EVENT_NOTES: dict[str, str] = {
-    "stream:init": "Opens a session for `stream_id` on this connection (a second init of the same id replaces it). "
-    "Answered by `stream:ready`, or `error` INVALID_CONFIG / UNSUPPORTED_LANGUAGE.",
+# What each event means on this server, beyond its fields (`(direction, event)` for an event sent both ways).
+EVENT_NOTES: dict[str | tuple[str, str], str] = {
+    "stream:init": "Opens a session for `stream_id` on this connection. `max_inflight` / `timeout_ms` may be given "
+    "at the top level (spec 016) or in `config` (top level wins); `stream:ready.max_inflight` echoes the granted "
+    "value. The stream then belongs to this connection: another connection's init of the same id is refused "
+    "(`error` UNAUTHORIZED) unless it has the same non-empty `worker_id` (the worker reconnecting: it takes the "
+    "session over, same `session_id`). A second init on the same connection restarts the session. Answered by "
+    "`stream:ready`, or `error` INVALID_CONFIG / UNSUPPORTED_LANGUAGE / UNAUTHORIZED.",
     "fragment:data": "One audio fragment. Answered by `fragment:ack` and later exactly one `fragment:processed`, "
-    "or by an `error` (with `fragment_id`) if refused before acceptance. Served most urgent first: by deadline "
-    "(arrival + `deadline_ms`, else + `timeout_ms`).",
-    "stream:pause": "While paused, new fragments are refused (`error` INVALID_EVENT, retryable); in-flight ones "
+    "or by an `error` (with `fragment_id`) if refused before acceptance. Served by deadline (arrival + "
+    "`deadline_ms`, else + `timeout_ms`), fairly across streams.",
+    ("client", "fragment:ack"): "Spec 016's worker acknowledgement of a `fragment:processed` (status `received`): "
+    "accepted silently.",
+    "stream:pause": "While paused, new fragments are refused (`error` STREAM_PAUSED, retryable); in-flight ones "
     "finish.",
     "stream:resume": "Accept fragments again.",
     "stream:end": "Waits for every in-flight fragment, then answers `stream:complete` and closes the session.",
-    "monitor:subscribe": "livedub extension. Joins the read-only room of `stream_id` (all streams when omitted). "
-    "The Socket.IO acknowledgement is `{subscribed: true, stream_id}`.",
+    "monitor:subscribe": "livedub extension. Joins the read-only room of `stream_id` (all streams when omitted); "
+    "needs the monitor key or the API key (see Monitor room). The Socket.IO acknowledgement is `{subscribed: true, "
+    "stream_id}`, or `{subscribed: false, ..., error: UNAUTHORIZED}` with an `error` event.",
+    "config:error_simulation": "The seed echo service's test hook; **echo pipeline only** (the dubbing pipeline "
+    "refuses it: `error` INVALID_CONFIG and a `rejected` ack). Replaces the stream's rules (see Error simulation). "
+    "Answered by `config:error_simulation:ack` (also the Socket.IO acknowledgement).",
     "stream:ready": "`capabilities`: "
     + ", ".join(c.value for c in Capability)
     + " (`deadline` and `dub_overrun`: livedub extensions, `true`).",
-    "fragment:ack": "Sent on acceptance. `processing` if an inference thread is free, else `queued` with "
-    "`queue_position` = fragments that start before it (0 = next), as queued now: a more urgent fragment that "
-    "arrives later goes ahead of it.",
+    "fragment:ack": "Sent on acceptance, always `queued` first, with `queue_position` = fragments that start before "
+    "it (0 = next; as queued now: a more urgent fragment, or another stream's turn, may go ahead of it). A second "
+    "ack, `processing`, follows when an inference thread starts it (not when it was answered first).",
     "fragment:processed": "Strictly in `sequence_number` order per stream. `failed` carries `error`; the dub has the "
     "fragment's duration (plus at most `dub_overrun_ms`).",
     "backpressure": "Sent when the stream's level changes (both ways) and on each accepted fragment while it is "
@@ -69,6 +80,7 @@ EVENT_NOTES: dict[str, str] = {
     "stream:complete": "`total_duration_ms` is the audio duration of the answered fragments. `statistics`: counts by "
     "status, timeouts, rejections, avg/p95 processing time, session_id, wall_time_ms.",
     "error": "Also copied to the stream's monitors when `stream_id` is set.",
+    "config:error_simulation:ack": "`accepted` with the number of rules, or `rejected` with a `message`.",
 }
 
 ERROR_NOTES: dict[ErrorCode, str] = {
@@ -86,13 +98,27 @@ ERROR_NOTES: dict[ErrorCode, str] = {
     ErrorCode.TRANSLATION_FAILED: "Translation failed (in `fragment:processed.error`).",
     ErrorCode.TTS_SYNTHESIS_FAILED: "Speech synthesis failed (in `fragment:processed.error`).",
     ErrorCode.PAYLOAD_TOO_LARGE: "Decoded audio larger than `STS_MAX_FRAGMENT_BYTES`.",
-    ErrorCode.UNAUTHORIZED: "`STS_API_KEY` is set and the client did not present it; the connection is refused.",
+    ErrorCode.UNAUTHORIZED: "`STS_API_KEY` is set and the client did not present it (the connection is refused); "
+    "`stream:init` of a stream another connection owns (different `worker_id`); `monitor:subscribe` without the "
+    "monitor key.",
+    ErrorCode.STREAM_PAUSED: "The seed's: a fragment sent while its stream is paused; severity `warning`, retryable "
+    "(send it again after `stream:resume`).",
+    ErrorCode.MODEL_ERROR: "The seed's model failure; livedub sends it only when `config:error_simulation` asks for "
+    "it (echo pipeline).",
+    ErrorCode.GPU_OOM: "The seed's out-of-GPU-memory failure; as MODEL_ERROR, only from error simulation.",
     ErrorCode.INVALID_EVENT: "livedub: any other event that does not validate, unknown event names, duplicate or "
-    "already-passed sequence numbers, fragments while paused.",
+    "already-passed sequence numbers.",
     ErrorCode.INTERNAL_ERROR: "livedub: a bug in the server or the processor; the session keeps working.",
 }
 
-NESTED_MODELS: list[type[BaseModel]] = [StreamConfig, AudioPayload, StageTimings, FragmentError, FragmentMetadata]
+NESTED_MODELS: list[type[BaseModel]] = [
+    StreamConfig,
+    AudioPayload,
+    StageTimings,
+    FragmentError,
+    FragmentMetadata,
+    ErrorSimulationRule,
+]
 
 
 def _type_name(tp: Any) -> str:
@@ -149,11 +175,13 @@ def _fields_cell(model: type[BaseModel]) -> str:
 
 def events_table() -> str:
     rows = ["| Event | Direction | Payload | Fields | Notes |", "|---|---|---|---|---|"]
-    for direction, events in (("client → STS", CLIENT_EVENTS), ("STS → client", SERVER_EVENTS)):
+    for side, direction, events in (
+        ("client", "client → STS", CLIENT_EVENTS),
+        ("server", "STS → client", SERVER_EVENTS),
+    ):
         for event, model in events.items():
-            rows.append(
-                f"| `{event}` | {direction} | `{model.__name__}` | {_fields_cell(model)} | {EVENT_NOTES[event]} |"
-            )
+            note = EVENT_NOTES.get((side, event)) or EVENT_NOTES[event]
+            rows.append(f"| `{event}` | {direction} | `{model.__name__}` | {_fields_cell(model)} | {note} |")
     return "\n".join(rows)
 
 

@@ -1,10 +1,15 @@
-"""The STS inference threads, serving the most urgent job first (earliest deadline first).
+"""The STS inference threads, serving the most urgent job first (earliest deadline first), fairly across streams.
 
-Model inference is blocking and CPU-bound, so it runs on `workers` threads off the event loop. Jobs wait in one
-queue for all streams, ordered by their absolute deadline; a job whose deadline has passed before a thread takes it
-is not run (its future fails with `DeadlineExpired` at once). A job that runs past its deadline, once its
-timeout answer is out, can be `abandon`ed: its thread leaves the pool to finish it on the side and a fresh thread
-takes its place, so the jobs behind a slow one are not held up by it.
+Model inference is blocking and CPU-bound, so it runs on `workers` threads off the event loop. Each stream (a job's
+`key`) has its own queue ordered by absolute deadline. Deadline order alone lets one stream starve another: a
+stream that keeps its queue full of work more urgent than the other's (shorter deadlines, or simply more of it) gets
+every thread. So the next job comes from the streams that have been served least: a stream may run at most
+`FAIR_LEAD` jobs ahead of the least-served stream that is waiting, and among those the most urgent job goes first
+(start-time fair queueing with a deadline tie-break; a stream that was idle does not bank credit). With one stream,
+or streams that do not compete, this is plain earliest deadline first. A job whose deadline has passed before a
+thread takes it is not run (its future fails with `DeadlineExpired` at once) and costs its stream nothing. A job
+that runs past its deadline, once its timeout answer is out, can be `abandon`ed: its thread leaves the pool to
+finish it on the side and a fresh thread takes its place, so the jobs behind a slow one are not held up by it.
 """
 
 from __future__ import annotations
@@ -12,18 +17,27 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
 # Priority of set-up jobs (model loading, warm-up): before every fragment, never expiring.
 URGENT = -math.inf
+# How many jobs a stream may be served ahead of the least-served waiting stream. 1 would be strict round-robin;
+# 2 leaves room for deadline order (an urgent job of a stream just served may still go first) while no stream can
+# wait behind more than two jobs of each other stream.
+FAIR_LEAD = 2.0
+_SETUP_KEY: Hashable = ("setup",)  # set-up jobs are nobody's stream
+_SHARED_KEY: Hashable = ("shared",)  # jobs submitted without a key
 
 
 class DeadlineExpired(Exception):
@@ -42,6 +56,8 @@ class _Job:
     future: Future[Any] = field(compare=False)
     expires_at: float | None = field(compare=False)
     queued_at: float = field(compare=False)
+    key: Hashable = field(compare=False, default=None)
+    on_start: Callable[[], Any] | None = field(compare=False, default=None)
 
 
 @dataclass(eq=False)
@@ -62,7 +78,9 @@ class DeadlineRunner:
         self._clock = clock
         self._name = name
         self._cond = threading.Condition()
-        self._queue: list[_Job] = []
+        self._queues: dict[Hashable, list[_Job]] = {}  # per stream, by deadline
+        self._served: dict[Hashable, float] = {}  # per stream: jobs started (virtual time, see the module doc)
+        self._virtual_now = 0.0  # the served count of the stream of the last job started
         self._order = itertools.count()
         self._threads: list[_Thread] = []
         self._busy = 0  # pool threads (not detached) running a job
@@ -80,8 +98,19 @@ class DeadlineRunner:
 
     # ------------------------------------------------------------ submitting
 
-    def submit(self, fn: Callable[..., R], *args: Any, deadline: float | None = None) -> Future[R]:
-        """Queue `fn(*args)` to run before `deadline`; None: a set-up job, run before any other, never expiring."""
+    def submit(
+        self,
+        fn: Callable[..., R],
+        *args: Any,
+        deadline: float | None = None,
+        key: Hashable = None,
+        on_start: Callable[[], Any] | None = None,
+    ) -> Future[R]:
+        """Queue `fn(*args)` to run before `deadline`; None: a set-up job, run before any other, never expiring.
+
+        `key` names the job's stream (jobs of different keys share the threads fairly); `on_start` is called on the
+        inference thread right before `fn` runs (not for jobs that expire or are cancelled first).
+        """
         future: Future[R] = Future()
         now = self._clock()
         if deadline is not None and deadline <= now:
@@ -95,12 +124,17 @@ class DeadlineRunner:
             future=future,
             expires_at=deadline,
             queued_at=now,
+            key=_SETUP_KEY if deadline is None else _SHARED_KEY if key is None else key,
+            on_start=on_start,
         )
         with self._cond:
             if self._shutdown:
                 future.cancel()
                 return future
-            heapq.heappush(self._queue, job)
+            queue = self._queues.setdefault(job.key, [])
+            if not self._live(queue):  # becomes backlogged: starts level with the others, no banked credit
+                self._served[job.key] = max(self._served.get(job.key, 0.0), self._virtual_now)
+            heapq.heappush(queue, job)
             self._cond.notify()
         return future
 
@@ -109,14 +143,28 @@ class DeadlineRunner:
         return await asyncio.wrap_future(self.submit(fn, *args))
 
     def queue_position(self, future: Future[Any]) -> int | None:
-        """None when the job is running (or about to: a thread is free for it), else how many jobs start before it."""
+        """None when the job is running (or about to: a thread is free for it), else how many jobs start before it
+        (as queued now, if none expires first)."""
         with self._cond:
-            job = next((j for j in self._queue if j.future is future), None)
-            if job is None:
+            queues = {k: sorted(j for j in q if not j.future.cancelled()) for k, q in self._queues.items()}
+            if not any(j.future is future for q in queues.values() for j in q):
                 return None
-            ahead = sum(1 for j in self._queue if j < job and not j.future.cancelled())
+            served = dict(self._served)
+            ahead = 0
+            while (key := _pick(queues, served)) is not None:
+                job = queues[key].pop(0)
+                if job.future is future:
+                    break
+                served[key] = served.get(key, 0.0) + 1
+                ahead += 1
             free = self.workers - self._busy
             return None if ahead < free else ahead - free
+
+    def queued(self, key: Hashable) -> int:
+        """Jobs of `key` waiting for a thread."""
+        with self._cond:
+            jobs = self._queues.get(_SHARED_KEY if key is None else key, [])
+            return sum(1 for j in jobs if not j.future.cancelled())
 
     def abandon(self, future: Future[Any]) -> bool:
         """The running job of `future` is past its deadline and answered: give its thread's place to a fresh one.
@@ -137,9 +185,10 @@ class DeadlineRunner:
     def shutdown(self) -> None:
         with self._cond:
             self._shutdown = True
-            for job in self._queue:
-                job.future.cancel()
-            self._queue.clear()
+            for queue in self._queues.values():
+                for job in queue:
+                    job.future.cancel()
+            self._queues.clear()
             self._cond.notify_all()
 
     # ------------------------------------------------------------ threads
@@ -170,14 +219,34 @@ class DeadlineRunner:
                     return
                 self._busy -= 1
 
+    @staticmethod
+    def _live(queue: list[_Job]) -> bool:
+        """Drop cancelled jobs from the head of `queue`; True if a job is left."""
+        while queue and queue[0].future.cancelled():
+            heapq.heappop(queue)
+        return bool(queue)
+
     def _take(self) -> _Job | None:
-        """The most urgent live job, waiting for one; None on shutdown. Caller holds the lock."""
+        """The next job (fair across streams, most urgent first), waiting for one; None on shutdown.
+        Caller holds the lock. Jobs found expired are answered here and cost their stream nothing."""
         while not self._shutdown:
-            while self._queue:
-                job = heapq.heappop(self._queue)
-                if not job.future.cancelled():
-                    return job
-            self._cond.wait()
+            queues = {k: q for k, q in self._queues.items() if self._live(q)}
+            key = _pick(queues, self._served)
+            if key is None:
+                self._cond.wait()
+                continue
+            job = heapq.heappop(queues[key])
+            now = self._clock()
+            if job.expires_at is not None and now >= job.expires_at:
+                if job.future.set_running_or_notify_cancel():
+                    job.future.set_exception(DeadlineExpired.after_waiting(now - job.queued_at))
+                continue
+            self._virtual_now = max(self._virtual_now, self._served.get(key, 0.0))
+            self._served[key] = self._served.get(key, 0.0) + 1
+            if not self._queues[key]:  # idle streams are forgotten (their credit would be reset anyway)
+                del self._queues[key]
+                self._served.pop(key, None)
+            return job
         return None
 
     def _execute(self, job: _Job) -> None:
@@ -187,9 +256,27 @@ class DeadlineRunner:
         if job.expires_at is not None and now >= job.expires_at:
             job.future.set_exception(DeadlineExpired.after_waiting(now - job.queued_at))
             return
+        if job.on_start is not None:
+            try:
+                job.on_start()
+            except Exception:  # a notification must not fail the job (e.g. its event loop is closing)
+                log.debug("on_start of a job failed", exc_info=True)
         try:
             result = job.fn()
         except BaseException as exc:
             job.future.set_exception(exc)
         else:
             job.future.set_result(result)
+
+
+def _pick(queues: dict[Hashable, list[_Job]], served: dict[Hashable, float]) -> Hashable | None:
+    """The key whose head job starts next: set-up jobs first, then the most urgent head among the streams served
+    fewer than FAIR_LEAD jobs more than the least-served waiting one. `queues` holds live, heap-ordered queues."""
+    heads = {k: q[0] for k, q in queues.items() if q}
+    if not heads:
+        return None
+    if _SETUP_KEY in heads:
+        return _SETUP_KEY
+    least = min(served.get(k, 0.0) for k in heads)
+    eligible = [k for k in heads if served.get(k, 0.0) < least + FAIR_LEAD]
+    return min(eligible, key=lambda k: heads[k])

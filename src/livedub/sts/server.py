@@ -1,7 +1,8 @@
 """The STS Socket.IO service: python-socketio `AsyncServer` (ASGI) + FastAPI (`/health`, `/metrics`) under uvicorn.
 
 Event names and payloads are exactly the models of `livedub.protocol`; see docs/protocol.md.
-Inference runs on a bounded set of threads, never on the event loop, most urgent fragment first (see scheduler.py).
+Inference runs on a bounded set of threads, never on the event loop, most urgent fragment first and fairly across
+streams (see scheduler.py). Socket.IO is served at `/socket.io` (the seed servers' path) and `/ws/sts` (spec 016's).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import asyncio
 import functools
 import hmac
+import ipaddress
 import logging
 import math
 import threading
@@ -17,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -32,6 +35,8 @@ from livedub.protocol import (
     ErrorCode,
     ErrorEvent,
     ErrorSeverity,
+    ErrorSimulation,
+    ErrorSimulationAck,
     EventName,
     FragmentAck,
     FragmentAckStatus,
@@ -65,6 +70,12 @@ MONITOR_ALL_ROOM = "monitor:*"
 MONITOR_ROOM_PREFIX = "monitor:stream:"
 # Room names a stream's events go to besides the worker: see `monitor:subscribe` in docs/protocol.md.
 _JSON_ENVELOPE_BYTES = 64 * 1024
+# The seed's servers close a connection about 5 s after its stream:complete; so does this one (when the connection
+# has no other stream by then). None: never.
+DISCONNECT_AFTER_COMPLETE_S: float | None = 5.0
+# Socket.IO paths served: the seed servers' default, and spec 016's.
+SOCKETIO_PATH = "socket.io"
+SPEC_SOCKETIO_PATH = "ws/sts"
 
 
 def monitor_room(stream_id: str) -> str:
@@ -93,6 +104,34 @@ def _raw_int(data: Any, key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+def same_key(expected: str, presented: str) -> bool:
+    """Constant-time comparison of two keys (bytes: `hmac.compare_digest` refuses non-ASCII str)."""
+    return hmac.compare_digest(expected.encode("utf-8", "surrogatepass"), presented.encode("utf-8", "surrogatepass"))
+
+
+def is_loopback_peer(environ: dict[str, Any]) -> bool:
+    """Whether the connection comes from this host. From the ASGI scope's client address: Engine.IO's own
+    `REMOTE_ADDR` is a placeholder under ASGI. No address (e.g. a Unix socket is not used here): not loopback."""
+    client = (environ.get("asgi.scope") or {}).get("client")
+    if not client:
+        return False
+    try:
+        address = ipaddress.ip_address(str(client[0]))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+@dataclass
+class _Peer:
+    """What a connection showed at connect: the keys it presented and whether it is local."""
+
+    keys: list[str]
+    loopback: bool
+
+
 def _short(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in exc.errors())
 
@@ -117,6 +156,7 @@ class StsServer:
         processor_factory: Callable[[], FragmentProcessor] | None = None,
         metrics: StsMetrics | None = None,
         gap_timeout_s: float = DEFAULT_GAP_TIMEOUT_S,
+        disconnect_after_complete_s: float | None = DISCONNECT_AFTER_COMPLETE_S,
     ) -> None:
         if (processor is None) == (processor_factory is None):
             raise ValueError("give exactly one of processor and processor_factory")
@@ -125,8 +165,11 @@ class StsServer:
         self._processor_factory = processor_factory
         self.metrics = metrics or StsMetrics()
         self.gap_timeout_s = gap_timeout_s
+        self.disconnect_after_complete_s = disconnect_after_complete_s
         self.runner = DeadlineRunner(settings.worker_threads)
         self.sessions: dict[str, StreamSession] = {}
+        self._peers: dict[str, _Peer] = {}
+        self._closers: dict[str, asyncio.Task[None]] = {}  # sid -> its disconnect after stream:complete
         self.ready = False
         self.startup_error: str | None = None
         self._processor_built = asyncio.Event()
@@ -150,6 +193,8 @@ class StsServer:
         if self._startup_task is not None:
             self._startup_task.cancel()
         self._models_settled.set()  # let queued fragment jobs finish (they fail) instead of hanging the pool
+        for closer in list(self._closers.values()):
+            closer.cancel()
         for session in list(self.sessions.values()):
             self._drop_session(session)
         self.runner.shutdown()
@@ -204,7 +249,7 @@ class StsServer:
         *,
         stream_id: str | None = None,
         fragment_id: str | None = None,
-        severity: ErrorSeverity = ErrorSeverity.MEDIUM,
+        severity: ErrorSeverity = ErrorSeverity.ERROR,
         retryable: bool = False,
         stage: str = "protocol",
     ) -> None:
@@ -238,6 +283,8 @@ class StsServer:
             EventName.STREAM_RESUME: self._on_stream_resume,
             EventName.STREAM_END: self._on_stream_end,
             EventName.MONITOR_SUBSCRIBE: self._on_monitor_subscribe,
+            EventName.FRAGMENT_ACK: self._on_worker_ack,
+            EventName.CONFIG_ERROR_SIMULATION: self._on_error_simulation,
         }.items():
             self.sio.on(event, self._guarded(event, handler))
         self.sio.on("*", self._on_unknown_event)
@@ -260,7 +307,7 @@ class StsServer:
                     f"{event}: {type(exc).__name__}: {exc}",
                     stream_id=_raw_str(data, "stream_id"),
                     fragment_id=_raw_str(data, "fragment_id"),
-                    severity=ErrorSeverity.HIGH,
+                    severity=ErrorSeverity.ERROR,
                     stage="server",
                 )
                 return None
@@ -269,13 +316,15 @@ class StsServer:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         expected = self.settings.api_key
-        if expected and not any(hmac.compare_digest(expected, key) for key in self._presented_keys(environ, auth)):
+        presented = self._presented_keys(environ, auth)
+        if expected and not any(same_key(expected, key) for key in presented):
             self.metrics.errors.labels(stage="connect", code=ErrorCode.UNAUTHORIZED.value).inc()
             log.warning("refused connection %s: missing or wrong API key", sid)
             refusal = ErrorEvent(
                 code=ErrorCode.UNAUTHORIZED, message="missing or invalid API key", severity=ErrorSeverity.FATAL
             )
             raise socketio.exceptions.ConnectionRefusedError(ErrorCode.UNAUTHORIZED.value, refusal.to_wire())
+        self._peers[sid] = _Peer(keys=presented, loopback=is_loopback_peer(environ))
         self.metrics.connected_clients.inc()
 
     @staticmethod
@@ -290,12 +339,48 @@ class StsServer:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.metrics.connected_clients.dec()
+        self._peers.pop(sid, None)
+        if (closer := self._closers.pop(sid, None)) is not None:
+            closer.cancel()
         for session in [s for s in self.sessions.values() if s.sid == sid]:
             log.info("client %s gone (%s): closing stream %s", sid, reason, session.stream_id)
             self._drop_session(session)
 
     async def _on_unknown_event(self, event: str, sid: str, *_args: Any) -> None:
-        await self._error(sid, ErrorCode.INVALID_EVENT, f"unknown event {event!r}", severity=ErrorSeverity.LOW)
+        await self._error(sid, ErrorCode.INVALID_EVENT, f"unknown event {event!r}", severity=ErrorSeverity.WARNING)
+
+    def _may_monitor(self, sid: str, key: str | None) -> bool:
+        """Monitoring needs the monitor key or the API key (at connect, or `key` in the request); with neither
+        configured, a loopback connection."""
+        peer = self._peers.get(sid)
+        if peer is None:
+            return False
+        accepted = [k for k in (self.settings.monitor_key, self.settings.api_key) if k]
+        if not accepted:
+            return peer.loopback
+        presented = [*peer.keys, *([key] if key else [])]
+        return any(same_key(a, k) for a in accepted for k in presented)
+
+    # ------------------------------------------------------------ disconnect after stream:complete
+
+    def _close_later(self, sid: str) -> None:
+        """Disconnect `sid` after DISCONNECT_AFTER_COMPLETE_S, unless it opens (or still has) a stream by then."""
+        if self.disconnect_after_complete_s is None or any(s.sid == sid for s in self.sessions.values()):
+            return
+        self._cancel_close(sid)
+        self._closers[sid] = asyncio.get_running_loop().create_task(self._disconnect_idle(sid))
+
+    def _cancel_close(self, sid: str) -> None:
+        if (closer := self._closers.pop(sid, None)) is not None:
+            closer.cancel()
+
+    async def _disconnect_idle(self, sid: str) -> None:
+        assert self.disconnect_after_complete_s is not None
+        await asyncio.sleep(self.disconnect_after_complete_s)
+        self._closers.pop(sid, None)
+        if not any(s.sid == sid for s in self.sessions.values()):
+            log.info("closing connection %s: its stream completed %.1f s ago", sid, self.disconnect_after_complete_s)
+            await self.sio.disconnect(sid)
 
     async def _on_stream_init(self, sid: str, data: Any) -> None:
         if not isinstance(data, dict):
@@ -322,16 +407,29 @@ class StsServer:
                 stage="server",
             )
             return
-        config = init.config
+        config = init.config  # max_inflight / timeout_ms of the top level (spec 016) already merged in
         try:
             self.processor.check_languages(config.source_language, config.target_language)
         except UnsupportedLanguageError as exc:
             await self._error(sid, ErrorCode.UNSUPPORTED_LANGUAGE, str(exc), stream_id=init.stream_id)
             return
         previous = self.sessions.get(init.stream_id)
-        if previous is not None:
-            log.info("stream %s re-initialised by %s: replacing its session", init.stream_id, sid)
-            self._drop_session(previous)
+        if (
+            previous is not None
+            and previous.sid != sid
+            and not (init.worker_id and same_key(previous.worker_id, init.worker_id))
+        ):
+            # A stream belongs to the connection that opened it; only the same worker may take it over.
+            await self._error(
+                sid,
+                ErrorCode.UNAUTHORIZED,
+                f"stream {init.stream_id!r} belongs to another connection; only its own worker (same worker_id) may "
+                "take it over",
+                stream_id=init.stream_id,
+                stage="takeover",
+            )
+            return
+        self._cancel_close(sid)
         session = StreamSession(
             stream_id=init.stream_id,
             worker_id=init.worker_id,
@@ -340,7 +438,13 @@ class StsServer:
             emit=self._session_emitter(sid, init.stream_id),
             metrics=self.metrics,
             gap_timeout_s=self.gap_timeout_s,
+            queue_depth=functools.partial(self.runner.queued, init.stream_id),
         )
+        if previous is not None:
+            how = "re-initialised" if previous.sid == sid else f"taken over from {previous.sid} by its worker"
+            log.info("stream %s %s (connection %s): resuming its session", init.stream_id, how, sid)
+            self._drop_session(previous)
+            session.resume_from(previous)
         self.sessions[init.stream_id] = session
         self.metrics.active_sessions.inc()
         log.info(
@@ -433,14 +537,17 @@ class StsServer:
                 sid,
                 session,
                 None,
-                ErrorCode.INVALID_EVENT,
-                "stream is paused; send stream:resume",
+                ErrorCode.STREAM_PAUSED,
+                "stream is paused; send stream:resume, then this fragment again",
                 stream_id=fragment.stream_id,
                 fragment_id=fragment.fragment_id,
+                severity=ErrorSeverity.WARNING,
                 retryable=True,
             )
             return
-        if problem := self._audio_problem(fragment):
+        # The echo pipeline mirrors the payload as it is, whatever the bytes; the dubbing pipeline decodes them.
+        mirrors_audio = getattr(self.processor, "mirrors_audio", False) is True
+        if not mirrors_audio and (problem := self._audio_problem(fragment)):
             await self._reject(
                 sid,
                 session,
@@ -474,25 +581,36 @@ class StsServer:
                 f"{session.inflight} fragments in flight (limit {HIGH_MAX_INFLIGHT}); pause and retry",
                 stream_id=fragment.stream_id,
                 fragment_id=fragment.fragment_id,
-                severity=ErrorSeverity.HIGH,
+                severity=ErrorSeverity.WARNING,
                 retryable=True,
             )
             return
 
         deadline = session.accept(fragment, arrived_at)
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()  # set (from the inference thread) when the fragment's processing starts
         # Submitted here, before any await, so the queue positions of back-to-back fragments are exact.
-        job = self.runner.submit(self._process_blocking, fragment, session.config, deadline, deadline=deadline)
-        ahead = self.runner.queue_position(job)
-        if ahead is None and not self._models_settled.is_set():
-            ahead = 0  # a free thread, but the job will wait there for the warm-up
-        # The ack is sent before the result is awaited, so it always precedes the fragment's fragment:processed.
-        await self._emit(
-            EventName.FRAGMENT_ACK, self._ack_for(fragment, ahead).to_wire(), sid=sid, stream_id=session.stream_id
+        job = self.runner.submit(
+            self._process_blocking,
+            fragment,
+            session.config,
+            deadline,
+            deadline=deadline,
+            key=session.stream_id,
+            on_start=lambda: loop.call_soon_threadsafe(started.set),
         )
+        # The first ack is always `queued` (seed clients assert it); `processing` follows when a thread starts it.
+        # It is sent before the result is awaited, so it always precedes the fragment's fragment:processed.
+        ack = FragmentAck(
+            fragment_id=fragment.fragment_id,
+            status=FragmentAckStatus.QUEUED,
+            queue_position=self.runner.queue_position(job) or 0,
+        )
+        await self._emit(EventName.FRAGMENT_ACK, ack.to_wire(), sid=sid, stream_id=session.stream_id)
         if session.state is SessionState.CLOSED:  # client left while the ack was sent
             job.cancel()
             return
-        task = asyncio.get_running_loop().create_task(self._process(session, fragment, job, deadline))
+        task = loop.create_task(self._process(session, fragment, job, deadline, started))
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
         if (backpressure := session.backpressure_after_accept()) is not None:
@@ -511,12 +629,6 @@ class StsServer:
             return f"pcm_s16le data of {len(raw)} bytes is not a whole number of {channels}-channel 16-bit frames"
         return None
 
-    @staticmethod
-    def _ack_for(fragment: FragmentData, ahead: int | None) -> FragmentAck:
-        if ahead is None:
-            return FragmentAck(fragment_id=fragment.fragment_id, status=FragmentAckStatus.PROCESSING)
-        return FragmentAck(fragment_id=fragment.fragment_id, status=FragmentAckStatus.QUEUED, queue_position=ahead)
-
     async def _reject(
         self,
         sid: str,
@@ -527,7 +639,7 @@ class StsServer:
         *,
         stream_id: str | None,
         fragment_id: str | None,
-        severity: ErrorSeverity = ErrorSeverity.MEDIUM,
+        severity: ErrorSeverity = ErrorSeverity.ERROR,
         retryable: bool = False,
     ) -> None:
         """Refuse a fragment: `error` to the client, and (for a known sequence number) stop waiting for it."""
@@ -547,7 +659,12 @@ class StsServer:
         return self.processor.process(fragment, config, deadline=Deadline(deadline))
 
     async def _process(
-        self, session: StreamSession, fragment: FragmentData, job: Future[FragmentProcessed], deadline: float
+        self,
+        session: StreamSession,
+        fragment: FragmentData,
+        job: Future[FragmentProcessed],
+        deadline: float,
+        processing: asyncio.Event,
     ) -> None:
         started = time.monotonic()
         try:
@@ -556,7 +673,8 @@ class StsServer:
             if job.done():  # e.g. refused by the runner: its deadline had passed on arrival
                 result = job.result()
             else:
-                result = await asyncio.wait_for(asyncio.wrap_future(job), max(0.0, deadline - started))
+                async with asyncio.timeout(max(0.0, deadline - started)):
+                    result = await self._await_job(session, fragment, job, processing)
             result = result.model_copy(
                 update={
                     "fragment_id": fragment.fragment_id,
@@ -584,6 +702,28 @@ class StsServer:
                 processing_time_ms=(time.monotonic() - started) * 1000.0,
             )
         await session.complete(result)
+
+    async def _await_job(
+        self,
+        session: StreamSession,
+        fragment: FragmentData,
+        job: Future[FragmentProcessed],
+        processing: asyncio.Event,
+    ) -> FragmentProcessed:
+        """The job's result; on the way, the `processing` ack when a thread starts it (unless it is done already)."""
+        result = asyncio.wrap_future(job)
+        started = asyncio.ensure_future(processing.wait())
+        try:
+            await asyncio.wait({result, started}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the deadline passed: stop waiting, as `await result` would have
+            result.cancel()
+            raise
+        finally:
+            started.cancel()
+        if not result.done() and processing.is_set() and session.state is not SessionState.CLOSED:
+            ack = FragmentAck(fragment_id=fragment.fragment_id, status=FragmentAckStatus.PROCESSING)
+            await self._emit(EventName.FRAGMENT_ACK, ack.to_wire(), sid=session.sid, stream_id=session.stream_id)
+        return await result
 
     @staticmethod
     def _timeout_result(fragment: FragmentData, message: str, started: float) -> FragmentProcessed:
@@ -619,6 +759,7 @@ class StsServer:
         await self._emit(EventName.STREAM_COMPLETE, complete.to_wire(), sid=sid, stream_id=session.stream_id)
         log.info("stream %s complete: %s", session.stream_id, complete.statistics)
         self._drop_session(session)
+        self._close_later(sid)
 
     async def _control_session(self, sid: str, data: Any, event: str) -> StreamSession | None:
         try:
@@ -644,11 +785,72 @@ class StsServer:
         except ValidationError as exc:
             await self._error(sid, ErrorCode.INVALID_EVENT, f"invalid monitor:subscribe: {_short(exc)}")
             return None
+        if not self._may_monitor(sid, request.key):
+            log.warning("refused monitor:subscribe from %s: no monitor key", sid)
+            await self._error(
+                sid,
+                ErrorCode.UNAUTHORIZED,
+                "monitor:subscribe needs the monitor key (STS_MONITOR_KEY) or the API key; with neither configured, "
+                "only local (loopback) connections may monitor",
+                stream_id=request.stream_id,
+                stage="monitor",
+            )
+            return {"subscribed": False, "stream_id": request.stream_id, "error": ErrorCode.UNAUTHORIZED.value}
         room = MONITOR_ALL_ROOM if request.stream_id is None else monitor_room(request.stream_id)
         await self.sio.enter_room(sid, room)
         log.info("monitor %s subscribed to %s", sid, room)
         # Returned as the Socket.IO acknowledgement, so `await client.call("monitor:subscribe", ...)` confirms.
         return {"subscribed": True, "stream_id": request.stream_id}
+
+    async def _on_worker_ack(self, sid: str, data: Any) -> None:
+        """Spec 016's worker -> STS `fragment:ack` (status `received`): accepted, nothing to answer."""
+        try:
+            ack = FragmentAck.model_validate(data)
+        except ValidationError as exc:
+            await self._error(
+                sid, ErrorCode.INVALID_EVENT, f"invalid fragment:ack: {_short(exc)}", severity=ErrorSeverity.WARNING
+            )
+            return
+        log.debug("connection %s: fragment %s %s", sid, ack.fragment_id, ack.status)
+
+    async def _on_error_simulation(self, sid: str, data: Any) -> dict[str, Any]:
+        """`config:error_simulation` (echo pipeline only): answered by `config:error_simulation:ack` (also returned as
+        the Socket.IO acknowledgement)."""
+        ack = await self._configure_error_simulation(sid, data)
+        await self.sio.emit(EventName.CONFIG_ERROR_SIMULATION_ACK, ack.to_wire(), to=sid)
+        return ack.to_wire()
+
+    async def _configure_error_simulation(self, sid: str, data: Any) -> ErrorSimulationAck:
+        await self._processor_built.wait()
+        simulator = getattr(self.processor, "error_simulation", None)
+        if simulator is None:
+            message = (
+                "config:error_simulation is offered by the echo pipeline only (STS_PIPELINE=echo); this STS runs "
+                f"the {self.settings.pipeline} pipeline, whose dubs are never failed on purpose"
+            )
+            await self._error(sid, ErrorCode.INVALID_CONFIG, message, stream_id=_raw_str(data, "stream_id"))
+            return ErrorSimulationAck(status="rejected", rules_count=0, message=message)
+        try:
+            request = ErrorSimulation.model_validate(data)
+        except ValidationError as exc:
+            return ErrorSimulationAck(status="rejected", rules_count=0, message=f"invalid configuration: {_short(exc)}")
+        if request.stream_id is not None:
+            owned = self._owned_session(sid, request.stream_id) is not None
+            if not owned and not self._may_monitor(sid, None):
+                message = f"stream {request.stream_id!r} is not this connection's (needs the monitor key)"
+                await self._error(sid, ErrorCode.UNAUTHORIZED, message, stream_id=request.stream_id, stage="monitor")
+                return ErrorSimulationAck(status="rejected", rules_count=0, message=message)
+            targets = [request.stream_id]
+        else:
+            targets = [s.stream_id for s in self.sessions.values() if s.sid == sid]
+            if not targets:
+                message = "cannot configure error simulation: no stream on this connection (send stream:init first)"
+                await self._error(sid, ErrorCode.STREAM_NOT_FOUND, message)
+                return ErrorSimulationAck(status="rejected", rules_count=0, message=message)
+        for stream_id in targets:
+            simulator.configure(stream_id, request)
+        log.info("error simulation for %s: enabled=%s, %d rule(s)", targets, request.enabled, len(request.rules))
+        return ErrorSimulationAck(status="accepted", rules_count=len(request.rules))
 
     def _drop_session(self, session: StreamSession) -> None:
         session.close()
@@ -664,14 +866,20 @@ def create_app(
     processor_factory: Callable[[], FragmentProcessor] | None = None,
     metrics: StsMetrics | None = None,
     gap_timeout_s: float = DEFAULT_GAP_TIMEOUT_S,
-) -> socketio.ASGIApp:
-    """The ASGI app: Socket.IO at /socket.io, plus /health and /metrics.
+    disconnect_after_complete_s: float | None = DISCONNECT_AFTER_COMPLETE_S,
+) -> StsApp:
+    """The ASGI app: Socket.IO at /socket.io and /ws/sts, plus /health and /metrics.
 
     Give a ready `processor`, or a `processor_factory` that loads the models (run in the inference pool at startup,
     so /health answers 503 meanwhile). The `StsServer` is reachable as `app.sts_server`.
     """
     server = StsServer(
-        settings, processor=processor, processor_factory=processor_factory, metrics=metrics, gap_timeout_s=gap_timeout_s
+        settings,
+        processor=processor,
+        processor_factory=processor_factory,
+        metrics=metrics,
+        gap_timeout_s=gap_timeout_s,
+        disconnect_after_complete_s=disconnect_after_complete_s,
     )
 
     @asynccontextmanager
@@ -693,9 +901,24 @@ def create_app(
     async def metrics_endpoint() -> Response:
         return Response(server.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
-    app = socketio.ASGIApp(server.sio, other_asgi_app=api)
-    app.sts_server = server  # type: ignore[attr-defined]
-    return app
+    return StsApp(socketio.ASGIApp(server.sio, other_asgi_app=api, socketio_path=SOCKETIO_PATH), server)
+
+
+class StsApp:
+    """The Socket.IO ASGI app, also reachable at spec 016's path: `/ws/sts/...` is served as `/socket.io/...`."""
+
+    def __init__(self, app: socketio.ASGIApp, server: StsServer) -> None:
+        self.app = app
+        self.sts_server = server
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path: str = scope["path"]
+            prefix = "/" + SPEC_SOCKETIO_PATH
+            if path == prefix or path.startswith(prefix + "/"):
+                path = "/" + SOCKETIO_PATH + path[len(prefix) :]
+                scope = {**scope, "path": path, "raw_path": path.encode("ascii", "ignore")}
+        await self.app(scope, receive, send)
 
 
 def cli_main(argv: list[str]) -> int:

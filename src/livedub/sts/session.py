@@ -248,7 +248,9 @@ class StreamSession:
         emit: EmitFn,
         metrics: StsMetrics,
         gap_timeout_s: float = DEFAULT_GAP_TIMEOUT_S,
+        queue_depth: Callable[[], int] = lambda: 0,
     ) -> None:
+        """`queue_depth()`: how many of the stream's fragments wait for an inference thread (for `backpressure`)."""
         self.stream_id = stream_id
         self.worker_id = worker_id
         self.sid = sid
@@ -260,6 +262,7 @@ class StreamSession:
         self._emit = emit
         self._metrics = metrics
         self._gap_timeout_s = gap_timeout_s
+        self._queue_depth = queue_depth
         self._buffer: InOrderBuffer[FragmentProcessed] = InOrderBuffer()
         self._durations_ms: dict[str, float] = {}
         self._received_at: dict[str, float] = {}
@@ -270,6 +273,13 @@ class StreamSession:
         self._last_severity = BackpressureSeverity.LOW
         self.tasks: set[asyncio.Task[None]] = set()
         self.last_deadline = 0.0  # latest deadline of an accepted fragment (monotonic): answered by then at most
+
+    def resume_from(self, previous: StreamSession) -> None:
+        """Continue `previous` (the same stream re-initialised, or taken over by its own worker): same session_id,
+        statistics and start time. What `previous` had in flight is not carried: its answers went to its client."""
+        self.session_id = previous.session_id
+        self.stats = previous.stats
+        self.started_at = previous.started_at
 
     # ------------------------------------------------------------ acceptance
 
@@ -324,6 +334,7 @@ class StreamSession:
             action=level.action,
             current_inflight=self.inflight,
             max_inflight=self.config.max_inflight,
+            queue_depth=self._queue_depth(),
             recommended_delay_ms=level.recommended_delay_ms,
         )
 
@@ -359,7 +370,7 @@ class StreamSession:
         return ErrorEvent(
             code=error.code,
             message=error.message,
-            severity=ErrorSeverity.MEDIUM,
+            severity=ErrorSeverity.ERROR,
             retryable=error.retryable,
             stream_id=self.stream_id,
             fragment_id=result.fragment_id,
