@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livedub.sts.asr.whisper import FULL_WINDOW_FRAMES, _short_window_model
+from livedub.sts.asr.whisper import FULL_WINDOW_FRAMES, TRAILING_PAD_FRAMES, _short_window_model
 
 pytestmark = pytest.mark.unit
 
@@ -21,13 +21,13 @@ def padded(content_frames: int, batch: bool = False) -> np.ndarray:
     return features[np.newaxis] if batch else features
 
 
-def test_the_encoder_gets_the_audio_frames_but_at_least_the_minimum() -> None:
+def test_the_encoder_gets_the_audio_frames_and_padding_but_at_least_the_minimum() -> None:
     model = _short_window_model(EncoderStandIn)()
-    model.min_frames = 500
-    assert model.encode(padded(1200)) == 1200
-    assert model.encode(padded(1200, batch=True)) == 1200
-    assert model.encode(padded(100)) == 500
-    assert model.encode(padded(FULL_WINDOW_FRAMES)) == FULL_WINDOW_FRAMES
+    model.min_frames = 1000
+    assert model.encode(padded(1200)) == 1200 + TRAILING_PAD_FRAMES
+    assert model.encode(padded(1200, batch=True)) == 1200 + TRAILING_PAD_FRAMES
+    assert model.encode(padded(100)) == 1000
+    assert model.encode(padded(2900)) == FULL_WINDOW_FRAMES
 
 
 def test_the_full_window_is_the_default() -> None:

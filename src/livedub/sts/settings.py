@@ -70,12 +70,12 @@ class StsSettings(BaseSettings):
         True, validation_alias="STS_ASR_VAD", description="Skip silence with faster-whisper's Silero VAD filter."
     )
     asr_min_window_s: float = Field(
-        30.0,
+        15.0,
         ge=0.0,
         le=30.0,
         validation_alias="STS_ASR_MIN_WINDOW_S",
-        description="Shortest audio window Whisper's encoder is given (the speech, padded to at least this); "
-        "30 = always the full 30 s window. The encoder is most of the ASR time and grows with the window.",
+        description="Shortest window Whisper's encoder is given (the audio plus 5 s of padding, at least this); 30 = "
+        "always the full 30 s window. The encoder is most of the ASR time: 15 s halves it at the same WER.",
     )
 
     # Translation.

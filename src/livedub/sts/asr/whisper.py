@@ -25,11 +25,13 @@ def _cuda_available() -> bool:
 
 FRAMES_PER_S = 100  # Whisper's log-mel frames
 FULL_WINDOW_FRAMES = 3000  # the 30 s window Whisper was trained on
+# Padding kept after the audio: without trailing silence in the window Whisper loops ("hallucinates") on short input.
+TRAILING_PAD_FRAMES = 500
 
 
 def _short_window_model(base: type) -> type:
-    """A faster-whisper model whose encoder sees only the audio's frames (at least `min_frames`), not the
-    zero-padded 30 s window: the encoder is most of Whisper's cost, and it grows with the frames it is given."""
+    """A faster-whisper model whose encoder sees the audio's frames plus some padding (at least `min_frames`), not
+    the zero-padded 30 s window: the encoder is most of Whisper's cost, and it grows with the frames it is given."""
 
     class ShortWindowWhisper(base):  # type: ignore[misc, valid-type]
         min_frames = FULL_WINDOW_FRAMES
@@ -39,7 +41,8 @@ def _short_window_model(base: type) -> type:
                 frames = features if features.ndim == 2 else features[0]
                 content = np.flatnonzero(np.abs(frames).sum(axis=0) > 0)  # faster-whisper pads with exact zeros
                 end = int(content[-1]) + 1 if len(content) else 1
-                features = features[..., : min(FULL_WINDOW_FRAMES, max(self.min_frames, end))]
+                window = max(self.min_frames, end + TRAILING_PAD_FRAMES)
+                features = features[..., : min(FULL_WINDOW_FRAMES, window)]
             return super().encode(features)
 
     return ShortWindowWhisper
@@ -60,8 +63,8 @@ class WhisperASR:
         cpu_threads: int = 0,
         min_window_s: float = 30.0,
     ) -> None:
-        """`min_window_s` < 30 lets the encoder see only the audio (at least that many seconds) instead of the
-        zero-padded 30 s window."""
+        """`min_window_s` < 30 lets the encoder see a shorter window (the audio plus 5 s of padding, at least that
+        many seconds) instead of the zero-padded 30 s one."""
         from faster_whisper import WhisperModel
 
         self.model_dir = Path(model_dir)
