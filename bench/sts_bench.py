@@ -1,13 +1,20 @@
-"""STS benchmark on human speech (asterisk prompts): latency per stage, ASR WER, MT chrF, ASR-BLEU, TTS comparison.
+"""STS benchmark on human speech (asterisk prompts) over a music bed: per-stage latency and RTF, chrF, ASR-BLEU.
 
-    .venv/bin/python bench/sts_bench.py --n 10               # everything, 10 fragments / 40 prompts per measure
-    .venv/bin/python bench/sts_bench.py --only latency --n 3 # one section
+    .venv/bin/python bench/sts_bench.py --only latency,mt --combos 0 --n 12       # the default en→es path
+    .venv/bin/python bench/sts_bench.py --only latency --combos 0 --n 12 --save after.json --before \
+        bench/results/sts-before.json                                              # before → after table
     .venv/bin/python bench/sts_bench.py --out docs/benchmarks-sts.md
 
+Run it under the shared CPU lock (`flock /tmp/livedub-cpu.lock ...`): the cores are shared.
+
 Sections:
-- latency: 6 s fragments (48 kHz pcm, as the media-service sends them) through `DubbingPipeline` for each backend
-  combination; per-stage and total seconds p50/p95 and the real-time factor (processing time / fragment duration),
-  plus ASR-BLEU: BLEU of an ASR pass over the dub against the other language's transcripts of the same prompts.
+- latency: pieces through `DubbingPipeline.process` (the engine behind the STS server, 48 kHz pcm in and out) for
+  each backend combination, two kinds of piece: `phrase` (single prompts of 1.5-4 s, whole sentences, as the media
+  side cuts at pauses) and `6s` (~6 s clips of consecutive prompts). Each piece has 0.25 s of music before and after
+  and the Asterisk music-on-hold (Debian `asterisk-moh-opsound-wav`) under the speech, `--music-db` below it.
+  Per stage p50/p95 seconds and RTF (compute seconds per second of audio), the first piece after warm-up, chrF of
+  the cascade's translation and ASR-BLEU (BLEU of a fixed Whisper listener over the dub), both against the other
+  language's transcripts of the same prompts. `--save` keeps the rows as JSON; `--before` prints before → after.
 - asr: Whisper word error rate on single prompts against their transcripts.
 - mt: chrF/BLEU of the translators on the prompts' gold transcripts against the other language's transcripts.
 - tts: Spanish synthesisers compared by round-trip ASR WER and DNSMOS (naturalness predictor).
@@ -19,6 +26,7 @@ written without accents ("numero", "contrasena"), which would otherwise count as
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -88,8 +96,25 @@ class Models:
         return self._get(  # type: ignore[return-value]
             "asr",
             lambda: WhisperASR(
-                resolve_model_dir(s.asr_model), s.asr_device, s.asr_beam_size, s.asr_vad, cpu_threads(s.cpu_threads)
+                resolve_model_dir(s.asr_model),
+                s.asr_device,
+                s.asr_beam_size,
+                s.asr_vad,
+                cpu_threads(s.cpu_threads),
+                s.asr_min_window_s,
             ),
+        )
+
+    def listener(self) -> ASRBackend:
+        """The ASR that scores dubs (ASR-BLEU), fixed (beam 5, VAD, full 30 s window) so that tuning the pipeline's
+        ASR does not move the score."""
+        from livedub.sts.asr import WhisperASR
+        from livedub.sts.model_files import cpu_threads, resolve_model_dir
+
+        s = self.settings
+        return self._get(  # type: ignore[return-value]
+            "listener",
+            lambda: WhisperASR(resolve_model_dir(s.asr_model), s.asr_device, 5, True, cpu_threads(s.cpu_threads)),
         )
 
     def translator(self, kind: str) -> Translator:
@@ -105,12 +130,14 @@ class Models:
 
     def tts(self, kind: str) -> TTSBackend:
         from livedub.sts import tts
-        from livedub.sts.model_files import resolve_model, resolve_model_dir
+        from livedub.sts.model_files import cpu_threads, resolve_model, resolve_model_dir
 
         s = self.settings
         builders: dict[str, Callable[[], object]] = {
             "piper": lambda: tts.PiperTTS(resolve_model(s.piper_voice)),
-            "kokoro": lambda: tts.KokoroTTS(resolve_model_dir(s.kokoro_model), s.kokoro_voice),
+            "kokoro": lambda: tts.KokoroTTS(
+                resolve_model_dir(s.kokoro_model), s.kokoro_voice, cpu_threads=cpu_threads(s.cpu_threads)
+            ),
             "espeak-ng": lambda: tts.EspeakTTS(s.espeak_binary),
         }
         return self._get(f"tts:{kind}", builders[kind])  # type: ignore[return-value]
@@ -127,102 +154,241 @@ def markdown_table(headers: list[str], rows: Iterable[list[object]]) -> str:
 
 # ---------------------------------------------------------------- latency + ASR-BLEU
 
+MOH_DIR = Path("/usr/share/asterisk/moh")  # Debian asterisk-moh-opsound-wav: the music bed under the speech
+PAD_S = 0.25  # music-only lead and tail around each piece, as a cut at pauses leaves
+PHRASE_S = (1.5, 4.0)  # phrase pieces: single prompts of this length (the media side cuts 1.5-4 s phrases)
+STAGES = ("asr", "translation", "tts", "other")
+
+
+@dataclass(frozen=True)
+class Piece:
+    audio: np.ndarray  # mono float at RATE: speech with music under it
+    text: str
+    reference: str
+
+
+def music_bed(seconds: float, offset_s: float) -> np.ndarray:
+    """`seconds` of the first Asterisk music-on-hold track at RATE, looped, starting `offset_s` in."""
+    tracks = sorted(MOH_DIR.glob("*.wav"))
+    if not tracks:
+        raise SystemExit(f"no music in {MOH_DIR}: install the Debian package asterisk-moh-opsound-wav")
+    track = _track(str(tracks[0]))
+    start = round(offset_s * RATE) % len(track)
+    reps = 2 + round(seconds * RATE) // len(track)
+    return np.tile(track, reps)[start : start + round(seconds * RATE)]
+
+
+_TRACKS: dict[str, np.ndarray] = {}
+
+
+def _track(path: str) -> np.ndarray:
+    if path not in _TRACKS:
+        _TRACKS[path] = corpus.read_wav(path, RATE)
+    return _TRACKS[path]
+
+
+def with_music(speech: np.ndarray, snr_db: float | None, offset_s: float) -> np.ndarray:
+    """Speech (at RATE) padded by PAD_S of bed on each side, music mixed `snr_db` below the speech's RMS."""
+    pad = np.zeros(round(PAD_S * RATE), np.float32)
+    speech = np.concatenate([pad, speech.astype(np.float32), pad])
+    if snr_db is None:
+        return speech
+    bed = music_bed(len(speech) / RATE, offset_s)
+    voiced = speech[np.abs(speech) > 0.01]
+    speech_rms = float(np.sqrt(np.mean(voiced**2))) if len(voiced) else 0.1
+    bed_rms = float(np.sqrt(np.mean(bed**2))) or 1.0
+    return np.clip(speech + bed * (speech_rms / bed_rms) * 10 ** (-snr_db / 20), -1, 1).astype(np.float32)
+
+
+def pieces(source: str, target: str, kind: str, n: int, snr_db: float | None) -> list[Piece]:
+    """`phrase`: single prompts of PHRASE_S seconds (whole sentences, like a cut at pauses); `6s`: ~6 s clips."""
+    out: list[Piece] = []
+    if kind == "phrase":
+        for src, tgt in corpus.shared_prompts(source, target):
+            if len(out) >= n:
+                break
+            if PHRASE_S[0] <= src.duration_s <= PHRASE_S[1] and len(src.text.split()) >= 3:
+                audio = with_music(src.audio(RATE), snr_db, offset_s=7.0 * len(out))
+                out.append(Piece(audio, src.text, tgt.text))
+        return out
+    for i, clip in enumerate(corpus.speech_clips(source, 6.0, reference_language=target, limit=n)):
+        audio = with_music(resample(clip.audio, clip.sample_rate, RATE), snr_db, offset_s=7.0 * i)
+        out.append(Piece(audio, clip.text, clip.reference or ""))
+    return out
+
 
 @dataclass
 class ComboResult:
     name: str
-    asr: list[float] = field(default_factory=list)
-    translation: list[float] = field(default_factory=list)
-    tts: list[float] = field(default_factory=list)
-    total: list[float] = field(default_factory=list)
+    kind: str
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in (*STAGES, "total")})
     durations: list[float] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
     dub_transcripts: list[str] = field(default_factory=list)
     translations: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
 
+    def row(self) -> dict[str, object]:
+        import sacrebleu
 
-def run_latency(models: Models, n: int, combos: tuple[tuple[str, str, str, str], ...]) -> str:
-    import sacrebleu
+        audio_s = sum(self.durations)
+        stats = {
+            stage: [pct(v, 50), pct(v, 95), sum(v) / audio_s, v[0] if v else float("nan")]
+            for stage, v in self.seconds.items()
+        }
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "n": len(self.durations),
+            "mean_s": statistics.mean(self.durations) if self.durations else 0.0,
+            "stats": stats,  # stage -> [p50 s, p95 s, RTF, first piece s]
+            "status": " ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())),
+            "chrf": sacrebleu.corpus_chrf(self.translations, [self.references]).score,
+            "asr_bleu": sacrebleu.corpus_bleu(self.dub_transcripts, [self.references]).score,
+        }
 
-    results: list[ComboResult] = []
-    asr = models.asr()
+
+def run_latency(
+    models: Models, n: int, combos: tuple[tuple[str, str, str, str], ...], kinds: list[str], snr_db: float | None
+) -> list[dict[str, object]]:
+    """Each piece goes through `DubbingPipeline.process` as the server runs it (48 kHz pcm in and out)."""
+    listener = models.listener()
+    rows = []
     for source, target, mt_kind, tts_kind in combos:
         name = f"{source}→{target} {mt_kind}+{tts_kind}"
-        print(f"latency: {name}", file=sys.stderr)
         pipeline = DubbingPipeline(
             models.settings,
-            asr=asr,
+            asr=models.asr(),
             translators={(source, target): models.translator(mt_kind)},
             tts={target: models.tts(tts_kind)},
             pairs=((source, target),),
         )
         pipeline.warmup()
         config = StreamConfig(source_language=source, target_language=target, format=AudioFormat.PCM_S16LE)
-        result = ComboResult(name)
-        for seq, clip in enumerate(corpus.speech_clips(source, 6.0, reference_language=target, limit=n)):
-            audio = resample(clip.audio, clip.sample_rate, RATE)
-            fragment = FragmentData(
-                fragment_id=f"bench-{seq}",
-                stream_id="bench",
-                sequence_number=seq,
-                audio=mono_payload(audio, RATE, AudioFormat.PCM_S16LE),
-            )
-            started = time.perf_counter()
-            processed = pipeline.process(fragment, config)
-            result.total.append(time.perf_counter() - started)
-            result.asr.append(processed.stage_timings.asr_ms / 1000)
-            result.translation.append(processed.stage_timings.translation_ms / 1000)
-            result.tts.append(processed.stage_timings.tts_ms / 1000)
-            result.durations.append(clip.duration_s)
-            result.statuses[processed.status.value] += 1
-            heard = ""
-            if processed.dubbed_audio is not None:
-                dub = decode_audio(processed.dubbed_audio.decode_bytes(), AudioFormat.PCM_S16LE, RATE, 1, 16000)
-                heard = asr.transcribe(dub, target).text
-            result.dub_transcripts.append(normalise(heard))
-            result.translations.append(normalise(processed.translated_text or ""))
-            result.references.append(normalise(clip.reference or ""))
-        results.append(result)
+        for kind in kinds:
+            print(f"latency: {name} {kind}", file=sys.stderr)
+            result = ComboResult(name, kind)
+            for seq, piece in enumerate(pieces(source, target, kind, n, snr_db)):
+                fragment = FragmentData(
+                    fragment_id=f"bench-{seq}",
+                    stream_id="bench",
+                    sequence_number=seq,
+                    audio=mono_payload(piece.audio, RATE, AudioFormat.PCM_S16LE),
+                )
+                started = time.perf_counter()
+                processed = pipeline.process(fragment, config)
+                total = time.perf_counter() - started
+                t = processed.stage_timings
+                stages = {"asr": t.asr_ms / 1000, "translation": t.translation_ms / 1000, "tts": t.tts_ms / 1000}
+                stages["other"] = max(0.0, total - sum(stages.values()))  # decode, fit, encode
+                for stage, seconds in {**stages, "total": total}.items():
+                    result.seconds[stage].append(seconds)
+                result.durations.append(len(piece.audio) / RATE)
+                result.statuses[processed.status.value] += 1
+                heard = ""
+                if processed.dubbed_audio is not None:
+                    dub = decode_audio(processed.dubbed_audio.decode_bytes(), AudioFormat.PCM_S16LE, RATE, 1, 16000)
+                    heard = listener.transcribe(dub, target).text
+                result.dub_transcripts.append(normalise(heard))
+                result.translations.append(normalise(processed.translated_text or ""))
+                result.references.append(normalise(piece.reference))
+            rows.append(result.row())
+    return rows
 
-    rows = []
-    for r in results:
-        rtf = sum(r.total) / sum(r.durations)
-        rows.append(
+
+def _p(stats: dict[str, list[float]], stage: str) -> str:
+    p50, p95, _rtf, _first = stats[stage]
+    return f"{p50:.2f} / {p95:.2f}"
+
+
+def latency_table(rows: list[dict[str, object]], snr_db: float | None) -> str:
+    table = []
+    for r in rows:
+        stats: dict[str, list[float]] = r["stats"]  # type: ignore[assignment]
+        table.append(
             [
-                r.name,
-                len(r.total),
-                f"{pct(r.asr, 50):.2f} / {pct(r.asr, 95):.2f}",
-                f"{pct(r.translation, 50):.2f} / {pct(r.translation, 95):.2f}",
-                f"{pct(r.tts, 50):.2f} / {pct(r.tts, 95):.2f}",
-                f"{pct(r.total, 50):.2f} / {pct(r.total, 95):.2f}",
-                f"{rtf:.2f}",
-                " ".join(f"{k} {v}" for k, v in sorted(r.statuses.items())),
-                sacrebleu.corpus_chrf(r.translations, [r.references]).score,
-                sacrebleu.corpus_bleu(r.dub_transcripts, [r.references]).score,
+                r["name"],
+                f"{r['kind']} ({r['mean_s']:.1f} s)",
+                r["n"],
+                *(_p(stats, s) for s in (*STAGES, "total")),
+                " / ".join(f"{stats[s][2]:.2f}" for s in (*STAGES, "total")),
+                f"{stats['total'][3]:.2f}",
+                r["status"],
+                r["chrf"],
+                r["asr_bleu"],
             ]
         )
-    mean_s = statistics.mean(d for r in results for d in r.durations)
+    bed = "no music" if snr_db is None else f"music bed {snr_db:g} dB under the speech"
     return (
-        f"### Latency per {mean_s:.1f} s fragment (seconds, p50 / p95) and ASR-BLEU\n\n"
+        f"### Latency per piece (seconds, p50 / p95), RTF and ASR-BLEU ({bed})\n\n"
         + markdown_table(
             [
                 "combination",
+                "pieces",
                 "n",
                 "ASR",
                 "translation",
                 "TTS",
+                "other",
                 "total",
-                "RTF",
+                "RTF asr / mt / tts / other / total",
+                "first piece s",
                 "status",
                 "chrF (cascade)",
                 "ASR-BLEU",
             ],
-            rows,
+            table,
         )
-        + "\n\nRTF = processing time / fragment duration. chrF (cascade) scores the translation of the ASR"
-        " transcript; ASR-BLEU is BLEU of Whisper's transcript of the dub, both against the target-language"
-        " transcripts of the same prompts. Total includes decode, duration fit and encode.\n"
+        + "\n\nRTF = compute seconds / seconds of audio sent (the piece, with its 0.25 s lead and tail). 'other' is"
+        " decode, duration fit and encode. 'first piece' is the first piece after warm-up. chrF (cascade) scores the"
+        " translation of the ASR transcript; ASR-BLEU is BLEU of a fixed listener (Whisper base, beam 5) over the"
+        " dub; both against the target-language transcripts of the same prompts.\n"
+    )
+
+
+def compare_table(before: list[dict[str, object]], after: list[dict[str, object]]) -> str:
+    """Before → after for the rows both runs share (same combination and piece kind)."""
+    old = {(r["name"], r["kind"]): r for r in before}
+    table = []
+    for r in after:
+        b = old.get((r["name"], r["kind"]))
+        if b is None:
+            continue
+        bs: dict[str, list[float]] = b["stats"]  # type: ignore[assignment]
+        rs: dict[str, list[float]] = r["stats"]  # type: ignore[assignment]
+        cells = [f"{bs[s][0]:.2f} → {rs[s][0]:.2f}" for s in (*STAGES, "total")]
+        table.append(
+            [
+                r["name"],
+                r["kind"],
+                *cells,
+                f"{bs['total'][1]:.2f} → {rs['total'][1]:.2f}",
+                f"{bs['total'][2]:.2f} → {rs['total'][2]:.2f}",
+                f"{bs['total'][3]:.2f} → {rs['total'][3]:.2f}",
+                f"{b['chrf']:.1f} → {r['chrf']:.1f}",
+                f"{b['asr_bleu']:.1f} → {r['asr_bleu']:.1f}",
+            ]
+        )
+    return (
+        "### Before → after (p50 seconds per stage)\n\n"
+        + markdown_table(
+            [
+                "combination",
+                "pieces",
+                "ASR",
+                "translation",
+                "TTS",
+                "other",
+                "total p50",
+                "total p95",
+                "RTF",
+                "first piece s",
+                "chrF (cascade)",
+                "ASR-BLEU",
+            ],
+            table,
+        )
+        + "\n"
     )
 
 
@@ -258,14 +424,15 @@ def run_asr(models: Models, n: int) -> str:
 # ---------------------------------------------------------------- MT chrF
 
 
-def run_mt(models: Models, n: int) -> str:
+def run_mt(models: Models, n: int, combos: tuple[tuple[str, str, str, str], ...] = COMBINATIONS) -> str:
+    """The translators of `combos`, each direction on its first `n` shared prompts."""
     import sacrebleu
 
     rows = []
-    for source, target in (("en", "es"), ("es", "en")):
+    for source, target in dict.fromkeys((s, t) for s, t, _, _ in combos):
         pairs = corpus.shared_prompts(source, target)[:n]
         references = [normalise(tgt.text) for _, tgt in pairs]
-        for kind in ("llm", "apertium"):
+        for kind in dict.fromkeys(k for s, t, k, _ in combos if (s, t) == (source, target)):
             translator = models.translator(kind)
             print(f"mt: {source}→{target} {kind} ({len(pairs)} prompts)", file=sys.stderr)
             outputs, times = [], []
@@ -354,10 +521,14 @@ def _mos_cells(scores: list[dict[str, float]]) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=10, help="fragments per combination (latency)")
+    parser.add_argument("--n", type=int, default=10, help="pieces per combination and kind (latency)")
     parser.add_argument("--n-prompts", type=int, default=None, help="prompts per language for asr/mt/tts (4x --n)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     parser.add_argument("--combos", default="all", help="'all', 'main' (the four required) or indices like 0,4")
+    parser.add_argument("--kinds", default="phrase,6s", help="latency pieces: phrase (1.5-4 s prompts), 6s (clips)")
+    parser.add_argument("--music-db", default="10", help="music bed this many dB under the speech; 'none': no music")
+    parser.add_argument("--save", type=Path, help="latency: write the rows (JSON) here, e.g. for a later --before")
+    parser.add_argument("--before", type=Path, help="latency: a --save file of an earlier run: print before → after")
     parser.add_argument("--all-voices", action="store_true", help="tts: score every Kokoro voice style")
     parser.add_argument("--out", type=Path, help="also write the report (markdown) to this file")
     args = parser.parse_args(argv)
@@ -371,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         combos = tuple(COMBINATIONS[int(i)] for i in args.combos.split(","))
     n_prompts = args.n_prompts or 4 * args.n
+    snr_db = None if args.music_db == "none" else float(args.music_db)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
 
     models = Models(StsSettings())
     load_before = os.getloadavg()[0]
@@ -378,11 +551,16 @@ def main(argv: list[str] | None = None) -> int:
     parts = []
     for section in sections:
         if section == "latency":
-            parts.append(run_latency(models, args.n, combos))
+            rows = run_latency(models, args.n, combos, kinds, snr_db)
+            parts.append(latency_table(rows, snr_db))
+            if args.save:
+                args.save.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
+            if args.before:
+                parts.append(compare_table(json.loads(args.before.read_text(encoding="utf-8")), rows))
         elif section == "asr":
             parts.append(run_asr(models, n_prompts))
         elif section == "mt":
-            parts.append(run_mt(models, n_prompts))
+            parts.append(run_mt(models, n_prompts, combos))
         elif section == "tts":
             parts.append(run_tts(models, n_prompts, all_voices=args.all_voices))
         print(parts[-1], flush=True)
