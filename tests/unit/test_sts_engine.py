@@ -199,6 +199,7 @@ def test_warm_up_runs_every_stage_and_calibrates_the_pace() -> None:
     eng = engine(tts=tts, asr=asr)
     eng.warm_up()
     assert asr.calls == 1
+    assert tts.speeds[0] == 1.0  # the voice is heard at its natural rate first
     assert eng.synthesise["es"].pace.chars_per_s == pytest.approx(9.0, rel=0.02)
     assert {"asr", "translation", "tts", "fit"} <= set(eng.costs.snapshot())
     tts.speeds.clear()

@@ -127,7 +127,8 @@ class DubEngine:
     def _warm_pair(self, source: str, target: str) -> None:
         translation = self._timed("translation", WARMUP_SOURCE_S, lambda: self.translate(_said(source), target))
         synthesise = self.synthesise[target]
-        natural = synthesise(translation, _slot(1.0), "default")  # at speed 1: calibrates the voice's pace
+        at_natural_rate = _slot(synthesise.pace.predict_s(translation.text))  # a span the dub fills at speed 1
+        natural = synthesise(translation, at_natural_rate, "default")  # calibrates the voice's pace
         spoken = Utterance(natural.audio, natural.sample_rate)
         slot = _slot(0.9 * natural.duration_s)  # a dub that needs a faster rate, as most do
         speech = self._timed("tts", natural.duration_s, lambda: synthesise(translation, slot, "default"))
