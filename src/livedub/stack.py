@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -222,7 +223,9 @@ class StackConfig:
     log_dir: Path | None = None
     sts_health_timeout_s: float = 300.0
     health_timeout_s: float = 30.0
-    bind_public: bool = False  # True: RTMP on 0.0.0.0 (other machines may publish, with the key)
+    # True: RTMP and the media-service on 0.0.0.0; other machines publish with PUBLISH_KEY and reach /v1/streams and
+    # /metrics with MEDIA_API_TOKEN (each generated when the environment has none).
+    bind_public: bool = False
 
     @classmethod
     def with_free_ports(cls, **kwargs: object) -> StackConfig:
@@ -242,6 +245,9 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.services: dict[str, ManagedProcess] = {}
         self._sessions: list[int] = []
+        # Secrets of a public stack: without a publish key nobody but loopback could publish.
+        self.publish_key = os.environ.get("PUBLISH_KEY") or secrets.token_urlsafe(12)
+        self.api_token = os.environ.get("MEDIA_API_TOKEN") or secrets.token_urlsafe(24)
 
     # URLs ---------------------------------------------------------------------------------------------------
     @property
@@ -316,6 +322,10 @@ class Stack:
             "WORKER_SOURCE_LANGUAGE": cfg.source_language,
             "WORKER_TARGET_LANGUAGE": cfg.target_language,
         }
+        if cfg.bind_public:
+            media_env.update(
+                {"MEDIA_HOST": "0.0.0.0", "PUBLISH_KEY": self.publish_key, "MEDIA_API_TOKEN": self.api_token}
+            )
         for name, value in (
             ("SEGMENT_POLICY", cfg.segment_policy),
             ("SEGMENT_DURATION_MS", cfg.segment_duration_ms),
@@ -679,9 +689,14 @@ def cli_main(argv: list[str]) -> int:
             sid = args.stream_id
             in_url = f"rtmp://{host}:{args.rtmp_port}/live/{sid}/in"
             out_url = f"rtmp://127.0.0.1:{args.rtmp_port}/live/{sid}/out"
-            key = os.environ.get("PUBLISH_KEY", "")
-            key_q = f"?key={key}" if key and args.public else ""
+            key_q = f"?key={stack.publish_key}" if args.public else ""
             pub_url = in_url + key_q
+            token_note = (
+                f"\n  (from other machines: http://{host}:{args.media_port}/..., header"
+                f" 'Authorization: Bearer {stack.api_token}')"
+                if args.public
+                else ""
+            )
             print(
                 f"""
 livedub is up ({args.source} -> {args.target}, {args.policy or "phrase"} segments). Logs: {stack.log_dir}
@@ -696,7 +711,7 @@ Publish your stream (any <stream_id>; '{sid}' below):
 Watch the dubbed output (starts a few seconds after you publish):
   ffplay {" ".join(ffmpeg_rtmp_args(out_url))} {out_url}
 
-Streams: {stack.media_url}/v1/streams   Metrics: {stack.media_url}/metrics, {stack.sts_url}/metrics
+Streams: {stack.media_url}/v1/streams   Metrics: {stack.media_url}/metrics, {stack.sts_url}/metrics{token_note}
 Press Ctrl-C to stop.
 """,
                 flush=True,

@@ -66,7 +66,12 @@ def test_publish_policy() -> None:
     assert not policy.authorize(inp, REMOTE, "wrong", own_worker_active=True).allowed
     assert not policy.authorize(out, REMOTE, None, own_worker_active=False).allowed
     assert policy.authorize(out, REMOTE, None, own_worker_active=True).allowed
-    assert PublishPolicy("").authorize(inp, REMOTE, None, own_worker_active=False).allowed
+    # No PUBLISH_KEY: only loopback may publish, as documented (issue 9, item 2).
+    nokey = PublishPolicy("")
+    assert nokey.authorize(inp, "127.0.0.1", None, own_worker_active=False).allowed
+    assert not nokey.authorize(inp, REMOTE, None, own_worker_active=False).allowed
+    assert not nokey.authorize(inp, REMOTE, "", own_worker_active=False).allowed
+    assert nokey.authorize(out, "172.18.0.3", None, own_worker_active=True).allowed  # the worker's container
 
 
 @pytest.fixture
@@ -74,10 +79,13 @@ def fleet() -> FakeFleet:
     return FakeFleet()
 
 
+LOCAL_PEER = ("127.0.0.1", 50000)  # where the embedded nginx-rtmp calls from
+
+
 @pytest.fixture
 def client(fleet: FakeFleet) -> Iterator[TestClient]:
     manager = make_manager(fleet, PUBLISH_KEY="s3cret", MAX_CONCURRENT_STREAMS=2, STS_SERVICE_URL="http://127.0.0.1:9")
-    with TestClient(create_app(manager.settings, manager)) as test_client:
+    with TestClient(create_app(manager.settings, manager), client=LOCAL_PEER) as test_client:
         yield test_client
 
 
@@ -194,3 +202,76 @@ def test_player_joined_reads_nginx_stat() -> None:
     assert not player_joined(STAT_XML.format(clients=PLAYER), "live", "other/in")
     assert not player_joined(STAT_XML.format(clients=PLAYER), "vod", "cam/in")
     assert not player_joined("not xml", "live", "cam/in")
+
+
+# ------------------------------------------------------------------ who may call the API (issue 9, item 1)
+
+HOOK_SECRET, API_TOKEN = "h00k", "t0ken"
+
+
+@pytest.fixture
+def remote(fleet: FakeFleet) -> Iterator[TestClient]:
+    """A caller on another host, against a service that has a hook secret and an API token."""
+    manager = make_manager(
+        fleet, MEDIA_HOOK_SECRET=HOOK_SECRET, MEDIA_API_TOKEN=API_TOKEN, STS_SERVICE_URL="http://127.0.0.1:9"
+    )
+    with TestClient(create_app(manager.settings, manager), client=(REMOTE, 40000)) as test_client:
+        yield test_client
+
+
+def test_forged_hooks_from_another_host_are_refused(remote: TestClient, fleet: FakeFleet) -> None:
+    form = {"call": "publish", "app": "live", "name": "a/in", "addr": "127.0.0.1"}  # a lie about addr changes nothing
+    assert remote.post("/v1/nginx/on_publish", data=form).status_code == 403
+    assert remote.post("/v1/nginx/on_publish_done", data=form).status_code == 403
+    assert remote.post("/v1/mediamtx/events/ready", json={"path": "live/a/in"}).status_code == 403
+    assert remote.post("/v1/mediamtx/events/not-ready", json={"path": "live/a/in"}).status_code == 403
+    assert remote.post("/v1/mediamtx/auth", json={"action": "publish", "path": "live/a/in"}).status_code == 403
+    wrong = {"X-Livedub-Hook-Secret": "guess"}
+    assert remote.post("/v1/mediamtx/events/ready", json={"path": "live/a/in"}, headers=wrong).status_code == 403
+    assert fleet.runners == {}
+
+
+def test_hooks_with_the_secret_are_accepted_from_another_host(remote: TestClient, fleet: FakeFleet) -> None:
+    by_header = {"X-Livedub-Hook-Secret": HOOK_SECRET}
+    assert remote.post("/v1/mediamtx/events/ready", json={"path": "live/a/in"}, headers=by_header).status_code == 200
+    by_query = f"/v1/mediamtx/events/not-ready?hook_secret={HOOK_SECRET}"
+    assert remote.post(by_query, json={"path": "live/a/in"}).json()["stopped"]
+    assert fleet.runners["a"].stop_calls == 1
+
+
+def test_control_endpoints_need_the_token_from_another_host(remote: TestClient) -> None:
+    for path in ("/v1/streams", "/metrics", "/openapi.json"):
+        response = remote.get(path)
+        assert response.status_code == 401, path
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert remote.get(path, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert remote.get(path, headers={"Authorization": f"Bearer {API_TOKEN}"}).status_code == 200
+    assert remote.get("/health").status_code == 200  # open: it names no stream
+
+
+def test_without_secrets_only_loopback_may_call_hooks_and_control(fleet: FakeFleet) -> None:
+    manager = make_manager(fleet, STS_SERVICE_URL="http://127.0.0.1:9")
+    app = create_app(manager.settings, manager)
+    with TestClient(app, client=(REMOTE, 40000)) as far, TestClient(app, client=("::1", 40000)) as near:
+        assert far.post("/v1/mediamtx/events/ready", json={"path": "live/a/in"}).status_code == 403
+        assert far.post("/v1/mediamtx/events/ready?hook_secret=", json={"path": "live/a/in"}).status_code == 403
+        assert far.get("/v1/streams", headers={"Authorization": "Bearer "}).status_code == 401
+        assert near.post("/v1/mediamtx/events/ready", json={"path": "live/a/in"}).status_code == 200
+        assert near.get("/v1/streams").status_code == 200
+
+
+def test_the_media_service_binds_loopback_by_default() -> None:
+    from livedub.media.settings import MediaSettings
+
+    assert MediaSettings(_env_file=None).media_host == "127.0.0.1"  # type: ignore[call-arg]
+
+
+def test_nginx_hook_urls_carry_the_secret_only_when_set(tmp_path) -> None:
+    from livedub.mediaserver.nginx import RtmpServerConfig, render_config
+
+    plain = render_config(RtmpServerConfig(hooks_url="http://127.0.0.1:8080"), tmp_path)
+    assert "on_publish http://127.0.0.1:8080/v1/nginx/on_publish;" in plain
+    remote_cfg = RtmpServerConfig(hooks_url="http://10.1.2.3:8080", hook_secret="a b;c")
+    secret = render_config(remote_cfg, tmp_path)
+    assert "on_publish http://10.1.2.3:8080/v1/nginx/on_publish?hook_secret=a+b%3Bc;" in secret
+    assert "on_publish_done http://10.1.2.3:8080/v1/nginx/on_publish_done?hook_secret=a+b%3Bc;" in secret

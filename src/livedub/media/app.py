@@ -8,6 +8,9 @@
 - `POST /v1/mediamtx/events/ready`, `/v1/mediamtx/events/not-ready`: MediaMTX `runOnReady`/`runOnNotReady`
   hooks (JSON, see `MediaMtxEvent`).
 - `POST /v1/mediamtx/auth`: MediaMTX `authHTTPAddress` (publish key and stream limit, checked before publishing).
+
+Access (media/access.py): hooks only from loopback or with MEDIA_HOOK_SECRET; /v1/streams and /metrics from loopback
+or with MEDIA_API_TOKEN; /health open. The service binds loopback unless `--public`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
@@ -30,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from livedub.media.access import HOOK_SECRET_HEADER, HOOK_SECRET_PARAM, ApiAccess
 from livedub.media.hooks import PublishPolicy, StreamName, StreamRole, key_from_query, parse_stream_name
 from livedub.media.manager import WorkerManager
 from livedub.media.settings import MediaSettings
@@ -149,6 +153,22 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
     app = FastAPI(title="livedub media-service", lifespan=lifespan)
     app.state.manager = manager
     app.state.settings = settings
+    access = ApiAccess(settings.media_hook_secret, settings.media_api_token)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        client_host = request.client.host if request.client else ""
+        decision = access.check(
+            request.url.path,
+            client_host,
+            hook_secret=request.headers.get(HOOK_SECRET_HEADER) or request.query_params.get(HOOK_SECRET_PARAM),
+            authorization=request.headers.get("authorization"),
+        )
+        if decision.allowed:
+            return await call_next(request)
+        log.warning("refused %s %s from %s: %s", request.method, request.url.path, client_host, decision.reason)
+        headers = {"WWW-Authenticate": "Bearer"} if decision.status_code == 401 else None
+        return JSONResponse({"detail": decision.reason}, status_code=decision.status_code, headers=headers)
 
     def worker_active(stream_id: str) -> bool:
         handle = manager.get(stream_id)
@@ -255,13 +275,18 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
 
 def cli_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="livedub media", description="Run the media-service (workers + HTTP API).")
-    parser.add_argument("--host", help="bind address (default MEDIA_HOST or 0.0.0.0)")
+    parser.add_argument("--host", help="bind address (default MEDIA_HOST or 127.0.0.1)")
+    parser.add_argument(
+        "--public",
+        action="store_true",
+        help="bind 0.0.0.0 (hooks from other hosts need MEDIA_HOOK_SECRET, /v1/streams and /metrics MEDIA_API_TOKEN)",
+    )
     parser.add_argument("--port", type=int, help="HTTP port (default MEDIA_PORT or 8080)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = MediaSettings()
-    host = args.host or settings.media_host
+    host = args.host or ("0.0.0.0" if args.public else settings.media_host)
     port = args.port or settings.media_port
     print(f"media-service on http://{host}:{port} (STS {settings.sts_service_url})", flush=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level)

@@ -64,7 +64,7 @@ def key_from_query(query: str) -> str | None:
 
 
 class PublishPolicy:
-    """Who may publish: loopback always; others need `key` = PUBLISH_KEY (no key configured = anyone).
+    """Who may publish: loopback always; others need `key` = PUBLISH_KEY, and no PUBLISH_KEY means loopback only.
 
     The media-service's own output publisher may run on another host (containers): publishing `/out` is also
     allowed while this service runs a worker for that stream.
@@ -76,10 +76,10 @@ class PublishPolicy:
     def authorize(self, name: StreamName, addr: str, key: str | None, *, own_worker_active: bool) -> PublishDecision:
         if is_loopback(addr):
             return PublishDecision(True, "loopback publisher")
-        if not self._publish_key:
-            return PublishDecision(True, "no publish key configured")
-        if key is not None and hmac.compare_digest(key.encode(), self._publish_key.encode()):
-            return PublishDecision(True, "valid stream key")
         if name.role is StreamRole.OUTPUT and own_worker_active:
             return PublishDecision(True, "output of a running worker")
+        if not self._publish_key:
+            return PublishDecision(False, "only loopback may publish (no PUBLISH_KEY configured)")
+        if key is not None and hmac.compare_digest(key.encode(), self._publish_key.encode()):
+            return PublishDecision(True, "valid stream key")
         return PublishDecision(False, "missing or wrong stream key")

@@ -12,8 +12,24 @@ class MediaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # HTTP API of the media-service.
-    media_host: str = Field("0.0.0.0", validation_alias="MEDIA_HOST", description="Address the media-service binds to.")
+    media_host: str = Field(
+        "127.0.0.1",
+        validation_alias="MEDIA_HOST",
+        description="Address the media-service binds to (`livedub media --public`: 0.0.0.0).",
+    )
     media_port: int = Field(8080, validation_alias="MEDIA_PORT", description="Port of /health, /metrics and the hooks.")
+    media_hook_secret: str = Field(
+        "",
+        validation_alias="MEDIA_HOOK_SECRET",
+        description="Secret a media server on another host (MediaMTX container) sends with its hooks, as header"
+        " `X-Livedub-Hook-Secret` or `?hook_secret=` in the hook URL; empty = hooks only from loopback.",
+    )
+    media_api_token: str = Field(
+        "",
+        validation_alias="MEDIA_API_TOKEN",
+        description="Token (`Authorization: Bearer ...`) that /v1/streams and /metrics ask of clients not on"
+        " loopback; empty = loopback only. /health is open.",
+    )
 
     # Where streams come in and go out.
     rtmp_base_url: str = Field(

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from livedub.paths import runtime_dir
 
@@ -32,15 +33,23 @@ class RtmpServerConfig:
     application: str = "live"
     # Base URL of the media-service hooks, e.g. http://127.0.0.1:8080; None = no hooks, loopback-only publishing.
     hooks_url: str | None = None
+    # MEDIA_HOOK_SECRET, for a media-service that is not on this host (it accepts loopback hooks without it).
+    hook_secret: str = ""
     workdir: Path | None = None
+
+
+def hook_url(cfg: RtmpServerConfig, path: str) -> str:
+    """A hook URL; the secret rides in its query (nginx-rtmp sends no custom headers)."""
+    url = f"{cfg.hooks_url}{path}"
+    return f"{url}?{urlencode({'hook_secret': cfg.hook_secret})}" if cfg.hook_secret else url
 
 
 def render_config(cfg: RtmpServerConfig, workdir: Path) -> str:
     if cfg.hooks_url:
-        # The media-service allows loopback publishers and checks the key of the others.
+        # The media-service allows loopback publishers and checks the key of the others (addr in the hook's form).
         publish_rules = (
-            f"            on_publish {cfg.hooks_url}/v1/nginx/on_publish;\n"
-            f"            on_publish_done {cfg.hooks_url}/v1/nginx/on_publish_done;\n"
+            f"            on_publish {hook_url(cfg, '/v1/nginx/on_publish')};\n"
+            f"            on_publish_done {hook_url(cfg, '/v1/nginx/on_publish_done')};\n"
         )
     else:
         publish_rules = "            allow publish 127.0.0.1;\n            deny publish all;\n"
@@ -184,8 +193,15 @@ def cli_main(argv: list[str]) -> int:
         default=os.environ.get("MEDIA_HOOKS_URL", "http://127.0.0.1:8080"),
         help="media-service base URL for on_publish/on_publish_done ('' = none, loopback-only publishing)",
     )
+    parser.add_argument(
+        "--hook-secret",
+        default=os.environ.get("MEDIA_HOOK_SECRET", ""),
+        help="MEDIA_HOOK_SECRET of a media-service on another host (sent in the hook URLs)",
+    )
     args = parser.parse_args(argv)
-    cfg = RtmpServerConfig(args.rtmp_port, args.http_port, args.bind, hooks_url=args.hooks_url or None)
+    cfg = RtmpServerConfig(
+        args.rtmp_port, args.http_port, args.bind, hooks_url=args.hooks_url or None, hook_secret=args.hook_secret
+    )
     server = NginxRtmpServer(cfg).start()
     print(f"media server: publish to {server.rtmp_url}/<stream_id>/in, stat at {server.stat_url}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds into `finally: server.stop()`
