@@ -155,3 +155,28 @@ def test_refusals_are_judged_by_their_code() -> None:
     assert code_verdict(ErrorCode.TIMEOUT) is StsVerdict.LATE
     assert code_verdict(ErrorCode.INTERNAL_ERROR) is StsVerdict.FAULT
     assert code_verdict(ErrorCode.INVALID_EVENT) is StsVerdict.HEALTHY
+
+
+def test_a_new_session_clears_the_failures_of_the_lost_one() -> None:
+    breaker, _, changes = make(threshold=3)
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.new_session()
+    assert breaker.consecutive_failures == 0
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is BreakerState.CLOSED
+    assert changes == []
+
+
+def test_a_new_session_lets_an_open_breaker_try_at_once() -> None:
+    breaker, clock, changes = make(threshold=1, cooldown_s=10.0)
+    breaker.record_failure()
+    clock.now += 1.0  # well inside the cooldown
+    breaker.new_session()
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow_request()
+    assert not breaker.allow_request()  # still one trial at a time
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED
+    assert changes == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]

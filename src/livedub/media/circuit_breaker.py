@@ -4,6 +4,8 @@ closed --(threshold consecutive failures)--> open --(cooldown)--> half-open --(t
                                                ^------------------(trial fails)------------------'
 
 Requests dropped as too late are neither (`record_dropped`): they neither count toward opening nor reset the count.
+A new STS session (`new_session`, after a reconnect) is judged afresh: failures of the lost connection are not held
+against it, and an open breaker lets its first request through as the trial at once instead of after the cooldown.
 """
 
 from __future__ import annotations
@@ -80,6 +82,14 @@ class CircuitBreaker:
         released undecided (the next request is a new trial)."""
         self._refresh()
         self._trial_running = False
+
+    def new_session(self) -> None:
+        """A fresh connection to the service: the failure count restarts; open becomes half-open (trial now)."""
+        self._refresh()
+        self._failures = 0
+        self._trial_running = False
+        if self._state is BreakerState.OPEN:
+            self._move_to(BreakerState.HALF_OPEN)
 
     def record_failure(self) -> None:
         self._refresh()

@@ -8,7 +8,12 @@ urgent fragment first and answers TIMEOUT at once for work that can no longer be
 count toward opening the circuit breaker (see sts_faults.py).
 
 The connection is kept by a background task: connect, `stream:init`, wait for `stream:ready`; on any drop it
-reconnects with exponential back-off and sends `stream:init` again.
+reconnects with exponential back-off (capped at RECONNECT_MAX_S) and sends `stream:init` again.
+
+Recovery after an STS restart: while there is no session, segments are not held against the circuit breaker (the
+connection state already makes them fall back; counting them opened the breaker just as STS came back, for a whole
+cooldown). A segment arriving without a session waits for one while its dub could still be on time, so the first
+segments after a reconnect are dubbed at once, and a new session clears the failures of the lost one.
 """
 
 from __future__ import annotations
@@ -62,6 +67,10 @@ E = TypeVar("E", bound=Event)
 # Taken off a segment's deadline in the deadline_ms sent: STS answers this much before the client stops waiting,
 # so that its answer (a TIMEOUT included) arrives in time, and a missing answer is the STS's fault, not a race.
 ANSWER_MARGIN_S = 0.1
+# Reconnect back-off: short enough that a restarted STS is found within a couple of seconds of being healthy; a
+# refused connect costs nothing, so a few streams retrying every 2 s are no load.
+RECONNECT_INITIAL_S = 0.25
+RECONNECT_MAX_S = 2.0
 
 
 class FallbackReason(StrEnum):
@@ -113,7 +122,7 @@ class StsClient:
         self.connect_timeout_s = connect_timeout_s
         # STS answers stream:init only once its models are loaded: wait on the same connection, not in a retry loop.
         self.init_timeout_s = init_timeout_s
-        self._backoff = backoff or ExponentialBackoff(initial_s=0.5, max_s=10.0)
+        self._backoff = backoff or ExponentialBackoff(initial_s=RECONNECT_INITIAL_S, max_s=RECONNECT_MAX_S)
         self._clock = clock
         self._format = AudioFormat(settings.sts_audio_format)
         self._timeout_s = settings.sts_timeout_ms / 1000
@@ -216,11 +225,10 @@ class StsClient:
             return self._fallback(segment, FallbackReason.CLOSED)
         if self._too_late(useful_until):
             return self._fallback(segment, FallbackReason.LATE)
+        if not await self._wait_for_session(useful_until):
+            return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)  # no session: not the breaker's business
         if self._breaker.state is BreakerState.OPEN:
             return self._fallback(segment, FallbackReason.CIRCUIT_OPEN)
-        if not self._ready.is_set():
-            self._breaker.record_failure()
-            return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)
 
         deadline = useful_until if useful_until is not None else loop.time() + self._timeout_s
         if not await self._take_slot(deadline):
@@ -236,11 +244,25 @@ class StsClient:
             if not self._breaker.allow_request():
                 return self._fallback(segment, FallbackReason.CIRCUIT_OPEN)
             if not self._ready.is_set():
-                self._breaker.record_failure()
+                self._breaker.record_dropped()  # releases the trial it may have claimed, undecided
                 return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)
             return await self._send_and_wait(segment, deadline, useful_until)
         finally:
             await self._release_slot()
+
+    async def _wait_for_session(self, useful_until: float | None) -> bool:
+        """Whether a session is ready, waiting for one (a reconnect) while the dub could still be on time.
+
+        Without a deadline (the seed rule) there is no time to spare: no session means fall back at once."""
+        if self._ready.is_set():
+            return True
+        if useful_until is None:
+            return False
+        wait_s = useful_until - asyncio.get_running_loop().time() - self._answer_margin_s
+        if wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), wait_s)
+        return self._ready.is_set() and not self._too_late(useful_until)
 
     def _too_late(self, useful_until: float | None) -> bool:
         """No time left for STS to answer before the dub stops being useful (not worth sending)."""
@@ -269,7 +291,7 @@ class StsClient:
                 await self._emit(EventName.FRAGMENT_DATA, fragment)
             except socketio.exceptions.SocketIOError as exc:
                 log.warning("[%s] sending fragment %d failed: %s", self.stream_id, segment.sequence_number, exc)
-                self._breaker.record_failure()
+                self._breaker.record_dropped()  # the connection dropped: the reconnect decides, not the breaker
                 return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)
             self.metrics.sts_fragments_sent.labels(stream_id=self.stream_id).inc()
             try:
@@ -460,7 +482,9 @@ class StsClient:
             return None
 
     async def _on_disconnect(self, *_: Any) -> None:
-        if self._ready.is_set():
+        if self._closed or self._completed.is_set():
+            log.info("[%s] STS session ended", self.stream_id)  # a clean end (ours, or after stream:complete)
+        elif self._ready.is_set():
             log.warning("[%s] STS connection lost; %d fragment(s) in flight", self.stream_id, len(self._pending))
         self._ready.clear()
         self._connection_lost.set()
@@ -474,6 +498,7 @@ class StsClient:
         self._session_id = ready.session_id
         self._sts_has_deadlines = ready.supports(Capability.DEADLINE)
         self._last_error = None
+        self._breaker.new_session()  # the lost connection's failures are not this session's
         async with self._slots:
             self._inflight_limit = max(1, min(self.settings.sts_max_inflight, ready.max_inflight))
             self._slots.notify_all()
