@@ -254,3 +254,21 @@ def test_stage_costs_are_an_average_per_second_of_audio() -> None:
     costs.observe("asr", 1.8, 6.0)
     assert costs.rate("asr") == pytest.approx(0.2)
     assert costs.needed(["asr", "unknown"], 3.0) == pytest.approx(OPTIMISM * 0.6)  # a lower bound
+
+
+def test_drops_on_the_estimate_alone_relax_it_so_one_bad_estimate_cannot_drop_everything() -> None:
+    clock = Clock()
+    costs = StageCosts(priors={"asr": 0.1, "translation": 0.2, "tts": 0.2, "fit": 0.0})  # 3 s for 6 s of audio
+    asr = FakeASR()
+    drops = 0
+    while True:
+        try:
+            engine(asr=asr, costs=costs).dub(utterance(), "en", "es", deadline=Deadline(clock.now + 1.0, clock))
+            break
+        except TooLate:
+            drops += 1
+    assert 1 <= drops <= 5 and asr.calls == 1  # the estimate came down until the work was tried
+    expired = StageCosts(priors={"asr": 0.1})
+    with pytest.raises(TooLate):
+        engine(asr=asr, costs=expired).dub(utterance(), "en", "es", deadline=Deadline(clock.now - 0.1, clock))
+    assert expired.rate("asr") == pytest.approx(0.1)  # an expired deadline says nothing about the estimate

@@ -11,6 +11,7 @@ PRIORS = {"asr": 0.1, "translation": 0.15, "tts": 0.15, "fit": 0.02}
 # cold first runs and busy moments, and a wrong drop costs a phrase (measured: with the plain average, a 2-core run
 # whose warm-up ran beside other work dropped every phrase and, dropping, never learnt better).
 OPTIMISM = 0.5
+RELAX = 0.85  # per drop on the estimate alone (not on an expired deadline)
 
 
 class StageCosts:
@@ -31,6 +32,14 @@ class StageCosts:
                 rate = self.alpha * rate + (1 - self.alpha) * self._rate[stage]
             self._rate[stage] = rate  # the first measurement replaces the prior
             self._measured.add(stage)
+
+    def relax(self, stages: Iterable[str], factor: float = RELAX) -> None:
+        """Work on `stages` was dropped on the estimate alone: lower it a little. Dropped work measures nothing, so
+        without this one pessimistic estimate (a cold start, a busy minute) would drop every phrase from then on."""
+        with self._lock:
+            for stage in stages:
+                if stage in self._rate:
+                    self._rate[stage] *= factor
 
     def rate(self, stage: str) -> float:
         return self._rate.get(stage, 0.0)

@@ -115,6 +115,8 @@ class DubEngine:
         try:
             deadline.check(stage, self.costs.needed(left, audio_s))
         except DeadlineExceeded as exc:
+            if deadline.remaining() > 0:  # dropped on the estimate: let it learn that it may be too pessimistic
+                self.costs.relax(left)
             raise TooLate(stage, str(exc)) from exc
 
     def warm_up(self) -> None:
