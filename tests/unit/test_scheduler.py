@@ -280,3 +280,27 @@ def test_an_idle_stream_banks_no_credit(clock: FakeClock) -> None:
     finally:
         runner.shutdown()
     assert jobs.started[4:] == ["b0", "a0", "b1", "a1", "b2", "a2", "b3", "a3"]
+
+
+def test_on_start_is_called_before_the_job_and_never_for_an_expired_one(clock: FakeClock) -> None:
+    runner = DeadlineRunner(1, clock=clock)
+    jobs = Jobs()
+    calls: list[str] = []
+    try:
+        blocker = runner.submit(
+            jobs.job("blocker", gated=True), deadline=clock.now + 100, on_start=lambda: calls.append("blocker")
+        )
+        jobs.wait_started("blocker")
+        expiring = runner.submit(
+            jobs.job("late"), deadline=clock.now + 1, key="x", on_start=lambda: calls.append("late")
+        )
+        clock.now += 2  # its deadline passes while it waits
+        jobs.gates["blocker"].set()
+        result(blocker)
+        with pytest.raises(DeadlineExpired):
+            expiring.result(timeout=10)
+        broken = runner.submit(jobs.job("runs"), deadline=clock.now + 10, on_start=lambda: 1 / 0)
+        assert result(broken) == "runs"  # a failing notification does not fail the job
+    finally:
+        runner.shutdown()
+    assert calls == ["blocker"] and "late" not in jobs.started

@@ -230,12 +230,14 @@ class DeadlineRunner:
         """The next job (fair across streams, most urgent first), waiting for one; None on shutdown.
         Caller holds the lock. Jobs found expired are answered here and cost their stream nothing."""
         while not self._shutdown:
-            queues = {k: q for k, q in self._queues.items() if self._live(q)}
-            key = _pick(queues, self._served)
+            for idle in [k for k, q in self._queues.items() if not self._live(q)]:  # e.g. all its jobs cancelled
+                del self._queues[idle]
+                self._served.pop(idle, None)
+            key = _pick(self._queues, self._served)
             if key is None:
                 self._cond.wait()
                 continue
-            job = heapq.heappop(queues[key])
+            job = heapq.heappop(self._queues[key])
             now = self._clock()
             if job.expires_at is not None and now >= job.expires_at:
                 if job.future.set_running_or_notify_cancel():
@@ -243,9 +245,6 @@ class DeadlineRunner:
                 continue
             self._virtual_now = max(self._virtual_now, self._served.get(key, 0.0))
             self._served[key] = self._served.get(key, 0.0) + 1
-            if not self._queues[key]:  # idle streams are forgotten (their credit would be reset anyway)
-                del self._queues[key]
-                self._served.pop(key, None)
             return job
         return None
 
