@@ -1,24 +1,29 @@
 """Background under the dub: `duck` (the original, lowered) vs `separate` (DeepFilterNet3 bed) on known stems.
 
 Each mixture is human English speech (asterisk prompts, 8 kHz, upsampled to 48 kHz) over a music bed (Debian
-`asterisk-moh-opsound-wav`) at 5 dB speech-to-music ratio: 1 s of music, then phrases with 1 s pauses. The "dub" of
-each phrase is the Spanish recording of the same prompt, at the English phrase's level, placed at its start.
-Under each dub the background is:
-- duck D: the mix x 10^(D/20), 50 ms linear fades on either side of the dub (full level where no dub plays);
-- separate: the `BedSeparator` bed at full level (the original elsewhere, 50 ms cross-fades), aligned by its latency;
-- separate D: the same bed lowered by D dB (a hybrid).
+`asterisk-moh-opsound-wav`, the 5 files in turn) at 5 dB speech-to-music ratio: 1 s of music, then 3 phrases with
+1 s pauses. The "dub" of each phrase is the Spanish recording of the same prompt, scaled to the English phrase's
+level, placed at its start. Under each dub the background is (the original plays elsewhere, 50 ms linear fades):
+- duck D: the mix x 10^(D/20);
+- separate: the `BedSeparator` bed (DeepFilterNet3, 48 kHz mono, 1024-sample blocks) at full level, re-aligned by
+  its reported latency;
+- separate, bed -6 dB: the same bed 6 dB lower (a hybrid of the two).
 
-Per mixture, over the samples where a dub plays (measured from the known stems):
-- voice left: the original speech inside the background relative to the dub (dB; the lower, the less you hear of it);
+Measured per mixture over the samples where a dub plays:
+- voice left: the original speech inside the background relative to the dub (dB; the lower, the less you hear);
 - voice kept: the same relative to the original speech (dB);
-- music kept: the music inside the background relative to the original music (dB; 0 = all of it);
-- bed SI-SDR: the background against the music stem (dB; the mix itself scores -5).
-The background is split into its speech and music parts by "shadow filtering": per STFT bin (20 ms window, 5 ms hop)
-the background is G x mix, and G x speech, G x music are its parts (what the separator did to each stem).
-CPU: process CPU seconds per second of audio (RTF) of one stream's background, 48 kHz mono, 48 kHz stereo and
-44.1 kHz stereo for the separator. The table gives the p50 over the mixtures (min..max in brackets).
+- music kept: the music inside the background relative to the music stem (dB; 0 = all of it);
+- background SI-SDR: the background against the music stem (dB; the ideal bed is the music itself).
+The separator is not linear, so its bed is split into speech and music parts by phase inversion (Hagerman &
+Olofsson 2004, the usual way to measure SNR after non-linear noise reduction): with the bed of music + speech and
+the bed of music - speech, the speech part is their half-difference and the music part their half-sum. A second
+split, "shadow filtering" (per STFT bin, 20 ms window, the background is G x mix and its speech part G x speech),
+is printed as a cross-check: it charges to the voice whatever the bed keeps in bins where the voice dominates, so it
+reads higher for the separator (it is exact for ducking).
+CPU: process CPU seconds per second of audio (RTF) of one stream, for the separator also by input format.
+Tables give the p50 over the mixtures (min..max in brackets).
 
-Usage: flock /tmp/livedub-cpu.lock .venv/bin/python bench/background_bench.py [--mixtures 8]
+Usage: flock /tmp/livedub-cpu.lock .venv/bin/python bench/background_bench.py [--mixtures 10]
        [--write docs/benchmarks-background.md]
 """
 
@@ -54,6 +59,7 @@ WINDOW, HOP = 960, 240  # shadow-filter STFT at 48 kHz
 
 @dataclass(frozen=True)
 class Mixture:
+    music_name: str
     speech: Audio
     music: Audio
     dub: Audio
@@ -103,13 +109,14 @@ def phrase_pairs(count: int) -> list[tuple[Audio, Audio]]:
     return pairs[:count]
 
 
-def music_track(index: int, seconds: float) -> Audio:
+def music_track(index: int, seconds: float) -> tuple[str, Audio]:
     files = sorted(MOH.glob("*.wav"))
     if not files:
         raise SystemExit(f"no music in {MOH}: apt-get install asterisk-moh-opsound-wav")
-    music = read_wav(files[index % len(files)], RATE).astype(np.float64)
+    path = files[index % len(files)]
+    music = read_wav(path, RATE).astype(np.float64)
     start = int((10 + 7 * index) * RATE) % max(1, len(music) - int(seconds * RATE))
-    return np.resize(music[start:], int(seconds * RATE))  # np.resize repeats a short file
+    return path.stem, np.resize(music[start:], int(seconds * RATE))  # np.resize repeats a short file
 
 
 def rms(audio: Audio) -> float:
@@ -125,12 +132,12 @@ def build_mixture(index: int, pairs: list[tuple[Audio, Audio]]) -> Mixture:
         dub[cursor : cursor + len(spanish)] = spanish * rms(english) / rms(spanish)
         spans.append((cursor, cursor + len(spanish)))
         cursor += max(len(english), len(spanish)) + pause
-    music = music_track(index, length / RATE)
+    music_name, music = music_track(index, length / RATE)
     voiced = np.concatenate([speech[a : a + len(en)] for (a, _), (en, _) in zip(spans, pairs, strict=True)])
     music_under_voice = np.concatenate([music[a : a + len(en)] for (a, _), (en, _) in zip(spans, pairs, strict=True)])
     music *= rms(voiced) / rms(music_under_voice) * 10 ** (-SNR_DB / 20)
     peak = np.abs(speech + music).max() / 0.7  # headroom: int16 for the separator, the dub on top
-    return Mixture(speech / peak, music / peak, dub / peak, spans)
+    return Mixture(music_name, speech / peak, music / peak, dub / peak, spans)
 
 
 def mixtures(count: int) -> list[Mixture]:
@@ -314,6 +321,19 @@ def table(rows: list[Row]) -> Iterator[str]:
         yield f"| {row.mode} | {cells} | {np.median(row.rtf):.4f} |"
 
 
+def mixture_table(mixes: list[Mixture], rows: list[Row]) -> Iterator[str]:
+    """Voice and music kept per mixture, for the separate mode and duck -15 dB (the spread behind the p50)."""
+    by_mode = {row.mode: row.levels for row in rows}
+    yield "| mixture | music | separate: voice kept (dB) | separate: music kept (dB) | duck -15 dB: voice kept (dB) |"
+    yield "|---|---|---|---|---|"
+    for i, mixture in enumerate(mixes):
+        sep, ducked = by_mode["separate"][i], by_mode["duck -15 dB"][i]
+        yield (
+            f"| {i} | {mixture.music_name} | {sep.voice_kept_db:.1f} | {sep.music_kept_db:.1f}"
+            f" | {ducked.voice_kept_db:.1f} |"
+        )
+
+
 def cpu_table(cpu: list[tuple[str, list[float], float]]) -> Iterator[str]:
     yield "| separator input | CPU RTF per stream p50 (min..max) | latency (ms) |"
     yield "|---|---|---|"
@@ -329,7 +349,7 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mixtures", type=int, default=8)
+    parser.add_argument("--mixtures", type=int, default=10)
     parser.add_argument("--write", type=Path, help="write the tables into this markdown file (replacing its results)")
     args = parser.parse_args()
     mixes = mixtures(args.mixtures)
@@ -337,7 +357,7 @@ def main() -> None:
     rows = measure(mixes)
     cpu = separator_cpu(mixes)
     header = f"{len(mixes)} mixtures, {seconds:.0f} s in all, speech/music {SNR_DB:.0f} dB; {machine()}"
-    lines = [header, "", *table(rows), "", *cpu_table(cpu)]
+    lines = [header, "", *table(rows), "", *mixture_table(mixes, rows), "", *cpu_table(cpu)]
     print("\n".join(lines))
     if args.write:
         write(args.write, lines)
