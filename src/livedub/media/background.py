@@ -57,11 +57,13 @@ class DuckedBackground:
 
 
 class SeparatedBackground:
-    """The original minus its speech (DeepFilterNet3, `separation.BedSeparator`) at full level: music and ambience
-    go on under the dub without the original voice. The separator's latency (~40 ms) is far inside the delay line."""
+    """The original minus its speech (DeepFilterNet3, `separation.BedSeparator`) at `gain_db`: music and ambience go
+    on under the dub with less of the original voice. The separator's latency (40 ms) is far inside the delay line.
+    Measured (docs/benchmarks-background.md): the bed keeps the voice 8.9 dB down, so -6 dB puts it 15 dB down."""
 
-    def __init__(self, separator: BedSeparator) -> None:
+    def __init__(self, separator: BedSeparator, gain_db: float = 0.0) -> None:
         self.separator = separator
+        self.gain = db_to_gain(gain_db)
         self.sample_rate = separator.sample_rate
         self.bed = PcmBuffer(separator.channels)
         self.out_pos: int | None = None  # input position of the next separated sample
@@ -78,7 +80,7 @@ class SeparatedBackground:
         self.bed.discard_before(self.out_pos - round(KEEP_BED_S * self.sample_rate))
 
     def under_dub(self, start: int, original: FloatPcm) -> FloatPcm:
-        return self.bed.read(start, len(original)).astype(np.float32) / 32768.0
+        return self.bed.read(start, len(original)).astype(np.float32) * (self.gain / 32768.0)
 
     def flush(self) -> None:
         if self.out_pos is not None:
@@ -90,5 +92,5 @@ def make_background(settings: MediaSettings, sample_rate: int, channels: int) ->
     if settings.background_mode == "separate":
         from livedub.media.separation import BedSeparator  # its C runtime loads only in this mode
 
-        return SeparatedBackground(BedSeparator(sample_rate, max(1, channels)))
+        return SeparatedBackground(BedSeparator(sample_rate, max(1, channels)), settings.separate_bed_gain_db)
     return DuckedBackground(settings.duck_gain_db)
