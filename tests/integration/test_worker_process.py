@@ -71,3 +71,55 @@ async def test_crashing_and_dying_processes_are_failed_workers_and_the_rest_goes
     finally:
         await manager.shutdown()
     assert manager.active_count() == 0
+
+
+class HeldRunner:
+    """Publishes (counts segments) only once its output is released, like WorkerRunner.hold_output()."""
+
+    def __init__(self, stream_id: str, settings: object, client: object, metrics: object) -> None:
+        self.state = "starting"
+        self.segments = 0
+        self._free: asyncio.Event | None = None
+        self._stop = asyncio.Event()
+
+    def hold_output(self) -> None:
+        self._free = asyncio.Event()
+
+    def release_output(self) -> None:
+        assert self._free is not None
+        self._free.set()
+
+    async def run(self) -> None:
+        if self._free is not None:
+            self.state = "held"
+            await self._free.wait()
+        self.state = "publishing"
+        await self._stop.wait()
+        self.state = "stopped"
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, object]:
+        return {"state": self.state}
+
+
+async def test_a_process_worker_holds_its_output_until_released() -> None:
+    from livedub.media.worker_process import ChildMetrics, ProcessRunner
+
+    metrics = fresh_metrics()
+    runner = ProcessRunner(
+        "held", media_settings(), HeldRunner, process_fake_client, ChildMetrics(metrics.registry), report_interval_s=0.1
+    )
+    runner.hold_output()  # a republish: the previous worker still plays out
+    task = asyncio.create_task(runner.run())
+    try:
+        await until(lambda: runner.status()["state"] == "held")
+        await asyncio.sleep(0.5)
+        assert runner.status()["state"] == "held"
+        runner.release_output()  # over the pipe
+        await until(lambda: runner.status()["state"] == "publishing")
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 20)
+    assert runner.status()["state"] == "stopped"

@@ -237,12 +237,15 @@ def test_ingest_timeline_absorbs_timestamp_jumps() -> None:
     from livedub.media.ingest import Timeline
 
     tl = Timeline(origin_ms=5000)
-    assert [tl.map("video", t, 40) for t in (5000, 5040, 5080)] == [0, 40, 80]
-    assert tl.map("audio", 5021, 21) == 21
-    assert tl.map("video", 90000, 40) == 120  # the publisher restarted its clock: continue after the last packet
-    assert tl.map("audio", 90010, 21) == 130  # the same shift applies to the other stream: still in step
-    assert tl.map("video", 90040, 40) == 160
-    assert tl.map("video", 100, 40) == 200  # a jump backwards too
+    assert [tl.map("video", t) for t in (5000, 5040, 5080)] == [0, 40, 80]
+    assert tl.map("audio", 5021) == 21
+    # the publisher restarted its clock: video continues one observed frame step (40 ms) after its last packet
+    assert tl.map("video", 90000) == 120
+    assert tl.map("audio", 90010) == 130  # the same shift applies to the other stream: still in step
+    assert tl.map("video", 90040) == 160
+    # a jump seen first on audio continues from its exact sample clock (21.333 ms per AAC frame at 48 kHz)
+    assert tl.map("audio", 100, expected_ms=151.333) == pytest.approx(151.333)
+    assert tl.map("video", 120) == pytest.approx(171.333)  # video follows audio's offset
     assert tl.jumps == 2
 
 

@@ -44,11 +44,16 @@ def test_fixed_segments_are_contiguous_exact_and_keep_content() -> None:
     np.testing.assert_array_equal(whole, pcm(total))
 
 
-def test_fixed_segmenter_rejects_gaps() -> None:
-    seg = FixedSegmenter("s", RATE, RATE)
+def test_fixed_segmenter_fills_holes_and_drops_overlaps() -> None:
+    seg = FixedSegmenter("s", RATE, 400)
     seg.push(0, pcm(100))
-    with pytest.raises(ValueError, match="contiguous"):
-        seg.push(150, pcm(100))
+    seg.push(150, pcm(100))  # a hole of 50 samples: silence, the stream goes on
+    seg.push(200, pcm(100))  # overlaps the last 50: dropped
+    [segment] = seg.push(300, pcm(150))
+    assert segment.start_sample == 0 and segment.num_samples == 400
+    assert not segment.pcm[100:150].any() and segment.pcm[150:].any()
+    [rest] = seg.flush()
+    assert rest.start_sample == 400 and rest.num_samples == 50
 
 
 class ScriptedDetector:

@@ -107,16 +107,23 @@ async def test_stop_stream_stops_the_runner_closes_the_client_and_forgets_the_wo
     assert not await manager.stop_stream("a")
 
 
-async def test_republish_while_the_old_worker_still_drains_waits_for_it() -> None:
+async def test_republish_while_the_old_worker_still_drains_starts_at_once_and_publishes_after_it() -> None:
     fleet = FakeFleet(stubborn={"a"})
     manager = make_manager(fleet)
     await manager.start_stream("a")
+    old_handle = manager.get("a")
     old = fleet.runners["a"]
     await manager.stop_stream("a")
     fleet.stubborn.clear()
-    decision = await manager.start_stream("a")  # old one ignores stop(): cancelled after stop_timeout_s
-    assert decision.accepted and decision.reason == "worker started"
+    decision = await manager.start_stream("a")  # answered at once: the media server waits for this hook
+    assert decision.accepted and "after" in decision.reason
     assert fleet.runners["a"] is not old
+    new_handle = manager.get("a")
+    assert new_handle is not None and new_handle.predecessor is old_handle and new_handle.active
+    assert old_handle is not None and old_handle.active  # still playing out: not cut short
+    # the old one ignores stop(): cancelled after stop_timeout_s, then the new one has the output
+    await asyncio.sleep(0.8)
+    assert not old_handle.active and new_handle.predecessor is None
     assert manager.active_count() == 1
     await manager.shutdown()
 

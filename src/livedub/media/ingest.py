@@ -77,26 +77,45 @@ _Packets = Iterator[av.Packet]
 
 
 class Timeline:
-    """Maps input timestamps (ms) to the media timeline, absorbing discontinuities (publisher restarts, wraps)."""
+    """Maps input timestamps (ms) to the media timeline, absorbing discontinuities (publisher restarts, wraps).
+
+    At a jump, the stream that sees it first fixes the new offset from where its next packet belongs: audio from
+    its exact sample clock, video one observed frame step after its last packet. The other stream then follows the
+    same offset, so audio does not move against video."""
 
     def __init__(self, origin_ms: int) -> None:
-        self.offset_ms = -origin_ms
-        self.last: dict[str, int] = {}
+        self.offset_ms: float = -origin_ms
+        self.last: dict[str, float] = {}
+        self.steps: dict[str, float] = {}
         self.jumps = 0
 
-    def map(self, kind: str, ts_ms: int, step_ms: int) -> int:
+    def map(self, kind: str, ts_ms: int, expected_ms: float | None = None, default_step_ms: float = 33.0) -> float:
+        """`expected_ms`: where a continuous next packet of `kind` would be (default: last + its last step)."""
         mapped = ts_ms + self.offset_ms
         last = self.last.get(kind)
         if last is not None and (mapped - last > JUMP_MS or mapped < last - JUMP_MS):
-            self.offset_ms += last + step_ms - mapped
-            mapped = last + step_ms
+            target = expected_ms if expected_ms is not None else last + self.steps.get(kind, default_step_ms)
+            self.offset_ms += target - mapped
+            mapped = target
             self.jumps += 1
+        elif last is not None and mapped > last:
+            self.steps[kind] = mapped - last
         self.last[kind] = mapped
         return mapped
 
 
+@dataclass(frozen=True)
+class Decoded:
+    chunks: list[AudioChunk]  # contiguous, from the decoder's position before the packet
+    corrupt: bool = False  # the packet did not decode (its time is filled by the next packet's timestamp)
+    filled: bool = False  # silence was inserted for missing audio before the packet
+    trimmed: int = 0  # samples dropped because the input's timestamps put them over audio already counted
+
+
 class AudioDecoder:
-    """AAC (or any) packets -> s16 interleaved PCM at `rate`, counting samples and filling timestamp gaps."""
+    """AAC (or any) packets -> s16 interleaved PCM at `rate`, counting samples and keeping them on the input's
+    timestamps: missing audio (gaps, lost or corrupt packets) is filled with silence, audio that the timestamps put
+    over what is already counted (a looping publisher's longer audio track) is dropped."""
 
     def __init__(self, stream: av.AudioStream, rate: int, offset_ms: int) -> None:
         self.stream = stream
@@ -107,23 +126,37 @@ class AudioDecoder:
         self.samples = 0
         self.offset_ms = offset_ms
         self.gaps_filled = 0
+        self.trimmed_samples = 0
 
     def position_ms(self) -> float:
         return self.offset_ms + 1000.0 * self.samples / self.rate
 
-    def decode(self, packet: av.Packet, source_ms: float, arrival: float) -> list[AudioChunk]:
+    def decode(self, packet: av.Packet, source_ms: float, arrival: float) -> Decoded:
         chunks: list[AudioChunk] = []
         gap_ms = source_ms - self.position_ms()
-        if GAP_FILL_MS < gap_ms <= MAX_GAP_FILL_MS:
+        filled = GAP_FILL_MS < gap_ms <= MAX_GAP_FILL_MS
+        if filled:
             n = round(gap_ms * self.rate / 1000.0)
             chunks.append(self._chunk(np.zeros((n, self.channels), dtype=np.int16), source_ms - gap_ms, arrival))
             self.gaps_filled += 1
-        for frame in packet.decode():
-            for out in self.resampler.resample(frame):
-                pcm = out.to_ndarray().reshape(-1, self.channels)
-                if pcm.shape[0]:
-                    chunks.append(self._chunk(pcm, source_ms, arrival))
-        return chunks
+        trim = round(-gap_ms * self.rate / 1000.0) if -MAX_GAP_FILL_MS <= gap_ms < -GAP_FILL_MS else 0
+        try:
+            pcm = self._decode(packet)
+        except av.error.FFmpegError:  # undecodable: only the silence before it counts
+            return Decoded(chunks, corrupt=True, filled=filled)
+        dropped = min(trim, pcm.shape[0])
+        self.trimmed_samples += dropped
+        if pcm.shape[0] > dropped:
+            chunks.append(self._chunk(pcm[dropped:], source_ms + 1000.0 * dropped / self.rate, arrival))
+        return Decoded(chunks, filled=filled, trimmed=dropped)
+
+    def _decode(self, packet: av.Packet) -> Pcm:
+        parts = [
+            out.to_ndarray().reshape(-1, self.channels)
+            for frame in packet.decode()
+            for out in self.resampler.resample(frame)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.channels), dtype=np.int16)
 
     def _chunk(self, pcm: Pcm, source_ms: float, arrival: float) -> AudioChunk:
         chunk = AudioChunk(start_sample=self.samples, pcm=pcm, source_ms=source_ms, arrival=arrival)
@@ -335,23 +368,25 @@ class Ingest:
         jumps = timeline.jumps
         assert packet.dts is not None
         if video is not None and packet.stream is video:
-            dts = timeline.map("video", int(packet.dts), 33)
+            dts = round(timeline.map("video", int(packet.dts)))
             composition = int(packet.pts - packet.dts) if packet.pts is not None else 0
             emit(VideoPacket(packet, dts, composition, bool(packet.is_keyframe), arrival))
         elif decoder is not None and packet.stream is decoder.stream:
-            step = max(1, round(1000 * (packet.duration or 1024) * float(packet.time_base or 0.001)))
-            source = timeline.map("audio", int(packet.pts if packet.pts is not None else packet.dts), step)
-            try:
-                chunks = decoder.decode(packet, float(source), arrival)
-            except av.error.FFmpegError:  # undecodable: skipped; the next packet's timestamp fills its time
+            ts = int(packet.pts if packet.pts is not None else packet.dts)
+            source = timeline.map("audio", ts, expected_ms=decoder.position_ms())
+            decoded = decoder.decode(packet, float(source), arrival)
+            if decoded.corrupt:  # undecodable: skipped; the next packet's timestamp fills its time
                 self.corrupt_packets += 1
                 self._error("corrupt_packet")
-                return
-            for chunk in chunks:
+            if decoded.filled:
+                self._error("audio_gap")
+            if decoded.trimmed:
+                self._error("audio_overlap")
+            for chunk in decoded.chunks:
                 emit(chunk)
         if timeline.jumps != jumps:
             self.pts_jumps += 1
             self._error("pts_jump")
             log.warning(
-                "stream %s: timestamp discontinuity; timeline offset now %d ms", self.stream_id, timeline.offset_ms
+                "stream %s: timestamp discontinuity; timeline offset now %.1f ms", self.stream_id, timeline.offset_ms
             )

@@ -71,6 +71,7 @@ class WorkerHandle:
     task: asyncio.Task[None] | None = None
     state: str = "starting"  # starting | running | stopping | stopped | failed
     error: str | None = None
+    predecessor: WorkerHandle | None = None  # the same stream's previous worker, still playing out (a republish)
 
     @property
     def active(self) -> bool:
@@ -93,7 +94,6 @@ class WorkerManager:
         isolation: Literal["process", "thread"] = "process",
         stop_timeout_s: float = 15.0,
         stop_call_timeout_s: float = 1.0,
-        republish_wait_s: float = 2.0,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -104,8 +104,8 @@ class WorkerManager:
         self.metrics_view = ChildMetrics(metrics.registry)
         self.stop_timeout_s = stop_timeout_s
         self.stop_call_timeout_s = stop_call_timeout_s
-        self.republish_wait_s = republish_wait_s
         self._pending_stops: set[asyncio.Future[None]] = set()
+        self._handovers: set[asyncio.Task[None]] = set()
         self._workers: dict[str, WorkerHandle] = {}
         self._lock = asyncio.Lock()  # start/stop decisions for the same id must not interleave
         self._closing = False
@@ -122,18 +122,18 @@ class WorkerManager:
 
     async def start_stream(self, stream_id: str, source: str = "hook") -> StartDecision:
         """Start a worker for `stream_id`, or say why not. A second start for a running stream is a no-op."""
-        draining = self._workers.get(stream_id)
-        if draining is not None and draining.active and draining.state == "stopping":
-            # A re-publish while the old worker still plays out its delay line: the new input wins (the media
-            # server waits for this hook, and only one publisher may hold `/out`), so the old one gets briefly.
-            await self._finish(draining, min(self.stop_timeout_s, self.republish_wait_s))
         async with self._lock:
             if self._closing:
                 return StartDecision(False, "media-service is shutting down")
             existing = self._workers.get(stream_id)
+            predecessor = None
             if existing is not None and existing.active:
-                return StartDecision(True, f"worker already {existing.state}")
-            if self.active_count() >= self.max_streams:
+                if existing.state != "stopping":
+                    return StartDecision(True, f"worker already {existing.state}")
+                # A republish while the old worker still plays out its delay line: the new worker reads the new
+                # input at once (the media server waits for this hook) and publishes once the old one is done.
+                predecessor = existing
+            if self.active_count() - (predecessor is not None) >= self.max_streams:
                 log.warning(
                     "refusing stream %s: %d/%d workers running", stream_id, self.active_count(), self.max_streams
                 )
@@ -145,6 +145,8 @@ class WorkerManager:
                     handle = self._create_process(stream_id, source)
                 else:  # built on its own loop: asyncio objects of the runner and client belong there
                     handle = await loop_thread.call(self._create, stream_id, source, loop_thread)
+                if predecessor is not None:
+                    await self._runner_call(handle, "hold_output")
             except Exception as exc:  # a worker that cannot even be built must not break the hook
                 if loop_thread is not None:
                     loop_thread.stop()
@@ -152,10 +154,34 @@ class WorkerManager:
                 self.metrics.errors.labels(stream_id=stream_id, type="worker_create").inc()
                 self.metrics.set_state(stream_id, "failed")
                 return StartDecision(False, f"worker could not be created: {exc}")
+            handle.predecessor = predecessor
             self._workers[stream_id] = handle
             handle.task = asyncio.create_task(self._run(handle), name=f"worker-{stream_id}")
+            if predecessor is not None:
+                self._handovers.add(task := asyncio.create_task(self._hand_over(predecessor, handle)))
+                task.add_done_callback(self._handovers.discard)
             log.info("started worker for %s (%d/%d)", stream_id, self.active_count(), self.max_streams)
-            return StartDecision(True, "worker started")
+            return StartDecision(True, "worker started" if predecessor is None else "worker started (after the last)")
+
+    async def _hand_over(self, old: WorkerHandle, new: WorkerHandle) -> None:
+        """Let the previous worker play out (bounded by stop_timeout_s), then let the new one publish."""
+        try:
+            await self._finish(old)
+        finally:
+            new.predecessor = None
+            with contextlib.suppress(Exception):
+                await self._runner_call(new, "release_output")
+
+    @staticmethod
+    async def _runner_call(handle: WorkerHandle, method: str) -> None:
+        """Call an optional runner method on the worker's loop (fake runners need not have it)."""
+        call = getattr(handle.runner, method, None)
+        if call is None:
+            return
+        if handle.loop_thread is None:
+            call()
+        else:
+            await handle.loop_thread.call(call)
 
     async def stop_stream(self, stream_id: str) -> bool:
         """Ask the stream's worker to stop (it drains in the background). False if there was none."""
@@ -175,6 +201,7 @@ class WorkerManager:
         """Stop every worker, wait for them (bounded), close their STS clients."""
         self._closing = True
         handles = list(self._workers.values())
+        handles += [h.predecessor for h in handles if h.predecessor is not None]
         await asyncio.gather(*(self._request_stop(handle) for handle in handles if handle.active))
         await asyncio.gather(*(self._finish(handle) for handle in handles))
 

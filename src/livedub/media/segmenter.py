@@ -22,7 +22,8 @@ from livedub.media.types import AudioSegment, Pcm
 
 class Segmenter(Protocol):
     def push(self, start_sample: int, pcm: Pcm) -> list[AudioSegment]:
-        """Add contiguous audio (start_sample must follow the previous push) and return the segments it completes."""
+        """Add audio (normally right after the previous push; a hole is silence, an overlap is dropped) and return
+        the segments it completes."""
         ...
 
     def flush(self) -> list[AudioSegment]:
@@ -48,13 +49,19 @@ class _Buffer:
     def end(self) -> int:
         return (self.start or 0) + self.size
 
-    def append(self, start_sample: int, pcm: Pcm) -> None:
+    def append(self, start_sample: int, pcm: Pcm) -> Pcm:
+        """Add audio; returns what was added (the same audio unless it had to be padded or trimmed)."""
         if self.pcm is None or self.start is None:
             self.start, self.pcm = start_sample, pcm.copy()
-            return
-        if start_sample != self.end:
-            raise ValueError(f"audio is not contiguous: expected sample {self.end}, got {start_sample}")
+            return pcm
+        # Ingest hands over contiguous audio; should a hole or an overlap ever come, the stream goes on: silence
+        # for the hole, the overlap dropped (positions stay exact sample counts either way).
+        if start_sample > self.end:
+            pcm = np.concatenate([np.zeros((start_sample - self.end, pcm.shape[1]), pcm.dtype), pcm])
+        elif start_sample < self.end:
+            pcm = pcm[self.end - start_sample :]
         self.pcm = np.concatenate([self.pcm, pcm])
+        return pcm
 
     def cut(self, samples: int) -> AudioSegment:
         assert self.pcm is not None and self.start is not None and 0 < samples <= self.size
@@ -165,8 +172,8 @@ class SpeechSegmenter:
     def push(self, start_sample: int, pcm: Pcm) -> list[AudioSegment]:
         if self.first_sample is None:
             self.first_sample = start_sample
-        self.buffer.append(start_sample, pcm)
-        self.probs = np.concatenate([self.probs, self.detector.feed(pcm)])
+        added = self.buffer.append(start_sample, pcm)
+        self.probs = np.concatenate([self.probs, self.detector.feed(added)])
         out: list[AudioSegment] = []
         while (cut := self._cut_point()) is not None:
             out.append(self._with_speech(self.buffer.cut(cut)))

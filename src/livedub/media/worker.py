@@ -60,6 +60,17 @@ class WorkerRunner:
         self._fragments = 0  # fragments sent to STS (phrases with speech)
         self._dub_tasks: set[asyncio.Task[None]] = set()
         self._inflight = asyncio.Semaphore(settings.sts_max_inflight)
+        self._output_free: asyncio.Event | None = None  # set: hold the output until release_output()
+
+    # ---- republish hand-over ---------------------------------------------------------------------------------
+    def hold_output(self) -> None:
+        """Read the input at once but publish the output only after release_output(): the previous worker of the
+        same stream (a republish) still plays out its delay line on the same output. Call before run()."""
+        self._output_free = asyncio.Event()
+
+    def release_output(self) -> None:
+        if self._output_free is not None:
+            self._output_free.set()
 
     # ---- API ---------------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -131,6 +142,10 @@ class WorkerRunner:
             log.error("stream %s: input not usable (%s)", self.stream_id, first)
             return False
         layout = first
+        if self._output_free is not None and not self._output_free.is_set():
+            # The input is read meanwhile (arrival times are kept), so nothing of the new publish is lost either.
+            log.info("stream %s: waiting for the previous worker to play out its output", self.stream_id)
+            await self._output_free.wait()
         try:
             publisher = await asyncio.to_thread(
                 FlvPublisher, self.output_url, layout.video, layout.audio_channels, layout.sample_rate

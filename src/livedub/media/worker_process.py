@@ -38,6 +38,7 @@ RunnerFactory = Callable[[str, MediaSettings, DubClient, WorkerMetrics], Any]
 ClientFactory = Callable[[str, MediaSettings, WorkerMetrics], DubClient]
 
 STOP = "stop"
+RELEASE_OUTPUT = "release_output"  # the previous worker of the stream has played out: publish the output
 
 
 # ---------------------------------------------------------------------------------------------- child side
@@ -51,12 +52,13 @@ def child_main(
     conn: Connection,
     report_interval_s: float,
     log_level: int,
+    hold_output: bool = False,
 ) -> None:
     """Entry point of the worker process."""
     # Ctrl-C reaches the whole process group; the parent decides when a worker stops (it sends "stop").
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s [worker {stream_id}] %(name)s: %(message)s")
-    asyncio.run(_child(stream_id, settings, runner_factory, client_factory, conn, report_interval_s))
+    asyncio.run(_child(stream_id, settings, runner_factory, client_factory, conn, report_interval_s, hold_output))
 
 
 async def _child(
@@ -66,12 +68,15 @@ async def _child(
     client_factory: ClientFactory,
     conn: Connection,
     report_interval_s: float,
+    hold_output: bool = False,
 ) -> None:
     from livedub.media.metrics import METRICS  # this process's own registry
 
     loop = asyncio.get_running_loop()
     client = client_factory(stream_id, settings, METRICS)
     runner = runner_factory(stream_id, settings, client, METRICS)
+    if hold_output and hasattr(runner, "hold_output"):
+        runner.hold_output()
 
     client_status = getattr(client, "status", None)
 
@@ -89,6 +94,8 @@ async def _child(
                 message = conn.recv()
             except (EOFError, OSError):
                 message = STOP
+            if message == RELEASE_OUTPUT and hasattr(runner, "release_output"):
+                loop.call_soon_threadsafe(runner.release_output)
             if message == STOP:
                 loop.call_soon_threadsafe(runner.stop)
                 return
@@ -217,6 +224,18 @@ class ProcessRunner:
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._stop_requested = False
+        self._hold_output = False
+        self._output_released = False
+
+    def hold_output(self) -> None:
+        """The child publishes its output only after release_output() (see WorkerRunner.hold_output)."""
+        self._hold_output = True
+
+    def release_output(self) -> None:
+        self._output_released = True
+        if self._conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(RELEASE_OUTPUT)
 
     def status(self) -> dict[str, Any]:
         pid = self._process.pid if self._process is not None else None
@@ -241,6 +260,7 @@ class ProcessRunner:
                 child_conn,
                 self._report_interval_s,
                 logging.getLogger().getEffectiveLevel(),
+                self._hold_output,
             ),
             name=f"livedub-worker-{self.stream_id}",
             daemon=True,
@@ -248,6 +268,8 @@ class ProcessRunner:
         self._process, self._conn = process, parent_conn
         await asyncio.to_thread(process.start)
         child_conn.close()
+        if self._output_released:
+            self.release_output()
         if self._stop_requested:
             self.stop()
         try:
