@@ -156,6 +156,37 @@ def test_audio_only_input_is_passed_through_dubbed(
     )
 
 
+def test_without_wait_video_a_late_joining_worker_still_gets_the_video(
+    no_wait_video: None, server: NginxRtmpServer, tmp_path: Path, pattern: Path
+) -> None:
+    """What audio-only inputs need from the media server (no wait_video) must not cost video: a worker that joins
+    mid-GOP sees audio first and probes again until the next keyframe."""
+    s = settings_for(server)
+    metrics = WorkerMetrics(CollectorRegistry())
+    worker = WorkerRunner("late", s, EchoDubClient(delay_s=0.1), metrics)
+    publisher = publish(pattern, s.input_url("late"), log=tmp_path / "publisher.log")
+    time.sleep(1.0)  # joins 1 s in: the next keyframe is at 2 s (GOP 50 at 25 fps)
+
+    async def main() -> None:
+        async def unpublished() -> None:
+            await asyncio.to_thread(publisher.wait)
+            worker.stop()
+
+        watcher = asyncio.create_task(unpublished())
+        await asyncio.wait_for(worker.run(), timeout=60)
+        await watcher
+
+    try:
+        asyncio.run(main())
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert worker.status()["state"] == "stopped"
+    assert metrics.errors.labels(stream_id="late", type="no_video")._value.get() == 0
+    assert worker._muxer is not None and worker._muxer.stats.video_packets >= (12 - 2) * 25
+    assert abs(worker.status()["last_av_sync_delta_ms"]) < 1.0
+
+
 def echo_client(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
     return EchoDubClient(delay_s=0.1)
 

@@ -36,6 +36,7 @@ STOP_QUIET_S = 0.25  # after stop(): end once nothing came for this long ...
 STOP_GRACE_S = 1.0  # ... or after this long at most
 PREROLL_AUDIO_S = 3.0  # with a keyframe in hand, how long to wait for the first audio packet
 PREROLL_VIDEO_S = 12.0  # how long to wait for the first keyframe (a long GOP) before giving up the video
+LONG_PROBE_S = 3.0  # a second probe when video is announced but not yet seen: more than a usual 2 s GOP
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,13 @@ class IngestEnd:
 IngestItem = StreamLayout | VideoPacket | AudioChunk | IngestEnd
 _Emit = Callable[[IngestItem], None]
 _Packets = Iterator[av.Packet]
+
+
+def announces_video(metadata: dict[str, str]) -> bool:
+    """Whether the stream's onMetaData (the publisher's, or nginx-rtmp's rewrite of it) describes a video track."""
+    return any(
+        metadata.get(key, "0") not in {"", "0", "0.0", "0.000000"} for key in ("videocodecid", "width", "displayWidth")
+    )
 
 
 class Timeline:
@@ -230,10 +238,15 @@ class Ingest:
     def _error(self, kind: str) -> None:
         self.metrics.errors.labels(stream_id=self.stream_id, type=kind).inc()
 
-    def _open(self) -> av.container.InputContainer:
+    def _open(self, probe_s: float = 0.2) -> av.container.InputContainer:
         # Short probe (pitfall 2: not 0); flv_metadata creates the streams onMetaData announces, so a reader that
         # joins a running stream (nginx-rtmp sends video only from the next keyframe) still sees its video.
-        options = {"analyzeduration": "200000", "probesize": "500000", "flv_metadata": "1", **rtmp_options(self.url)}
+        options = {
+            "analyzeduration": str(round(probe_s * 1e6)),
+            "probesize": str(500_000 if probe_s <= 0.2 else 50_000_000),
+            "flv_metadata": "1",
+            **rtmp_options(self.url),
+        }
         if self.url.startswith("rtmp"):
             options["rtmp_flashver"] = WORKER_FLASHVER
         return av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
@@ -241,6 +254,14 @@ class Ingest:
     def _run(self, emit: _Emit) -> None:
         try:
             container = self._open()
+            if not container.streams.video and announces_video(container.metadata):
+                # Joined mid-GOP on a server that sends audio before the next keyframe (nginx-rtmp without
+                # wait_video, which audio-only inputs need): probe again, long enough to see a keyframe.
+                log.info(
+                    "stream %s: video announced, none probed yet: probing for %.1f s", self.stream_id, LONG_PROBE_S
+                )
+                container.close()
+                container = self._open(probe_s=LONG_PROBE_S)
         except Exception as exc:
             log.error("stream %s: cannot open %s: %s", self.stream_id, self.url, exc)
             self._error("open_failed")
