@@ -263,7 +263,11 @@ class Ingest:
                 container.close()
                 container = self._open(probe_s=LONG_PROBE_S)
         except Exception as exc:
-            log.error("stream %s: cannot open %s: %s", self.stream_id, self.url, exc)
+            log.error(
+                "stream %s: cannot open %s: %s (no media arrived to probe; an audio-only input gets here when the"
+                " media server holds audio until video: nginx-rtmp wait_video)",
+                self.stream_id, self.url, exc,
+            )  # fmt: skip
             self._error("open_failed")
             emit(IngestEnd("error", f"open failed: {exc}"))
             return
