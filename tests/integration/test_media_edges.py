@@ -123,20 +123,7 @@ def test_a_burst_of_corrupt_audio_is_filled_and_the_stream_goes_on(
     assert len(report.offsets_ms) == 6 and all(abs(x) < 1.0 for x in report.offsets_ms), report
 
 
-@pytest.fixture
-def no_wait_video(monkeypatch: pytest.MonkeyPatch) -> None:
-    """nginx-rtmp's `wait_video on` holds an audio-only stream's audio forever (the worker's open fails with an
-    I/O error); the media server must not hold audio for video. (A no-op once the generated config has no
-    wait_video.)"""
-    import livedub.mediaserver.nginx as nginx
-
-    render = nginx.render_config
-    monkeypatch.setattr(nginx, "render_config", lambda cfg, wd: render(cfg, wd).replace("wait_video on;", ""))
-
-
-def test_audio_only_input_is_passed_through_dubbed(
-    no_wait_video: None, server: NginxRtmpServer, tmp_path: Path
-) -> None:
+def test_audio_only_input_is_passed_through_dubbed(server: NginxRtmpServer, tmp_path: Path) -> None:
     source = tmp_path / "audio.flv"
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=440:r=48000:d=6",
@@ -157,7 +144,7 @@ def test_audio_only_input_is_passed_through_dubbed(
 
 
 def test_without_wait_video_a_late_joining_worker_still_gets_the_video(
-    no_wait_video: None, server: NginxRtmpServer, tmp_path: Path, pattern: Path
+    server: NginxRtmpServer, tmp_path: Path, pattern: Path
 ) -> None:
     """What audio-only inputs need from the media server (no wait_video) must not cost video: a worker that joins
     mid-GOP sees audio first and probes again until the next keyframe."""

@@ -84,7 +84,9 @@ def read_packets(
 ) -> list[PacketInfo]:
     """Read every packet of a file or stream (until EOF, the read timeout or `stop`), optionally remuxing to FLV."""
     url = str(source)
-    options = {"analyzeduration": "200000", "probesize": "500000", **rtmp_options(url)} if "://" in url else {}
+    # Long enough a probe to find the video of a stream joined mid-GOP (audio comes before the next keyframe).
+    rtmp = {"analyzeduration": "3000000", "probesize": "50000000", "flv_metadata": "1"}
+    options = {**rtmp, **rtmp_options(url)} if "://" in url else {}
     infos: list[PacketInfo] = []
     container = av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
     out = av.open(str(copy_to), "w", format="flv") if copy_to else None

@@ -75,9 +75,9 @@ rtmp {{
         application {cfg.application} {{
             live on;
             record off;
-            # A worker that starts on on_publish joins mid-GOP: without these, its short probe sees only audio.
+            # A player joins at a keyframe. Not `wait_video`: it holds back the audio of audio-only inputs for ever; a
+            # worker that joins mid-GOP and sees audio first probes again when onMetaData announces video.
             wait_key on;
-            wait_video on;
             # The worker's output publisher is idle for the whole delay line (OUTPUT_DELAY_MS) before its first packet.
             drop_idle_publisher 120s;
 {publish_rules}            allow play all;
