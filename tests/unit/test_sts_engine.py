@@ -272,3 +272,22 @@ def test_drops_on_the_estimate_alone_relax_it_so_one_bad_estimate_cannot_drop_ev
     with pytest.raises(TooLate):
         engine(asr=asr, costs=expired).dub(utterance(), "en", "es", deadline=Deadline(clock.now - 0.1, clock))
     assert expired.rate("asr") == pytest.approx(0.1)  # an expired deadline says nothing about the estimate
+
+
+def test_under_deadline_pressure_the_fast_translator_stands_in() -> None:
+    clock = Clock()
+    # 6 s of audio: the main path needs 0.5 * (0.3 + 0.2 + 0.0) * 6 = 1.5 s at best after ASR, the fast one 0.66 s.
+    costs = StageCosts(priors={"asr": 0.0, "translation": 0.3, "translation_fast": 0.02, "tts": 0.2, "fit": 0.0})
+    main, fast = FakeTranslator(), FakeTranslator()
+    eng = DubEngine(
+        FakeASR(), {("en", "es"): main}, {"es": PacedTTS()}, max_speedup=1.35, max_slowdown=1.35, costs=costs,
+        fast_translators={("en", "es"): fast},
+    )  # fmt: skip
+    pressed = eng.dub(utterance(), "en", "es", deadline=Deadline(clock.now + 1.0, clock))
+    assert (main.calls, fast.calls) == (0, 1) and "translation_fast" in pressed.seconds
+    relaxed = eng.dub(utterance(), "en", "es", deadline=Deadline(clock.now + 5.0, clock))
+    assert (main.calls, fast.calls) == (1, 1) and "translation" in relaxed.seconds
+    eng.costs = StageCosts(priors={"asr": 0.0, "translation": 0.3, "translation_fast": 0.02, "tts": 0.2, "fit": 0.0})
+    with pytest.raises(TooLate) as late:  # not even the fast path can be on time
+        eng.dub(utterance(), "en", "es", deadline=Deadline(clock.now + 0.5, clock))
+    assert late.value.before_stage == "asr" and fast.calls == 1

@@ -187,7 +187,7 @@ def _failed(fragment: FragmentData, error: FragmentError, started: float, **fiel
 def _timings(seconds: dict[str, float]) -> StageTimings:
     return StageTimings(
         asr_ms=_ms(seconds.get("asr", 0.0)),
-        translation_ms=_ms(seconds.get("translation", 0.0)),
+        translation_ms=_ms(seconds.get("translation", seconds.get("translation_fast", 0.0))),
         tts_ms=_ms(seconds.get("tts", 0.0)),
     )
 
@@ -348,6 +348,8 @@ class DubbingPipeline:
                 speed_ratio=round(fitted.speed_ratio, 3),
                 speech_duration_ms=_ms(dub.slot.span_s),  # type: ignore[call-arg]
                 dubbed_speech_duration_ms=_ms(fitted.speech_s),  # type: ignore[call-arg]
+                # livedub extension: "fast" when the fast translator stood in under deadline pressure
+                translator="fast" if "translation_fast" in dub.seconds else "main",  # type: ignore[call-arg]
             )
         return FragmentProcessed(
             fragment_id=fragment.fragment_id,

@@ -86,6 +86,12 @@ class StsSettings(BaseSettings):
     translator_es_en: TranslatorName = Field(
         "llm", validation_alias="STS_TRANSLATOR_ES_EN", description="Translator for Spanish → English."
     )
+    fast_translator: TranslatorName | Literal[""] = Field(
+        "apertium",
+        validation_alias="STS_FAST_TRANSLATOR",
+        description="Translator for a phrase whose dub the main one could not finish in time (plainer words beat"
+        " the original voice); empty: such phrases are dropped.",
+    )
     llm_model: str = Field(
         "qwen2.5-coder-1.5b-instruct-gguf",
         validation_alias="STS_LLM_MODEL",

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterable
 
 # Seconds per second of audio before anything was measured (the default path on 2 cores). Warm-up replaces them.
-PRIORS = {"asr": 0.1, "translation": 0.15, "tts": 0.15, "fit": 0.02}
+PRIORS = {"asr": 0.1, "translation": 0.15, "translation_fast": 0.03, "tts": 0.15, "fit": 0.02}
 # Work is dropped only when even a run this much faster than the average could not be on time: the averages include
 # cold first runs and busy moments, and a wrong drop costs a phrase (measured: with the plain average, a 2-core run
 # whose warm-up ran beside other work dropped every phrase and, dropping, never learnt better).

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WARMUP_SOURCE_S = 5.0  # about how long the warm-up sentence takes to say
 STAGES = ("asr", "translation", "tts", "fit")  # in order; deadline checks sum the cost of the ones left
+# Under deadline pressure the fast translator (Apertium) stands in for the main one (the LLM): a dub in plainer
+# words beats the original voice.
+FAST_STAGES = ("asr", "translation_fast", "tts", "fit")
 
 # Realistic sentences (a few seconds of speech) for the warm-up, per language.
 WARMUP_TEXT = {
@@ -47,10 +50,12 @@ class DubEngine:
         max_speedup: float,
         max_slowdown: float,
         costs: StageCosts | None = None,
+        fast_translators: dict[tuple[str, str], Translator] | None = None,
     ) -> None:
         self.recognise = Recognise(asr)
         self.place = Place()
         self.translate = Translate(translators)
+        self.translate_fast = Translate(fast_translators or {})
         # One learnt pace per synthesiser instance (two languages may share one).
         paces: dict[int, SpeakingPace] = {}
         self.synthesise = {
@@ -90,9 +95,11 @@ class DubEngine:
         progress: DubProgress,
     ) -> Dub:
         audio_s = utterance.duration_s
+        has_fast = (source, target) in self.translate_fast.translators
+        path = FAST_STAGES if has_fast else STAGES  # the cheapest way through, until the translator is chosen
 
         def run(stage: str, call: Callable[[], T]) -> T:
-            self._check(deadline, stage, audio_s)
+            self._check(deadline, path[path.index(stage) :], audio_s)
             started = time.perf_counter()
             value = _as_stage(stage, call)
             progress.seconds[stage] = elapsed = time.perf_counter() - started
@@ -103,15 +110,18 @@ class DubEngine:
         if not transcript.text.strip():
             return Dub(transcript, None, None, silence(utterance), progress.seconds)
         slot = progress.slot = self.place(transcript, audio_s, overrun_s)
-        translation = progress.translation = run("translation", lambda: self.translate(transcript, target))
+        fast = has_fast and deadline.remaining() <= self.costs.needed(STAGES[1:], audio_s)
+        path = FAST_STAGES if fast else STAGES
+        translate = self.translate_fast if fast else self.translate
+        translation = progress.translation = run(path[1], lambda: translate(transcript, target))
         speech = run("tts", lambda: self.synthesise[target](translation, slot, voice))
         fitted = run("fit", lambda: self.fit(speech, slot, utterance))
         return Dub(transcript, translation, slot, fitted, progress.seconds)
 
-    def _check(self, deadline: Deadline, stage: str, audio_s: float) -> None:
+    def _check(self, deadline: Deadline, left: tuple[str, ...], audio_s: float) -> None:
         if deadline.at is None:
             return
-        left = STAGES[STAGES.index(stage) :]
+        stage = left[0]
         try:
             deadline.check(stage, self.costs.needed(left, audio_s))
         except DeadlineExceeded as exc:
@@ -128,6 +138,8 @@ class DubEngine:
 
     def _warm_pair(self, source: str, target: str) -> None:
         translation = self._timed("translation", WARMUP_SOURCE_S, lambda: self.translate(_said(source), target))
+        if (source, target) in self.translate_fast.translators:
+            self._timed("translation_fast", WARMUP_SOURCE_S, lambda: self.translate_fast(_said(source), target))
         synthesise = self.synthesise[target]
         at_natural_rate = _slot(synthesise.pace.predict_s(translation.text))  # a span the dub fills at speed 1
         natural = synthesise(translation, at_natural_rate, "default")  # calibrates the voice's pace

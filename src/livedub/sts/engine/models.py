@@ -50,7 +50,8 @@ def load_engine(
             resolve_model_dir(s.asr_model), s.asr_device, s.asr_beam_size, s.asr_vad, threads, s.asr_min_window_s
         )
     built: dict[str, Any] = {}
-    translators = dict(translators or {})
+    injected = dict(translators or {})
+    translators = dict(injected)
     tts = dict(tts or {})
     for pair in pairs:
         if pair not in translators:
@@ -60,10 +61,17 @@ def load_engine(
         if language not in tts:
             kind = tts_kind(s, language)
             tts[language] = built[kind] if kind in built else built.setdefault(kind, builders[kind]())
+    fast: dict[tuple[str, str], Translator] = {}
+    for pair in pairs:
+        kind = s.fast_translator
+        # An injected translator (tests, benchmarks) is used alone: no stand-in is built beside it.
+        if kind and kind != translator_kind(s, *pair) and pair not in injected:
+            fast[pair] = built[kind] if kind in built else built.setdefault(kind, builders[kind]())
     return DubEngine(
         asr,
         {pair: translators[pair] for pair in pairs},
         {language: tts[language] for language in {t for _, t in pairs}},
         max_speedup=s.max_speedup,
         max_slowdown=s.max_slowdown,
+        fast_translators=fast,
     )
