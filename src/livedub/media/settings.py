@@ -123,7 +123,7 @@ class MediaSettings(BaseSettings):
         " to DUB_MAX_LATE_MS after its place, so phrase + STS time must fit in the sum.",
     )
     dub_max_late_ms: int = Field(
-        1500,
+        2000,
         ge=0,
         validation_alias="DUB_MAX_LATE_MS",
         description="Longest a dub may start after its phrase's place on the output; later dubs are dropped.",

@@ -44,9 +44,13 @@ class StageCosts:
     def rate(self, stage: str) -> float:
         return self._rate.get(stage, 0.0)
 
+    def expected(self, stages: Iterable[str], audio_s: float) -> float:
+        """Seconds that `stages` take on average on `audio_s` seconds of audio."""
+        return sum(self.rate(stage) for stage in stages) * audio_s
+
     def needed(self, stages: Iterable[str], audio_s: float) -> float:
         """Seconds that `stages` need at least on `audio_s` seconds of audio (an optimistic estimate)."""
-        return OPTIMISM * sum(self.rate(stage) for stage in stages) * audio_s
+        return OPTIMISM * self.expected(stages, audio_s)
 
     def snapshot(self) -> dict[str, float]:
         return {stage: round(rate, 4) for stage, rate in self._rate.items()}

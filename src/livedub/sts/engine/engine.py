@@ -110,7 +110,8 @@ class DubEngine:
         if not transcript.text.strip():
             return Dub(transcript, None, None, silence(utterance), progress.seconds)
         slot = progress.slot = self.place(transcript, audio_s, overrun_s)
-        fast = has_fast and deadline.remaining() <= self.costs.needed(STAGES[1:], audio_s)
+        # The main translator only when it is expected (on average, not at best) to be on time.
+        fast = has_fast and deadline.remaining() <= self.costs.expected(STAGES[1:], audio_s)
         path = FAST_STAGES if fast else STAGES
         translate = self.translate_fast if fast else self.translate
         translation = progress.translation = run(path[1], lambda: translate(transcript, target))
