@@ -116,11 +116,12 @@ class MediaSettings(BaseSettings):
 
     # Output pacing.
     output_delay_ms: int = Field(
-        4000,
+        6000,
         ge=0,
         validation_alias="OUTPUT_DELAY_MS",
         description="Delay line between input and output: how far the output trails the input. A dub may start up"
-        " to DUB_MAX_LATE_MS after its place, so phrase + STS time must fit in the sum.",
+        " to DUB_MAX_LATE_MS after its place, so phrase + STS time must fit in the sum. 6 s dubs all the speech"
+        " on 2 CPU cores with the default models (4 s: about 60 %; docs/benchmarks-live.md).",
     )
     dub_max_late_ms: int = Field(
         2000,
