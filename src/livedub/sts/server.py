@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -931,6 +932,9 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, help="fragments processed at once (STS_WORKER_THREADS)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    # CTranslate2 (Whisper) waits in OpenMP barriers: passive waiting yields the core on a busy machine instead of
+    # spinning on it (set before the library loads; a value from the environment wins).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     overrides = {"host": args.host, "port": args.port, "pipeline": args.pipeline, "worker_threads": args.workers}
     settings = StsSettings().model_copy(update={k: v for k, v in overrides.items() if v is not None})

@@ -48,6 +48,8 @@ class KokoroTTS:
         # Denormal floats are very slow on x86: flushing them to zero saved about 10 % of Kokoro's time on 2 cores
         # (docs/benchmarks-sts.md).
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        # Threads that spin while they wait steal the core another process (or stage) needs on a busy 2-core machine.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         self.speed = speed
         self.voices = list(self._voices)
