@@ -224,7 +224,8 @@ def music_levels(recorded: Path, fixture: MusicFixture) -> tuple[list[float], li
     def gain(start_s: float, end_s: float) -> float:
         return component_gain_db(output[:n], music[:n], round(start_s * rate), round(end_s * rate))
 
-    pauses = [gain(p.start_s + 0.3, p.end_s - 0.3) for p in fixture.long_pauses()]
+    # The later part of each long pause: a dub may run on into its start (dubs start up to DUB_MAX_LATE_MS late).
+    pauses = [gain(p.start_s + 0.5 * p.duration_s, p.end_s - 0.3) for p in fixture.long_pauses()]
     # The middle of each prompt: its dub plays there unless it is late or queued (ducking follows the dub).
     under = [gain(p.start_s + 0.25 * p.duration_s, p.end_s - 0.25 * p.duration_s) for p in fixture.prompts]
     return pauses, under
@@ -351,11 +352,11 @@ def test_full_pipeline_media_to_sts_to_output(
         check(
             all(abs(x) <= config.MUSIC_IN_PAUSES_DB for x in pauses), f"music in the pauses not at full level: {pauses}"
         )
+        # Dubs start late or run on, so not every prompt's middle is under a dub; the most-ducked quarter is.
         low_db, high_db = config.MUSIC_UNDER_DUB_DB
-        ducked = sorted(under)[len(under) // 2]
-        check(
-            low_db <= ducked <= high_db, f"music under the dubs at {ducked:.1f} dB (median), not in {low_db}..{high_db}"
-        )
+        ducked = sorted(under)[len(under) // 4]
+        check(low_db <= ducked <= high_db, f"music under the dubs at {ducked:.1f} dB (25 %), not {low_db}..{high_db}")
+        check(min(under) >= config.MUSIC_NEVER_BELOW_DB, f"the music stops under a dub: {under}")
 
     # 9. A/V sync from the worker's metrics: every phrase start within 20 ms.
     fraction, count = media_metrics.histogram_fraction_le(
