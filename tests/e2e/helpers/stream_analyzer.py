@@ -167,10 +167,10 @@ def align_offset_s(output: np.ndarray, reference: np.ndarray, sample_rate: int, 
     return float(lags[int(np.argmax(values))] / sample_rate)
 
 
-def component_gain_db(output: np.ndarray, component: np.ndarray, start: int, end: int) -> float:
-    """Level of a known `component` (e.g. the music bed that was mixed in) inside `output[start:end]`, in dB relative
-    to its original level: the least-squares gain of the component; what else plays (speech, a dub) is uncorrelated
-    with it and averages out."""
-    o, c = output[start:end].astype(np.float64), component[start:end].astype(np.float64)
+def component_gain_db(output: np.ndarray, component: np.ndarray) -> float:
+    """Level of a known `component` (e.g. the music bed that was mixed in) inside `output` (same length), in dB
+    relative to its original level: the least-squares gain of the component; what else plays (speech, a dub) is
+    uncorrelated with it and averages out."""
+    o, c = output.astype(np.float64), component.astype(np.float64)
     gain = float(np.dot(o, c) / max(np.dot(c, c), 1e-12))
     return 20 * float(np.log10(max(gain, 1e-6)))
