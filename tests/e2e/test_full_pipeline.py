@@ -300,7 +300,7 @@ def test_full_pipeline_media_to_sts_to_output(
 
     # 5. Transcripts match the fixture's text; translations are Spanish.
     done = [p for p in everything if p["status"] in {"success", "partial"}]
-    transcripts = " ".join(p.get("transcript") or "" for p in done)
+    transcripts = " ".join(p.get("transcript") or "" for p in everything)  # late ones may have been transcribed
     aggregate = wer(" ".join(test_fixture.texts), transcripts)
     note(f"aggregate WER {aggregate:.3f}")
     check(aggregate <= config.MAX_AGGREGATE_WER, f"aggregate WER {aggregate:.3f} > {config.MAX_AGGREGATE_WER}")
