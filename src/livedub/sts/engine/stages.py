@@ -16,8 +16,6 @@ import inspect
 import numpy as np
 
 from livedub.sts.audio import (
-    PARTIAL_VARIANCE_PERCENT,
-    SUCCESS_VARIANCE_PERCENT,
     fit_duration,
     place,
     resample,
@@ -146,7 +144,7 @@ class Fit:
             target_s=target_s,
             speed_ratio=fit.speed_ratio,
             variance_percent=fit.variance_percent,
-            status=fit_status(fit.variance_percent),
+            status=FitStatus(fit.status.value),  # the one success/partial/failed rule: sts.audio.duration_status
         )
 
 
@@ -169,15 +167,6 @@ def fit_target(dub_s: float, span_s: float, limit_s: float, max_speedup: float) 
     if dub_s <= span_s * max_speedup:
         return span_s
     return min(limit_s, dub_s / max_speedup)
-
-
-def fit_status(variance_percent: float) -> FitStatus:
-    deviation = abs(variance_percent)
-    if deviation <= SUCCESS_VARIANCE_PERCENT:
-        return FitStatus.SUCCESS
-    if deviation <= PARTIAL_VARIANCE_PERCENT:
-        return FitStatus.PARTIAL
-    return FitStatus.FAILED
 
 
 def trim_silence(audio: FloatAudio) -> FloatAudio:
