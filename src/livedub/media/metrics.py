@@ -57,6 +57,23 @@ class WorkerMetrics:
             buckets=(1, 5, 10, 20, 40, 80, 120, 250, 500, 1000),
             registry=registry,
         )
+        # Per target language (label `language`); the unlabelled ones above describe `out`, the first target.
+        self.language_fallbacks = counter(
+            "language_fallbacks", "Phrases with speech that kept the original voice, per target language and reason",
+            "language", "reason",
+        )  # fmt: skip
+        self.language_speech_seconds = counter(
+            "language_speech_seconds", "Seconds of input speech per target language by outcome (dubbed | original)",
+            "language", "outcome",
+        )  # fmt: skip
+        self.language_speech_dubbed_ratio = gauge(
+            "language_speech_dubbed_ratio", "Share of the speech dubbed over the last minute, per target language",
+            "language",
+        )  # fmt: skip
+        self.language_schedule_lag_seconds = gauge(
+            "language_schedule_lag_seconds", "How late the last dub started against its place, per target language",
+            "language",
+        )  # fmt: skip
         self.output_lag_seconds = gauge("output_lag_seconds", "How far the output runs behind the input (s)")
         self.errors = counter("errors", "Errors by type (no_audio, unsupported_codec, corrupt_packet, ...)", "type")
         self.pipeline_state = gauge(

@@ -10,22 +10,28 @@
   arrived; input that comes in later than half the delay moves `base` (the output pauses rather than bursts).
 - A phrase whose dub has not come by the last moment it could start keeps the original voice (fallback `late`). The
   output never waits for STS.
+- Several target languages: one delay line, one clock and the input's audio kept once; one `Lane` per language with
+  its own dub track, undecided phrases and counts. Each AAC frame is rendered per lane (original + background + that
+  language's dubs) and written to the lane's outputs (RTMP `out`, `out/<lang>`), each with a copy of every video
+  packet; the optional presentation (HLS) gets the video once, the original audio and every lane's audio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Protocol
 
 import av
 import numpy as np
 
-from livedub.media.background import Background, DuckedBackground
+from livedub.media.background import Background, DuckedBackground, FloatPcm
 from livedub.media.dubtrack import DubClip, DubTrack, PlacedDub
 from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import METRICS, WorkerMetrics
@@ -107,8 +113,44 @@ class MuxStats:
 
 
 @dataclass
-class _Phrase:
+class Lane:
+    """One target language's output: its dub track, phrases whose dub is undecided, counts, and where it goes."""
+
+    language: str
+    track: DubTrack
+    outputs: list[Publisher]  # RTMP publishers of this language (each gets every video packet and audio frame)
+    stats: MuxStats = field(default_factory=MuxStats)
+    pending: dict[int, AudioSegment] = field(default_factory=dict)
+    warned_at_s: float = float("-inf")  # output media time of the last "not keeping up" warning
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a phrase plays in one language: its placed dub, or the original voice and why."""
+
+    language: str
     segment: AudioSegment
+    placed: PlacedDub | None
+    reason: str  # "dubbed", or the fallback reason (late, dropped, timeout, failed, ...)
+
+
+class Presentation(Protocol):
+    """A multi-language output written alongside the lanes (`hls.HlsPresentation`): video once, audio per language."""
+
+    def write_video(self, packet: av.Packet, dts_ms: int, pts_ms: int) -> None: ...
+
+    def write_audio(self, language: str, frame: av.AudioFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def copy_packet(packet: av.Packet) -> av.Packet:
+    """A packet with the same data and flags: `mux()` takes the data of the packet it writes."""
+    copy = av.Packet(bytes(packet))
+    copy.is_keyframe = packet.is_keyframe
+    copy.time_base = packet.time_base
+    copy.duration = packet.duration
+    return copy
 
 
 class PacedMuxer:
@@ -119,14 +161,20 @@ class PacedMuxer:
         self,
         stream_id: str,
         layout: StreamLayout,
-        publisher: Publisher,
+        publisher: Publisher | None,
         delay_s: float,
         metrics: WorkerMetrics = METRICS,
         clock: Callable[[], float] = time.monotonic,
         *,
         track: DubTrack | None = None,
         background: Background | None = None,
+        language: str = "",
+        lanes: Sequence[Lane] = (),
+        presentation: Presentation | None = None,
+        original_language: str = "",
+        on_decided: Callable[[Decision], None] | None = None,
     ) -> None:
+        """`publisher`/`track`/`language`: the first lane (`out`); `lanes`: the other target languages."""
         self.stream_id = stream_id
         self.layout = layout
         self.publisher = publisher
@@ -134,24 +182,47 @@ class PacedMuxer:
         self.metrics = metrics
         self.clock = clock
         self.timeline = OutputTimeline(layout.sample_rate, layout.audio_offset_ms)
-        self.has_audio = layout.audio_channels > 0 and publisher.audio is not None
-        self.has_video = layout.video is not None and publisher.video is not None
+        first = Lane(
+            language,
+            track or DubTrack(layout.sample_rate, stretch=lambda a, _s: a),
+            [publisher] if publisher is not None else [],
+        )
+        self.lanes: list[Lane] = [first, *lanes]
+        self.presentation = presentation
+        self.original_language = original_language
+        self.on_decided = on_decided
+        outputs = [out for lane in self.lanes for out in lane.outputs]
+        self.has_audio = layout.audio_channels > 0 and (
+            presentation is not None or any(out.audio is not None for out in outputs)
+        )
+        self.has_video = layout.video is not None and (
+            presentation is not None or any(out.video is not None for out in outputs)
+        )
         self.channels = max(1, layout.audio_channels)
-        self.track = track or DubTrack(layout.sample_rate, stretch=lambda a, _s: a)
+        self.track = first.track
         self.background: Background = background or DuckedBackground()
         self.video: deque[VideoPacket] = deque()
         self.original = PcmBuffer(self.channels)
-        self.pending: dict[int, _Phrase] = {}  # phrases with speech whose dub is not decided yet
         self.phrase_starts: deque[int] = deque()  # start samples not yet rendered (A/V sync is measured there)
         self.anchors: deque[tuple[int, float]] = deque(maxlen=4096)  # (sample, source_ms)
         self.next_frame = 0  # sample position of the next encoder frame
         self.base: float | None = None
         self.latest_input_s = 0.0
         self.finished = False
-        self.stats = MuxStats()
+        self.stats = first.stats  # the first lane's counts, and the stream's (video, frames, sync, lag)
         self._waiter: asyncio.Future[None] | None = None
         self._sleeping_until: float | None = None  # media time the writer waits for (None: for input)
-        self._warned_at_s = float("-inf")  # output media time of the last "not keeping up" warning
+
+    def lane(self, language: str | None) -> Lane | None:
+        """The lane of `language` (None: the first)."""
+        if language is None:
+            return self.lanes[0]
+        return next((lane for lane in self.lanes if lane.language == language), None)
+
+    @property
+    def pending(self) -> dict[int, AudioSegment]:
+        """The first lane's undecided phrases."""
+        return self.lanes[0].pending
 
     # ---- input side ------------------------------------------------------------------------------------------
     def _arrived(self, arrival: float, media_s: float) -> None:
@@ -204,65 +275,98 @@ class PacedMuxer:
         self._arrived(chunk.arrival, end)
 
     def add_phrase(self, segment: AudioSegment, wants_dub: bool = True) -> None:
-        """A phrase was cut. One sent to STS waits for its dub (or for its time to pass); one without speech keeps
-        the original audio and counts for nothing."""
+        """A phrase was cut. One sent to STS waits for its dubs (or for its time to pass), in every language; one
+        without speech keeps the original audio and counts for nothing."""
         self.phrase_starts.append(segment.start_sample)
         if wants_dub:
-            self.pending[segment.sequence_number] = _Phrase(segment)
+            for lane in self.lanes:
+                lane.pending[segment.sequence_number] = segment
 
-    def resolve(self, sequence_number: int, clip: DubClip | None, reason: str | None = None) -> None:
-        """A phrase's dub came back (`clip`), or will not (`reason`). Placed on the dub track if it still can be."""
-        phrase = self.pending.get(sequence_number)
-        if phrase is None:
-            return  # decided already: its time passed
+    def resolve(
+        self, sequence_number: int, clip: DubClip | None, reason: str | None = None, language: str | None = None
+    ) -> PlacedDub | None:
+        """A phrase's dub in `language` (None: the first lane) came back (`clip`), or will not (`reason`). Placed
+        on that language's dub track if it still can be; the placed dub is returned."""
+        lane = self.lane(language)
+        segment = lane.pending.get(sequence_number) if lane is not None else None
+        if lane is None or segment is None:
+            return None  # decided already: its time passed (or not a language of this stream)
         if clip is None:
             if reason == "no_speech":  # STS heard no words (music, noise): nothing to dub, nothing to count
-                del self.pending[sequence_number]
+                del lane.pending[sequence_number]
+                self._notify(Decision(lane.language, segment, None, "no_speech"))
             else:
-                self._decide(phrase, None, reason or "failed")
-            return
-        placed = self.track.place(clip, earliest=self.next_frame + AAC_FRAME + self.track.lead_samples())
+                self._decide(lane, segment, None, reason or "failed")
+            return None
+        placed = lane.track.place(clip, earliest=self.next_frame + AAC_FRAME + lane.track.lead_samples())
         if placed is None:
-            self.stats.dropped += 1
+            lane.stats.dropped += 1
             log.info(
-                "stream %s: dub of phrase %d came too late to start within the bound: original voice",
-                self.stream_id, sequence_number,
+                "stream %s: %s dub of phrase %d came too late to start within the bound: original voice",
+                self.stream_id, lane.language or "the", sequence_number,
             )  # fmt: skip
-        self._decide(phrase, placed, "dropped")
+        self._decide(lane, segment, placed, "dropped")
+        return placed
 
-    def _decide(self, phrase: _Phrase, placed: PlacedDub | None, reason: str) -> None:
-        segment = phrase.segment
-        del self.pending[segment.sequence_number]
+    def _notify(self, decision: Decision) -> None:
+        if self.on_decided is None:
+            return
+        try:
+            self.on_decided(decision)
+        except Exception:  # captions are a side output: never let them stop the stream
+            log.exception("stream %s: recording a phrase decision failed", self.stream_id)
+
+    def _decide(self, lane: Lane, segment: AudioSegment, placed: PlacedDub | None, reason: str) -> None:
+        del lane.pending[segment.sequence_number]
+        stats = lane.stats
         speech_s = segment.speech_s
-        self.stats.phrases += 1
-        self.stats.speech_s += speech_s
+        stats.phrases += 1
+        stats.speech_s += speech_s
+        labels = {"stream_id": self.stream_id, "language": lane.language}
         if placed is not None:
-            self.stats.dubbed += 1
-            self.stats.dubbed_speech_s += speech_s
-            self.stats.schedule_lag_s = placed.late_samples / self.timeline.sample_rate
-            self.stats.caught_up += placed.speed > 1.0
+            stats.dubbed += 1
+            stats.dubbed_speech_s += speech_s
+            stats.schedule_lag_s = placed.late_samples / self.timeline.sample_rate
+            stats.caught_up += placed.speed > 1.0
+            self.metrics.language_schedule_lag_seconds.labels(**labels).set(stats.schedule_lag_s)
+        else:
+            stats.fallbacks += 1
+            self.metrics.language_fallbacks.labels(**labels, reason=reason).inc()
+        outcome = "dubbed" if placed is not None else "original"
+        self.metrics.language_speech_seconds.labels(**labels, outcome=outcome).inc(speech_s)
+        stats.recent.append((self.timeline.audio_media_s(segment.start_sample), speech_s, placed is not None))
+        ratio = stats.recent_dubbed_ratio()
+        if ratio is not None:
+            self.metrics.language_speech_dubbed_ratio.labels(**labels).set(ratio)
+        if lane is self.lanes[0]:  # the unlabelled metrics describe `out` (the first target), as they always did
+            self._count_first_lane(placed, reason, outcome, speech_s, ratio)
+        if ratio is not None:
+            self._warn_if_behind(lane, ratio)
+        self._notify(Decision(lane.language, segment, placed, "dubbed" if placed is not None else reason))
+
+    def _count_first_lane(
+        self, placed: PlacedDub | None, reason: str, outcome: str, speech_s: float, ratio: float | None
+    ) -> None:
+        if placed is not None:
             self.metrics.dub_schedule_lag_seconds.labels(stream_id=self.stream_id).set(self.stats.schedule_lag_s)
         else:
-            self.stats.fallbacks += 1
             self.metrics.fallbacks.labels(stream_id=self.stream_id, reason=reason).inc()
-        outcome = "dubbed" if placed is not None else "original"
         self.metrics.speech_seconds.labels(stream_id=self.stream_id, outcome=outcome).inc(speech_s)
-        self.stats.recent.append((self.timeline.audio_media_s(segment.start_sample), speech_s, placed is not None))
-        ratio = self.stats.recent_dubbed_ratio()
         if ratio is not None:
             self.metrics.speech_dubbed_ratio.labels(stream_id=self.stream_id).set(ratio)
-            self._warn_if_behind(ratio)
 
-    def _warn_if_behind(self, ratio: float) -> None:
+    def _warn_if_behind(self, lane: Lane, ratio: float) -> None:
         """Say it clearly (at most every 30 s of output) when the STS does not keep up with the speech."""
-        now_s = self.stats.recent[-1][0]
-        if ratio >= BEHIND_RATIO or self.stats.phrases < 3 or now_s - self._warned_at_s < 30.0:
+        stats = lane.stats
+        now_s = stats.recent[-1][0]
+        if ratio >= BEHIND_RATIO or stats.phrases < 3 or now_s - lane.warned_at_s < 30.0:
             return
-        self._warned_at_s = now_s
+        lane.warned_at_s = now_s
         log.warning(
-            "stream %s: the STS does not keep up: %.0f %% of the speech dubbed over the last minute, %d dubs dropped,"
+            "stream %s: the STS does not keep up%s: %.0f %% of the speech dubbed over the last minute, %d dubs dropped,"
             " the last dub started %.1f s late (raise OUTPUT_DELAY_MS, add STS capacity, or use the fast profile)",
-            self.stream_id, 100 * ratio, self.stats.dropped, self.stats.schedule_lag_s,
+            self.stream_id, f" in {lane.language}" if lane.language else "", 100 * ratio, stats.dropped,
+            stats.schedule_lag_s,
         )  # fmt: skip
 
     def finish(self) -> None:
@@ -276,7 +380,8 @@ class PacedMuxer:
         delay line has started."""
         if self.base is None:
             return None
-        bound = (self.track.max_late - AAC_FRAME - self.track.lead_samples()) / self.timeline.sample_rate
+        bound = max(lane.track.max_late - AAC_FRAME - lane.track.lead_samples() for lane in self.lanes)
+        bound /= self.timeline.sample_rate
         return self.base + self.timeline.audio_media_s(segment.start_sample) + bound
 
     def _sync_delta_ms(self, sample: int) -> float | None:
@@ -302,49 +407,85 @@ class PacedMuxer:
 
     def _expire(self, frame_end: int) -> None:
         """Phrases whose dub has not come by the last moment it could still start keep the original voice."""
-        horizon = frame_end + self.track.lead_samples() - self.track.max_late
-        for phrase in [p for p in self.pending.values() if p.segment.start_sample < horizon]:
-            log.info(
-                "stream %s: phrase %d due before its dub came back: original voice (STS behind?)",
-                self.stream_id, phrase.segment.sequence_number,
-            )  # fmt: skip
-            self._decide(phrase, None, "late")
+        for lane in self.lanes:
+            horizon = frame_end + lane.track.lead_samples() - lane.track.max_late
+            for segment in [s for s in lane.pending.values() if s.start_sample < horizon]:
+                log.info(
+                    "stream %s: phrase %d due before its %s dub came back: original voice (STS behind?)",
+                    self.stream_id, segment.sequence_number, lane.language or "",
+                )  # fmt: skip
+                self._decide(lane, segment, None, "late")
 
-    def _render(self, start: int, n: int) -> Pcm:
-        """Output audio for samples [start, start + n): the original, or background + dubs where dubs play."""
-        original = self.original.read(start, n)
-        dub, weight = self.track.render(start, n)
+    def _render(self, start: int, n: int, original: Pcm, track: DubTrack, under: list[FloatPcm]) -> Pcm:
+        """One language's audio for samples [start, start + n): the original, or background + dubs where dubs play.
+        `under` caches the background (the same for every language) once one language needs it."""
+        dub, weight = track.render(start, n)
         if not weight.any():
             return original
-        source = original.astype(np.float32) / 32768.0
+        if not under:
+            source = original.astype(np.float32) / 32768.0
+            under += [source, self.background.under_dub(start, source)]
+        source, bed = under
         w = weight[:, None]
-        under = self.background.under_dub(start, source)
-        mixed = source * (1.0 - w) + under * w + dub[:, None]
+        mixed = source * (1.0 - w) + bed * w + dub[:, None]
         return np.clip(np.rint(mixed * 32768.0), -32768, 32767).astype(np.int16)
 
-    def _emit_audio_frame(self, n: int) -> None:
-        start = self.next_frame
-        self._expire(start + n)
-        self._measure_sync(start + n)
-        pcm = self._render(start, n)
+    def _frame(self, pcm: Pcm, start: int) -> av.AudioFrame:
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(pcm).reshape(1, -1), format="s16", layout="mono" if self.channels == 1 else "stereo"
         )
         frame.sample_rate = self.timeline.sample_rate
         frame.pts = self.timeline.audio_pts(start)
         frame.time_base = Fraction(1, self.timeline.sample_rate)
+        return frame
+
+    def _emit_audio_frame(self, n: int) -> None:
+        start = self.next_frame
+        self._expire(start + n)
+        self._measure_sync(start + n)
+        original = self.original.read(start, n)
+        under: list[FloatPcm] = []
+        for lane in self.lanes:
+            frame = self._frame(self._render(start, n, original, lane.track, under), start)
+            for out in lane.outputs:
+                if out.audio is not None:
+                    out.write_audio(frame)
+            self._present_audio(lane.language, frame)
+        if self.original_language:
+            self._present_audio(self.original_language, self._frame(original, start))
         self.next_frame += n
         self.original.discard_before(self.next_frame)
-        self.track.forget_before(self.next_frame)
-        self.publisher.write_audio(frame)
+        for lane in self.lanes:
+            lane.track.forget_before(self.next_frame)
         self.stats.audio_frames += 1
         self.metrics.audio_frames_out.labels(stream_id=self.stream_id).inc()
         self.stats.written_media_s = max(self.stats.written_media_s, self.timeline.audio_media_s(self.next_frame))
 
+    def _present_audio(self, language: str, frame: av.AudioFrame) -> None:
+        self._present(lambda p: p.write_audio(language, frame))
+
+    def _present(self, write: Callable[[Presentation], None]) -> None:
+        """Write to the presentation; a failing one is dropped (the RTMP outputs go on)."""
+        if self.presentation is None:
+            return
+        try:
+            write(self.presentation)
+        except Exception as exc:
+            log.error("stream %s: the HLS presentation failed (%s); RTMP outputs go on without it", self.stream_id, exc)
+            self.metrics.errors.labels(stream_id=self.stream_id, type="hls_failed").inc()
+            presentation, self.presentation = self.presentation, None
+            with contextlib.suppress(Exception):
+                presentation.close()
+
     def _emit_video(self) -> None:
         item = self.video.popleft()
         dts = self.timeline.video_ts(item.media_dts_ms)
-        self.publisher.write_video(item.packet, dts, dts + item.composition_ms)
+        outputs = [out for lane in self.lanes for out in lane.outputs if out.video is not None]
+        self._present(lambda p: p.write_video(item.packet, dts, dts + item.composition_ms))  # copies inside
+        for i, out in enumerate(outputs):
+            # mux() takes the packet's data: every output but the last writes a copy
+            out.write_video(item.packet if i == len(outputs) - 1 else copy_packet(item.packet), dts,
+                            dts + item.composition_ms)  # fmt: skip
         self.stats.video_packets += 1
         self.metrics.video_packets.labels(stream_id=self.stream_id).inc()
         self.stats.written_media_s = max(self.stats.written_media_s, item.media_dts_ms / 1000)
@@ -376,9 +517,11 @@ class PacedMuxer:
             pending.append(self.timeline.audio_media_s(self.next_frame))
         return min(pending) if pending else None
 
-    def sealed(self, sequence_number: int) -> bool:
-        """Whether the phrase's audio is already decided (a dub for it would be too late or is placed)."""
-        return sequence_number not in self.pending
+    def sealed(self, sequence_number: int, language: str | None = None) -> bool:
+        """Whether the phrase's audio is already decided (a dub for it would be too late or is placed), in
+        `language`, or (None) in every language."""
+        lanes = self.lanes if language is None else [lane for lane in self.lanes if lane.language == language]
+        return all(sequence_number not in lane.pending for lane in lanes)
 
     def done(self) -> bool:
         return self.finished and not self.video and not self._audio_ready()
@@ -397,11 +540,28 @@ class PacedMuxer:
                 await self._sleep(timeout)
             self.close_out()
         finally:
-            self.publisher.close()
+            self.close_outputs()
+
+    def close_outputs(self) -> None:
+        """Flush and close every output; one that fails to close does not keep the others open."""
+        errors = []
+        for out in [out for lane in self.lanes for out in lane.outputs]:
+            try:
+                out.close()
+            except Exception as exc:
+                errors.append(exc)
+        if self.presentation is not None:
+            try:
+                self.presentation.close()
+            except Exception as exc:
+                log.warning("stream %s: closing the HLS presentation: %s", self.stream_id, exc)
+        if errors:
+            raise errors[0]
 
     def close_out(self) -> None:
         """The final partial audio frame, and the phrases whose dubs never came."""
         if self.has_audio and self.original.end > self.next_frame:
             self._emit_audio_frame(self.original.end - self.next_frame)
-        for phrase in list(self.pending.values()):
-            self._decide(phrase, None, "late")
+        for lane in self.lanes:
+            for segment in list(lane.pending.values()):
+                self._decide(lane, segment, None, "late")

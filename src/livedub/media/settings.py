@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from livedub.paths import runtime_dir
 
 
 class MediaSettings(BaseSettings):
@@ -69,8 +72,38 @@ class MediaSettings(BaseSettings):
         8000, ge=100, validation_alias="STS_TIMEOUT_MS", description="Deadline per fragment; late dubs are replaced."
     )
     source_language: str = Field("en", validation_alias="WORKER_SOURCE_LANGUAGE", description="Language spoken in.")
-    target_language: str = Field("es", validation_alias="WORKER_TARGET_LANGUAGE", description="Language dubbed into.")
+    target_language: str = Field(
+        "es",
+        validation_alias="WORKER_TARGET_LANGUAGE",
+        description="Language dubbed into (one target; WORKER_TARGET_LANGUAGES names several).",
+    )
+    target_languages: str = Field(
+        "",
+        validation_alias="WORKER_TARGET_LANGUAGES",
+        description="Languages dubbed into at once, comma-separated (`es,fr`): RTMP `out/<lang>` each, `out` the"
+        " first, one HLS audio rendition each; empty = WORKER_TARGET_LANGUAGE alone.",
+    )
     voice_profile: str = Field("default", validation_alias="WORKER_VOICE_PROFILE", description="Voice asked of STS.")
+
+    # Outputs beside RTMP: the HLS presentation and the caption/phrase logs.
+    hls_enabled: bool = Field(
+        True,
+        validation_alias="MEDIA_HLS",
+        description="Write each stream's HLS presentation (video once, the original + every target as audio"
+        " renditions, WebVTT captions), served at `/hls/<stream_id>/master.m3u8`.",
+    )
+    hls_dir: str = Field(
+        "",
+        validation_alias="MEDIA_HLS_DIR",
+        description="Directory of the HLS presentations and caption logs (`<dir>/<stream_id>/`); empty ="
+        " `<LIVEDUB_HOME>/run/hls`.",
+    )
+    monitor_token: str = Field(
+        "",
+        validation_alias="MONITOR_TOKEN",
+        description="Bearer token for the operator page's controls (stop/start a worker, target languages); "
+        "empty: the page at /ui/ is read-only and only served to loopback.",
+    )
 
     # Segmentation.
     segment_policy: Literal["fixed", "speech"] = Field(
@@ -186,5 +219,20 @@ class MediaSettings(BaseSettings):
     def input_url(self, stream_id: str) -> str:
         return f"{self.rtmp_base_url}/{stream_id}/in"
 
-    def output_url(self, stream_id: str) -> str:
-        return f"{self.rtmp_base_url}/{stream_id}/out"
+    def output_url(self, stream_id: str, language: str | None = None) -> str:
+        """`out` (the first target), or `out/<language>`."""
+        suffix = f"/{language}" if language else ""
+        return f"{self.rtmp_base_url}/{stream_id}/out{suffix}"
+
+    @property
+    def targets(self) -> list[str]:
+        """The target languages, first = the one on `out` (WORKER_TARGET_LANGUAGES, else WORKER_TARGET_LANGUAGE)."""
+        listed = [code.strip().lower() for code in self.target_languages.split(",") if code.strip()]
+        return list(dict.fromkeys(listed)) or [self.target_language]
+
+    def hls_root(self) -> Path:
+        return Path(self.hls_dir) if self.hls_dir else runtime_dir() / "hls"
+
+    def stream_dir(self, stream_id: str) -> Path:
+        """Where a stream's HLS presentation and its captions.jsonl / phrases.jsonl are written."""
+        return self.hls_root() / stream_id

@@ -14,6 +14,12 @@ Recovery after an STS restart: while there is no session, segments are not held 
 connection state already makes them fall back; counting them opened the breaker just as STS came back, for a whole
 cooldown). A segment arriving without a session waits for one while its dub could still be on time, so the first
 segments after a reconnect are dubbed at once, and a new session clears the failures of the lost one.
+
+Several target languages (WORKER_TARGET_LANGUAGES): one session with all of them in `config.target_languages`; the
+STS answers each fragment once per target (`fragment:processed.target_language`), and `dub_targets` hands each
+target's outcome to the worker as it arrives. A seed STS (no `target_languages` capability) dubs the first target
+only: its answers carry no language and belong to the first target; the other targets fall back at once
+(`target_unsupported`). The circuit breaker judges a fragment once: healthy if any target was.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -39,7 +45,7 @@ from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.settings import MediaSettings
 from livedub.media.sts_audio import dub_pcm, segment_payload
 from livedub.media.sts_faults import StsVerdict, code_verdict, processed_verdict
-from livedub.media.types import AudioSegment, DubOutcome, DubStatus
+from livedub.media.types import AudioSegment, DubOutcome, DubStatus, OnOutcome
 from livedub.protocol import (
     AudioFormat,
     AudioPayload,
@@ -85,6 +91,7 @@ class FallbackReason(StrEnum):
     BAD_AUDIO = "bad_audio"  # dubbed audio that does not decode
     CLOSED = "closed"
     INTERNAL = "internal_error"
+    TARGET_UNSUPPORTED = "target_unsupported"  # the STS does not dub several targets (a seed STS): first only
 
 
 class _FragmentLost(Exception):
@@ -97,7 +104,15 @@ class _FragmentLost(Exception):
 @dataclass
 class _Pending:
     sent_at: float
-    future: asyncio.Future[FragmentProcessed]
+    futures: dict[str, asyncio.Future[FragmentProcessed]]  # per target language served
+
+
+def _combined(verdicts: list[StsVerdict]) -> StsVerdict:
+    """One verdict per fragment: healthy if any target was; else a fault if any was; else late."""
+    for verdict in (StsVerdict.HEALTHY, StsVerdict.FAULT):
+        if verdict in verdicts:
+            return verdict
+    return StsVerdict.LATE
 
 
 class StsClient:
@@ -128,6 +143,8 @@ class StsClient:
         self._timeout_s = settings.sts_timeout_ms / 1000
         self._dub_overrun_ms = dub_overrun_ms
         self._answer_margin_s = answer_margin_s
+        self.targets = settings.targets  # the languages asked for, the first on `out`
+        self._served = self.targets[:1]  # those the STS dubs: all once stream:ready announced target_languages
         self._sts_has_deadlines = False  # stream:ready announced `deadline`: STS answers by each deadline_ms
         self._breaker_gauge = metrics.circuit_breaker_state.labels(stream_id=stream_id)
         self._breaker_gauge.set(BreakerState.CLOSED)
@@ -205,48 +222,75 @@ class StsClient:
             "consecutive_failures": self._breaker.consecutive_failures,
             "inflight": len(self._pending),
             "last_error": self._last_error,
+            "target_languages": list(self.targets),
+            "served_languages": list(self._served),
         }
 
     # ------------------------------------------------------------------ dubbing
 
     async def dub(self, segment: AudioSegment) -> DubOutcome:
+        """The first target's outcome (once every target is decided)."""
+        outcomes: dict[str | None, DubOutcome] = {}
+        await self.dub_targets(segment, lambda outcome: outcomes.setdefault(outcome.language, outcome))
+        return outcomes.get(self.targets[0]) or self._fallback(segment, FallbackReason.INTERNAL, self.targets[0])
+
+    async def dub_targets(self, segment: AudioSegment, on_outcome: OnOutcome) -> None:
+        """One outcome per target language through `on_outcome`, each as soon as it is known. Never raises."""
+        decided: set[str | None] = set()
+
+        def emit(outcome: DubOutcome) -> None:
+            if outcome.language in decided:
+                return
+            decided.add(outcome.language)
+            try:
+                on_outcome(outcome)
+            except Exception:  # the worker's callback: its bug must not stop the other targets
+                log.exception("[%s] handling the %s outcome of fragment %d failed", self.stream_id,
+                              outcome.language, segment.sequence_number)  # fmt: skip
+
         try:
-            return await self._dub(segment)
-        except Exception:  # dub() must never raise: a bug here must not stop the stream
+            await self._dub(segment, emit)
+        except Exception:  # dub_targets() must never raise: a bug here must not stop the stream
             log.exception("[%s] STS client failed on fragment %d", self.stream_id, segment.sequence_number)
             self.metrics.errors.labels(stream_id=self.stream_id, type="sts_client_internal").inc()
-            return self._fallback(segment, FallbackReason.INTERNAL)
+        for language in self.targets:  # whatever a failure above left undecided
+            emit(self._fallback(segment, FallbackReason.INTERNAL, language))
 
-    async def _dub(self, segment: AudioSegment) -> DubOutcome:
+    def _fall_back_all(self, segment: AudioSegment, reason: FallbackReason, emit: OnOutcome) -> None:
+        for language in self.targets:
+            emit(self._fallback(segment, reason, language))
+
+    async def _dub(self, segment: AudioSegment, emit: OnOutcome) -> None:
         loop = asyncio.get_running_loop()
         # When the dub stops being useful (loop time); None: the seed rule, STS_TIMEOUT_MS after now.
         useful_until = None if segment.deadline_s is None else loop.time() + segment.deadline_s
         if self._closed:
-            return self._fallback(segment, FallbackReason.CLOSED)
+            return self._fall_back_all(segment, FallbackReason.CLOSED, emit)
         if self._too_late(useful_until):
-            return self._fallback(segment, FallbackReason.LATE)
+            return self._fall_back_all(segment, FallbackReason.LATE, emit)
         if not await self._wait_for_session(useful_until):
-            return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)  # no session: not the breaker's business
+            # no session: not the breaker's business
+            return self._fall_back_all(segment, FallbackReason.STS_UNAVAILABLE, emit)
         if self._breaker.state is BreakerState.OPEN:
-            return self._fallback(segment, FallbackReason.CIRCUIT_OPEN)
+            return self._fall_back_all(segment, FallbackReason.CIRCUIT_OPEN, emit)
 
         deadline = useful_until if useful_until is not None else loop.time() + self._timeout_s
         if not await self._take_slot(deadline):
-            return self._fallback(segment, FallbackReason.BACKPRESSURE)
+            return self._fall_back_all(segment, FallbackReason.BACKPRESSURE, emit)
         try:
             wait_s = self._throttle.reserve(loop.time())
             if loop.time() + wait_s >= deadline:
-                return self._fallback(segment, FallbackReason.BACKPRESSURE)
+                return self._fall_back_all(segment, FallbackReason.BACKPRESSURE, emit)
             await asyncio.sleep(wait_s)
             if self._too_late(useful_until):
-                return self._fallback(segment, FallbackReason.LATE)
+                return self._fall_back_all(segment, FallbackReason.LATE, emit)
             # Claimed only now, right before sending, so a half-open trial is never left hanging.
             if not self._breaker.allow_request():
-                return self._fallback(segment, FallbackReason.CIRCUIT_OPEN)
+                return self._fall_back_all(segment, FallbackReason.CIRCUIT_OPEN, emit)
             if not self._ready.is_set():
                 self._breaker.record_dropped()  # releases the trial it may have claimed, undecided
-                return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)
-            return await self._send_and_wait(segment, deadline, useful_until)
+                return self._fall_back_all(segment, FallbackReason.STS_UNAVAILABLE, emit)
+            return await self._send_and_wait(segment, deadline, useful_until, emit)
         finally:
             await self._release_slot()
 
@@ -268,7 +312,9 @@ class StsClient:
         """No time left for STS to answer before the dub stops being useful (not worth sending)."""
         return useful_until is not None and useful_until - asyncio.get_running_loop().time() <= self._answer_margin_s
 
-    async def _send_and_wait(self, segment: AudioSegment, deadline: float, useful_until: float | None) -> DubOutcome:
+    async def _send_and_wait(
+        self, segment: AudioSegment, deadline: float, useful_until: float | None, emit: OnOutcome
+    ) -> None:
         loop = asyncio.get_running_loop()
         payload = await self._encode(segment)
         deadline_ms = None
@@ -282,7 +328,11 @@ class StsClient:
             metadata={"start_sample": segment.start_sample, "sample_rate": segment.sample_rate},
             deadline_ms=deadline_ms,
         )
-        pending = _Pending(sent_at=self._clock(), future=loop.create_future())
+        served = list(self._served)
+        for language in self.targets:
+            if language not in served:
+                emit(self._fallback(segment, FallbackReason.TARGET_UNSUPPORTED, language))
+        pending = _Pending(sent_at=self._clock(), futures={language: loop.create_future() for language in served})
         self._pending[fragment.fragment_id] = pending
         self._update_inflight()
         sent_at = loop.time()
@@ -292,23 +342,49 @@ class StsClient:
             except socketio.exceptions.SocketIOError as exc:
                 log.warning("[%s] sending fragment %d failed: %s", self.stream_id, segment.sequence_number, exc)
                 self._breaker.record_dropped()  # the connection dropped: the reconnect decides, not the breaker
-                return self._fallback(segment, FallbackReason.STS_UNAVAILABLE)
+                return self._fall_back_all(segment, FallbackReason.STS_UNAVAILABLE, emit)
             self.metrics.sts_fragments_sent.labels(stream_id=self.stream_id).inc()
-            try:
-                processed = await asyncio.wait_for(pending.future, max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                self._judge(StsVerdict.FAULT if self._owed_answer(useful_until, sent_at) else StsVerdict.LATE)
-                self.metrics.errors.labels(stream_id=self.stream_id, type="sts_timeout").inc()
-                return self._fallback(segment, FallbackReason.TIMEOUT)
-            except _FragmentLost as lost:
-                self._judge(lost.verdict)
-                return self._fallback(segment, lost.reason)
+            verdicts = await self._collect(segment, pending, deadline, useful_until, sent_at, emit)
         finally:
             self._pending.pop(fragment.fragment_id, None)
             self._update_inflight()
         # The breaker guards against a failing STS: a TIMEOUT answer (late work dropped) is not held against it.
-        self._judge(processed_verdict(processed))
-        return await self._outcome(segment, processed, self._clock() - pending.sent_at)
+        self._judge(_combined(verdicts))
+
+    async def _collect(
+        self,
+        segment: AudioSegment,
+        pending: _Pending,
+        deadline: float,
+        useful_until: float | None,
+        sent_at: float,
+        emit: OnOutcome,
+    ) -> list[StsVerdict]:
+        """Hand each target's answer on as it comes; at the deadline the missing ones time out. The verdicts."""
+        loop = asyncio.get_running_loop()
+        waiting = {future: language for language, future in pending.futures.items()}
+        verdicts: list[StsVerdict] = []
+        while waiting:
+            done, _ = await asyncio.wait(
+                waiting, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                verdicts.append(StsVerdict.FAULT if self._owed_answer(useful_until, sent_at) else StsVerdict.LATE)
+                self.metrics.errors.labels(stream_id=self.stream_id, type="sts_timeout").inc()
+                for language in waiting.values():
+                    emit(self._fallback(segment, FallbackReason.TIMEOUT, language))
+                break
+            for future in done:
+                language = waiting.pop(future)
+                lost = future.exception()
+                if isinstance(lost, _FragmentLost):
+                    verdicts.append(lost.verdict)
+                    emit(self._fallback(segment, lost.reason, language))
+                    continue
+                processed = future.result()
+                verdicts.append(processed_verdict(processed))
+                emit(await self._outcome(segment, processed, self._clock() - pending.sent_at, language))
+        return verdicts
 
     def _owed_answer(self, useful_until: float | None, sent_at: float) -> bool:
         """Whether STS should have answered by now, when the wait for a fragment ran out (else: a late drop)."""
@@ -324,28 +400,42 @@ class StsClient:
         else:
             self._breaker.record_success()
 
-    async def _outcome(self, segment: AudioSegment, processed: FragmentProcessed, round_trip_s: float) -> DubOutcome:
+    async def _outcome(
+        self, segment: AudioSegment, processed: FragmentProcessed, round_trip_s: float, language: str
+    ) -> DubOutcome:
         self.metrics.sts_round_trip_seconds.labels(stream_id=self.stream_id).observe(round_trip_s)
+        meta = processed.metadata
+        timings = processed.stage_timings
+        details = {
+            "transcript": processed.transcript,
+            "translated_text": processed.translated_text,
+            "round_trip_s": round_trip_s,
+            "language": language,
+            "voice": meta.voice,
+            "speech_start_ms": meta.speech_start_ms,
+            "speech_end_ms": meta.speech_end_ms,
+            "stage_ms": {"asr": timings.asr_ms, "translation": timings.translation_ms, "tts": timings.tts_ms},
+        }
         if processed.status is FragmentStatus.FAILED or processed.dubbed_audio is None:
             detail = processed.error.message if processed.error else "no dubbed audio"
-            log.info("[%s] fragment %d not dubbed: %s", self.stream_id, segment.sequence_number, detail)
+            log.info("[%s] fragment %d (%s) not dubbed: %s", self.stream_id, segment.sequence_number, language, detail)
             late = processed.error is not None and processed.error.code is ErrorCode.TIMEOUT
             reason = FallbackReason.LATE if late else FallbackReason.FAILED
-            return self._fallback(segment, reason, sts_status=processed.status.value)
+            outcome = self._fallback(segment, reason, language, sts_status=processed.status.value)
+            return replace(outcome, **details)
         try:
             pcm = await asyncio.to_thread(dub_pcm, processed.dubbed_audio, segment)
         except ValueError as exc:
             log.warning("[%s] dubbed audio of fragment %d: %s", self.stream_id, segment.sequence_number, exc)
             self.metrics.errors.labels(stream_id=self.stream_id, type="sts_bad_audio").inc()
-            return self._fallback(segment, FallbackReason.BAD_AUDIO, sts_status=processed.status.value)
+            outcome = self._fallback(segment, FallbackReason.BAD_AUDIO, language, sts_status=processed.status.value)
+            return replace(outcome, **details)
         return DubOutcome(
             sequence_number=segment.sequence_number,
             status=DubStatus.DUBBED,
             pcm=pcm,
             sts_status=processed.status.value,
-            transcript=processed.transcript,
-            translated_text=processed.translated_text,
-            round_trip_s=round_trip_s,
+            **details,  # type: ignore[arg-type]
         )
 
     async def _encode(self, segment: AudioSegment) -> AudioPayload:
@@ -353,20 +443,25 @@ class StsClient:
             return segment_payload(segment, self._format)
         return await asyncio.to_thread(segment_payload, segment, self._format)  # AAC encoding: off the loop
 
-    def _fallback(self, segment: AudioSegment, reason: FallbackReason, sts_status: str | None = None) -> DubOutcome:
+    def _fallback(
+        self, segment: AudioSegment, reason: FallbackReason, language: str, sts_status: str | None = None
+    ) -> DubOutcome:
         # Counted in `fallbacks` by the muxer, which decides what each phrase plays (a reason per phrase, once).
-        log.info(
-            "stream %s: fragment %d falls back to the original audio (%s%s)",
-            self.stream_id,
-            segment.sequence_number,
-            reason.value,
-            f", STS status {sts_status}" if sts_status else "",
-        )
+        if reason is not FallbackReason.TARGET_UNSUPPORTED:
+            log.info(
+                "stream %s: fragment %d%s falls back to the original audio (%s%s)",
+                self.stream_id,
+                segment.sequence_number,
+                f" ({language})" if len(self.targets) > 1 else "",
+                reason.value,
+                f", STS status {sts_status}" if sts_status else "",
+            )
         return DubOutcome(
             sequence_number=segment.sequence_number,
             status=DubStatus.FALLBACK,
             reason=reason.value,
             sts_status=sts_status,
+            language=language,
         )
 
     async def _take_slot(self, deadline: float) -> bool:
@@ -436,7 +531,9 @@ class StsClient:
         s = self.settings
         return StreamConfig(
             source_language=s.source_language,
-            target_language=s.target_language,
+            target_language=self.targets[0],
+            # Only with several targets: a stream with one looks exactly like the seed's.
+            target_languages=self.targets if len(self.targets) > 1 else None,
             voice_profile=s.voice_profile,
             format=self._format,
             sample_rate_hz=s.audio_sample_rate,
@@ -459,8 +556,9 @@ class StsClient:
 
     def _fail_pending(self, reason: FallbackReason) -> None:
         for pending in self._pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(_FragmentLost(reason))
+            for future in pending.futures.values():
+                if not future.done():
+                    future.set_exception(_FragmentLost(reason))
 
     # ------------------------------------------------------------------ events from STS
 
@@ -497,6 +595,12 @@ class StsClient:
             return
         self._session_id = ready.session_id
         self._sts_has_deadlines = ready.supports(Capability.DEADLINE)
+        self._served = self.targets if ready.supports(Capability.TARGET_LANGUAGES) else self.targets[:1]
+        if len(self._served) < len(self.targets):
+            log.warning(
+                "[%s] the STS dubs one target language per stream: %s only (%s keep the original voice)",
+                self.stream_id, self._served[0], ", ".join(self.targets[1:]),
+            )  # fmt: skip
         self._last_error = None
         self._breaker.new_session()  # the lost connection's failures are not this session's
         async with self._slots:
@@ -515,11 +619,13 @@ class StsClient:
             return
         self.metrics.sts_fragments_processed.labels(stream_id=self.stream_id, status=processed.status.value).inc()
         pending = self._pending.get(processed.fragment_id)
-        if pending is None or pending.future.done():
+        # A seed STS names no language: its answer is the first target's.
+        future = pending.futures.get(processed.target_language or self._served[0]) if pending is not None else None
+        if future is None or future.done():
             # Its deadline passed and the slot was already filled with the original audio.
             self.metrics.errors.labels(stream_id=self.stream_id, type="sts_late").inc()
             return
-        pending.future.set_result(processed)
+        future.set_result(processed)
 
     async def _on_backpressure(self, data: Any) -> None:
         event = self._parse(Backpressure, data)
@@ -538,8 +644,10 @@ class StsClient:
         self._last_error = f"{error.code}: {error.message}"
         self.metrics.errors.labels(stream_id=self.stream_id, type=f"sts_{error.code.value.lower()}").inc()
         pending = self._pending.get(error.fragment_id) if error.fragment_id else None
-        if pending is not None and not pending.future.done():
-            pending.future.set_exception(_FragmentLost(FallbackReason.STS_ERROR, code_verdict(error.code)))
+        if pending is not None:  # the fragment failed: every target still waiting for it
+            for future in pending.futures.values():
+                if not future.done():
+                    future.set_exception(_FragmentLost(FallbackReason.STS_ERROR, code_verdict(error.code)))
             return
         log.warning("[%s] STS error %s: %s", self.stream_id, error.code, error.message)
         if error.code is ErrorCode.STREAM_NOT_FOUND and self._ready.is_set() and not self._closed:

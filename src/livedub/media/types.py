@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +66,11 @@ class DubOutcome:
     translated_text: str | None = None
     round_trip_s: float | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    language: str | None = None  # the target language of this dub; None: the stream's first target
+    voice: str | None = None  # the voice that spoke the dub (STS metadata)
+    speech_start_ms: float | None = None  # where STS's ASR found speech, from the fragment's start
+    speech_end_ms: float | None = None
+    stage_ms: dict[str, float] = field(default_factory=dict)  # asr, translation, tts (STS metadata)
 
 
 class DubClient(Protocol):
@@ -75,3 +81,17 @@ class DubClient(Protocol):
     async def dub(self, segment: AudioSegment) -> DubOutcome: ...
 
     async def close(self) -> None: ...
+
+
+OnOutcome = Callable[[DubOutcome], None]
+
+
+@runtime_checkable
+class MultiDubClient(DubClient, Protocol):
+    """A client that dubs one segment into several target languages (`StsClient`).
+
+    `dub_targets` calls `on_outcome` once per target language (`outcome.language` set), each as soon as that target's
+    dub or fallback is known, in whatever order they come: a slow target never holds back another. It returns when
+    every target is decided and never raises. A client without it dubs the first target only (`dub`)."""
+
+    async def dub_targets(self, segment: AudioSegment, on_outcome: OnOutcome) -> None: ...
