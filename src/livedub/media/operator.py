@@ -1,0 +1,419 @@
+"""The operator's page: `/ui/` (static HTML/CSS/JS, no build step) and the JSON and controls it uses.
+
+- `GET /ui/`: the page; `GET /ui/vendor/hls.min.js`: hls.js from the npm registry, installed by the setup under
+  `.cache/npm/node_modules/hls.js/dist/` (never copied into the repository).
+- `GET /v1/operator/overview`: every stream (workers, inputs the media server has without a worker, streams the
+  operator stopped), STS health and since when, the publish URL, whether controls are on.
+- `POST /v1/streams/<id>/stop`, `POST /v1/streams/<id>/start`, `PUT /v1/streams/<id>/config`
+  (`{"target_languages": [...]}`, applied at the next start): need `Authorization: Bearer MONITOR_TOKEN`.
+  Without MONITOR_TOKEN the controls are off (the page is read-only) and the page is served to loopback only.
+
+Players, captions and the phrase timeline use the HLS presentation and the SSE endpoints of media/outputs_http.py.
+The data endpoints sit behind the service's access guard (media/access.py) like `/v1/streams`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field, field_validator
+
+from livedub.media.access import bearer_token
+from livedub.media.hooks import STREAM_ID_RE, is_loopback
+from livedub.mediaserver.stat import RtmpStream, parse_rtmp_stat
+
+log = logging.getLogger(__name__)
+
+UI_DIR = Path(__file__).parent / "ui"
+HLSJS_RELATIVE = Path("node_modules/hls.js/dist/hls.min.js")
+# `npm install --prefix .cache/npm hls.js@1` in the repository (scripts/setup.sh); the source tree's root is 4 up.
+NPM_PREFIXES = (Path(__file__).resolve().parents[3] / ".cache" / "npm", Path.cwd() / ".cache" / "npm")
+LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}$")
+STAT_TIMEOUT_S = 1.0
+
+router = APIRouter()
+
+
+# ---------------------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class StsWatch:
+    """STS readiness and the time of its last change (the page says "STS down since ...")."""
+
+    ready: bool | None = None
+    since: float = field(default_factory=time.time)
+
+    def update(self, ready: bool) -> None:
+        if ready != self.ready:
+            self.ready, self.since = ready, time.time()
+
+
+@dataclass
+class OperatorState:
+    """What the operator did that the worker manager does not remember."""
+
+    stopped: dict[str, float] = field(default_factory=dict)  # stream id -> when the operator stopped its worker
+    next_targets: dict[str, list[str]] = field(default_factory=dict)
+    sts: StsWatch = field(default_factory=StsWatch)
+    probe: Any = None
+
+
+def _state(request: Request) -> OperatorState:
+    app_state = request.app.state
+    if not hasattr(app_state, "operator"):
+        app_state.operator = OperatorState()
+    return app_state.operator  # type: ignore[no-any-return]
+
+
+def _settings(request: Request) -> Any:
+    return request.app.state.settings
+
+
+def _manager(request: Request) -> Any:
+    return request.app.state.manager
+
+
+def monitor_token(settings: Any) -> str:
+    """MONITOR_TOKEN (MediaSettings.monitor_token); empty: controls off."""
+    return str(getattr(settings, "monitor_token", "") or "")
+
+
+# ---------------------------------------------------------------------------------------------------- access
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    status_code: int
+    reason: str
+
+
+def page_access(client_host: str, token: str) -> Verdict:
+    """The page itself (no data in it): loopback always; other machines only once an operator token exists."""
+    if is_loopback(client_host):
+        return Verdict(True, 200, "loopback")
+    if token:
+        return Verdict(True, 200, "operator token set: data and controls need it")
+    return Verdict(False, 403, "the operator page is served to loopback only (set MONITOR_TOKEN to open it)")
+
+
+def control_access(authorization: str | None, token: str) -> Verdict:
+    """Controls need the operator token, from loopback too; without one configured they are off."""
+    if not token:
+        return Verdict(False, 403, "controls are off: the media-service has no MONITOR_TOKEN (read-only page)")
+    given = bearer_token(authorization)
+    if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+        return Verdict(True, 200, "operator token")
+    return Verdict(False, 401, "this control needs Authorization: Bearer MONITOR_TOKEN")
+
+
+def _refusal(verdict: Verdict) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if verdict.status_code == 401 else None
+    return JSONResponse({"detail": verdict.reason}, status_code=verdict.status_code, headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------------- the page
+
+
+def hlsjs_path() -> Path | None:
+    for prefix in NPM_PREFIXES:
+        candidate = prefix / HLSJS_RELATIVE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _client_host(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+@router.get("/ui", include_in_schema=False)
+async def ui_redirect() -> RedirectResponse:
+    return RedirectResponse("/ui/")
+
+
+@router.get("/ui/", include_in_schema=False)
+async def ui_index(request: Request) -> Response:
+    return _static(request, "index.html")
+
+
+@router.get("/ui/vendor/hls.min.js", include_in_schema=False)
+async def ui_hlsjs(request: Request) -> Response:
+    verdict = page_access(_client_host(request), monitor_token(_settings(request)))
+    if not verdict.allowed:
+        return _refusal(verdict)
+    path = hlsjs_path()
+    if path is None:
+        detail = "hls.js is not installed: run `npm install --prefix .cache/npm hls.js@1` (scripts/setup.sh does)"
+        return JSONResponse({"detail": detail}, status_code=404)
+    return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/ui/{name}", include_in_schema=False)
+async def ui_file(request: Request, name: str) -> Response:
+    return _static(request, name)
+
+
+_MEDIA_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+
+
+def _static(request: Request, name: str) -> Response:
+    verdict = page_access(_client_host(request), monitor_token(_settings(request)))
+    if not verdict.allowed:
+        return _refusal(verdict)
+    files = {p.name: p for p in UI_DIR.iterdir() if p.is_file() and p.suffix in _MEDIA_TYPES}
+    path = files.get(name)  # only the page's own files: no path from the request reaches the file system
+    if path is None:
+        return JSONResponse({"detail": f"no such file: {name}"}, status_code=404)
+    return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
+
+
+# ---------------------------------------------------------------------------------------------------- overview
+
+
+def publish_url(settings: Any, request_host: str | None) -> str:
+    """Where to publish a new stream: RTMP_BASE_URL + `/<stream id>/in`; a loopback host is replaced by the host the
+    operator reached the page on (what another machine can use)."""
+    parts = urlsplit(str(settings.rtmp_base_url).rstrip("/"))
+    host = parts.hostname or "127.0.0.1"
+    if request_host and is_loopback(host) and not is_loopback(request_host) and request_host != "localhost":
+        host = request_host
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    url = urlunsplit((parts.scheme, netloc, parts.path, "", "")) + "/<stream id>/in"
+    return url + ("?key=<PUBLISH_KEY>" if getattr(settings, "publish_key", "") else "")
+
+
+def _language_names() -> dict[str, str]:
+    try:
+        from livedub.sts.languages import LANGUAGES
+    except ImportError:
+        return {}
+    return {code: getattr(lang, "native_name", code) for code, lang in LANGUAGES.items()}
+
+
+def default_targets(settings: Any) -> list[str]:
+    targets = getattr(settings, "target_languages", None)
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return list(targets or [settings.target_language])
+
+
+def _error_count(metrics_view: Any, stream_id: str, kind: str) -> float:
+    getter = getattr(metrics_view, "get_sample_value", None)
+    if getter is None:
+        return 0.0
+    labels = {"stream_id": stream_id, "type": kind}
+    return float(getter("media_service_worker_errors_total", labels) or 0.0)
+
+
+PROBLEMS = {
+    "no_audio": "The input has no audio: its video passes through, there is nothing to dub.",
+    "unsupported_codec": "The input's video codec is not supported (H.264 only): the stream was refused.",
+    "no_streams": "The input has neither audio nor video.",
+}
+
+
+def stream_problems(entry: dict[str, Any], rtmp: RtmpStream | None, errors: dict[str, float]) -> list[dict[str, str]]:
+    """Unhappy states of one stream, as {code, message}, for the page to show in words."""
+    problems = [{"code": code, "message": PROBLEMS[code]} for code, count in errors.items() if count > 0]
+    codes = {p["code"] for p in problems}
+    if rtmp is not None and rtmp.publishing and rtmp.video_codec and not rtmp.audio_codec and "no_audio" not in codes:
+        problems.append({"code": "no_audio", "message": PROBLEMS["no_audio"]})
+    if rtmp is not None and rtmp.video_codec and rtmp.video_codec.upper() not in {"H264", "AVC"}:
+        if "unsupported_codec" not in codes:
+            problems.append({"code": "unsupported_codec", "message": PROBLEMS["unsupported_codec"]})
+    if entry.get("state") == "failed":
+        problems.append({"code": "failed", "message": entry.get("error") or "the worker failed (see its log)"})
+    sts = entry.get("sts") or {}
+    if entry.get("state") == "running" and sts and not sts.get("ready"):
+        problems.append({"code": "sts", "message": "not connected to STS: the original audio passes through"})
+    return problems
+
+
+def _input_info(rtmp: RtmpStream | None) -> dict[str, Any] | None:
+    if rtmp is None:
+        return None
+    return {
+        "publishing": rtmp.publishing,
+        "video_codec": rtmp.video_codec,
+        "audio_codec": rtmp.audio_codec,
+        "width": rtmp.width,
+        "height": rtmp.height,
+        "time_s": round(rtmp.time_ms / 1000, 1),
+    }
+
+
+def stream_row(
+    stream_id: str,
+    entry: dict[str, Any] | None,
+    rtmp: RtmpStream | None,
+    errors: dict[str, float],
+    settings: Any,
+    state: OperatorState,
+) -> dict[str, Any]:
+    """One line of the stream list: the worker's status (if any) with what the page needs, named plainly."""
+    entry = dict(entry or {})
+    if not entry:
+        entry["state"] = "stopped" if stream_id in state.stopped else "no worker"
+    targets = entry.get("target_languages") or default_targets(settings)
+    return {
+        **entry,
+        "stream_id": stream_id,
+        "source_language": entry.get("source_language") or settings.source_language,
+        "target_languages": list(targets),
+        "next_target_languages": state.next_targets.get(stream_id),
+        "lag_s": entry.get("output_lag_s"),
+        "dubbed_ratio_1m": entry.get("speech_dubbed_ratio_1m"),
+        "dubs_dropped": entry.get("dubs_dropped"),
+        "stopped_by_operator_at": _iso(state.stopped[stream_id]) if stream_id in state.stopped else None,
+        "input": _input_info(rtmp),
+        "problems": stream_problems(entry, rtmp, errors),
+        "hls_url": f"/hls/{stream_id}/master.m3u8",
+        "phrases_url": f"/v1/streams/{stream_id}/phrases",
+        "captions_url": f"/v1/streams/{stream_id}/captions",
+    }
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+async def rtmp_inputs(stat_url: str) -> dict[str, RtmpStream]:
+    """Inputs (`<id>/in`) the media server has, by stream id; {} when it has no /stat (MediaMTX) or is down."""
+    if not stat_url:
+        return {}
+    try:
+        async with httpx.AsyncClient(timeout=STAT_TIMEOUT_S) as client:
+            response = await client.get(stat_url)
+        streams = parse_rtmp_stat(response.text) if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError, SyntaxError):  # ElementTree.ParseError is a SyntaxError
+        return {}
+    return {name[: -len("/in")]: s for name, s in streams.items() if name.endswith("/in")}
+
+
+async def sts_health(request: Request, state: OperatorState) -> dict[str, Any]:
+    if state.probe is None:
+        from livedub.media.app import StsProbe  # late: app.py includes this router
+
+        state.probe = StsProbe(_settings(request).sts_service_url, cache_s=2.0)
+    health = dict(await state.probe.check())
+    state.sts.update(bool(health.get("ready")))
+    return {**health, "since": _iso(state.sts.since), "for_s": round(time.time() - state.sts.since, 1)}
+
+
+@router.get("/v1/operator/overview")
+async def overview(request: Request) -> dict[str, Any]:
+    settings, manager, state = _settings(request), _manager(request), _state(request)
+    workers = {entry["stream_id"]: entry for entry in manager.list_streams()}
+    inputs = await rtmp_inputs(getattr(settings, "media_server_stat_url", ""))
+    for stream_id in workers:
+        state.stopped.pop(stream_id, None)  # running again (a republish or a start)
+    ids = sorted(set(workers) | {i for i, s in inputs.items() if s.publishing} | set(state.stopped))
+    view = getattr(manager, "metrics_view", None)
+    rows = [
+        stream_row(
+            stream_id,
+            workers.get(stream_id),
+            inputs.get(stream_id),
+            {kind: _error_count(view, stream_id, kind) for kind in PROBLEMS},
+            settings,
+            state,
+        )
+        for stream_id in ids
+    ]
+    token = monitor_token(settings)
+    return {
+        "streams": rows,
+        "sts": await sts_health(request, state),
+        "workers": {"active": manager.active_count(), "max": manager.max_streams},
+        "publish_url": publish_url(settings, request.url.hostname),
+        "controls": {"enabled": bool(token), "reason": control_access(None, token).reason if not token else ""},
+        "languages": _language_names(),
+        "defaults": {"source_language": settings.source_language, "target_languages": default_targets(settings)},
+        "server_time": _iso(time.time()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- controls
+
+
+class StreamConfigUpdate(BaseModel):
+    """`PUT /v1/streams/<id>/config`: target languages for the stream's next start (null: the settings' own)."""
+
+    target_languages: list[str] | None = Field(None, max_length=8)
+
+    @field_validator("target_languages")
+    @classmethod
+    def _codes(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        codes = list(dict.fromkeys(code.strip().lower() for code in value if code.strip()))
+        bad = [code for code in codes if not LANGUAGE_CODE_RE.match(code)]
+        known = _language_names()
+        unknown = [code for code in codes if known and code not in known]
+        if bad or unknown:
+            raise ValueError(f"unsupported language code(s): {', '.join(bad + unknown)}")
+        return codes or None
+
+
+def _guard_control(request: Request, stream_id: str) -> JSONResponse | None:
+    verdict = control_access(request.headers.get("authorization"), monitor_token(_settings(request)))
+    if not verdict.allowed:
+        log.warning("operator control %s refused from %s: %s", request.url.path, _client_host(request), verdict.reason)
+        return _refusal(verdict)
+    if not STREAM_ID_RE.match(stream_id):
+        return JSONResponse({"detail": f"not a stream id: {stream_id!r}"}, status_code=400)
+    return None
+
+
+@router.post("/v1/streams/{stream_id}/stop")
+async def stop_stream(request: Request, stream_id: str) -> JSONResponse:
+    if (refused := _guard_control(request, stream_id)) is not None:
+        return refused
+    stopped = await _manager(request).stop_stream(stream_id)
+    if stopped:
+        _state(request).stopped[stream_id] = time.time()
+    log.info("operator stopped %s: %s", stream_id, stopped)
+    return JSONResponse({"stream_id": stream_id, "stopped": stopped}, status_code=200 if stopped else 404)
+
+
+@router.post("/v1/streams/{stream_id}/start")
+async def start_stream(request: Request, stream_id: str) -> JSONResponse:
+    if (refused := _guard_control(request, stream_id)) is not None:
+        return refused
+    decision = await _manager(request).start_stream(stream_id, source="operator")
+    if decision.accepted:
+        _state(request).stopped.pop(stream_id, None)
+    log.info("operator started %s: %s", stream_id, decision.reason)
+    body = {"stream_id": stream_id, "accepted": decision.accepted, "reason": decision.reason}
+    return JSONResponse(body, status_code=200 if decision.accepted else 409)
+
+
+@router.put("/v1/streams/{stream_id}/config")
+async def configure_stream(request: Request, stream_id: str, update: StreamConfigUpdate) -> JSONResponse:
+    if (refused := _guard_control(request, stream_id)) is not None:
+        return refused
+    setter = getattr(_manager(request), "set_next_targets", None)
+    if setter is None:
+        detail = "this media-service cannot choose languages per stream yet (WorkerManager.set_next_targets)"
+        return JSONResponse({"detail": detail}, status_code=501)
+    setter(stream_id, update.target_languages)
+    state = _state(request)
+    if update.target_languages:
+        state.next_targets[stream_id] = update.target_languages
+    else:
+        state.next_targets.pop(stream_id, None)
+    body = {"stream_id": stream_id, "target_languages": update.target_languages, "applies": "at the next start"}
+    return JSONResponse(body)

@@ -1,0 +1,332 @@
+// The operator's page: the stream list (polled every second), a stream's view (players, plot, phrases, controls).
+
+import { follow, request, setToken, token } from "./api.js";
+import { Player } from "./player.js";
+import { drawPlot, History } from "./plot.js";
+import { Timeline } from "./timeline.js";
+
+const POLL_MS = 1000;
+const $ = (selector) => document.querySelector(selector);
+
+const page = {
+  overview: null,
+  histories: new Map(), // stream id -> History
+  view: null, // {id, players, stopPhrases, timeline}
+  players: {},
+  phrases: [],
+};
+window.livedub = page; // for operators' consoles and the browser tests
+
+// ------------------------------------------------------------------------------------------------ formatting
+
+const pct = (v) => (typeof v === "number" ? `${Math.round(v * 100)} %` : "–");
+const secs = (v) => (typeof v === "number" ? `${v.toFixed(1)} s` : "–");
+const num = (v) => (typeof v === "number" ? String(v) : "–");
+
+function ago(seconds) {
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+function stateClass(state) {
+  if (state === "running") return "ok";
+  if (state === "failed") return "bad";
+  if (["starting", "stopping", "draining"].includes(state)) return "warn";
+  return "";
+}
+
+function languages(stream) {
+  const targets = (stream.target_languages || []).join(", ");
+  return `${stream.source_language} → ${targets}`;
+}
+
+function stsCell(stream) {
+  const sts = stream.sts || {};
+  if (!stream.sts) return "–";
+  return sts.ready ? "connected" : sts.state || "not connected";
+}
+
+// ------------------------------------------------------------------------------------------------ overview
+
+async function poll() {
+  try {
+    const result = await request("/v1/operator/overview");
+    if (!result.ok) {
+      showLoadError(`The media-service refused the overview (HTTP ${result.status}): ${detail(result)}`);
+    } else {
+      showLoadError("");
+      page.overview = result.body;
+      for (const stream of result.body.streams) {
+        if (!page.histories.has(stream.stream_id)) page.histories.set(stream.stream_id, new History());
+        page.histories.get(stream.stream_id).add(stream.lag_s, stream.dubbed_ratio_1m);
+      }
+      render();
+    }
+  } catch (error) {
+    showLoadError("The media-service does not answer.");
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+function detail(result) {
+  return (result.body && result.body.detail) || "";
+}
+
+function showLoadError(text) {
+  const banner = $("#load-error");
+  banner.hidden = !text;
+  banner.textContent = text;
+}
+
+function render() {
+  const data = page.overview;
+  $("#workers").textContent = `${data.workers.active}/${data.workers.max} workers`;
+  renderSts(data.sts);
+  renderList(data);
+  if (page.view) renderStream(data.streams.find((s) => s.stream_id === page.view.id));
+}
+
+function renderSts(sts) {
+  const pill = $("#sts-status");
+  const banner = $("#sts-banner");
+  if (sts.ready) {
+    pill.className = "pill ok";
+    pill.textContent = "STS ready";
+    banner.hidden = true;
+    return;
+  }
+  const since = new Date(sts.since).toLocaleTimeString();
+  const what = sts.reachable ? "STS is up but not ready (loading its models?)" : "STS is down";
+  pill.className = `pill ${sts.reachable ? "warn" : "bad"}`;
+  pill.textContent = sts.reachable ? "STS not ready" : "STS down";
+  banner.hidden = false;
+  banner.textContent = `${what} since ${since} (${ago(sts.for_s)}): streams keep their original audio.`;
+}
+
+function renderList(data) {
+  const streams = data.streams;
+  $("#empty").hidden = streams.length > 0;
+  $("#streams").hidden = streams.length === 0;
+  $("#publish-url").textContent = data.publish_url;
+  $("#publish-example").textContent = `ffmpeg -re -i input.mp4 -c copy -f flv "${data.publish_url}"`;
+  const hint = $("#publish-hint");
+  hint.hidden = streams.length === 0;
+  hint.querySelector("code").textContent = data.publish_url;
+  const body = $("#streams tbody");
+  body.replaceChildren(...streams.map(streamRow));
+}
+
+function streamRow(stream) {
+  const row = document.createElement("tr");
+  row.className = "stream";
+  row.dataset.streamId = stream.stream_id;
+  row.onclick = () => (location.hash = `#/streams/${encodeURIComponent(stream.stream_id)}`);
+  const cells = [
+    stream.stream_id,
+    null,
+    languages(stream),
+    secs(stream.lag_s),
+    pct(stream.dubbed_ratio_1m),
+    num(stream.dubs_dropped),
+    stsCell(stream),
+    stream.problems.map((p) => p.message).join(" "),
+  ];
+  for (const [index, text] of cells.entries()) {
+    const cell = document.createElement("td");
+    if (index === 1) {
+      const pill = document.createElement("span");
+      pill.className = `pill ${stateClass(stream.state)}`;
+      pill.textContent = stream.state;
+      cell.append(pill);
+      cell.className = "state";
+    } else {
+      cell.textContent = text;
+    }
+    row.append(cell);
+  }
+  return row;
+}
+
+// ------------------------------------------------------------------------------------------------ a stream
+
+function openStream(id) {
+  closeStream();
+  $("#list-view").hidden = true;
+  $("#stream-view").hidden = false;
+  $("#sv-title").textContent = id;
+  const timeline = new Timeline($("#timeline"), (page.overview && page.overview.languages) || {});
+  timeline.clear();
+  page.phrases = [];
+  const base = `/v1/streams/${encodeURIComponent(id)}`;
+  const stopPhrases = follow(
+    `${base}/phrases`,
+    (phrase) => {
+      page.phrases.push(phrase);
+      timeline.add(phrase);
+    },
+    (state) => ($("#phrases-state").textContent = state === "live" ? "" : `(${state})`),
+  );
+  const output = new Player($("#output-video"), `/hls/${encodeURIComponent(id)}/master.m3u8`, {
+    audio: "dub",
+    audioSelect: $("#audio-select"),
+    subsSelect: $("#subs-select"),
+    note: $("#output-player .player-note"),
+  }).start();
+  page.players = { output };
+  page.view = { id, stopPhrases, timeline, languagesShown: "" };
+  $("#input-load").disabled = false;
+  $("#input-load").onclick = () => {
+    $("#input-load").disabled = true;
+    page.players.input = new Player($("#input-video"), output.url, {
+      audio: "original",
+      note: $("#input-player .player-note"),
+    }).start();
+  };
+  $("#control-msg").textContent = "";
+  if (page.overview) renderStream(page.overview.streams.find((s) => s.stream_id === id));
+}
+
+function closeStream() {
+  if (!page.view) return;
+  page.view.stopPhrases();
+  for (const player of Object.values(page.players)) player.destroy();
+  page.players = {};
+  page.view = null;
+}
+
+function showList() {
+  closeStream();
+  $("#stream-view").hidden = true;
+  $("#list-view").hidden = false;
+}
+
+function renderStream(stream) {
+  const id = page.view.id;
+  if (!stream) {
+    $("#sv-state").className = "pill";
+    $("#sv-state").textContent = "not published";
+    $("#sv-problems").replaceChildren(problem({ code: "gone", message: "This stream is not published now." }));
+    return;
+  }
+  $("#sv-state").className = `pill ${stateClass(stream.state)}`;
+  $("#sv-state").textContent = stream.state;
+  $("#sv-langs").textContent = languages(stream) + (stream.next_target_languages
+    ? ` (next start: ${stream.next_target_languages.join(", ")})` : "");
+  $("#sv-problems").replaceChildren(...stream.problems.map(problem));
+  renderFigures(stream);
+  drawPlot($("#plot"), page.histories.get(id) || new History());
+  renderControls(stream);
+}
+
+function problem(p) {
+  const item = document.createElement("li");
+  item.dataset.code = p.code;
+  item.className = ["failed", "unsupported_codec", "gone"].includes(p.code) ? "bad" : "";
+  item.textContent = p.message;
+  return item;
+}
+
+function renderFigures(stream) {
+  const figures = [
+    ["lag", secs(stream.lag_s)],
+    ["dubbed, 1 min", pct(stream.dubbed_ratio_1m)],
+    ["dubbed, all", pct(stream.speech_dubbed_ratio)],
+    ["dubs dropped", num(stream.dubs_dropped)],
+    ["phrases dubbed", num(stream.dubbed)],
+    ["original kept", num(stream.fallbacks)],
+    ["A/V sync", typeof stream.last_av_sync_delta_ms === "number" ? `${stream.last_av_sync_delta_ms} ms` : "–"],
+    ["uptime", typeof stream.uptime_s === "number" ? ago(stream.uptime_s) : "–"],
+  ];
+  $("#sv-figures").replaceChildren(
+    ...figures.flatMap(([name, value]) => {
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      return [dt, dd];
+    }),
+  );
+}
+
+function renderControls(stream) {
+  const controls = page.overview.controls;
+  $("#controls-note").textContent = controls.enabled
+    ? (token() ? "" : "Enter the operator token (top right) to use the controls.")
+    : `Read-only: ${controls.reason}`;
+  for (const id of ["#ctl-stop", "#ctl-start", "#ctl-config"]) $(id).disabled = !controls.enabled;
+  const names = page.overview.languages || {};
+  const codes = Object.keys(names).length ? Object.keys(names) : stream.target_languages;
+  const shown = codes.join(",");
+  if (page.view.languagesShown === shown) return; // keep the operator's ticks between polls
+  page.view.languagesShown = shown;
+  const chosen = new Set(stream.next_target_languages || stream.target_languages);
+  $("#ctl-langs").replaceChildren(
+    Object.assign(document.createElement("legend"), { textContent: "Target languages at the next start" }),
+    ...codes
+      .filter((code) => code !== stream.source_language)
+      .map((code) => {
+        const label = document.createElement("label");
+        const box = Object.assign(document.createElement("input"), { type: "checkbox", value: code });
+        box.checked = chosen.has(code);
+        label.append(box, ` ${names[code] || code} (${code})`);
+        return label;
+      }),
+  );
+}
+
+async function control(action) {
+  const id = page.view.id;
+  const base = `/v1/streams/${encodeURIComponent(id)}`;
+  let result;
+  if (action === "config") {
+    const codes = [...document.querySelectorAll("#ctl-langs input:checked")].map((box) => box.value);
+    result = await request(`${base}/config`, { method: "PUT", body: { target_languages: codes } });
+  } else {
+    result = await request(`${base}/${action}`, { method: "POST" });
+  }
+  const message = $("#control-msg");
+  message.className = result.ok ? "ok" : "bad";
+  if (result.ok) {
+    message.textContent = {
+      stop: "Worker stopping.",
+      start: `Worker: ${result.body && result.body.reason}.`,
+      config: "Languages set: they apply at the next start.",
+    }[action];
+  } else {
+    message.textContent = `Refused (HTTP ${result.status}): ${detail(result)}`;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ wiring
+
+function route() {
+  const match = location.hash.match(/^#\/streams\/(.+)$/);
+  if (match) openStream(decodeURIComponent(match[1]));
+  else showList();
+}
+
+function init() {
+  const tokenInput = $("#token");
+  tokenInput.value = token();
+  tokenInput.onchange = () => {
+    setToken(tokenInput.value.trim());
+    if (page.view && page.overview) renderStream(page.overview.streams.find((s) => s.stream_id === page.view.id));
+  };
+  $("#copy-publish").onclick = async () => {
+    try {
+      await navigator.clipboard.writeText($("#publish-url").textContent);
+      $("#copy-publish").textContent = "Copied";
+    } catch {
+      $("#copy-publish").textContent = "Select and copy";
+    }
+  };
+  $("#ctl-stop").onclick = () => control("stop");
+  $("#ctl-start").onclick = () => control("start");
+  $("#ctl-config").onclick = () => control("config");
+  window.addEventListener("hashchange", route);
+  route();
+  poll();
+}
+
+init();
