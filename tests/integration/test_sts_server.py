@@ -608,3 +608,69 @@ async def test_a_seed_client_without_deadlines_keeps_the_timeout_ms_rule() -> No
     assert (processed["status"], processed["error"]["code"]) == ("failed", "TIMEOUT")
     assert processed["error"]["message"] == "not processed within 400 ms"
     assert 0.35 <= took_s < 2.0
+
+
+class TwoTargetProcessor(FakeProcessor):
+    """Answers each target in turn; the French answer of a fragment can be held (metadata `hold_fr`)."""
+
+    def check_languages(self, source: str, target: str) -> None:
+        if target not in {"es", "fr"}:
+            raise UnsupportedLanguageError(f"unsupported language pair {source}->{target}")
+
+    def process_each(self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE) -> Any:
+        for target in config.targets:
+            hold = (fragment.metadata or {}).get(f"hold_{target}")
+            if hold:
+                self.gate(hold).wait(30)
+            yield self.process(fragment, config, deadline).model_copy(
+                update={"target_language": target, "translated_text": f"{target} {fragment.sequence_number}"}
+            )
+
+
+async def test_each_target_is_answered_in_order_on_its_own() -> None:
+    processor = TwoTargetProcessor()
+    async with running_server(processor, worker_threads=2) as srv:
+        client = await Recorder().connect(srv.url)
+        ready = await _ready(client, "s", target_languages=["es", "fr"])
+        assert ready["capabilities"]["target_languages"] is True
+        await client.emit("fragment:data", pcm_fragment("s", 0, metadata={"hold_fr": "fr0"}))
+        await client.emit("fragment:data", pcm_fragment("s", 1))
+        # Spanish answers leave while fragment 0's French answer is held; French 1 waits for French 0.
+        spanish = await client.wait_for(
+            lambda _: (
+                len(got := [p for p in client.of("fragment:processed") if p["target_language"] == "es"]) >= 2 and got
+            )
+        )
+        assert [p["sequence_number"] for p in spanish] == [0, 1]
+        assert [p["translated_text"] for p in spanish] == ["es 0", "es 1"]
+        await processor.until(lambda: "s-1" in processor.finished)
+        assert not [p for p in client.of("fragment:processed") if p["target_language"] == "fr"]
+        processor.gate("fr0").set()
+        processed = await client.count("fragment:processed", 4)
+        french = [p for p in processed if p["target_language"] == "fr"]
+        assert [(p["sequence_number"], p["translated_text"]) for p in french] == [(0, "fr 0"), (1, "fr 1")]
+        await client.emit("stream:end", {"stream_id": "s"})
+        complete = await client.next_event("stream:complete", 0)
+        await client.close()
+    assert complete["total_fragments"] == 2  # fragments, not answers
+
+
+async def test_an_unsupported_target_among_several_is_refused_at_init() -> None:
+    async with running_server(TwoTargetProcessor()) as srv:
+        client = await Recorder().connect(srv.url)
+        await client.emit("stream:init", init_payload("s", target_languages=["es", "de"]))
+        error = await client.next_event("error", 0)
+        await client.close()
+    assert error["code"] == ErrorCode.UNSUPPORTED_LANGUAGE.value and "de" in error["message"]
+
+
+async def test_a_seed_client_gets_one_answer_per_fragment() -> None:
+    async with running_server(TwoTargetProcessor()) as srv:
+        client = await Recorder().connect(srv.url)
+        await _ready(client, "s", target_language="fr")
+        await client.emit("fragment:data", pcm_fragment("s", 0))
+        [processed] = await client.count("fragment:processed", 1)
+        await asyncio.sleep(0.3)
+        assert len(client.of("fragment:processed")) == 1
+        await client.close()
+    assert processed["target_language"] == "fr" and processed["translated_text"] == "fr 0"

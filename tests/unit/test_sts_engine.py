@@ -291,3 +291,51 @@ def test_under_deadline_pressure_the_fast_translator_stands_in() -> None:
     with pytest.raises(TooLate) as late:  # not even the fast path can be on time
         eng.dub(utterance(), "en", "es", deadline=Deadline(clock.now + 0.5, clock))
     assert late.value.before_stage == "asr" and fast.calls == 1
+
+
+class FailingTranslator(FakeTranslator):
+    def translate(self, text: str, source: str, target: str) -> str:
+        raise RuntimeError("no French today")
+
+
+def test_each_target_is_dubbed_from_one_transcription_and_one_failure_stays_its_own() -> None:
+    asr = FakeASR()
+    many = DubEngine(
+        asr,
+        {("en", "es"): FakeTranslator(), ("en", "fr"): FailingTranslator(), ("en", "it"): FakeTranslator()},
+        {language: PacedTTS() for language in ("es", "fr", "it")},
+        max_speedup=1.35,
+        max_slowdown=1.35,
+    )
+    voices: list[str] = []
+
+    def voice_of(target: str) -> str:
+        voices.append(target)
+        return "default"
+
+    answers = list(many.dub_each(Utterance(tone(5.0), RATE), "en", ["es", "fr", "it"], voice=voice_of))
+    assert asr.calls == 1
+    assert [a.target for a in answers] == ["es", "fr", "it"]
+    assert isinstance(answers[1].result, StageFailed) and answers[1].result.stage == "translation"
+    assert answers[1].result.progress.transcript is not None  # what was heard travels with the failure
+    for answer in (answers[0], answers[2]):
+        assert not isinstance(answer.result, StageFailed)
+        assert answer.result.translation is not None and answer.result.translation.language == answer.target
+        assert answer.result.seconds.keys() >= {"asr", "translation", "tts", "fit"}
+    assert voices == ["es", "fr", "it"]
+
+
+def test_a_failed_transcription_fails_every_target() -> None:
+    class BrokenASR(FakeASR):
+        def transcribe(self, audio: FloatAudio, language: str) -> Transcript:
+            raise RuntimeError("decoder crashed")
+
+    many = DubEngine(
+        BrokenASR(),
+        {("en", "es"): FakeTranslator(), ("en", "fr"): FakeTranslator()},
+        {"es": PacedTTS(), "fr": PacedTTS()},
+        max_speedup=1.35,
+        max_slowdown=1.35,
+    )
+    answers = list(many.dub_each(Utterance(tone(3.0), RATE), "en", ["es", "fr"]))
+    assert [(a.target, getattr(a.result, "stage", None)) for a in answers] == [("es", "asr"), ("fr", "asr")]

@@ -155,6 +155,31 @@ class StreamConfig(ClientEvent):
         description="livedub extension (capability `dub_overrun`): how far past its fragment's end a dub may run; "
         "0, or absent as from seed clients: exactly the fragment's duration.",
     )
+    # livedub extension (announced in stream:ready.capabilities.target_languages): dub into several languages at
+    # once. Each fragment is transcribed once and answered once per target (`fragment:processed.target_language`).
+    target_languages: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="livedub extension (capability `target_languages`): dub into each of these languages (one "
+        "`fragment:processed` per fragment and target, each target in sequence order on its own); the first is "
+        "also `target_language`. Absent, as from seed clients: `target_language` alone.",
+    )
+
+    @model_validator(mode="after")
+    def _first_target_is_target_language(self) -> StreamConfig:
+        if self.target_languages:
+            targets = list(dict.fromkeys(code.strip() for code in self.target_languages if code.strip()))
+            if not targets:
+                raise ValueError("target_languages holds no language code")
+            self.target_languages = targets
+            self.target_language = targets[0]
+        return self
+
+    @property
+    def targets(self) -> list[str]:
+        """The languages to dub into, the main one first."""
+        return list(self.target_languages or [self.target_language])
 
 
 class StreamInit(ClientEvent):
@@ -314,6 +339,8 @@ class Capability(StrEnum):
     # livedub extensions: the server honours fragment:data.deadline_ms / stream:init config.dub_overrun_ms.
     DEADLINE = "deadline"
     DUB_OVERRUN = "dub_overrun"
+    # livedub extension: stream:init config.target_languages; each fragment:processed names its target_language.
+    TARGET_LANGUAGES = "target_languages"
 
 
 class StreamReady(Event):
@@ -364,6 +391,11 @@ class FragmentMetadata(Event):
     dubbed_duration_ms: float = 0.0
     duration_variance_percent: float = 0.0
     speed_ratio: float = 1.0
+    # livedub extensions: where the ASR heard speech inside the fragment (captions are timed by it) and the voice
+    # that spoke the dub (it follows the speaker).
+    speech_start_ms: float | None = Field(None, description="livedub: start of the speech inside the fragment.")
+    speech_end_ms: float | None = Field(None, description="livedub: end of the speech inside the fragment.")
+    voice: str | None = Field(None, description="livedub: the voice that spoke the dub, `backend:voice`.")
 
 
 class FragmentProcessed(Event):
@@ -378,6 +410,11 @@ class FragmentProcessed(Event):
     stage_timings: StageTimings = Field(default_factory=StageTimings)
     error: FragmentError | None = None
     metadata: FragmentMetadata = Field(default_factory=FragmentMetadata)
+    target_language: str | None = Field(
+        None,
+        description="livedub extension (capability `target_languages`): the language of this answer; one "
+        "`fragment:processed` per fragment and target language.",
+    )
 
 
 class BackpressureSeverity(StrEnum):

@@ -5,6 +5,7 @@ The server only knows `FragmentProcessor`; the pipeline only knows the three bac
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -79,8 +80,29 @@ class FragmentProcessor(Protocol):
         at once with status failed, error TIMEOUT (stage `timeout`, retryable)."""
         ...
 
+    def process_each(
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+    ) -> Iterator[FragmentProcessed]:
+        """One answer per target of `config.targets`, each yielded as soon as it is ready (same rules as
+        `process`). Optional: a processor without it answers the main target only (`answers_of`)."""
+        ...
+
     def warmup(self) -> None:
         """Load every model and run one tiny inference, so the first fragment is not slow."""
 
     def describe(self) -> dict[str, Any]:
         """Model names and status, for /health and `stream:ready` capabilities."""
+
+
+def answers_of(
+    processor: FragmentProcessor, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+) -> Iterator[FragmentProcessed]:
+    """The processor's answers for every target, each stamped with its `target_language`."""
+    each = getattr(processor, "process_each", None)
+    answers = (
+        each(fragment, config, deadline) if each is not None else iter([processor.process(fragment, config, deadline)])
+    )
+    for answer in answers:
+        yield (
+            answer if answer.target_language else answer.model_copy(update={"target_language": config.target_language})
+        )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +137,14 @@ class EchoPipeline:
     def check_languages(self, source: str, target: str) -> None:
         if not source or not target:
             raise UnsupportedLanguageError("source and target language are required")
+
+    def process_each(
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+    ) -> Iterator[FragmentProcessed]:
+        """The same echo for every target (simulated failures apply to each)."""
+        first = self.process(fragment, config, deadline)
+        for target in config.targets:
+            yield first.model_copy(update={"target_language": target})
 
     def process(
         self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
@@ -273,29 +282,58 @@ class DubbingPipeline:
     def process(
         self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
     ) -> FragmentProcessed:
+        """The answer for the main target (`config.target_language`)."""
+        return next(self.process_each(fragment, config.model_copy(update={"target_languages": None}), deadline))
+
+    def process_each(
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+    ) -> Iterator[FragmentProcessed]:
+        """One answer per target of `config`, each as soon as it is ready: the fragment is transcribed once,
+        translated and spoken per target."""
         started = time.perf_counter()
+        targets = config.targets
         try:
-            self.check_languages(config.source_language, config.target_language)
+            for target in targets:
+                self.check_languages(config.source_language, target)
         except UnsupportedLanguageError as exc:
             error = FragmentError(stage="pipeline", code=ErrorCode.UNSUPPORTED_LANGUAGE, message=str(exc))
-            return _failed(fragment, error, started)
+            for target in targets:
+                yield _failed(fragment, error, started, target_language=target)
+            return
         try:
             decoded = _decode(fragment)
             engine = self._loaded_engine()
-            dub = engine.dub(
-                Utterance(decoded.native, decoded.sample_rate),
-                config.source_language,
-                config.target_language,
-                voice=config.voice_profile,
-                overrun_s=config.dub_overrun_ms / 1000.0,
-                deadline=deadline,
-            )
-            dubbed_audio = self._encode(fragment, dub.fitted.audio, decoded.sample_rate)
         except StageError as exc:
-            return _failed(fragment, exc.error, started)
-        except StageFailed as exc:
-            return self._stage_failed(fragment, exc, started)
-        return self._processed(fragment, dub, dubbed_audio, len(decoded.native) / decoded.sample_rate, started)
+            for target in targets:
+                yield _failed(fragment, exc.error, started, target_language=target)
+            return
+        answers = engine.dub_each(
+            Utterance(decoded.native, decoded.sample_rate),
+            config.source_language,
+            targets,
+            voice=config.voice_profile,
+            overrun_s=config.dub_overrun_ms / 1000.0,
+            deadline=deadline,
+        )
+        for answer in answers:
+            yield self._answer(fragment, answer.target, answer.result, decoded, started)
+
+    def _answer(
+        self,
+        fragment: FragmentData,
+        target: str,
+        result: Dub | StageFailed,
+        decoded: _DecodedFragment,
+        started: float,
+    ) -> FragmentProcessed:
+        if isinstance(result, StageFailed):
+            return self._stage_failed(fragment, result, started).model_copy(update={"target_language": target})
+        try:
+            dubbed_audio = self._encode(fragment, result.fitted.audio, decoded.sample_rate)
+        except StageError as exc:
+            return _failed(fragment, exc.error, started, target_language=target)
+        processed = self._processed(fragment, result, dubbed_audio, len(decoded.native) / decoded.sample_rate, started)
+        return processed.model_copy(update={"target_language": target})
 
     def _loaded_engine(self) -> DubEngine:
         try:
@@ -346,6 +384,8 @@ class DubbingPipeline:
                 dubbed_duration_ms=_ms(fitted.duration_s),
                 duration_variance_percent=round(fitted.variance_percent, 1),
                 speed_ratio=round(fitted.speed_ratio, 3),
+                speech_start_ms=_ms(dub.slot.start_s),
+                speech_end_ms=_ms(dub.slot.start_s + dub.slot.span_s),
                 speech_duration_ms=_ms(dub.slot.span_s),  # type: ignore[call-arg]
                 dubbed_speech_duration_ms=_ms(fitted.speech_s),  # type: ignore[call-arg]
                 # livedub extension: "fast" when the fast translator stood in under deadline pressure

@@ -69,12 +69,14 @@ EVENT_NOTES: dict[str | tuple[str, str], str] = {
     "Answered by `config:error_simulation:ack` (also the Socket.IO acknowledgement).",
     "stream:ready": "`capabilities`: "
     + ", ".join(c.value for c in Capability)
-    + " (`deadline` and `dub_overrun`: livedub extensions, `true`).",
+    + " (`deadline`, `dub_overrun` and `target_languages`: livedub extensions, `true`).",
     "fragment:ack": "Sent on acceptance, always `queued` first, with `queue_position` = fragments that start before "
     "it (0 = next; as queued now: a more urgent fragment, or another stream's turn, may go ahead of it). A second "
     "ack, `processing`, follows when an inference thread starts it (not when it was answered first).",
-    "fragment:processed": "Strictly in `sequence_number` order per stream. `failed` carries `error`; the dub has the "
-    "fragment's duration (plus at most `dub_overrun_ms`).",
+    "fragment:processed": "Strictly in `sequence_number` order per stream and target language. With "
+    "`config.target_languages` (livedub), one per fragment and target, `target_language` saying which; each target's "
+    "answers keep their own order (a slow target never holds another back); the fragment is transcribed once. "
+    "`failed` carries `error`; the dub has the fragment's duration (plus at most `dub_overrun_ms`).",
     "backpressure": "Sent when the stream's level changes (both ways) and on each accepted fragment while it is "
     "medium or high.",
     "stream:complete": "`total_duration_ms` is the audio duration of the answered fragments. `statistics`: counts by "

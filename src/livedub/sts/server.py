@@ -50,7 +50,7 @@ from livedub.protocol import (
     StreamReady,
 )
 from livedub.sts.deadline import Deadline
-from livedub.sts.interfaces import FragmentProcessor, UnsupportedLanguageError
+from livedub.sts.interfaces import FragmentProcessor, UnsupportedLanguageError, answers_of
 from livedub.sts.metrics import METRICS_CONTENT_TYPE, StsMetrics
 from livedub.sts.scheduler import DeadlineExpired, DeadlineRunner
 from livedub.sts.session import (
@@ -77,6 +77,13 @@ DISCONNECT_AFTER_COMPLETE_S: float | None = 5.0
 # Socket.IO paths served: the seed servers' default, and spec 016's.
 SOCKETIO_PATH = "socket.io"
 SPEC_SOCKETIO_PATH = "ws/sts"
+
+
+def _settle(answers: dict[str, asyncio.Future[FragmentProcessed]], result: FragmentProcessed) -> None:
+    """On the loop: hand a target's answer to whoever waits for it (nobody, once its time has passed)."""
+    answer = answers.get(result.target_language or "")
+    if answer is not None and not answer.done():
+        answer.set_result(result)
 
 
 def monitor_room(stream_id: str) -> str:
@@ -410,7 +417,8 @@ class StsServer:
             return
         config = init.config  # max_inflight / timeout_ms of the top level (spec 016) already merged in
         try:
-            self.processor.check_languages(config.source_language, config.target_language)
+            for target in config.targets:
+                self.processor.check_languages(config.source_language, target)
         except UnsupportedLanguageError as exc:
             await self._error(sid, ErrorCode.UNSUPPORTED_LANGUAGE, str(exc), stream_id=init.stream_id)
             return
@@ -479,6 +487,7 @@ class StsServer:
             # once) and stream:init config.dub_overrun_ms.
             Capability.DEADLINE: True,
             Capability.DUB_OVERRUN: True,
+            Capability.TARGET_LANGUAGES: True,
         }
 
     def _owned_session(self, sid: str, stream_id: str) -> StreamSession | None:
@@ -590,12 +599,15 @@ class StsServer:
         deadline = session.accept(fragment, arrived_at)
         loop = asyncio.get_running_loop()
         started = asyncio.Event()  # set (from the inference thread) when the fragment's processing starts
+        # One future per target: the inference thread settles each as soon as that target's answer is ready.
+        answers: dict[str, asyncio.Future[FragmentProcessed]] = {t: loop.create_future() for t in session.targets}
         # Submitted here, before any await, so the queue positions of back-to-back fragments are exact.
         job = self.runner.submit(
             self._process_blocking,
             fragment,
             session.config,
             deadline,
+            functools.partial(loop.call_soon_threadsafe, _settle, answers),
             deadline=deadline,
             key=session.stream_id,
             on_start=lambda: loop.call_soon_threadsafe(started.set),
@@ -611,7 +623,7 @@ class StsServer:
         if session.state is SessionState.CLOSED:  # client left while the ack was sent
             job.cancel()
             return
-        task = loop.create_task(self._process(session, fragment, job, deadline, started))
+        task = loop.create_task(self._process(session, fragment, job, answers, deadline, started))
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
         if (backpressure := session.backpressure_after_accept()) is not None:
@@ -650,39 +662,83 @@ class StsServer:
         if session is not None:
             await session.reject(seq)
 
-    def _process_blocking(self, fragment: FragmentData, config: StreamConfig, deadline: float) -> FragmentProcessed:
-        """Runs on an inference thread. Fragments that arrive during warm-up wait for it here."""
+    def _process_blocking(
+        self,
+        fragment: FragmentData,
+        config: StreamConfig,
+        deadline: float,
+        deliver: Callable[[FragmentProcessed], object],
+    ) -> list[FragmentProcessed]:
+        """Runs on an inference thread; `deliver`s each target's answer as soon as it is ready. Fragments that arrive
+        during warm-up wait for it here."""
         self._models_settled.wait()
         if self.processor is None:
             raise RuntimeError(f"the models did not load: {self.startup_error}")
         if time.monotonic() >= deadline:
             raise DeadlineExpired("deadline passed while the models were warming up")
-        return self.processor.process(fragment, config, deadline=Deadline(deadline))
+        results = []
+        for result in answers_of(self.processor, fragment, config, Deadline(deadline)):
+            deliver(result)
+            results.append(result)
+        return results
 
     async def _process(
         self,
         session: StreamSession,
         fragment: FragmentData,
-        job: Future[FragmentProcessed],
+        job: Future[list[FragmentProcessed]],
+        answers: dict[str, asyncio.Future[FragmentProcessed]],
         deadline: float,
         processing: asyncio.Event,
     ) -> None:
+        """Emit each target's answer as it comes; at the deadline, or when the job ends, the targets still
+        unanswered get the failure that ended it."""
+        emitters = [asyncio.ensure_future(self._emit_answer(session, fragment, answer)) for answer in answers.values()]
+        try:
+            results, failure = await self._job_outcome(session, fragment, job, deadline, processing)
+            for result in results:  # answers whose hand-over to the loop has not run yet
+                _settle(answers, result)
+            for target, answer in answers.items():
+                if not answer.done():
+                    missing = failure or failed_result(
+                        fragment, "pipeline", ErrorCode.INTERNAL_ERROR, f"no answer for target {target}",
+                        retryable=False, processing_time_ms=0.0,
+                    )  # fmt: skip
+                    answer.set_result(missing.model_copy(update={"target_language": target}))
+            await asyncio.gather(*emitters)
+        finally:
+            for emitter in emitters:
+                emitter.cancel()
+
+    async def _emit_answer(
+        self, session: StreamSession, fragment: FragmentData, answer: asyncio.Future[FragmentProcessed]
+    ) -> None:
+        result = await answer
+        identity = {
+            "fragment_id": fragment.fragment_id,
+            "stream_id": fragment.stream_id,
+            "sequence_number": fragment.sequence_number,
+        }
+        await session.complete(result.model_copy(update=identity))
+
+    async def _job_outcome(
+        self,
+        session: StreamSession,
+        fragment: FragmentData,
+        job: Future[list[FragmentProcessed]],
+        deadline: float,
+        processing: asyncio.Event,
+    ) -> tuple[list[FragmentProcessed], FragmentProcessed | None]:
+        """Wait for the job: its answers, and the failed result for the targets it did not answer (None when it
+        ended normally)."""
         started = time.monotonic()
         try:
-            # The answer is due at the deadline: a fragment still queued then is taken out of the queue, a running
-            # one is left to finish on its own (its result is dropped) while a fresh thread serves the queue.
+            # The answers are due at the deadline: a fragment still queued then is taken out of the queue, a running
+            # one is left to finish on its own (its results are dropped) while a fresh thread serves the queue.
             if job.done():  # e.g. refused by the runner: its deadline had passed on arrival
-                result = job.result()
-            else:
-                async with asyncio.timeout(max(0.0, deadline - started)):
-                    result = await self._await_job(session, fragment, job, processing)
-            result = result.model_copy(
-                update={
-                    "fragment_id": fragment.fragment_id,
-                    "stream_id": fragment.stream_id,
-                    "sequence_number": fragment.sequence_number,
-                }
-            )
+                return job.result(), None
+            async with asyncio.timeout(max(0.0, deadline - started)):
+                return await self._await_job(session, fragment, job, processing), None
         except DeadlineExpired as exc:
             result = self._timeout_result(fragment, str(exc), started)
         except TimeoutError:
@@ -702,15 +758,15 @@ class StsServer:
                 retryable=False,
                 processing_time_ms=(time.monotonic() - started) * 1000.0,
             )
-        await session.complete(result)
+        return [], result
 
     async def _await_job(
         self,
         session: StreamSession,
         fragment: FragmentData,
-        job: Future[FragmentProcessed],
+        job: Future[list[FragmentProcessed]],
         processing: asyncio.Event,
-    ) -> FragmentProcessed:
+    ) -> list[FragmentProcessed]:
         """The job's result; on the way, the `processing` ack when a thread starts it (unless it is done already)."""
         result = asyncio.wrap_future(job)
         started = asyncio.ensure_future(processing.wait())

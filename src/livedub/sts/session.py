@@ -263,7 +263,10 @@ class StreamSession:
         self._metrics = metrics
         self._gap_timeout_s = gap_timeout_s
         self._queue_depth = queue_depth
-        self._buffer: InOrderBuffer[FragmentProcessed] = InOrderBuffer()
+        # One in-order buffer per target language: each target's answers leave in sequence order on their own.
+        self.targets = config.targets
+        self._buffers: dict[str, InOrderBuffer[FragmentProcessed]] = {t: InOrderBuffer() for t in self.targets}
+        self._answers_left: dict[str, int] = {}  # fragment_id -> targets not yet emitted
         self._durations_ms: dict[str, float] = {}
         self._received_at: dict[str, float] = {}
         self._emit_lock = asyncio.Lock()
@@ -285,10 +288,10 @@ class StreamSession:
 
     @property
     def inflight(self) -> int:
-        return self._buffer.inflight
+        return max(buffer.inflight for buffer in self._buffers.values())
 
     def check_sequence(self, seq: int) -> None:
-        self._buffer.check(seq)
+        self._buffers[self.targets[0]].check(seq)
 
     def accept(self, fragment: FragmentData, arrived_at: float | None = None) -> float:
         """Register an accepted fragment (its result will be emitted in sequence order); return its deadline.
@@ -297,7 +300,9 @@ class StreamSession:
         `timeout_ms` for clients that do not send one (the seed's rule).
         """
         arrived_at = time.monotonic() if arrived_at is None else arrived_at
-        self._buffer.expect(fragment.sequence_number)
+        for buffer in self._buffers.values():
+            buffer.expect(fragment.sequence_number)
+        self._answers_left[fragment.fragment_id] = len(self.targets)
         self._durations_ms[fragment.fragment_id] = fragment.audio.duration_ms
         self._received_at[fragment.fragment_id] = arrived_at
         deadline = arrived_at + fragment_budget_s(fragment, self.config)
@@ -313,8 +318,8 @@ class StreamSession:
         if seq is None:
             return
         async with self._emit_lock:
-            released = self._buffer.skip(seq)
-            await self._emit_released(released)
+            for buffer in self._buffers.values():
+                await self._emit_released(buffer.skip(seq))
 
     def backpressure_after_accept(self) -> Backpressure | None:
         """The `backpressure` event to send after an accept: on every change, and on each fragment while raised."""
@@ -341,19 +346,23 @@ class StreamSession:
     # ------------------------------------------------------------ results
 
     async def complete(self, result: FragmentProcessed) -> None:
-        """Record a fragment's result and emit everything that is now in order."""
+        """Record a fragment's answer for one target (`target_language`, else the main one) and emit everything
+        of that target that is now in order."""
+        buffer = self._buffers.get(result.target_language or self.targets[0])
+        if buffer is None:
+            log.warning("stream %s: answer for %r, not a target of the stream", self.stream_id, result.target_language)
+            return
         async with self._emit_lock:
-            released = self._buffer.complete(result.sequence_number, result)
-            await self._emit_released(released)
+            await self._emit_released(buffer.complete(result.sequence_number, result))
 
     async def _emit_released(self, released: list[FragmentProcessed]) -> None:
         # Caller holds _emit_lock: results leave in the order the buffer released them.
         for result in released:
-            received_at = self._received_at.pop(result.fragment_id, time.monotonic())
-            original_ms = self._durations_ms.pop(result.fragment_id, 0.0)
-            self.stats.record(result, original_ms)
-            self._metrics.fragments_inflight.dec()
+            received_at = self._received_at.get(result.fragment_id, time.monotonic())
+            if result.target_language in {None, self.targets[0]}:  # the statistics count fragments, not answers
+                self.stats.record(result, self._durations_ms.get(result.fragment_id, 0.0))
             self._metrics.observe_processed(result, time.monotonic() - received_at)
+            self._answered(result.fragment_id)
             if self.state is not SessionState.CLOSED:
                 await self._emit(EventName.FRAGMENT_PROCESSED, result.to_wire())
                 if result.error is not None and result.error.code is ErrorCode.INVALID_AUDIO_FORMAT:
@@ -363,8 +372,19 @@ class StreamSession:
         if released:
             await self._emit_relief()
         self._update_gap_timer()
-        if self._buffer.inflight == 0:
+        if self.inflight == 0:
             self._drained.set()
+
+    def _answered(self, fragment_id: str) -> None:
+        """One more target answered; the fragment is settled when every target is."""
+        left = self._answers_left.get(fragment_id, 1) - 1
+        if left > 0:
+            self._answers_left[fragment_id] = left
+            return
+        self._answers_left.pop(fragment_id, None)
+        self._received_at.pop(fragment_id, None)
+        self._durations_ms.pop(fragment_id, None)
+        self._metrics.fragments_inflight.dec()
 
     def _audio_error(self, result: FragmentProcessed, error: FragmentError) -> ErrorEvent:
         return ErrorEvent(
@@ -388,7 +408,7 @@ class StreamSession:
     # ------------------------------------------------------------ gaps
 
     def _update_gap_timer(self) -> None:
-        if self._buffer.has_gap() and self.state is not SessionState.CLOSED:
+        if any(buffer.has_gap() for buffer in self._buffers.values()) and self.state is not SessionState.CLOSED:
             if self._gap_timer is None:
                 self._gap_timer = asyncio.get_running_loop().call_later(self._gap_timeout_s, self._on_gap_timeout)
         elif self._gap_timer is not None:
@@ -403,11 +423,13 @@ class StreamSession:
 
     async def _release_gap(self) -> None:
         async with self._emit_lock:
-            missing = self._buffer.next_sequence
-            released = self._buffer.release_gap()
-            if missing is not None:
-                log.warning("stream %s: sequence %s never arrived, releasing later results", self.stream_id, missing)
-            await self._emit_released(released)
+            for buffer in self._buffers.values():
+                missing = buffer.next_sequence if buffer.has_gap() else None
+                if missing is not None:
+                    log.warning(
+                        "stream %s: sequence %s never arrived, releasing later results", self.stream_id, missing
+                    )
+                await self._emit_released(buffer.release_gap())
 
     # ------------------------------------------------------------ end of stream
 
@@ -447,6 +469,7 @@ class StreamSession:
         for task in list(self.tasks):
             task.cancel()
         # What was in flight will never be answered: take it off the gauge.
-        self._metrics.fragments_inflight.dec(self._buffer.inflight)
-        self._buffer = InOrderBuffer()
+        self._metrics.fragments_inflight.dec(len(self._answers_left))
+        self._answers_left.clear()
+        self._buffers = {t: InOrderBuffer() for t in self.targets}
         self._drained.set()

@@ -6,7 +6,7 @@ The STS server (through `livedub.sts.pipeline`), `livedub dub-file` and `bench/s
 """
 
 from livedub.sts.engine.costs import StageCosts
-from livedub.sts.engine.engine import STAGES, DubEngine
+from livedub.sts.engine.engine import STAGES, DubEngine, TargetDub
 from livedub.sts.engine.models import load_engine
 from livedub.sts.engine.pacing import SpeakingPace, choose_speed
 from livedub.sts.engine.stages import Fit, Place, Recognise, Synthesise, Translate, fit_target
@@ -40,6 +40,7 @@ __all__ = [
     "StageCosts",
     "StageFailed",
     "Synthesise",
+    "TargetDub",
     "TooLate",
     "Transcript",
     "Translate",

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 from livedub.sts.deadline import NO_DEADLINE, Deadline, DeadlineExceeded
@@ -31,7 +32,16 @@ STAGES = ("asr", "translation", "tts", "fit")  # in order; deadline checks sum t
 # words beats the original voice.
 FAST_STAGES = ("asr", "translation_fast", "tts", "fit")
 
+
 # Realistic sentences (a few seconds of speech) for the warm-up, per language.
+@dataclass(frozen=True)
+class TargetDub:
+    """One target language's answer for an utterance: its dub, or why there is none."""
+
+    target: str
+    result: Dub | StageFailed
+
+
 WARMUP_TEXT = {
     "en": "Thank you for calling. Please leave your message after the tone, and we will call you back.",
     "es": "Gracias por llamar. Por favor, deje su mensaje después del tono y le devolveremos la llamada.",
@@ -77,43 +87,90 @@ class DubEngine:
         deadline: Deadline = NO_DEADLINE,
     ) -> Dub:
         """Raises StageFailed (TooLate when the deadline cannot be met), with what was done so far attached."""
-        progress = DubProgress()
-        try:
-            return self._dub(utterance, source, target, voice, overrun_s, deadline, progress)
-        except StageFailed as exc:
-            exc.progress = progress
-            raise
+        answer = next(self.dub_each(utterance, source, [target], voice=voice, overrun_s=overrun_s, deadline=deadline))
+        if isinstance(answer.result, StageFailed):
+            raise answer.result
+        return answer.result
 
-    def _dub(
+    def dub_each(
         self,
         utterance: Utterance,
         source: str,
+        targets: list[str],
+        *,
+        voice: str | Callable[[str], str] = "default",
+        overrun_s: float = 0.0,
+        deadline: Deadline = NO_DEADLINE,
+    ) -> Iterator[TargetDub]:
+        """Transcribe once, then translate and speak for each target in turn, yielding each target's answer (a
+        `Dub`, or the `StageFailed` that stopped it, with its progress) as soon as it is ready. A failed target does
+        not stop the next; a failed ASR fails them all. `voice` is a voice name, or a function of the target."""
+        heard = DubProgress()
+        try:
+            transcript = self._hear(utterance, source, targets[0], deadline, heard)
+        except StageFailed as exc:
+            exc.progress = heard
+            for target in targets:
+                yield TargetDub(target, exc)
+            return
+        slot = None if not transcript.text.strip() else self.place(transcript, utterance.duration_s, overrun_s)
+        for target in targets:
+            progress = DubProgress(transcript=transcript, slot=slot, seconds=dict(heard.seconds))
+            spoken_by = voice(target) if callable(voice) else voice
+            try:
+                yield TargetDub(target, self._speak(utterance, transcript, slot, target, spoken_by, deadline, progress))
+            except StageFailed as exc:
+                exc.progress = progress
+                yield TargetDub(target, exc)
+
+    def _run(
+        self, stage: str, left: tuple[str, ...], audio_s: float, deadline: Deadline, progress: DubProgress,
+        call: Callable[[], T],
+    ) -> T:  # fmt: skip
+        """One stage: check the deadline against the stages `left` (this one first), run it, learn its cost."""
+        self._check(deadline, left, audio_s)
+        started = time.perf_counter()
+        value = _as_stage(stage, call)
+        progress.seconds[stage] = elapsed = time.perf_counter() - started
+        self.costs.observe(stage, elapsed, audio_s)
+        return value
+
+    def _path(self, source: str, target: str) -> tuple[str, ...]:
+        """The cheapest way through, until the translator is chosen."""
+        return FAST_STAGES if (source, target) in self.translate_fast.translators else STAGES
+
+    def _hear(
+        self, utterance: Utterance, source: str, first_target: str, deadline: Deadline, progress: DubProgress
+    ) -> Transcript:
+        path = self._path(source, first_target)
+        transcript = self._run(
+            "asr", path, utterance.duration_s, deadline, progress, lambda: self.recognise(utterance, source)
+        )
+        progress.transcript = transcript
+        return transcript
+
+    def _speak(
+        self,
+        utterance: Utterance,
+        transcript: Transcript,
+        slot: Slot | None,
         target: str,
         voice: str,
-        overrun_s: float,
         deadline: Deadline,
         progress: DubProgress,
     ) -> Dub:
-        audio_s = utterance.duration_s
-        has_fast = (source, target) in self.translate_fast.translators
-        path = FAST_STAGES if has_fast else STAGES  # the cheapest way through, until the translator is chosen
-
-        def run(stage: str, call: Callable[[], T]) -> T:
-            self._check(deadline, path[path.index(stage) :], audio_s)
-            started = time.perf_counter()
-            value = _as_stage(stage, call)
-            progress.seconds[stage] = elapsed = time.perf_counter() - started
-            self.costs.observe(stage, elapsed, audio_s)
-            return value
-
-        transcript = progress.transcript = run("asr", lambda: self.recognise(utterance, source))
-        if not transcript.text.strip():
+        if slot is None:  # no words heard: nothing to say
             return Dub(transcript, None, None, silence(utterance), progress.seconds)
-        slot = progress.slot = self.place(transcript, audio_s, overrun_s)
+        audio_s = utterance.duration_s
+        has_fast = (transcript.language, target) in self.translate_fast.translators
         # The main translator only when it is expected (on average, not at best) to be on time.
         fast = has_fast and deadline.remaining() <= self.costs.expected(STAGES[1:], audio_s)
         path = FAST_STAGES if fast else STAGES
         translate = self.translate_fast if fast else self.translate
+
+        def run(stage: str, call: Callable[[], T]) -> T:
+            return self._run(stage, path[path.index(stage) :], audio_s, deadline, progress, call)
+
         translation = progress.translation = run(path[1], lambda: translate(transcript, target))
         speech = run("tts", lambda: self.synthesise[target](translation, slot, voice))
         fitted = run("fit", lambda: self.fit(speech, slot, utterance))
@@ -176,4 +233,4 @@ def _as_stage(stage: str, call: Callable[[], T]) -> T:
         raise StageFailed(stage, f"{type(exc).__name__}: {exc}", retryable) from exc
 
 
-__all__ = ["STAGES", "DubEngine"]
+__all__ = ["STAGES", "DubEngine", "TargetDub"]
