@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -176,14 +177,14 @@ class _StreamMetrics:
         )
 
 
-_STREAM_METRICS: dict[int, _StreamMetrics] = {}
+_STREAM_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _StreamMetrics] = weakref.WeakKeyDictionary()
 
 
 def stream_metrics(registry: CollectorRegistry) -> _StreamMetrics:
     """One set per registry (prometheus_client refuses a second registration of a name)."""
-    metrics = _STREAM_METRICS.get(id(registry))
+    metrics = _STREAM_METRICS.get(registry)
     if metrics is None:
-        metrics = _STREAM_METRICS[id(registry)] = _StreamMetrics(registry)
+        metrics = _STREAM_METRICS[registry] = _StreamMetrics(registry)
     return metrics
 
 
@@ -403,7 +404,7 @@ class _PoolMetrics:
         )
 
 
-_POOL_METRICS: dict[int, _PoolMetrics] = {}
+_POOL_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _PoolMetrics] = weakref.WeakKeyDictionary()
 
 
 class StsPoolMonitor:
@@ -412,9 +413,9 @@ class StsPoolMonitor:
     def __init__(self, urls: list[str], registry: CollectorRegistry, settings: StsPoolSettings | None = None) -> None:
         self.urls = urls
         self.settings = settings or StsPoolSettings()
-        metrics = _POOL_METRICS.get(id(registry))
+        metrics = _POOL_METRICS.get(registry)
         if metrics is None:
-            metrics = _POOL_METRICS[id(registry)] = _PoolMetrics(registry)
+            metrics = _POOL_METRICS[registry] = _PoolMetrics(registry)
         self.metrics = metrics
         self._health: dict[str, EndpointHealth] = {u: EndpointHealth(u, EndpointState.UNKNOWN) for u in urls}
         self._failures: dict[str, int] = dict.fromkeys(urls, 0)
