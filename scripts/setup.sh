@@ -7,11 +7,16 @@ cd "$(dirname "$0")/.."
 # Every system file the code reads comes from one of these or their Depends (tests/unit/test_system_files.py).
 # --no-install-recommends below: list what is only recommended. asterisk-core-sounds-{en,es} (recommended by the
 # -wav packages) carry the prompts' transcripts and the sounds/{en,es} links; asterisk-moh-opsound-wav is the music
-# bed of the speech-over-music fixture; stress-ng keeps a core busy for the busy-machine tests.
-APT_PACKAGES=(nginx libnginx-mod-rtmp ffmpeg espeak-ng apertium-eng-spa
-              asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav
-              asterisk-core-sounds-en asterisk-core-sounds-es
-              asterisk-moh-opsound-wav stress-ng)
+# bed of the speech-over-music fixture; stress-ng keeps a core busy for the busy-machine tests; the fr/it sounds are
+# the other languages' human test speech; chromium drives the operator page's browser tests; redis-server backs the
+# STS fan-out tests.
+APT_PACKAGES=(nginx libnginx-mod-rtmp ffmpeg espeak-ng apertium-eng-spa apertium-fr-es
+              asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
+              asterisk-core-sounds-it-wav
+              asterisk-core-sounds-en asterisk-core-sounds-es asterisk-core-sounds-fr asterisk-core-sounds-it
+              asterisk-moh-opsound-wav stress-ng chromium chromium-driver redis-server)
+# npm fetches hls.js (below); a machine without node gets Debian's.
+command -v npm >/dev/null || APT_PACKAGES+=(npm)
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
@@ -46,3 +51,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 .venv/bin/livedub models install --quiet
+
+# hls.js for the operator page (/ui/vendor/hls.min.js), from the npm registry into .cache/npm (git-ignored).
+if [ ! -f .cache/npm/node_modules/hls.js/dist/hls.min.js ]; then
+  echo "[setup] installing hls.js from the npm registry"
+  npm install --prefix .cache/npm --no-audit --no-fund --silent hls.js@1 >/dev/null
+fi
