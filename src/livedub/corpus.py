@@ -1,6 +1,6 @@
-"""Human speech with transcripts: the Asterisk core sound prompts (Debian `asterisk-core-sounds-{en,es}[-wav]`).
+"""Human speech with transcripts: the Asterisk core sound prompts (Debian `asterisk-core-sounds-{en,es,fr,it}[-wav]`).
 
-The English and Spanish packages share prompt names, so a prompt's Spanish transcript is a reference translation
+The packages share prompt names, so a prompt's Spanish (French, Italian) transcript is a reference translation
 of its English one (and the other way round). Tests, benchmarks and fixtures build ~6 s speech clips from them.
 
     prompts = load_prompts("en")                 # name -> Prompt(name, language, path, text)
@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 SOUNDS_DIR = Path("/usr/share/asterisk/sounds")
 TRANSCRIPTS = "/usr/share/doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.txt.gz"
-LANGUAGES = ("en", "es")
+LANGUAGES = ("en", "es", "fr", "it")
 # Sub-folders of single words (digits, letters, ...) make poor sentences; left out unless asked for.
 WORD_FOLDERS = ("digits", "letters", "phonetic", "silence")
 
@@ -101,7 +101,7 @@ def load_prompts(language: str, include_word_folders: bool = False) -> dict[str,
         packages = f"asterisk-core-sounds-{language} asterisk-core-sounds-{language}-wav"
         raise CorpusMissingError(f"{sounds} is missing: install the Debian packages {packages}")
     prompts: dict[str, Prompt] = {}
-    with gzip.open(transcripts, "rt", encoding="utf-8") as lines:
+    with gzip.open(transcripts, "rt", encoding="utf-8-sig") as lines:
         for line in lines:
             name, sep, raw_text = line.partition(":")
             name, text = name.strip(), clean_text(raw_text)

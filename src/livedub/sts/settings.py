@@ -1,17 +1,23 @@
 """STS service settings: environment variables or a `.env` file.
 
-Defaults follow the quality measured on this machine (docs/benchmarks-sts.md): the LLM translates better than
-apertium in both directions, and Kokoro sounds better and is understood better than espeak-ng for Spanish.
+Defaults follow the quality measured on this machine (docs/benchmarks-sts.md, docs/benchmarks-languages.md): the
+LLM translates better than apertium, and each language's voices (livedub.sts.languages) are those understood best.
+Backends are named per language or pair by a few settings (STS_TRANSLATOR, STS_TRANSLATOR_OVERRIDES,
+STS_TTS_VOICES), not one setting per pair.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TranslatorName = Literal["llm", "apertium", "deepl"]
+from livedub.sts.languages import VoiceRef, parse_pair
+from livedub.sts.tts.registry import TTS_BACKENDS
+
+TranslatorName = Literal["llm", "apertium", "deepl", "google"]
+TRANSLATOR_NAMES: tuple[str, ...] = get_args(TranslatorName)
 
 
 class StsSettings(BaseSettings):
@@ -80,17 +86,23 @@ class StsSettings(BaseSettings):
     )
 
     # Translation.
-    translator_en_es: TranslatorName = Field(
-        "llm", validation_alias="STS_TRANSLATOR_EN_ES", description="Translator for English → Spanish."
+    translator: TranslatorName = Field(
+        "llm",
+        validation_alias="STS_TRANSLATOR",
+        description="Translator of every language pair (unless overridden); a pair it cannot translate gets the "
+        "first of the target language's preferred translators that can (livedub.sts.languages).",
     )
-    translator_es_en: TranslatorName = Field(
-        "llm", validation_alias="STS_TRANSLATOR_ES_EN", description="Translator for Spanish → English."
+    translator_overrides: str = Field(
+        "",
+        validation_alias="STS_TRANSLATOR_OVERRIDES",
+        description="Translator per pair, e.g. `en-es=apertium,es-en=deepl` (pairs not named use STS_TRANSLATOR).",
     )
     fast_translator: TranslatorName | Literal[""] = Field(
         "apertium",
         validation_alias="STS_FAST_TRANSLATOR",
         description="Translator for a phrase whose dub the main one could not finish in time (plainer words beat"
-        " the original voice); empty: such phrases are dropped.",
+        " the original voice), on the pairs it can translate (apertium: en-es, es-en, es-fr, fr-es); empty: such"
+        " phrases are dropped.",
     )
     llm_model: str = Field(
         "qwen2.5-coder-1.5b-instruct-gguf",
@@ -104,29 +116,29 @@ class StsSettings(BaseSettings):
         validation_alias="DEEPL_API_URL",
         description="DeepL translate endpoint (free or pro API).",
     )
+    google_api_key: str = Field(
+        "", validation_alias="GOOGLE_API_KEY", description="Google Cloud Translation API key (translator google)."
+    )
+    google_translate_url: str = Field(
+        "https://translation.googleapis.com/language/translate/v2",
+        validation_alias="GOOGLE_TRANSLATE_URL",
+        description="Google Cloud Translation (Basic, v2) endpoint.",
+    )
     apertium_binary: str = Field("apertium", validation_alias="STS_APERTIUM_BINARY", description="apertium command.")
 
     # Speech synthesis.
-    tts_en: Literal["piper", "espeak-ng"] = Field(
-        "piper", validation_alias="STS_TTS_EN", description="Speech synthesiser for English."
-    )
-    tts_es: Literal["kokoro", "espeak-ng"] = Field(
-        "kokoro", validation_alias="STS_TTS_ES", description="Speech synthesiser for Spanish."
-    )
-    piper_voice: str = Field(
-        "piper-en_US-joe-medium",
-        validation_alias="STS_PIPER_VOICE",
-        description="Piper voice .onnx file, or the name of a Piper voice in the livedub cache.",
+    tts_voices: str = Field(
+        "",
+        validation_alias="STS_TTS_VOICES",
+        description="Pinned voices per language, e.g. `fr=espeak-ng:fr-fr,en=piper:default,en=kokoro:jf_alpha` "
+        "(backend:voice, or a backend alone for its default voice; a language named twice keeps both voices, the "
+        "first is its default). Languages not named speak with the voices of the language table "
+        "(livedub.sts.languages, chosen by round-trip intelligibility).",
     )
     kokoro_model: str = Field(
         "kokoro-82m-int8",
         validation_alias="STS_KOKORO_MODEL",
         description="Directory with kokoro-v1.0.int8.onnx, vocab.json and a voices .npz, or a cache name.",
-    )
-    kokoro_voice: str = Field(
-        "jm_kumo",
-        validation_alias="STS_KOKORO_VOICE",
-        description="Kokoro voice style in the voices .npz (empty = the first). jm_kumo is understood best in Spanish.",
     )
     espeak_binary: str = Field("espeak-ng", validation_alias="STS_ESPEAK_BINARY", description="espeak-ng command.")
 
@@ -145,3 +157,54 @@ class StsSettings(BaseSettings):
         validation_alias="STS_MAX_SLOWDOWN",
         description="Largest slow-down factor applied to a dub shorter than the speech it replaces (1.35: to 74 %).",
     )
+
+    # TEMPORARY (removed once sts/engine/models.py reads the settings above): the old per-pair fields.
+    translator_en_es: TranslatorName = Field("llm", validation_alias="STS_TRANSLATOR_EN_ES", description="(old)")
+    translator_es_en: TranslatorName = Field("llm", validation_alias="STS_TRANSLATOR_ES_EN", description="(old)")
+    tts_en: Literal["piper", "espeak-ng"] = Field("piper", validation_alias="STS_TTS_EN", description="(old)")
+    tts_es: Literal["kokoro", "espeak-ng"] = Field("kokoro", validation_alias="STS_TTS_ES", description="(old)")
+    piper_voice: str = Field("piper-en_US-joe-medium", validation_alias="STS_PIPER_VOICE", description="(old)")
+    kokoro_voice: str = Field("jm_kumo", validation_alias="STS_KOKORO_VOICE", description="(old)")
+
+    @field_validator("translator_overrides")
+    @classmethod
+    def _check_overrides(cls, value: str) -> str:
+        for pair, name in parse_assignments(value):
+            parse_pair(pair)
+            if name not in TRANSLATOR_NAMES:
+                raise ValueError(f"unknown translator {name!r} for {pair} (have {', '.join(TRANSLATOR_NAMES)})")
+        return value
+
+    @field_validator("tts_voices")
+    @classmethod
+    def _check_voices(cls, value: str) -> str:
+        for _language, voice in parse_assignments(value):
+            backend = voice.partition(":")[0]
+            if backend not in TTS_BACKENDS:
+                raise ValueError(f"unknown TTS backend {backend!r} in {voice!r} (have {', '.join(TTS_BACKENDS)})")
+        return value
+
+    def translator_override_map(self) -> dict[tuple[str, str], str]:
+        """STS_TRANSLATOR_OVERRIDES as {(source, target): translator}."""
+        return {parse_pair(pair): name for pair, name in parse_assignments(self.translator_overrides)}
+
+    def voice_pins(self) -> dict[str, list[VoiceRef]]:
+        """STS_TTS_VOICES as {language: [voices]} in the order given (`backend` alone: voice `default`)."""
+        pins: dict[str, list[VoiceRef]] = {}
+        for language, voice in parse_assignments(self.tts_voices):
+            ref = VoiceRef.parse(voice if ":" in voice else f"{voice}:default")
+            pins.setdefault(language, []).append(ref)
+        return pins
+
+
+def parse_assignments(text: str) -> list[tuple[str, str]]:
+    """`a=x, b=y` -> [("a", "x"), ("b", "y")] (order kept, repeats kept)."""
+    items = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{item.strip()!r} is not key=value")
+        items.append((key.strip(), value.strip()))
+    return items

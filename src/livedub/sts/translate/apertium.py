@@ -1,4 +1,5 @@
-"""Rule-based translation with the Debian `apertium-eng-spa` package: fast (~0.1 s), lower quality than the LLM."""
+"""Rule-based translation with the Debian apertium packages (`apertium-eng-spa`, `apertium-fr-es`): fast (~0.1 s),
+lower quality than the LLM. Only the pairs with a mode: `apertium -l` lists the installed ones."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import shutil
 import subprocess
 
 from livedub.sts.translate.base import TranslationError
+from livedub.sts.translate.registry import TranslatorCapabilities
 
-# (source, target) -> apertium mode of apertium-eng-spa.
-MODES = {("en", "es"): "eng-spa", ("es", "en"): "spa-eng"}
+# (source, target) -> apertium mode: apertium-eng-spa (eng-spa, spa-eng) and apertium-fr-es (fr-es, es-fr).
+MODES = {("en", "es"): "eng-spa", ("es", "en"): "spa-eng", ("fr", "es"): "fr-es", ("es", "fr"): "es-fr"}
 
 
 class ApertiumTranslator:
     name = "apertium"
+    capabilities = TranslatorCapabilities(pairs=frozenset(MODES))
 
     def __init__(self, binary: str = "apertium", timeout_s: float = 10.0) -> None:
         path = shutil.which(binary)
@@ -22,7 +25,7 @@ class ApertiumTranslator:
         self.timeout_s = timeout_s
 
     def supports(self, source: str, target: str) -> bool:
-        return (source, target) in MODES
+        return self.capabilities.supports(source, target)
 
     def translate(self, text: str, source: str, target: str) -> str:
         mode = MODES.get((source, target))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-LANGUAGE_NAMES = {"en": "English", "es": "Spanish"}
-
 # A sentence ends at . ! ? … followed by space; Spanish opening marks stay with their sentence.
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import httpx
 
 from livedub.sts.translate.base import TranslationError
+from livedub.sts.translate.registry import TranslatorCapabilities
 
-# DeepL wants a regional variant for English targets.
-_TARGET_CODES = {"en": "EN-US", "es": "ES"}
+# DeepL's target codes (it wants a regional variant for English targets); its list is longer.
+_TARGET_CODES = {"de": "DE", "en": "EN-US", "es": "ES", "fr": "FR", "it": "IT", "nl": "NL", "pl": "PL", "ru": "RU"}
 
 
 class DeepLTranslator:
     name = "deepl"
+    capabilities = TranslatorCapabilities(languages=frozenset(_TARGET_CODES))
 
     def __init__(
         self,
@@ -30,7 +32,7 @@ class DeepLTranslator:
         )
 
     def supports(self, source: str, target: str) -> bool:
-        return source in _TARGET_CODES and target in _TARGET_CODES and source != target
+        return self.capabilities.supports(source, target)
 
     def translate(self, text: str, source: str, target: str) -> str:
         if not self.supports(source, target):

@@ -12,18 +12,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from livedub.sts.translate.base import LANGUAGE_NAMES, TranslationError, split_sentences
-
-# One neutral example per direction (deliberately outside the telephony domain of the benchmark prompts) pins
-# the answer format (the translation only) and the formal register ("usted").
-_EXAMPLES = {
-    ("en", "es"): ("Could you tell me where the train station is?", "¿Podría decirme dónde está la estación de tren?"),
-    ("es", "en"): ("¿Podría decirme dónde está la estación de tren?", "Could you tell me where the train station is?"),
-}
+from livedub.sts.languages import LANGUAGES
+from livedub.sts.translate.base import TranslationError, split_sentences
+from livedub.sts.translate.registry import TranslatorCapabilities
 
 
 class LlmTranslator:
     name = "llm"
+    # Any pair of the table: the prompt names the languages, and every row has the same one-shot example sentence.
+    capabilities = TranslatorCapabilities(languages=frozenset(LANGUAGES))
 
     def __init__(self, model_file: str | Path, n_ctx: int = 1024, n_threads: int = 0) -> None:
         from llama_cpp import Llama
@@ -44,19 +41,20 @@ class LlmTranslator:
         self._saved: dict[tuple[str, str], Any] = {}  # LlamaState of the other directions
 
     def supports(self, source: str, target: str) -> bool:
-        return source in LANGUAGE_NAMES and target in LANGUAGE_NAMES and source != target
+        return self.capabilities.supports(source, target)
 
     def _messages(self, sentence: str, source: str, target: str) -> list[dict[str, str]]:
-        src, tgt = LANGUAGE_NAMES[source], LANGUAGE_NAMES[target]
+        src, tgt = LANGUAGES[source].name, LANGUAGES[target].name
         system = (
             f"You are a professional translator. Translate the {src} text the user sends into {tgt}. "
             f"Keep the meaning and the formal register. Reply with the {tgt} translation only: "
             "no explanations, no notes, no quotes."
         )
-        messages = [{"role": "system", "content": system}]
-        example = _EXAMPLES.get((source, target))
-        if example:
-            messages += [{"role": "user", "content": example[0]}, {"role": "assistant", "content": example[1]}]
+        # One neutral example (deliberately outside the telephony domain of the benchmark prompts) pins the answer
+        # format (the translation only) and the formal register ("usted", "vous", "Lei").
+        example = {"role": "user", "content": LANGUAGES[source].example}
+        answer = {"role": "assistant", "content": LANGUAGES[target].example}
+        messages = [{"role": "system", "content": system}, example, answer]
         messages.append({"role": "user", "content": sentence})
         return messages
 

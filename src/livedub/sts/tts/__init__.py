@@ -1,7 +1,19 @@
-"""Speech synthesis backends: Piper (neural, English), Kokoro-82M (neural, Spanish via espeak-ng IPA), espeak-ng."""
+"""Speech synthesis backends: Piper (neural, English), Kokoro-82M (neural, any language via espeak-ng IPA),
+espeak-ng; `VoiceBank` holds several voices per language over them."""
 
+from livedub.sts.tts.bank import UnknownVoiceError, VoiceBank, Voiced
 from livedub.sts.tts.espeak import EspeakTTS
 from livedub.sts.tts.kokoro import KokoroTTS
 from livedub.sts.tts.piper import PiperTTS
+from livedub.sts.tts.registry import TTS_BACKENDS, TTSCapabilities
 
-__all__ = ["EspeakTTS", "KokoroTTS", "PiperTTS"]
+__all__ = [
+    "TTS_BACKENDS",
+    "EspeakTTS",
+    "KokoroTTS",
+    "PiperTTS",
+    "TTSCapabilities",
+    "UnknownVoiceError",
+    "VoiceBank",
+    "Voiced",
+]

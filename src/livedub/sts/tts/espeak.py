@@ -10,14 +10,14 @@ import wave
 import numpy as np
 
 from livedub.sts.interfaces import FloatAudio
-
-# espeak-ng voice per language code (its default voices; `espeak-ng --voices` lists them).
-VOICES = {"en": "en-us", "es": "es"}
+from livedub.sts.languages import LANGUAGES
+from livedub.sts.tts.registry import TTSCapabilities
 
 
 class EspeakTTS:
     name = "espeak-ng"
     sample_rate = 22050
+    capabilities = TTSCapabilities(languages=None, speaking_rate=True)
 
     def __init__(self, binary: str = "espeak-ng", words_per_minute: int = 160, timeout_s: float = 10.0) -> None:
         path = shutil.which(binary)
@@ -28,9 +28,11 @@ class EspeakTTS:
         self.timeout_s = timeout_s
 
     def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
+        """`voice` is an espeak-ng voice (`fr-fr`, `fr-fr+f3` for a female variant); default: the language's."""
         if not text.strip():
             return np.zeros(0, dtype=np.float32)
-        espeak_voice = VOICES.get(language, language) if voice == "default" else voice
+        row = LANGUAGES.get(language)
+        espeak_voice = (row.espeak if row else language) if voice in {"default", ""} else voice
         result = subprocess.run(
             [self.binary, "-v", espeak_voice, "-s", str(round(self.words_per_minute * speed)), "--stdout", text],
             capture_output=True,

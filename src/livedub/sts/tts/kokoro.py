@@ -1,8 +1,9 @@
-"""Kokoro-82M (int8 ONNX) through onnxruntime, speaking Spanish from espeak-ng IPA phonemes.
+"""Kokoro-82M (int8 ONNX) through onnxruntime, speaking any language of the table from its espeak-ng IPA phonemes.
 
 The model directory holds `kokoro-v1.0.int8.onnx`, `vocab.json` (IPA symbol -> token id) and a voices `.npz`
 (one style table of shape (510, 1, 256) per voice; the row is chosen by the token count). The only voices shipped
-offline are Japanese ones; fed Spanish IPA they speak intelligible, natural-sounding Spanish with an accent.
+offline are Japanese ones; fed Spanish (French, Italian, English) IPA they speak it with an accent; how well each is
+understood is measured by bench/tts_languages_bench.py.
 Model inputs: `tokens` (1, n+2) int64 framed by the pad id 0, `style` (1, 256) float32, `speed` (1,) float32.
 """
 
@@ -16,16 +17,18 @@ from pathlib import Path
 import numpy as np
 
 from livedub.sts.interfaces import FloatAudio
+from livedub.sts.languages import LANGUAGES
 from livedub.sts.translate.base import split_sentences
+from livedub.sts.tts.registry import TTSCapabilities
 
 MODEL_FILE = "kokoro-v1.0.int8.onnx"
 MAX_TOKENS = 510  # the style tables have 510 rows; longer inputs are split
-ESPEAK_LANGUAGES = {"es": "es", "en": "en-us", "ja": "ja"}
 
 
 class KokoroTTS:
     name = "kokoro"
     sample_rate = 24000
+    capabilities = TTSCapabilities(languages=None, speaking_rate=True)
 
     def __init__(self, model_dir: str | Path, voice: str = "", speed: float = 1.0, cpu_threads: int = 0) -> None:
         import onnxruntime as ort
@@ -61,7 +64,8 @@ class KokoroTTS:
         """IPA with stress marks and punctuation kept (espeak-ng through phonemizer)."""
         from phonemizer.backend import EspeakBackend
 
-        espeak_language = ESPEAK_LANGUAGES.get(language, language)
+        row = LANGUAGES.get(language)
+        espeak_language = row.espeak if row else language
         with self._lock:
             backend = self._phonemizers.get(espeak_language)
             if backend is None:

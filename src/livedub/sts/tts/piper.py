@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from livedub.sts.interfaces import FloatAudio
+from livedub.sts.tts.registry import TTSCapabilities
 
 
 class PiperTTS:
     name = "piper"
 
-    def __init__(self, voice_file: str | Path, language: str = "en") -> None:
+    def __init__(self, voice_file: str | Path) -> None:
         from piper import PiperVoice
 
         self.voice_file = Path(voice_file)
@@ -21,7 +22,9 @@ class PiperTTS:
             raise FileNotFoundError(f"Piper voice {self.voice_file} not found")
         self._voice = PiperVoice.load(self.voice_file)
         self.sample_rate = int(self._voice.config.sample_rate)
-        self.language = language
+        # A Piper voice speaks the one language it was trained on (its config names it, e.g. en_US).
+        code = str(getattr(self._voice.config, "espeak_voice", "") or "en").split("-")[0].split("_")[0]
+        self.capabilities = TTSCapabilities(languages=frozenset({code}), speaking_rate=True)
         self.name = f"piper:{self.voice_file.stem}"
         self._lock = threading.Lock()  # the voice's phonemizer (espeak-ng) is process-global and not thread-safe
 
