@@ -8,6 +8,7 @@
 - `POST /v1/mediamtx/events/ready`, `/v1/mediamtx/events/not-ready`: MediaMTX `runOnReady`/`runOnNotReady`
   hooks (JSON, see `MediaMtxEvent`).
 - `POST /v1/mediamtx/auth`: MediaMTX `authHTTPAddress` (publish key and stream limit, checked before publishing).
+- `GET /ui/`: the operator's page (media/operator.py); its controls need MONITOR_TOKEN.
 
 Access (media/access.py): hooks only from loopback or with MEDIA_HOOK_SECRET; /v1/streams and /metrics from loopback
 or with MEDIA_API_TOKEN; /health open. The service binds loopback unless `--public`.
@@ -33,6 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from livedub.media import operator
 from livedub.media.access import HOOK_SECRET_HEADER, HOOK_SECRET_PARAM, ApiAccess
 from livedub.media.hooks import PublishPolicy, StreamName, StreamRole, key_from_query, parse_stream_name
 from livedub.media.manager import WorkerManager
@@ -153,7 +155,8 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
     app = FastAPI(title="livedub media-service", lifespan=lifespan)
     app.state.manager = manager
     app.state.settings = settings
-    access = ApiAccess(settings.media_hook_secret, settings.media_api_token)
+    app.include_router(operator.router)
+    access = ApiAccess(settings.media_hook_secret, settings.media_api_token, settings.monitor_token)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
