@@ -18,6 +18,7 @@ from livedub.media.sts_pool import (
     StsPoolSettings,
     check_health,
     choose,
+    expand,
     stream_endpoint,
 )
 
@@ -185,3 +186,23 @@ async def test_monitor_metrics_and_snapshot() -> None:
     assert value("media_service_sts_endpoint_streams", {"endpoint": A}) == 2
     assert value("media_service_sts_endpoint_inflight", {"endpoint": A}) == 1
     assert value("media_service_sts_endpoint_health_failures_total", {"endpoint": C}) == 1
+
+
+async def test_dns_names_expand_to_every_address() -> None:
+    urls = await expand(["dns+http://localhost:3000", A])
+    assert "http://127.0.0.1:3000" in urls and urls[-1] == A
+    assert await expand(["dns+http://no-such-host.invalid:3000"]) == []
+    assert isinstance(stream_endpoint("s", "dns+http://localhost:3000"), PooledEndpoint)
+
+
+async def test_monitor_follows_dns_and_forgets_gone_endpoints() -> None:
+    registry = CollectorRegistry()
+    monitor = StsPoolMonitor(["dns+http://localhost:3000"], registry, fast_settings())
+    async with FakeFleet().client() as client:
+        await monitor.poll_once(client)
+    assert "http://127.0.0.1:3000" in [row["url"] for row in monitor.snapshot()]
+    monitor.urls = [A]
+    async with FakeFleet(sts_a=ok()).client() as client:
+        await monitor.poll_once(client)
+    assert [row["url"] for row in monitor.snapshot()] == [A] and monitor.healthy()
+    assert registry.get_sample_value("media_service_sts_endpoint_state", {"endpoint": "http://127.0.0.1:3000"}) is None

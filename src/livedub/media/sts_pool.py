@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 import weakref
 import zlib
@@ -135,6 +136,36 @@ def _count(value: Any) -> int:
 
 async def check_all(client: httpx.AsyncClient, urls: Iterable[str]) -> list[EndpointHealth]:
     return list(await asyncio.gather(*(check_health(client, url) for url in urls)))
+
+
+DNS_PREFIX = "dns+"
+
+
+async def expand(urls: Iterable[str]) -> list[str]:
+    """The endpoints now: `dns+http://sts-headless:3000` is every address the name resolves to (a Kubernetes headless
+    Service lists its ready pods), read again at each call; other URLs as they are. A name that does not resolve
+    gives none (the pool sees fewer endpoints, not an error)."""
+    loop = asyncio.get_running_loop()
+    found: list[str] = []
+    for url in urls:
+        if not url.startswith(DNS_PREFIX):
+            found.append(url)
+            continue
+        parsed = httpx.URL(url[len(DNS_PREFIX) :])
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            infos = await loop.getaddrinfo(parsed.host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            log.warning("STS endpoints %s: %s", url, exc)
+            continue
+        for address in sorted({info[4][0] for info in infos}):
+            host = f"[{address}]" if ":" in address else address
+            found.append(f"{parsed.scheme}://{host}:{port}")
+    return list(dict.fromkeys(found))
+
+
+def is_dynamic(urls: list[str]) -> bool:
+    return any(url.startswith(DNS_PREFIX) for url in urls)
 
 
 def tie_break(stream_id: str, url: str) -> int:
@@ -324,15 +355,16 @@ class PooledEndpoint:
         return {url for url, at in self._failed_at.items() if now - at < window}
 
     async def _place(self) -> str:
-        if len(self.urls) == 1:
-            return self.urls[0]
-        health = await check_all(self._client(), self.urls)
+        urls = await expand(self.urls) or self.urls
+        if len(urls) == 1:
+            return urls[0]
+        health = await check_all(self._client(), urls)
         chosen = choose(self.stream_id, health, self._avoided())
         if chosen is not None:
             return chosen.url
         # None healthy: loading ones first (they will be), else each in turn (a refused connect is quick).
         loading = [h.url for h in health if h.state is EndpointState.LOADING]
-        candidates = loading or [u for u in self.urls if u != self._current] or self.urls
+        candidates = loading or [u for u in urls if u != self._current] or urls
         self._rotation += 1
         return candidates[self._rotation % len(candidates)]
 
@@ -350,7 +382,7 @@ class PooledEndpoint:
     # ------------------------------------------------------------------ watching the endpoint in use
 
     def _start_watch(self) -> None:
-        if len(self.urls) > 1 and (self._watch_task is None or self._watch_task.done()):
+        if (len(self.urls) > 1 or is_dynamic(self.urls)) and (self._watch_task is None or self._watch_task.done()):
             self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name=f"sts-pool-{self.stream_id}")
 
     async def _watch(self) -> None:
@@ -368,7 +400,7 @@ class PooledEndpoint:
             failures = 0 if health.state is EndpointState.HEALTHY else failures + 1
             if failures < self.settings.down_after:
                 continue
-            others = await check_all(self._client(), [u for u in self.urls if u != url])
+            others = await check_all(self._client(), [u for u in await expand(self.urls) if u != url])
             if url == self._current and any(h.state is EndpointState.HEALTHY for h in others):
                 self.report_failure("health")
                 failures = 0
@@ -378,7 +410,7 @@ def stream_endpoint(stream_id: str, fallback_url: str, registry: CollectorRegist
     """The endpoint object for a stream's STS client: pooled when `STS_SERVICE_URLS` names several."""
     settings = StsPoolSettings()
     urls = settings.urls(fallback_url)
-    if len(urls) == 1:
+    if len(urls) == 1 and not is_dynamic(urls):
         return FixedEndpoint(urls[0])
     return PooledEndpoint(stream_id, urls, settings, registry)
 
@@ -411,18 +443,16 @@ class StsPoolMonitor:
     """The media-service's view of the pool: every endpoint's /health on a timer, metrics, /v1/streams section."""
 
     def __init__(self, urls: list[str], registry: CollectorRegistry, settings: StsPoolSettings | None = None) -> None:
-        self.urls = urls
+        self.urls = urls  # as configured (`dns+` names included)
         self.settings = settings or StsPoolSettings()
         metrics = _POOL_METRICS.get(registry)
         if metrics is None:
             metrics = _POOL_METRICS[registry] = _PoolMetrics(registry)
         self.metrics = metrics
-        self._health: dict[str, EndpointHealth] = {u: EndpointHealth(u, EndpointState.UNKNOWN) for u in urls}
-        self._failures: dict[str, int] = dict.fromkeys(urls, 0)
+        self._health: dict[str, EndpointHealth] = {}
+        self._failures: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
-        for url in urls:
-            metrics.state.labels(endpoint=url).set(EndpointState.UNKNOWN)
-            metrics.streams.labels(endpoint=url).set(0)
+        self._track([u for u in urls if not u.startswith(DNS_PREFIX)])
 
     @classmethod
     def from_env(cls, fallback_url: str, registry: CollectorRegistry) -> StsPoolMonitor:
@@ -440,8 +470,24 @@ class StsPoolMonitor:
                 await self._task
             self._task = None
 
+    def _track(self, endpoints: list[str]) -> None:
+        """Follow `endpoints` from now on; endpoints gone from DNS leave the metrics (a pod scaled away)."""
+        for url in [u for u in self._health if u not in endpoints]:
+            del self._health[url], self._failures[url]
+            for gauge in (self.metrics.state, self.metrics.sessions, self.metrics.inflight, self.metrics.streams):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(url)
+        for url in endpoints:
+            if url not in self._health:
+                self._health[url] = EndpointHealth(url, EndpointState.UNKNOWN)
+                self._failures[url] = 0
+                self.metrics.state.labels(endpoint=url).set(EndpointState.UNKNOWN)
+                self.metrics.streams.labels(endpoint=url).set(0)
+
     async def poll_once(self, client: httpx.AsyncClient) -> None:
-        for health in await check_all(client, self.urls):
+        endpoints = await expand(self.urls)
+        self._track(endpoints)
+        for health in await check_all(client, endpoints):
             self._health[health.url] = health
             self.metrics.state.labels(endpoint=health.url).set(health.state)
             self.metrics.sessions.labels(endpoint=health.url).set(health.sessions)
@@ -459,19 +505,21 @@ class StsPoolMonitor:
                     log.exception("STS pool health poll failed")
                 await asyncio.sleep(self.settings.health_interval_ms / 1000)
 
+    def healthy(self) -> bool:
+        """Any endpoint healthy at the last poll (for the media-service's /health)."""
+        return any(h.state is EndpointState.HEALTHY for h in self._health.values())
+
     def snapshot(self, streams: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
         """`sts_endpoints` of /v1/streams: each endpoint's health and this service's streams on it (from each
         stream's `sts.endpoint` status)."""
-        placed: dict[str, list[str]] = {url: [] for url in self.urls}
+        placed: dict[str, list[str]] = {url: [] for url in self._health}
         for stream in streams:
             sts = stream.get("sts") if isinstance(stream.get("sts"), dict) else None
             endpoint = (sts or {}).get("endpoint")
             if isinstance(endpoint, str) and endpoint in placed:
                 placed[endpoint].append(str(stream.get("stream_id", "")))
         rows = []
-        for url in self.urls:
+        for url, health in self._health.items():
             self.metrics.streams.labels(endpoint=url).set(len(placed[url]))
-            rows.append(
-                {**self._health[url].as_dict(), "health_failures": self._failures[url], "streams": sorted(placed[url])}
-            )
+            rows.append({**health.as_dict(), "health_failures": self._failures[url], "streams": sorted(placed[url])})
         return rows
