@@ -128,19 +128,22 @@ class Models:
         }
         return self._get(f"mt:{kind}", builders[kind])  # type: ignore[return-value]
 
-    def tts(self, kind: str) -> TTSBackend:
+    def tts(self, kind: str, language: str = "es") -> TTSBackend:
+        """The synthesiser `kind` speaking with the language table's first voice of that backend for `language`."""
         from livedub.sts import tts
+        from livedub.sts.languages import LANGUAGES
         from livedub.sts.model_files import cpu_threads, resolve_model, resolve_model_dir
 
         s = self.settings
+        voice = next((v.voice for v in LANGUAGES[language].voices if v.backend == kind), "")
         builders: dict[str, Callable[[], object]] = {
-            "piper": lambda: tts.PiperTTS(resolve_model(s.piper_voice)),
+            "piper": lambda: tts.PiperTTS(resolve_model(voice or "piper-en_US-joe-medium")),
             "kokoro": lambda: tts.KokoroTTS(
-                resolve_model_dir(s.kokoro_model), s.kokoro_voice, cpu_threads=cpu_threads(s.cpu_threads)
+                resolve_model_dir(s.kokoro_model), voice, cpu_threads=cpu_threads(s.cpu_threads)
             ),
             "espeak-ng": lambda: tts.EspeakTTS(s.espeak_binary),
         }
-        return self._get(f"tts:{kind}", builders[kind])  # type: ignore[return-value]
+        return self._get(f"tts:{kind}:{voice}", builders[kind])  # type: ignore[return-value]
 
 
 def markdown_table(headers: list[str], rows: Iterable[list[object]]) -> str:
@@ -260,7 +263,7 @@ def run_latency(
             models.settings,
             asr=models.asr(),
             translators={(source, target): models.translator(mt_kind)},
-            tts={target: models.tts(tts_kind)},
+            tts={target: models.tts(tts_kind, target)},
             pairs=((source, target),),
         )
         pipeline.warmup()
@@ -482,10 +485,10 @@ def run_tts(
     rows = []
     human = [dnsmos_scores(p.audio(16000)) for p in prompts]
     rows.append(["human prompts (8 kHz recordings)", len(prompts), "-", *_mos_cells(human), "-"])
-    synthesisers: list[tuple[str, TTSBackend]] = [(kind, models.tts(kind)) for kind in kinds]
+    synthesisers: list[tuple[str, TTSBackend]] = [(kind, models.tts(kind, language)) for kind in kinds]
     if all_voices:
         kokoro_dir = resolve_model_dir(models.settings.kokoro_model)
-        default_voice = getattr(models.tts("kokoro"), "voice", "")
+        default_voice = getattr(models.tts("kokoro", language), "voice", "")
         for voice in KokoroTTS(kokoro_dir).voices:
             if voice != default_voice:
                 synthesisers.append(("kokoro", KokoroTTS(kokoro_dir, voice)))

@@ -139,9 +139,24 @@ def score_voice(backends: Backends, language: str, ref: VoiceRef, names: list[st
     return VoiceScore(language, ref, wers, spent / max(speech_s, 1e-6))
 
 
+def human_score(backends: Backends, language: str, names: list[str]) -> VoiceScore:
+    """The same Whisper on the human recordings (8 kHz telephone prompts): what a perfect voice could score."""
+    import jiwer
+
+    prompts = corpus.load_prompts(language)
+    wers = []
+    for name in names:
+        heard = normalise(backends.listener.transcribe(prompts[name].audio(16000), LANGUAGES[language].whisper).text)
+        wers.append(min(1.0, jiwer.wer(normalise(prompts[name].text), heard or "-")))
+    return VoiceScore(language, VoiceRef("human", "asterisk prompts"), wers, 0.0)
+
+
 def wer_section(backends: Backends, names: list[str], languages: tuple[str, ...]) -> dict[str, list[VoiceScore]]:
     scores: dict[str, list[VoiceScore]] = {}
     for language in languages:
+        human = human_score(backends, language, names)
+        print(f"  {language} human recordings WER p50 {human.p50:.1f} mean {human.mean:.1f}", file=sys.stderr)
+        scores.setdefault(language, []).append(human)
         for ref in backends.candidates(language):
             started = time.perf_counter()
             score = score_voice(backends, language, ref, names)
@@ -151,7 +166,7 @@ def wer_section(backends: Backends, names: list[str], languages: tuple[str, ...]
                 file=sys.stderr,
             )
             scores.setdefault(language, []).append(score)
-        scores[language].sort(key=lambda s: (s.mean, s.p50))
+        scores[language].sort(key=lambda s: (s.voice.backend != "human", s.mean, s.p50))
     return scores
 
 
@@ -166,6 +181,8 @@ def wer_table(scores: dict[str, list[VoiceScore]], n: int) -> str:
             lines.append(
                 f"| {language} | `{s.voice}` | {s.voice.gender} | {s.p50:.1f} % | {s.mean:.1f} % |"
                 f" {s.cpu_per_speech_s:.3f} |"
+                if s.voice.backend != "human"
+                else f"| {language} | human recordings (reference) | | {s.p50:.1f} % | {s.mean:.1f} % | |"
             )
     return "\n".join(lines) + "\n"
 
@@ -225,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     if "wer" in sections:
         scores = wer_section(backends, names, languages)
         parts.append(wer_table(scores, len(names)))
-        if not args.voices:
-            voices = {language: rows[0].voice for language, rows in scores.items()}
+        if not args.voices:  # the best synthesised voice (the human row comes first)
+            voices = {language: rows[1].voice for language, rows in scores.items()}
     if "bleu" in sections:
         parts.append(bleu_section(backends, names, voices))
     parts.append(

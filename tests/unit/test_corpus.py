@@ -1,4 +1,4 @@
-"""The asterisk prompt corpus (needs the Debian asterisk-core-sounds-{en,es} and -{en,es}-wav packages)."""
+"""The asterisk prompt corpus (needs the Debian asterisk-core-sounds-{en,es,fr,it} and their -wav packages)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,11 @@ def test_missing_sounds_link_names_both_packages(uncached_corpus: None, tmp_path
     monkeypatch.setattr(corpus, "SOUNDS_DIR", tmp_path)
     with pytest.raises(corpus.CorpusMissingError, match=r"asterisk-core-sounds-en asterisk-core-sounds-en-wav$"):
         corpus.load_prompts("en")
+
+
+def test_french_and_italian_prompts_share_names_with_english() -> None:
+    for language, word in (("fr", "passe"), ("it", "password")):
+        pairs = dict((en.name, other) for en, other in corpus.shared_prompts("en", language))
+        assert len(pairs) > 300
+        assert pairs["agent-pass"].language == language and word in pairs["agent-pass"].text.lower()
+        assert pairs["agent-pass"].path.exists() and pairs["agent-pass"].duration_s > 1.0

@@ -24,7 +24,8 @@ import numpy as np
 from livedub.protocol import AudioFormat
 from livedub.sts.audio import encode_audio, resample
 from livedub.sts.interfaces import FloatAudio, UnsupportedLanguageError
-from livedub.sts.settings import StsSettings
+from livedub.sts.languages import LANGUAGES, check_pair
+from livedub.sts.settings import TRANSLATOR_NAMES, TTS_BACKENDS, StsSettings
 
 RATE = 48000  # the pipeline runs on 48 kHz fragments, like the live media-service sends
 ASR_RATE = 16000
@@ -114,11 +115,8 @@ def write_video(source: Path, path: Path, audio: FloatAudio, audio_start_s: floa
 def dub_audio(audio: FloatAudio, source: str, target: str, chunk_s: float, settings: StsSettings) -> FloatAudio:
     """Each piece through the dubbing engine (the live pipeline's, without the wire), joined in place."""
     from livedub.sts.engine import StageFailed, Utterance, load_engine
-    from livedub.sts.pipeline import SUPPORTED_PAIRS
 
-    if (source, target) not in SUPPORTED_PAIRS:
-        supported = ", ".join(f"{s}->{t}" for s, t in SUPPORTED_PAIRS)
-        raise UnsupportedLanguageError(f"unsupported language pair {source}->{target}; supported: {supported}")
+    check_pair(source, target)  # UnsupportedLanguageError
     engine = load_engine(settings, ((source, target),))  # loads only this direction's models
     engine.warm_up()
     out = audio.copy()
@@ -144,14 +142,15 @@ def dub_audio(audio: FloatAudio, source: str, target: str, chunk_s: float, setti
 
 
 def cli_main(argv: list[str]) -> int:
+    languages = ", ".join(LANGUAGES)
     parser = argparse.ArgumentParser(prog="livedub dub-file", description=__doc__.split("\n")[0])
     parser.add_argument("input", type=Path, help="audio or video file")
-    parser.add_argument("--from", dest="source", default="en", help="language spoken in the file (en, es)")
-    parser.add_argument("--to", dest="target", default="es", help="language of the dub (es, en)")
+    parser.add_argument("--from", dest="source", default="en", help=f"language spoken in the file ({languages})")
+    parser.add_argument("--to", dest="target", default="es", help=f"language of the dub ({languages})")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .wav/.m4a, or .mp4/.mkv/.mov")
     parser.add_argument("--chunk", type=float, default=6.0, help="seconds per piece (cut in pauses when possible)")
-    parser.add_argument("--translator", choices=["llm", "apertium", "deepl"], help="override the translator")
-    parser.add_argument("--tts", choices=["piper", "kokoro", "espeak-ng"], help="override the synthesiser")
+    parser.add_argument("--translator", choices=TRANSLATOR_NAMES, help="override the translator")
+    parser.add_argument("--tts", choices=TTS_BACKENDS, help="override the synthesiser (its default voice)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -163,9 +162,9 @@ def cli_main(argv: list[str]) -> int:
         parser.error(f"output must end in one of {sorted(AUDIO_SUFFIXES | VIDEO_SUFFIXES)}")
     overrides: dict[str, str] = {}
     if args.translator:
-        overrides["STS_TRANSLATOR_EN_ES" if args.target == "es" else "STS_TRANSLATOR_ES_EN"] = args.translator
+        overrides["STS_TRANSLATOR_OVERRIDES"] = f"{args.source}-{args.target}={args.translator}"
     if args.tts:
-        overrides["STS_TTS_ES" if args.target == "es" else "STS_TTS_EN"] = args.tts
+        overrides["STS_TTS_VOICES"] = f"{args.target}={args.tts}"
     settings = StsSettings(STS_PIPELINE="dub", **overrides)  # type: ignore[arg-type]
 
     started = time.perf_counter()
