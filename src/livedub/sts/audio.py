@@ -6,7 +6,6 @@ filter graph. Audio inside the pipeline is mono float32 in [-1, 1].
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -14,7 +13,7 @@ import av
 import av.error
 import numpy as np
 
-from livedub.protocol import AudioFormat, AudioPayload, FragmentStatus
+from livedub.protocol import AudioFormat, AudioPayload, FragmentStatus, codec
 from livedub.sts.interfaces import FloatAudio, InvalidAudioError
 
 # Status rule of a dub's duration against the speech it replaces (in percent of that duration).
@@ -22,7 +21,6 @@ SUCCESS_VARIANCE_PERCENT = 10.0
 PARTIAL_VARIANCE_PERCENT = 20.0
 
 _FRAME_SAMPLES = 4096  # samples per frame fed to FFmpeg; any size works, this keeps frames small
-AAC_BITRATE = 96_000
 
 
 def _to_frames(audio: FloatAudio, sample_rate: int) -> list[av.AudioFrame]:
@@ -60,81 +58,30 @@ def resample(audio: FloatAudio, rate_in: int, rate_out: int) -> FloatAudio:
 def decode_audio(
     data: bytes, fmt: AudioFormat | str, sample_rate_hz: int, channels: int, target_rate: int
 ) -> FloatAudio:
-    """Decode a fragment payload (raw pcm_s16le or an m4a/AAC file) to mono float32 at `target_rate`.
+    """Decode a fragment payload (raw pcm_s16le or an m4a/AAC file) to mono float32 at `target_rate` (the payload
+    codec of `livedub.protocol.codec`).
 
     Raises InvalidAudioError when the bytes do not decode or do not match the declared format.
     """
-    fmt = AudioFormat(fmt)
     if not data:
         raise InvalidAudioError("empty audio payload")
-    if fmt is AudioFormat.PCM_S16LE:
-        frame_bytes = 2 * channels
-        if len(data) % frame_bytes:
-            raise InvalidAudioError(f"pcm_s16le payload of {len(data)} bytes is not whole {channels}-channel frames")
-        pcm = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-        mono = pcm.reshape(-1, channels).mean(axis=1) if channels > 1 else pcm
-        return resample(mono, sample_rate_hz, target_rate)
-    return _decode_container(data, target_rate)
-
-
-def _decode_container(data: bytes, target_rate: int) -> FloatAudio:
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.audio:
-                raise InvalidAudioError("m4a payload has no audio stream")
-            stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=target_rate)
-            out: list[av.AudioFrame] = []
-            for frame in container.decode(stream):
-                out.extend(resampler.resample(frame))
-            out.extend(resampler.resample(None))
-    except InvalidAudioError:
-        raise
-    except (av.error.FFmpegError, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidAudioError(f"m4a payload does not decode: {exc}") from exc
-    audio = _frames_to_mono(out)
-    if len(audio) == 0:
-        raise InvalidAudioError("m4a payload decodes to no audio")
-    return audio
+        pcm = codec.decode_bytes(data, fmt, sample_rate_hz, channels, rate=target_rate, to_channels=1)
+    except ValueError as exc:  # PayloadDecodeError, or an unknown format
+        raise InvalidAudioError(str(exc)) from exc
+    if len(pcm) == 0:
+        raise InvalidAudioError(f"{AudioFormat(fmt)} payload decodes to no audio")
+    return codec.pcm_to_float(pcm)[:, 0]
 
 
 def encode_audio(audio: FloatAudio, sample_rate: int, fmt: AudioFormat | str, channels: int = 1) -> bytes:
     """Encode mono float audio as raw pcm_s16le or as an m4a (AAC in MP4) file, copied to `channels` channels."""
-    fmt = AudioFormat(fmt)
-    clipped = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
-    if fmt is AudioFormat.PCM_S16LE:
-        pcm = (clipped * 32767.0).round().astype("<i2")
-        return np.repeat(pcm, channels).tobytes() if channels > 1 else pcm.tobytes()  # interleaved copies
-    if channels not in (1, 2):
-        raise ValueError("m4a output supports 1 or 2 channels")
-    layout = "mono" if channels == 1 else "stereo"
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="ipod") as container:  # "ipod" is FFmpeg's m4a muxer
-        stream = container.add_stream("aac", rate=sample_rate, layout=layout)
-        stream.bit_rate = AAC_BITRATE * channels
-        for start in range(0, len(clipped), _FRAME_SAMPLES):
-            chunk = clipped[start : start + _FRAME_SAMPLES]
-            planes = np.ascontiguousarray(np.tile(chunk, (channels, 1)))  # fltp: one plane per channel
-            frame = av.AudioFrame.from_ndarray(planes, format="fltp", layout=layout)
-            frame.sample_rate = sample_rate
-            frame.pts = start
-            frame.time_base = Fraction(1, sample_rate)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
+    return codec.encode_bytes(codec.match_channels(codec.float_to_pcm(audio), channels), sample_rate, fmt)
 
 
 def mono_payload(audio: FloatAudio, sample_rate: int, fmt: AudioFormat) -> AudioPayload:
     """Mono float audio encoded as an `AudioPayload` of `fmt` (duration from its sample count)."""
-    return AudioPayload.from_bytes(
-        encode_audio(audio, sample_rate, fmt),
-        format=fmt,
-        sample_rate_hz=sample_rate,
-        channels=1,
-        duration_ms=len(audio) / sample_rate * 1000,
-    )
+    return codec.encode_payload(codec.float_to_pcm(audio), sample_rate, fmt)
 
 
 def time_stretch(audio: FloatAudio, sample_rate: int, speed: float) -> FloatAudio:
