@@ -174,7 +174,8 @@ class PacedMuxer:
         original_language: str = "",
         on_decided: Callable[[Decision], None] | None = None,
     ) -> None:
-        """`publisher`/`track`/`language`: the first lane (`out`); `lanes`: the other target languages."""
+        """`publisher`/`track`/`language`: the first lane (`out`), `lanes` the other target languages; or, without
+        `publisher` and `track`, `lanes` are every language (the first on `out`)."""
         self.stream_id = stream_id
         self.layout = layout
         self.publisher = publisher
@@ -182,12 +183,14 @@ class PacedMuxer:
         self.metrics = metrics
         self.clock = clock
         self.timeline = OutputTimeline(layout.sample_rate, layout.audio_offset_ms)
+        own = publisher is not None or track is not None or not lanes  # else `lanes` are all the languages
         first = Lane(
             language,
             track or DubTrack(layout.sample_rate, stretch=lambda a, _s: a),
             [publisher] if publisher is not None else [],
         )
-        self.lanes: list[Lane] = [first, *lanes]
+        self.lanes: list[Lane] = [first, *lanes] if own else list(lanes)
+        first = self.lanes[0]
         self.presentation = presentation
         self.original_language = original_language
         self.on_decided = on_decided

@@ -3,6 +3,11 @@
 Phrases with speech go to STS at once, each with the time by which its dub is still useful (its latest start on the
 output timeline); the muxer places each dub on the dub track or keeps the original voice.
 
+Several target languages (WORKER_TARGET_LANGUAGES): one STS session, one delay line, one dub track per language;
+each language's dub is placed as soon as it comes back. Outputs: RTMP `out` (the first target) and `out/<lang>` per
+target, the HLS presentation (MEDIA_HLS: original + every target, WebVTT captions) and the caption/phrase logs
+(`captions.jsonl`, `phrases.jsonl`) in `<MEDIA_HLS_DIR>/<stream id>/`.
+
 `run()` returns when the input ends (stop() from on_publish_done, or the read timeout) and the buffered output has
 been played out, or after stop(). It never raises for stream problems: they are logged, counted and end in the state
 "failed". The worker calls `dub_client.start()` before the first segment and `dub_client.close()` at the end.
@@ -24,11 +29,12 @@ from livedub.media.background import make_background
 from livedub.media.dubtrack import DubTrack
 from livedub.media.ingest import AudioChunk, Ingest, IngestEnd, IngestItem, StreamLayout, VideoPacket
 from livedub.media.metrics import METRICS, WorkerMetrics
-from livedub.media.muxer import PacedMuxer
-from livedub.media.publisher import FlvPublisher
+from livedub.media.muxer import Lane, OutputTimeline, PacedMuxer, Presentation
+from livedub.media.phrase_log import PhraseRecorder
+from livedub.media.publisher import FlvPublisher, Publisher
 from livedub.media.segmenter import Segmenter, make_segmenter
 from livedub.media.settings import MediaSettings
-from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus
+from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus, MultiDubClient
 from livedub.sts.audio import time_stretch
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,12 @@ class WorkerRunner:
         self.metrics = metrics
         self.input_url = settings.input_url(stream_id)
         self.output_url = settings.output_url(stream_id)
+        self.languages = settings.targets  # the first is on `out`
+        self.output_urls = {"out": self.output_url} | {
+            lang: settings.output_url(stream_id, lang) for lang in self.languages
+        }
+        self._recorder: PhraseRecorder | None = None
+        self._hls_path: str | None = None
         self.state = "starting"
         self.started_at: str | None = None
         self.end_reason: str | None = None
@@ -86,6 +98,9 @@ class WorkerRunner:
             "started_at": self.started_at,
             "input_url": self.input_url,
             "output_url": self.output_url,
+            "source_language": self.settings.source_language,
+            "target_languages": list(self.languages),
+            "outputs": {"rtmp": dict(self.output_urls), "hls": self._hls_path},
             "segments": self._segments,
             "dubbed": stats.dubbed if stats else 0,
             "fallbacks": stats.fallbacks if stats else 0,
@@ -97,7 +112,26 @@ class WorkerRunner:
             "last_av_sync_delta_ms": (
                 round(stats.last_av_sync_delta_ms, 2) if stats and stats.last_av_sync_delta_ms is not None else None
             ),
+            "languages": self._language_status(),
         }
+
+    def _language_status(self) -> dict[str, dict[str, Any]]:
+        """Per target language: what its output dubbed (the top-level numbers are the first target's)."""
+        lanes = {lane.language: lane for lane in self._muxer.lanes} if self._muxer else {}
+        out: dict[str, dict[str, Any]] = {}
+        for language in self.languages:
+            lane = lanes.get(language)
+            stats = lane.stats if lane is not None else None
+            out[language] = {
+                "dubbed": stats.dubbed if stats else 0,
+                "fallbacks": stats.fallbacks if stats else 0,
+                "dubs_dropped": stats.dropped if stats else 0,
+                "speech_dubbed_ratio": _rounded(stats.speech_dubbed_ratio if stats else None),
+                "speech_dubbed_ratio_1m": _rounded(stats.recent_dubbed_ratio() if stats else None),
+                "schedule_lag_s": round(stats.schedule_lag_s, 3) if stats else 0.0,
+                "output_url": self.output_urls[language],
+            }
+        return out
 
     async def run(self) -> None:
         self.started_at = datetime.now(UTC).isoformat()
@@ -115,6 +149,9 @@ class WorkerRunner:
             await self._cancel_dubs()
             with contextlib.suppress(Exception):
                 await self.dub_client.close()
+            if self._recorder is not None:
+                with contextlib.suppress(Exception):
+                    self._recorder.close()
         self._set_state("stopped" if ok else "failed")
 
     # ---- pipeline ----------------------------------------------------------------------------------------------
@@ -147,11 +184,9 @@ class WorkerRunner:
             log.info("stream %s: waiting for the previous worker to play out its output", self.stream_id)
             await self._output_free.wait()
         try:
-            publisher = await asyncio.to_thread(
-                FlvPublisher, self.output_url, layout.video, layout.audio_channels, layout.sample_rate
-            )
+            outputs = await asyncio.to_thread(self._open_rtmp, layout)
         except Exception as exc:
-            log.error("stream %s: cannot publish to %s: %s", self.stream_id, self.output_url, exc)
+            log.error("stream %s: cannot publish the outputs: %s", self.stream_id, exc)
             self.metrics.errors.labels(stream_id=self.stream_id, type="publish_failed").inc()
             ingest.stop()
             return False
@@ -162,18 +197,19 @@ class WorkerRunner:
                 " time: phrases will keep the original voice",
                 self.stream_id, s.output_delay_ms + s.dub_max_late_ms, longest_ms,
             )  # fmt: skip
-        rate = layout.sample_rate
-        track = DubTrack(
-            rate,
-            stretch=lambda audio, speed: time_stretch(audio, rate, speed),
-            max_late_s=s.dub_max_late_ms / 1000,
-            max_speedup=s.dub_catch_up_max_speedup,
-            fade_s=s.duck_fade_ms / 1000,
-        )
+        presentation = await self._open_hls(layout)
+        lanes = [Lane(language, self._track(layout.sample_rate), outs) for language, outs in zip(
+            self.languages, outputs, strict=True)]  # fmt: skip
+        timeline = OutputTimeline(layout.sample_rate, layout.audio_offset_ms)
+        recorder = self._recorder = self._open_recorder(timeline)
         muxer = PacedMuxer(
-            self.stream_id, layout, publisher, s.output_delay_ms / 1000, self.metrics,
-            track=track, background=make_background(s, layout.sample_rate, layout.audio_channels),
+            self.stream_id, layout, None, s.output_delay_ms / 1000, self.metrics,
+            background=make_background(s, layout.sample_rate, layout.audio_channels),
+            lanes=lanes, presentation=presentation,
+            original_language=s.source_language if presentation is not None and layout.audio_channels else "",
+            on_decided=recorder.decided,
         )  # fmt: skip
+        recorder.cue_sink = lambda *cue: self._add_cue(muxer, *cue)
         self._muxer = muxer
         segmenter = make_segmenter(self.stream_id, s, layout.audio_channels) if layout.audio_channels else None
         if segmenter is not None:
@@ -236,7 +272,7 @@ class WorkerRunner:
     async def _dub(self, segment: AudioSegment, muxer: PacedMuxer) -> None:
         async with self._inflight:
             if muxer.sealed(segment.sequence_number):
-                return  # its time has passed while waiting for a free STS slot
+                return  # its time has passed (in every language) while waiting for a free STS slot
             # Fragments are numbered among those sent (the STS emits in sequence order and would wait on a gap),
             # with the last moment their dub can still start.
             latest = muxer.latest_start_s(segment)
@@ -244,14 +280,102 @@ class WorkerRunner:
             fragment = replace(segment, sequence_number=self._fragments, deadline_s=deadline_s)
             self._fragments += 1
             started = time.monotonic()
+
+            def place(outcome: DubOutcome) -> None:  # each language as soon as its answer is in
+                if outcome.round_trip_s is None:
+                    outcome.round_trip_s = time.monotonic() - started
+                self._place(segment, outcome, muxer)
+
+            if isinstance(self.dub_client, MultiDubClient):
+                await self.dub_client.dub_targets(fragment, place)
+                return
             try:
                 outcome = await self.dub_client.dub(fragment)
             except Exception as exc:  # the client should not raise; the phrase keeps its original voice
                 log.warning("stream %s: dub of phrase %d raised: %s", self.stream_id, segment.sequence_number, exc)
                 outcome = DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="failed")
-            if outcome.round_trip_s is None:
-                outcome.round_trip_s = time.monotonic() - started
-        muxer.resolve(segment.sequence_number, dub_clip(segment, outcome), fallback_reason(outcome))
+        place(outcome)
+
+    def _place(self, segment: AudioSegment, outcome: DubOutcome, muxer: PacedMuxer) -> None:
+        """One language's answer: captions and the phrase log learn what it said, the muxer places its dub."""
+        language = outcome.language or self.languages[0]
+        outcome.language = language
+        if self._recorder is not None:
+            try:
+                self._recorder.answered(segment, outcome, decided=muxer.sealed(segment.sequence_number, language))
+            except Exception:  # captions are a side output: the dub is placed regardless
+                log.exception("stream %s: recording the answer for phrase %d failed", self.stream_id,
+                              segment.sequence_number)  # fmt: skip
+        muxer.resolve(segment.sequence_number, dub_clip(segment, outcome), fallback_reason(outcome), language)
+
+    # ---- outputs -----------------------------------------------------------------------------------------------
+    def _track(self, rate: int) -> DubTrack:
+        s = self.settings
+        return DubTrack(
+            rate,
+            stretch=lambda audio, speed: time_stretch(audio, rate, speed),
+            max_late_s=s.dub_max_late_ms / 1000,
+            max_speedup=s.dub_catch_up_max_speedup,
+            fade_s=s.duck_fade_ms / 1000,
+        )
+
+    def _open_rtmp(self, layout: StreamLayout) -> list[list[Publisher]]:
+        """Per language its RTMP publishers: `out` + `out/<lang>` for the first, `out/<lang>` for the others. All or
+        none: a refused output fails the start (runs in a thread: FFmpeg connects at open)."""
+        opened: list[FlvPublisher] = []
+
+        def publisher(url: str) -> FlvPublisher:
+            opened.append(FlvPublisher(url, layout.video, layout.audio_channels, layout.sample_rate))
+            return opened[-1]
+
+        try:
+            lanes: list[list[Publisher]] = []
+            for language in self.languages:
+                urls = [self.output_url] if not lanes else []
+                lanes.append([publisher(url) for url in [*urls, self.output_urls[language]]])
+            return lanes
+        except Exception:
+            for out in opened:
+                with contextlib.suppress(Exception):
+                    out.close()
+            raise
+
+    async def _open_hls(self, layout: StreamLayout) -> Presentation | None:
+        """The HLS presentation, or None (disabled, or it cannot be written: the RTMP outputs go on without it)."""
+        s = self.settings
+        if not s.hls_enabled:
+            return None
+        from livedub.media.hls import HlsPresentation, renditions_for
+
+        renditions = renditions_for(s.source_language, self.languages)
+        try:
+            presentation = await asyncio.to_thread(
+                HlsPresentation, s.stream_dir(self.stream_id), layout.video, layout.sample_rate,
+                layout.audio_channels, renditions if layout.audio_channels else [], renditions,
+            )  # fmt: skip
+        except Exception as exc:
+            log.error("stream %s: no HLS presentation: %s", self.stream_id, exc)
+            self.metrics.errors.labels(stream_id=self.stream_id, type="hls_failed").inc()
+            return None
+        self._hls_path = f"/hls/{self.stream_id}/master.m3u8"
+        return presentation
+
+    def _open_recorder(self, timeline: OutputTimeline) -> PhraseRecorder:
+        """Captions and phrase log; without a writable directory, captions go to the HLS presentation only."""
+        from livedub.media.captions import CueLog
+
+        try:
+            log_file = CueLog(self.settings.stream_dir(self.stream_id))
+        except OSError as exc:
+            log.error("stream %s: no captions/phrases log: %s", self.stream_id, exc)
+            log_file = None
+        return PhraseRecorder(timeline, self.settings.source_language, log_file)
+
+    @staticmethod
+    def _add_cue(muxer: PacedMuxer, language: str, start_s: float, end_s: float, text: str) -> None:
+        add_cue = getattr(muxer.presentation, "add_cue", None)
+        if add_cue is not None:
+            add_cue(language, start_s, end_s, text)
 
     async def _cancel_dubs(self) -> None:
         tasks = list(self._dub_tasks)
