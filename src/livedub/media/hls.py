@@ -32,6 +32,7 @@ import av
 import av.error
 
 from livedub.media.captions import Cue, mark_ended, vtt_document
+from livedub.media.publisher import MAX_INTERLEAVE_DELTA_US
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +343,8 @@ class HlsPresentation:
                 mode="w",
                 format="hls",
                 options=self._hls_options(window, video_template is not None),
+                # As the FLV publisher: when the audio stalls, video must not wait FFmpeg's default 10 s for it.
+                container_options={"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)},
             )
         except av.error.FFmpegError as e:
             raise HlsError(f"cannot open the HLS output in {self.directory}: {e}") from e
