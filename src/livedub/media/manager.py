@@ -107,12 +107,31 @@ class WorkerManager:
         self._pending_stops: set[asyncio.Future[None]] = set()
         self._handovers: set[asyncio.Task[None]] = set()
         self._workers: dict[str, WorkerHandle] = {}
+        self._next_targets: dict[str, list[str]] = {}  # the operator's target languages for a stream's next start
         self._lock = asyncio.Lock()  # start/stop decisions for the same id must not interleave
         self._closing = False
 
     @property
     def max_streams(self) -> int:
         return self.settings.max_concurrent_streams
+
+    def set_next_targets(self, stream_id: str, target_languages: list[str] | None) -> None:
+        """Target languages for the stream's next worker start (None or empty: back to the settings). A running
+        worker keeps its languages until it is restarted."""
+        if target_languages:
+            self._next_targets[stream_id] = list(dict.fromkeys(target_languages))
+        else:
+            self._next_targets.pop(stream_id, None)
+
+    def next_targets(self, stream_id: str) -> list[str] | None:
+        return self._next_targets.get(stream_id)
+
+    def settings_for(self, stream_id: str) -> MediaSettings:
+        """The settings a new worker of `stream_id` runs with (the operator's target languages, if chosen)."""
+        targets = self._next_targets.get(stream_id)
+        if not targets:
+            return self.settings
+        return self.settings.model_copy(update={"target_languages": ",".join(targets), "target_language": targets[0]})
 
     def active_count(self) -> int:
         return sum(1 for handle in self._workers.values() if handle.active)
@@ -208,12 +227,14 @@ class WorkerManager:
     # ------------------------------------------------------------------ internals
 
     def _create(self, stream_id: str, source: str, loop_thread: EventLoopThread) -> WorkerHandle:
-        client = self._client_factory(stream_id, self.settings, self.metrics)
-        runner = self._runner_factory(stream_id, self.settings, client, self.metrics)
+        settings = self.settings_for(stream_id)
+        client = self._client_factory(stream_id, settings, self.metrics)
+        runner = self._runner_factory(stream_id, settings, client, self.metrics)
         return WorkerHandle(stream_id=stream_id, runner=runner, client=client, source=source, loop_thread=loop_thread)
 
     def _create_process(self, stream_id: str, source: str) -> WorkerHandle:
-        runner = ProcessRunner(stream_id, self.settings, self._runner_factory, self._client_factory, self.metrics_view)
+        settings = self.settings_for(stream_id)
+        runner = ProcessRunner(stream_id, settings, self._runner_factory, self._client_factory, self.metrics_view)
         return WorkerHandle(stream_id, runner=runner, client=ParentSideClient(), source=source, loop_thread=None)
 
     @staticmethod
@@ -304,7 +325,12 @@ class WorkerManager:
         except Exception as exc:
             runner_status = {"status_error": f"{type(exc).__name__}: {exc}"}
         client_status = getattr(handle.client, "status", None)
+        settings = getattr(handle.runner, "settings", None)
+        settings = settings if isinstance(settings, MediaSettings) else self.settings
         return {
+            # what the worker was started with (a worker process reports its own once it runs)
+            "source_language": settings.source_language,
+            "target_languages": settings.targets,
             **runner_status,
             "stream_id": handle.stream_id,
             "state": handle.state

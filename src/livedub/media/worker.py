@@ -100,7 +100,12 @@ class WorkerRunner:
             "output_url": self.output_url,
             "source_language": self.settings.source_language,
             "target_languages": list(self.languages),
-            "outputs": {"rtmp": dict(self.output_urls), "hls": self._hls_path},
+            "outputs": {
+                "rtmp": dict(self.output_urls),
+                "hls": self._hls_path,
+                "captions": f"/v1/streams/{self.stream_id}/captions",
+                "phrases": f"/v1/streams/{self.stream_id}/phrases",
+            },
             "segments": self._segments,
             "dubbed": stats.dubbed if stats else 0,
             "fallbacks": stats.fallbacks if stats else 0,

@@ -1,0 +1,105 @@
+"""HTTP outputs of the media-service: each stream's HLS presentation and its live captions and phrase log.
+
+- `GET /hls/<stream_id>/<file>`: the files `hls.HlsPresentation` writes in `<MEDIA_HLS_DIR>/<stream_id>/`
+  (master.m3u8, media playlists, .ts / .m4s segments, .vtt). One plain file name per request (no sub-directories, no
+  dot-files); playlists are never cached (a live playlist changes every segment), segments may be.
+- `GET /v1/streams/<stream_id>/captions`: server-sent events, one JSON cue per event
+  (`{"sequence", "language", "kind", "start_s", "end_s", "text"}`), following `captions.jsonl` from its start
+  (`?from_start=false`: only new cues; `?language=es,en`: those languages only).
+- `GET /v1/streams/<stream_id>/phrases`: the same over `phrases.jsonl` (one event per phrase and language decided).
+
+The worker (a child process) writes those files; these endpoints only read them. Access is the media-service's rule
+for everything but hooks and /health (`access.py`): loopback, or `Authorization: Bearer MEDIA_API_TOKEN`, the same as
+`/v1/streams`. The app includes the router: `app.include_router(outputs_http.router)`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, StreamingResponse
+
+from livedub.media.captions import CAPTIONS_FILE, PHRASES_FILE, follow, sse_event
+from livedub.media.hooks import STREAM_ID_RE
+from livedub.media.settings import MediaSettings
+
+router = APIRouter()
+
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".aac": "audio/aac",
+    ".vtt": "text/vtt; charset=utf-8",
+}
+FILE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+NO_CACHE = "no-cache, no-store"
+SEGMENT_CACHE = "public, max-age=60"  # a segment's name is never reused within a run
+SSE_HEADERS = {"Cache-Control": NO_CACHE, "X-Accel-Buffering": "no"}
+
+
+def _settings(request: Request) -> MediaSettings:
+    settings = getattr(request.app.state, "settings", None)
+    return settings if isinstance(settings, MediaSettings) else MediaSettings()
+
+
+def stream_directory(settings: MediaSettings, stream_id: str) -> Path:
+    if not STREAM_ID_RE.match(stream_id):
+        raise HTTPException(404, "unknown stream")
+    return settings.stream_dir(stream_id)
+
+
+def presentation_file(directory: Path, name: str) -> Path:
+    """The file `name` of a presentation directory, or 404: a plain name with a served suffix, inside it."""
+    suffix = Path(name).suffix.lower()
+    if not FILE_RE.match(name) or ".." in name or suffix not in CONTENT_TYPES:
+        raise HTTPException(404, "not an HLS file")
+    path = directory / name
+    if path.resolve().parent != directory.resolve() or not path.is_file():
+        raise HTTPException(404, "no such file (the stream may not have started, or the segment left the window)")
+    return path
+
+
+@router.get("/hls/{stream_id}/{name}")
+async def hls_file(stream_id: str, name: str, request: Request) -> FileResponse:
+    path = presentation_file(stream_directory(_settings(request), stream_id), name)
+    suffix = path.suffix.lower()
+    cache = NO_CACHE if suffix == ".m3u8" else SEGMENT_CACHE
+    return FileResponse(path, media_type=CONTENT_TYPES[suffix], headers={"Cache-Control": cache})
+
+
+async def _events(path: Path, languages: set[str] | None, from_start: bool) -> AsyncIterator[str]:
+    yield ": livedub\n\n"  # a comment first: the client sees the stream open before the first cue
+    async for obj in follow(path, from_start=from_start):
+        if languages is None or obj.get("language") in languages:
+            yield sse_event(obj)
+
+
+def _sse(request: Request, stream_id: str, file: str, language: str | None, from_start: bool) -> StreamingResponse:
+    directory = stream_directory(_settings(request), stream_id)
+    if not directory.is_dir():
+        raise HTTPException(404, f"no outputs of stream {stream_id} (not started yet?)")
+    languages = {code.strip() for code in language.split(",") if code.strip()} if language else None
+    return StreamingResponse(
+        _events(directory / file, languages, from_start), media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
+@router.get("/v1/streams/{stream_id}/captions")
+async def captions(
+    stream_id: str, request: Request, language: str | None = None, from_start: bool = True
+) -> StreamingResponse:
+    """Live captions (server-sent events): one JSON cue per event, times on the output timestamp clock."""
+    return _sse(request, stream_id, CAPTIONS_FILE, language, from_start)
+
+
+@router.get("/v1/streams/{stream_id}/phrases")
+async def phrases(
+    stream_id: str, request: Request, language: str | None = None, from_start: bool = True
+) -> StreamingResponse:
+    """The phrase log (server-sent events): per phrase and language, what played and why, with stage times."""
+    return _sse(request, stream_id, PHRASES_FILE, language, from_start)
