@@ -204,10 +204,19 @@ def _language_names() -> dict[str, str]:
 
 
 def default_targets(settings: Any) -> list[str]:
-    targets = getattr(settings, "target_languages", None)
-    if isinstance(targets, str):
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
-    return list(targets or [settings.target_language])
+    """WORKER_TARGET_LANGUAGES (MediaSettings.targets), else WORKER_TARGET_LANGUAGE."""
+    targets = getattr(settings, "targets", None)
+    return list(targets) if targets else [settings.target_language]
+
+
+def hls_ready(settings: Any, stream_id: str) -> bool:
+    """Whether the stream's HLS presentation has its master playlist yet (the page starts its player then)."""
+    stream_dir = getattr(settings, "stream_dir", None)
+    return (
+        bool(getattr(settings, "hls_enabled", True))
+        and stream_dir is not None
+        and (stream_dir(stream_id) / "master.m3u8").is_file()
+    )
 
 
 def _error_count(metrics_view: Any, stream_id: str, kind: str) -> float:
@@ -281,6 +290,7 @@ def stream_row(
         "input": _input_info(rtmp),
         "problems": stream_problems(entry, rtmp, errors),
         "hls_url": f"/hls/{stream_id}/master.m3u8",
+        "hls_ready": hls_ready(settings, stream_id),
         "phrases_url": f"/v1/streams/{stream_id}/phrases",
         "captions_url": f"/v1/streams/{stream_id}/captions",
     }
@@ -318,8 +328,9 @@ async def overview(request: Request) -> dict[str, Any]:
     settings, manager, state = _settings(request), _manager(request), _state(request)
     workers = {entry["stream_id"]: entry for entry in manager.list_streams()}
     inputs = await rtmp_inputs(getattr(settings, "media_server_stat_url", ""))
-    for stream_id in workers:
-        state.stopped.pop(stream_id, None)  # running again (a republish or a start)
+    for stream_id, entry in workers.items():
+        if entry.get("state") in {"starting", "running"}:
+            state.stopped.pop(stream_id, None)  # running again (a republish or a start), not still draining
     ids = sorted(set(workers) | {i for i, s in inputs.items() if s.publishing} | set(state.stopped))
     view = getattr(manager, "metrics_view", None)
     rows = [

@@ -41,6 +41,24 @@ function languages(stream) {
   return `${stream.source_language} → ${targets}`;
 }
 
+// Share dubbed over the last minute per target language (the first target's alone from an older worker).
+function ratios(stream) {
+  const perLanguage = stream.languages || {};
+  const codes = stream.target_languages || [];
+  const result = {};
+  for (const code of codes) {
+    const value = perLanguage[code] ? perLanguage[code].speech_dubbed_ratio_1m : undefined;
+    result[code] = value === undefined && code === codes[0] ? stream.dubbed_ratio_1m : value;
+  }
+  return result;
+}
+
+function ratioText(stream) {
+  const entries = Object.entries(ratios(stream));
+  if (entries.length <= 1) return pct(stream.dubbed_ratio_1m);
+  return entries.map(([code, value]) => `${code} ${pct(value)}`).join(" · ");
+}
+
 function stsCell(stream) {
   const sts = stream.sts || {};
   if (!stream.sts) return "–";
@@ -59,7 +77,7 @@ async function poll() {
       page.overview = result.body;
       for (const stream of result.body.streams) {
         if (!page.histories.has(stream.stream_id)) page.histories.set(stream.stream_id, new History());
-        page.histories.get(stream.stream_id).add(stream.lag_s, stream.dubbed_ratio_1m);
+        page.histories.get(stream.stream_id).add(stream.lag_s, ratios(stream));
       }
       render();
     }
@@ -127,7 +145,7 @@ function streamRow(stream) {
     null,
     languages(stream),
     secs(stream.lag_s),
-    pct(stream.dubbed_ratio_1m),
+    ratioText(stream),
     num(stream.dubs_dropped),
     stsCell(stream),
     stream.problems.map((p) => p.message).join(" "),
@@ -167,24 +185,35 @@ function openStream(id) {
     },
     (state) => ($("#phrases-state").textContent = state === "live" ? "" : `(${state})`),
   );
-  const output = new Player($("#output-video"), `/hls/${encodeURIComponent(id)}/master.m3u8`, {
-    audio: "dub",
-    audioSelect: $("#audio-select"),
-    subsSelect: $("#subs-select"),
-    note: $("#output-player .player-note"),
-  }).start();
-  page.players = { output };
+  page.players = {};
   page.view = { id, stopPhrases, timeline, languagesShown: "" };
-  $("#input-load").disabled = false;
+  $("#output-player .player-note").textContent = "Waiting for the stream's HLS presentation.";
+  $("#input-load").disabled = true;
   $("#input-load").onclick = () => {
     $("#input-load").disabled = true;
-    page.players.input = new Player($("#input-video"), output.url, {
+    page.players.input = new Player($("#input-video"), hlsUrl(id), {
       audio: "original",
       note: $("#input-player .player-note"),
     }).start();
   };
   $("#control-msg").textContent = "";
   if (page.overview) renderStream(page.overview.streams.find((s) => s.stream_id === id));
+}
+
+function hlsUrl(id) {
+  return `/hls/${encodeURIComponent(id)}/master.m3u8`;
+}
+
+// The players start once the worker has written its master playlist (no 404s for hls.js to retry).
+function startPlayers(stream) {
+  if (page.players.output || !stream.hls_ready) return;
+  page.players.output = new Player($("#output-video"), hlsUrl(stream.stream_id), {
+    audio: "dub",
+    audioSelect: $("#audio-select"),
+    subsSelect: $("#subs-select"),
+    note: $("#output-player .player-note"),
+  }).start();
+  $("#input-load").disabled = false;
 }
 
 function closeStream() {
@@ -214,6 +243,7 @@ function renderStream(stream) {
   $("#sv-langs").textContent = languages(stream) + (stream.next_target_languages
     ? ` (next start: ${stream.next_target_languages.join(", ")})` : "");
   $("#sv-problems").replaceChildren(...stream.problems.map(problem));
+  startPlayers(stream);
   renderFigures(stream);
   drawPlot($("#plot"), page.histories.get(id) || new History());
   renderControls(stream);
@@ -230,7 +260,7 @@ function problem(p) {
 function renderFigures(stream) {
   const figures = [
     ["lag", secs(stream.lag_s)],
-    ["dubbed, 1 min", pct(stream.dubbed_ratio_1m)],
+    ["dubbed, 1 min", ratioText(stream)],
     ["dubbed, all", pct(stream.speech_dubbed_ratio)],
     ["dubs dropped", num(stream.dubs_dropped)],
     ["phrases dubbed", num(stream.dubbed)],

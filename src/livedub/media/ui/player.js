@@ -11,6 +11,7 @@ export class Player {
     this.options = options;
     this.hls = null;
     this.retry = null;
+    this.audioLoads = []; // the last audio segments loaded: {track, url} (which rendition is really heard)
   }
 
   start() {
@@ -37,6 +38,11 @@ export class Player {
     hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, () => this.showAudio());
     hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, () => this.subtitleTracksChanged());
     hls.on(Hls.Events.ERROR, (_, data) => this.error(data));
+    hls.on(Hls.Events.FRAG_LOADED, (_, data) => {
+      if (data.frag.type !== "audio") return;
+      this.audioLoads.push({ track: data.frag.level, url: data.frag.url });
+      if (this.audioLoads.length > 30) this.audioLoads.shift();
+    });
     hls.loadSource(this.url);
     hls.attachMedia(this.video);
     this.wireSelects();

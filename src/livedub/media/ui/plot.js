@@ -1,6 +1,9 @@
-// A small live plot on a canvas: lag behind the input (s, left axis) and share of speech dubbed (%, right axis).
+// A small live plot on a canvas: lag behind the input (s, left axis) and share of speech dubbed per target language
+// over the last minute (%, right axis).
 
 const WINDOW_S = 300;
+export const LAG_COLOR = "#3461c1";
+export const RATIO_COLORS = ["#1d7f4e", "#b3261e", "#a86400", "#7b3fb5", "#0f7c8c"];
 
 export class History {
   constructor(limit = 900) {
@@ -8,8 +11,9 @@ export class History {
     this.points = [];
   }
 
-  add(lag, ratio) {
-    this.points.push({ t: Date.now() / 1000, lag, ratio });
+  // ratios: {language: share dubbed over the last minute (0..1) or null}
+  add(lag, ratios) {
+    this.points.push({ t: Date.now() / 1000, lag, ratios });
     if (this.points.length > this.limit) this.points.shift();
   }
 }
@@ -47,21 +51,28 @@ export function drawPlot(canvas, history) {
   ctx.textAlign = "center";
   for (let m = 0; m <= 5; m += 1) ctx.fillText(m ? `-${m} min` : "now", x(now - m * 60), height - 5);
 
-  line(ctx, points, "lag", x, yLag, "#3461c1");
-  line(ctx, points, "ratio", x, yRatio, "#1d7f4e");
+  line(ctx, points, (p) => p.lag, x, yLag, LAG_COLOR);
+  const languages = [...new Set(points.flatMap((p) => Object.keys(p.ratios || {})))];
+  languages.forEach((language, i) => {
+    const color = RATIO_COLORS[i % RATIO_COLORS.length];
+    line(ctx, points, (p) => (p.ratios || {})[language], x, yRatio, color);
+    ctx.fillStyle = color;
+    ctx.textAlign = "left";
+    ctx.fillText(language, pad.left + 6 + i * 26, pad.top + 12);
+  });
   if (!points.length) {
     ctx.textAlign = "center";
     ctx.fillText("waiting for figures", pad.left + w / 2, pad.top + h / 2);
   }
 }
 
-function line(ctx, points, key, x, y, color) {
+function line(ctx, points, value, x, y, color) {
   ctx.strokeStyle = color;
   ctx.lineWidth = 2;
   ctx.beginPath();
   let drawing = false;
   for (const p of points) {
-    const v = p[key];
+    const v = value(p);
     if (typeof v !== "number") {
       drawing = false;
       continue;
