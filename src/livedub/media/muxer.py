@@ -148,8 +148,10 @@ def copy_packet(packet: av.Packet) -> av.Packet:
     """A packet with the same data and flags: `mux()` takes the data of the packet it writes."""
     copy = av.Packet(bytes(packet))
     copy.is_keyframe = packet.is_keyframe
-    copy.time_base = packet.time_base
-    copy.duration = packet.duration
+    if packet.time_base is not None:
+        copy.time_base = packet.time_base
+    if packet.duration is not None:
+        copy.duration = packet.duration
     return copy
 
 
