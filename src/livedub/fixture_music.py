@@ -1,7 +1,9 @@
-"""The speech-over-music fixture: 60 s of H.264 + AAC where a human speaks English over a music bed.
+"""The speech-over-music fixture: 60 s of H.264 + AAC where a human speaks English (or Spanish, French, Italian) over
+a music bed.
 
-Twelve Asterisk prompts (Debian ``asterisk-core-sounds-en``, human recordings with transcripts; the Spanish package's
-prompt of the same name is the reference translation) are trimmed to their voice and laid out with natural pauses:
+Twelve Asterisk prompts (Debian ``asterisk-core-sounds-<lang>``, human recordings with transcripts; the prompt of the
+same name in the reference language — Spanish for English, English for the others — is the reference translation)
+are trimmed to their voice and laid out with natural pauses:
 0.6–1.2 s between most prompts, two pauses of 4 s and more, music alone before the first and after the last. Under
 the whole of it runs a steady stretch of a Debian ``asterisk-moh-opsound-wav`` track, set 8 dB below the speech
 (RMS over the spoken spans). The video is the sample fixture's ``testsrc2`` (keyframe every 2 s).
@@ -10,8 +12,9 @@ Next to the video, cached in ``$LIVEDUB_HOME/fixtures/`` like the sample fixture
 as wav files (the exact signals that were summed, at the sources' 8 kHz) and a JSON sidecar with each prompt's
 times, English text, Spanish reference and levels, and each pause's music level.
 
-    python -m livedub.fixture_music            # build (if missing) and print the timeline
-    python -m livedub.fixture_music --force    # rebuild
+    python -m livedub.fixture_music                  # build (if missing) and print the timeline
+    python -m livedub.fixture_music --language es    # the same prompts spoken in Spanish
+    python -m livedub.fixture_music --force          # rebuild
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -45,7 +49,7 @@ PEAK_LIMIT = 0.89  # the mix is scaled down (speech and music alike) if it would
 TRIM_FLOOR_DB = -40.0  # relative to the prompt's loudest 10 ms: below is the recording's leading/trailing silence
 TRIM_MARGIN_S = 0.02
 
-# English prompts in speaking order; each has a Spanish counterpart of the same name.
+# Prompts in speaking order; each exists in every language of the corpus under the same name.
 PROMPTS: tuple[str, ...] = (
     "conf-waitforleader",
     "vm-nonumber",
@@ -177,27 +181,33 @@ def music_bed(sample_rate: int, duration_s: float = DURATION_S) -> FloatAudio:
 
 @dataclass(frozen=True)
 class _Placed:
-    english: corpus.Prompt
-    spanish: corpus.Prompt
+    spoken: corpus.Prompt
+    reference: corpus.Prompt
     start: int  # sample index in the track
     audio: FloatAudio
 
 
-def _place_prompts() -> tuple[list[_Placed], int]:
-    english, spanish = corpus.load_prompts("en"), corpus.load_prompts("es")
+def reference_language_of(language: str) -> str:
+    """The language whose transcripts serve as reference translations: Spanish for English, else English."""
+    return "es" if language == "en" else "en"
+
+
+def _place_prompts(language: str = "en") -> tuple[list[_Placed], int, float]:
+    """The prompts on the track, its sample rate and its duration: 60 s, or longer for slower speakers (Spanish
+    takes 73 s), always with at least 2 s of music alone at the end."""
+    spoken, reference = corpus.load_prompts(language), corpus.load_prompts(reference_language_of(language))
     rate = 0
     placed: list[_Placed] = []
     position_s = LEAD_IN_S
     for name, gap_s in zip(PROMPTS, (*GAPS_S, 0.0), strict=True):
-        prompt = english[name]
+        prompt = spoken[name]
         rate = rate or _wav_rate(prompt.path)
         audio = trim_silence(corpus.read_wav(prompt.path, rate).astype(np.float64), rate)
         start = round(position_s * rate)
-        placed.append(_Placed(prompt, spanish[name], start, audio))
+        placed.append(_Placed(prompt, reference[name], start, audio))
         position_s = (start + len(audio)) / rate + gap_s
-    if position_s > DURATION_S - 2.0:
-        raise RuntimeError(f"the prompts end at {position_s:.1f} s: no music-only tail in {DURATION_S} s")
-    return placed, rate
+    duration_s = DURATION_S if position_s <= DURATION_S - 2.0 else float(math.ceil(position_s + 2.0))
+    return placed, rate, duration_s
 
 
 def _wav_rate(path: Path) -> int:
@@ -210,13 +220,13 @@ def _spans_rms_db(audio: FloatAudio, placed: list[_Placed]) -> float:
     return level_dbfs(np.concatenate([audio[p.start : p.start + len(p.audio)] for p in placed]), 1)
 
 
-def mix_tracks() -> tuple[FloatAudio, FloatAudio, int, list[_Placed], float]:
+def mix_tracks(language: str = "en") -> tuple[FloatAudio, FloatAudio, int, list[_Placed], float]:
     """(speech, music, sample rate, placed prompts, music gain dB): speech + music is the fixture's audio."""
-    placed, rate = _place_prompts()
-    speech = np.zeros(round(DURATION_S * rate), dtype=np.float64)
+    placed, rate, duration_s = _place_prompts(language)
+    speech = np.zeros(round(duration_s * rate), dtype=np.float64)
     for p in placed:
         speech[p.start : p.start + len(p.audio)] = p.audio
-    music = music_bed(rate)
+    music = music_bed(rate, duration_s)
     # Rounded to 0.1 dB so that the last bits of a floating-point sum cannot change the file.
     gain_db = round(_spans_rms_db(speech, placed) - _spans_rms_db(music, placed) - SPEECH_OVER_MUSIC_DB, 1)
     music = music * 10 ** (gain_db / 20)
@@ -242,6 +252,7 @@ def _write_wav(path: Path, audio: FloatAudio, rate: int) -> None:
 
 
 def _timeline(speech: FloatAudio, music: FloatAudio, rate: int, placed: list[_Placed]) -> dict[str, object]:
+    duration_s = len(speech) / rate
     prompts, pauses = [], []
     previous_end = 0.0
     for p in placed:
@@ -249,45 +260,46 @@ def _timeline(speech: FloatAudio, music: FloatAudio, rate: int, placed: list[_Pl
         pauses.append(Pause(previous_end, start, round(level_dbfs(music, rate, previous_end, start), 2)))
         prompts.append(
             SpokenPrompt(
-                name=p.english.name,
+                name=p.spoken.name,
                 start_s=start,
                 end_s=end,
-                text=p.english.text,
-                reference=p.spanish.text,
+                text=p.spoken.text,
+                reference=p.reference.text,
                 speech_dbfs=round(level_dbfs(speech, rate, start, end), 2),
                 music_dbfs=round(level_dbfs(music, rate, start, end), 2),
             )
         )
         previous_end = end
-    pauses.append(Pause(previous_end, DURATION_S, round(level_dbfs(music, rate, previous_end, DURATION_S), 2)))
+    pauses.append(Pause(previous_end, duration_s, round(level_dbfs(music, rate, previous_end, duration_s), 2)))
     ratio = _spans_rms_db(speech, placed) - _spans_rms_db(music, placed)
     return {
+        "duration_s": duration_s,
         "speech_over_music_db": round(ratio, 2),
         "prompts": [asdict(p) for p in prompts],
         "pauses": [asdict(p) for p in pauses],
     }
 
 
-def music_fixture_paths(directory: Path | None = None) -> dict[str, Path]:
+def music_fixture_paths(directory: Path | None = None, language: str = "en") -> dict[str, Path]:
     """Where the video, the sidecar and the two isolated tracks are (or will be) cached."""
     directory = directory or fixtures_dir()
-    stem = f"livedub-speech-music-60s-v{FIXTURE_VERSION}"
+    stem = f"livedub-speech-music-60s-v{FIXTURE_VERSION}" if language == "en" else f"livedub-speech-music-{language}-v1"
     names = {"video": ".mp4", "sidecar": ".json", "music": "-music.wav", "speech": "-speech.wav"}
     return {key: directory / f"{stem}{suffix}" for key, suffix in names.items()}
 
 
-def ensure_music_fixture(directory: Path | None = None, force: bool = False) -> MusicFixture:
-    """Build the speech-over-music fixture if it is not cached yet (or `force`), and return it."""
-    paths = music_fixture_paths(directory)
+def ensure_music_fixture(directory: Path | None = None, force: bool = False, language: str = "en") -> MusicFixture:
+    """Build the speech-over-music fixture spoken in `language` if it is not cached yet (or `force`), and return it."""
+    paths = music_fixture_paths(directory, language)
     if not force and all(path.exists() for path in paths.values()):
         return MusicFixture.load(paths["sidecar"])
-    speech, music, rate, placed, gain_db = mix_tracks()
+    speech, music, rate, placed, gain_db = mix_tracks(language)
     paths["video"].parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=paths["video"].parent) as tmp:
         mixed = Path(tmp) / "mix.wav"
         _write_wav(mixed, speech + music, rate)
         partial = {key: Path(tmp) / paths[key].name for key in ("video", "music", "speech")}
-        encode_video(mixed, partial["video"], DURATION_S)
+        encode_video(mixed, partial["video"], len(speech) / rate)
         _write_wav(partial["music"], music, rate)
         _write_wav(partial["speech"], speech, rate)
         digest = hashlib.sha256(partial["video"].read_bytes()).hexdigest()
@@ -297,13 +309,13 @@ def ensure_music_fixture(directory: Path | None = None, force: bool = False) -> 
         "file": paths["video"].name,
         "version": FIXTURE_VERSION,
         "sha256": digest,
-        "duration_s": DURATION_S,
-        "language": "en",
-        "reference_language": "es",
+        "language": language,
+        "reference_language": reference_language_of(language),
         "sample_rate": rate,
         "speech_file": paths["speech"].name,
         "music": {"file": paths["music"].name, "track": MUSIC_TRACK, "offset_s": MUSIC_OFFSET_S, "gain_db": gain_db},
-        "source": "asterisk-core-sounds-en/-es (human recordings, transcripts) over asterisk-moh-opsound-wav music",
+        "source": f"asterisk-core-sounds-{language}/-{reference_language_of(language)} (human recordings, transcripts)"
+        " over asterisk-moh-opsound-wav music",
         **_timeline(speech, music, rate, placed),
     }
     tmp_sidecar = paths["sidecar"].with_suffix(".json.tmp")
@@ -316,8 +328,9 @@ def cli_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m livedub.fixture_music", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=None, help="output directory (default $LIVEDUB_HOME/fixtures)")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument("--language", default="en", choices=corpus.LANGUAGES, help="the language spoken (default en)")
     args = parser.parse_args(argv)
-    fixture = ensure_music_fixture(args.dir, force=args.force)
+    fixture = ensure_music_fixture(args.dir, force=args.force, language=args.language)
     print(fixture.path)
     print(f"speech over music: {fixture.speech_over_music_db:.1f} dB (music gain {fixture.music_gain_db} dB)")
     for prompt in fixture.prompts:
