@@ -9,6 +9,8 @@
   hooks (JSON, see `MediaMtxEvent`).
 - `POST /v1/mediamtx/auth`: MediaMTX `authHTTPAddress` (publish key and stream limit, checked before publishing).
 - `GET /ui/`: the operator's page (media/operator.py); its controls need MONITOR_TOKEN.
+- `GET /hls/<id>/master.m3u8` (and its playlists, segments, WebVTT), `GET /v1/streams/<id>/captions` and
+  `/v1/streams/<id>/phrases` (server-sent events): the stream's outputs beside RTMP (media/outputs_http.py).
 
 Access (media/access.py): hooks only from loopback or with MEDIA_HOOK_SECRET; /v1/streams and /metrics from loopback
 or with MEDIA_API_TOKEN; /health open. The service binds loopback unless `--public`.
@@ -34,7 +36,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from livedub.media import operator
+from livedub.media import operator, outputs_http
 from livedub.media.access import HOOK_SECRET_HEADER, HOOK_SECRET_PARAM, ApiAccess
 from livedub.media.hooks import PublishPolicy, StreamName, StreamRole, key_from_query, parse_stream_name
 from livedub.media.manager import WorkerManager
@@ -156,6 +158,7 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
     app.state.manager = manager
     app.state.settings = settings
     app.include_router(operator.router)
+    app.include_router(outputs_http.router)
     access = ApiAccess(settings.media_hook_secret, settings.media_api_token, settings.monitor_token)
 
     @app.middleware("http")

@@ -45,7 +45,6 @@ from livedub.protocol import (
 from livedub.sts.audio import decode_audio, encode_audio
 from livedub.sts.deadline import NO_DEADLINE, Deadline
 from livedub.sts.engine import Dub, DubEngine, DubProgress, StageFailed, TooLate, Utterance, fit_target, load_engine
-from livedub.sts.engine.models import translator_kind, tts_kind
 from livedub.sts.interfaces import (
     ASRBackend,
     FloatAudio,
@@ -55,11 +54,12 @@ from livedub.sts.interfaces import (
     TTSBackend,
     UnsupportedLanguageError,
 )
+from livedub.sts.languages import parse_pair, supported_pairs
 from livedub.sts.settings import StsSettings
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_PAIRS: tuple[tuple[str, str], ...] = (("en", "es"), ("es", "en"))
+SUPPORTED_PAIRS: tuple[tuple[str, str], ...] = supported_pairs()  # every pair of the language table
 
 # The protocol error of each engine stage.
 STAGE_ERRORS = {
@@ -215,9 +215,11 @@ class DubbingPipeline:
         asr: ASRBackend | None = None,
         translators: dict[tuple[str, str], Translator] | None = None,
         tts: dict[str, TTSBackend] | None = None,
-        pairs: tuple[tuple[str, str], ...] = SUPPORTED_PAIRS,
+        pairs: tuple[tuple[str, str], ...] | None = None,
     ) -> None:
-        """`pairs` limits the served (and loaded) directions, e.g. to one for `livedub dub-file`."""
+        """`pairs` limits the served (and loaded) directions, e.g. to one for `livedub dub-file`; default: those of
+        the injected translators, else every pair of the language table."""
+        pairs = pairs or (tuple(translators) if translators else SUPPORTED_PAIRS)
         unknown = set(pairs) - set(SUPPORTED_PAIRS)
         if unknown:
             raise UnsupportedLanguageError(f"unsupported language pairs {sorted(unknown)}")
@@ -226,6 +228,7 @@ class DubbingPipeline:
         self._injected: dict[str, Any] = {"asr": asr, "translators": translators, "tts": tts}
         self._engine: DubEngine | None = None
         self._load_lock = threading.Lock()
+        self._warm_lock = threading.Lock()  # one warm-up at a time (start-up, or a stream's new pair)
         self._warm = False
 
     # ------------------------------------------------------------------ models
@@ -245,10 +248,17 @@ class DubbingPipeline:
                 log.info("STS models loaded: %s", self.describe())
 
     def warmup(self) -> None:
-        """Load the models and run every stage of every pair on a realistic sentence (the first inference of a
-        model, and of each new input size, is slow)."""
-        self.engine.warm_up()
+        """Load the models and run every stage of the STS_WARMUP_PAIRS on a realistic sentence (the first inference
+        of a model, and of each new input size, is slow); other pairs warm up when a stream first asks for them."""
+        wanted = tuple(parse_pair(p) for p in self.settings.warmup_pairs.split(",") if p.strip())
+        with self._warm_lock:
+            self.engine.warm_up(tuple(pair for pair in wanted if pair in self.pairs) or self.pairs[:1])
         self._warm = True
+
+    def prepare(self, source: str, targets: list[str]) -> None:
+        """Warm up the pairs a new stream needs that are not warm yet (blocking: seconds per pair)."""
+        with self._warm_lock:
+            self.engine.warm_up(tuple((source, target) for target in targets if (source, target) in self.pairs))
 
     def describe(self) -> dict[str, Any]:
         engine = self._engine
@@ -257,16 +267,18 @@ class DubbingPipeline:
             "loaded": engine is not None,
             "warm": self._warm,
             "asr": engine.recognise.asr.name if engine else self.settings.asr_model,
-            "translators": {
-                f"{s}-{t}": (
-                    engine.translate.translators[(s, t)].name if engine else translator_kind(self.settings, s, t)
-                )
-                for s, t in self.pairs
-            },
-            "tts": {
-                lang: engine.synthesise[lang].tts.name if engine else tts_kind(self.settings, lang)
-                for lang in sorted({t for _, t in self.pairs})
-            },
+            # Backend names once loaded (the settings' choices before).
+            "translators": (
+                {f"{s}-{t}": engine.translate.translators[(s, t)].name for s, t in self.pairs}
+                if engine
+                else self.settings.translator
+            ),
+            "tts": (
+                {lang: engine.synthesise[lang].tts.name for lang in sorted({t for _, t in self.pairs})}
+                if engine
+                else self.settings.tts_voices or "language table"
+            ),
+            "warm_pairs": sorted(f"{s}-{t}" for s, t in engine.warm_pairs) if engine else [],
             "supported_pairs": [f"{s}-{t}" for s, t in self.pairs],
             "max_speedup": self.settings.max_speedup,
             "stage_costs": engine.costs.snapshot() if engine else {},

@@ -422,6 +422,9 @@ class StsServer:
         except UnsupportedLanguageError as exc:
             await self._error(sid, ErrorCode.UNSUPPORTED_LANGUAGE, str(exc), stream_id=init.stream_id)
             return
+        prepare = getattr(self.processor, "prepare", None)
+        if prepare is not None:  # a pair no stream has used yet warms up first (seconds)
+            await asyncio.to_thread(prepare, config.source_language, config.targets)
         previous = self.sessions.get(init.stream_id)
         if (
             previous is not None

@@ -53,6 +53,13 @@ class StsSettings(BaseSettings):
         validation_alias="STS_WORKER_THREADS",
         description="How many fragments are processed at once (inference concurrency).",
     )
+    warmup_pairs: str = Field(
+        "en-es,es-en",
+        validation_alias="STS_WARMUP_PAIRS",
+        description="Language pairs warmed up at start (comma-separated, e.g. `en-es,en-fr`). Any other pair of the "
+        "language table is served too: the first `stream:init` that asks for it waits for its warm-up (a few seconds"
+        " per pair on 2 cores).",
+    )
     cpu_threads: int = Field(
         0,
         ge=0,

@@ -75,6 +75,7 @@ class DubEngine:
         self.fit = Fit(max_speedup, max_slowdown)
         self.costs = costs or StageCosts()
         self.pairs = tuple(translators)
+        self.warm_pairs: set[tuple[str, str]] = set()
 
     def dub(
         self,
@@ -187,12 +188,17 @@ class DubEngine:
                 self.costs.relax(left)
             raise TooLate(stage, str(exc)) from exc
 
-    def warm_up(self) -> None:
-        """Run every stage of every pair on a realistic sentence (a few seconds of speech), so that the first real
-        phrase is as fast as the tenth, and the stage costs start from measurements."""
-        for source, target in self.pairs:
-            self._warm_pair(source, target)
-        log.info("engine warm: stage costs (s per s of audio) %s", self.costs.snapshot())
+    def warm_up(self, pairs: tuple[tuple[str, str], ...] | None = None) -> None:
+        """Run every stage of each pair (default: all) on a realistic sentence (a few seconds of speech), so that the
+        first real phrase is as fast as the tenth, and the stage costs start from measurements. A pair warmed
+        already is skipped."""
+        for source, target in self.pairs if pairs is None else pairs:
+            if (source, target) not in self.warm_pairs:
+                self._warm_pair(source, target)
+                self.warm_pairs.add((source, target))
+        log.info(
+            "engine warm for %s: stage costs (s per s of audio) %s", sorted(self.warm_pairs), self.costs.snapshot()
+        )
 
     def _warm_pair(self, source: str, target: str) -> None:
         translation = self._timed("translation", WARMUP_SOURCE_S, lambda: self.translate(_said(source), target))
