@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10, help="prompts per language")
     parser.add_argument("--languages", default=",".join(LANGS), help="comma-separated target languages")
-    parser.add_argument("--only", default="wer,bleu", help="sections: wer, bleu")
+    parser.add_argument("--only", default="wer,bleu", help="sections: wer, bleu, human (the human rows of wer alone)")
     parser.add_argument(
         "--voices", default="", help="bleu without wer: lang=backend:voice,... (default: the table's first voice)"
     )
@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(wer_table(scores, len(names)))
         if not args.voices:  # the best synthesised voice (the human row comes first)
             voices = {language: rows[1].voice for language, rows in scores.items()}
+    if "human" in sections and "wer" not in sections:
+        scores = {language: [human_score(backends, language, names)] for language in languages}
+        parts.append(wer_table(scores, len(names)))
     if "bleu" in sections:
         parts.append(bleu_section(backends, names, voices))
     parts.append(

@@ -211,12 +211,13 @@ def test_build_processor_follows_the_settings() -> None:
 
 
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STS_TRANSLATOR_EN_ES", "apertium")
-    monkeypatch.setenv("STS_TTS_ES", "espeak-ng")
+    monkeypatch.setenv("STS_TRANSLATOR_OVERRIDES", "en-es=apertium")
+    monkeypatch.setenv("STS_TTS_VOICES", "es=espeak-ng")
     monkeypatch.setenv("STS_MAX_SPEEDUP", "1.2")
     settings = StsSettings()
-    assert (settings.translator_en_es, settings.tts_es, settings.max_speedup) == ("apertium", "espeak-ng", 1.2)
-    monkeypatch.setenv("STS_TRANSLATOR_EN_ES", "babelfish")
+    assert settings.translator_override_map() == {("en", "es"): "apertium"}
+    assert (settings.tts_voices, settings.max_speedup) == ("es=espeak-ng", 1.2)
+    monkeypatch.setenv("STS_TRANSLATOR", "babelfish")
     with pytest.raises(ValueError):
         StsSettings()
 

@@ -165,14 +165,6 @@ class StsSettings(BaseSettings):
         description="Largest slow-down factor applied to a dub shorter than the speech it replaces (1.35: to 74 %).",
     )
 
-    # TEMPORARY (removed once sts/engine/models.py reads the settings above): the old per-pair fields.
-    translator_en_es: TranslatorName = Field("llm", validation_alias="STS_TRANSLATOR_EN_ES", description="(old)")
-    translator_es_en: TranslatorName = Field("llm", validation_alias="STS_TRANSLATOR_ES_EN", description="(old)")
-    tts_en: Literal["piper", "espeak-ng"] = Field("piper", validation_alias="STS_TTS_EN", description="(old)")
-    tts_es: Literal["kokoro", "espeak-ng"] = Field("kokoro", validation_alias="STS_TTS_ES", description="(old)")
-    piper_voice: str = Field("piper-en_US-joe-medium", validation_alias="STS_PIPER_VOICE", description="(old)")
-    kokoro_voice: str = Field("jm_kumo", validation_alias="STS_KOKORO_VOICE", description="(old)")
-
     @field_validator("translator_overrides")
     @classmethod
     def _check_overrides(cls, value: str) -> str:

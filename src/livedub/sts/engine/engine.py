@@ -1,6 +1,6 @@
 """The dubbing engine: runs the stages in order, times them, and drops work that can no longer be on time.
 
-    engine = DubEngine(asr, {("en", "es"): translator}, {"es": tts}, max_speedup=1.35, max_slowdown=1.35)
+    engine = DubEngine(asr, {("en", "es"): translator}, voice_bank, max_speedup=1.35, max_slowdown=1.35)
     dub = engine.dub(Utterance(audio, 48000), "en", "es", overrun_s=1.0, deadline=Deadline.after(3.0))
     dub.fitted.audio  # mono float at 48 kHz, from the utterance start
 
@@ -18,10 +18,11 @@ from typing import TypeVar
 
 from livedub.sts.deadline import NO_DEADLINE, Deadline, DeadlineExceeded
 from livedub.sts.engine.costs import StageCosts
-from livedub.sts.engine.pacing import SpeakingPace
 from livedub.sts.engine.stages import Fit, Place, Recognise, Synthesise, Translate, silence
 from livedub.sts.engine.values import Dub, DubProgress, Slot, StageFailed, TooLate, Transcript, Utterance
 from livedub.sts.interfaces import ASRBackend, Translator, TTSBackend
+from livedub.sts.languages import LANGUAGES, VoiceRef
+from livedub.sts.tts.bank import VoiceBank
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +34,12 @@ STAGES = ("asr", "translation", "tts", "fit")  # in order; deadline checks sum t
 FAST_STAGES = ("asr", "translation_fast", "tts", "fit")
 
 
-# Realistic sentences (a few seconds of speech) for the warm-up, per language.
 @dataclass(frozen=True)
 class TargetDub:
     """One target language's answer for an utterance: its dub, or why there is none."""
 
     target: str
     result: Dub | StageFailed
-
-
-WARMUP_TEXT = {
-    "en": "Thank you for calling. Please leave your message after the tone, and we will call you back.",
-    "es": "Gracias por llamar. Por favor, deje su mensaje después del tono y le devolveremos la llamada.",
-}
 
 
 class DubEngine:
@@ -55,7 +49,7 @@ class DubEngine:
         self,
         asr: ASRBackend,
         translators: dict[tuple[str, str], Translator],
-        tts: dict[str, TTSBackend],
+        tts: VoiceBank | dict[str, TTSBackend],
         *,
         max_speedup: float,
         max_slowdown: float,
@@ -66,16 +60,15 @@ class DubEngine:
         self.place = Place()
         self.translate = Translate(translators)
         self.translate_fast = Translate(fast_translators or {})
-        # One learnt pace per synthesiser instance (two languages may share one).
-        paces: dict[int, SpeakingPace] = {}
-        self.synthesise = {
-            language: Synthesise(backend, paces.setdefault(id(backend), SpeakingPace()))
-            for language, backend in tts.items()
-        }
+        # Every voice of every target language (several per language: a picker may choose per speaker); one
+        # learnt pace per language and voice.
+        self.voices = tts if isinstance(tts, VoiceBank) else VoiceBank.of(tts)
+        self.synthesise = {language: Synthesise(self.voices, language=language) for language in self.voices.languages}
         self.fit = Fit(max_speedup, max_slowdown)
         self.costs = costs or StageCosts()
         self.pairs = tuple(translators)
         self.warm_pairs: set[tuple[str, str]] = set()
+        self._heard_voices: set[tuple[str, VoiceRef]] = set()
 
     def dub(
         self,
@@ -83,7 +76,7 @@ class DubEngine:
         source: str,
         target: str,
         *,
-        voice: str = "default",
+        voice: VoiceRef | str | None = "default",
         overrun_s: float = 0.0,
         deadline: Deadline = NO_DEADLINE,
     ) -> Dub:
@@ -99,13 +92,14 @@ class DubEngine:
         source: str,
         targets: list[str],
         *,
-        voice: str | Callable[[str], str] = "default",
+        voice: VoiceRef | str | Callable[[str], VoiceRef | str | None] | None = "default",
         overrun_s: float = 0.0,
         deadline: Deadline = NO_DEADLINE,
     ) -> Iterator[TargetDub]:
         """Transcribe once, then translate and speak for each target in turn, yielding each target's answer (a
         `Dub`, or the `StageFailed` that stopped it, with its progress) as soon as it is ready. A failed target does
-        not stop the next; a failed ASR fails them all. `voice` is a voice name, or a function of the target."""
+        not stop the next; a failed ASR fails them all. `voice` is one of the target's voices (`self.voices`; a
+        VoiceRef or its `backend:voice` text; anything else: the default), or a function of the target."""
         heard = DubProgress()
         try:
             transcript = self._hear(utterance, source, targets[0], deadline, heard)
@@ -156,7 +150,7 @@ class DubEngine:
         transcript: Transcript,
         slot: Slot | None,
         target: str,
-        voice: str,
+        voice: VoiceRef | str | None,
         deadline: Deadline,
         progress: DubProgress,
     ) -> Dub:
@@ -175,7 +169,7 @@ class DubEngine:
         translation = progress.translation = run(path[1], lambda: translate(transcript, target))
         speech = run("tts", lambda: self.synthesise[target](translation, slot, voice))
         fitted = run("fit", lambda: self.fit(speech, slot, utterance))
-        return Dub(transcript, translation, slot, fitted, progress.seconds)
+        return Dub(transcript, translation, slot, fitted, progress.seconds, speech.voice)
 
     def _check(self, deadline: Deadline, left: tuple[str, ...], audio_s: float) -> None:
         if deadline.at is None:
@@ -205,11 +199,14 @@ class DubEngine:
         if (source, target) in self.translate_fast.translators:
             self._timed("translation_fast", WARMUP_SOURCE_S, lambda: self.translate_fast(_said(source), target))
         synthesise = self.synthesise[target]
-        at_natural_rate = _slot(synthesise.pace.predict_s(translation.text))  # a span the dub fills at speed 1
-        natural = synthesise(translation, at_natural_rate, "default")  # calibrates the voice's pace
+        for voice in self.voices.voices(target):  # each voice's pace, heard once at its natural rate
+            if (target, voice) not in self._heard_voices:
+                synthesise(translation, _slot(synthesise.pace_of(voice).predict_s(translation.text)), voice)
+                self._heard_voices.add((target, voice))
+        natural = synthesise(translation, _slot(synthesise.pace.predict_s(translation.text)), None)
         spoken = Utterance(natural.audio, natural.sample_rate)
         slot = _slot(0.9 * natural.duration_s)  # a dub that needs a faster rate, as most do
-        speech = self._timed("tts", natural.duration_s, lambda: synthesise(translation, slot, "default"))
+        speech = self._timed("tts", natural.duration_s, lambda: synthesise(translation, slot, None))
         self._timed("fit", natural.duration_s, lambda: self.fit(speech, slot, spoken))
         self._timed("asr", natural.duration_s, lambda: self.recognise(spoken, target))
 
@@ -221,7 +218,7 @@ class DubEngine:
 
 
 def _said(language: str) -> Transcript:
-    return Transcript(WARMUP_TEXT[language], language)
+    return Transcript(LANGUAGES[language].warmup, language)
 
 
 def _slot(span_s: float) -> Slot:

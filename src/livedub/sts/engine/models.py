@@ -1,22 +1,151 @@
-"""Build a `DubEngine` from the STS settings: the backends they name, loaded once, shared where two directions
-use the same one."""
+"""Build a `DubEngine` from the language table (livedub.sts.languages) and the STS settings: the backends they
+name, each loaded once and shared (one Kokoro for every language and voice, one Piper per voice model).
+
+Translator of a pair: STS_TRANSLATOR_OVERRIDES for that pair, else STS_TRANSLATOR, else the target language's
+preferred translators, the first whose declared capabilities include the pair. The fast stand-in
+(STS_FAST_TRANSLATOR) only on the pairs it can translate. Voices of a language: STS_TTS_VOICES pins, else the
+table's (best understood first).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from livedub.sts.engine.engine import DubEngine
-from livedub.sts.interfaces import ASRBackend, Translator, TTSBackend
+from livedub.sts.interfaces import ASRBackend, Translator, TTSBackend, UnsupportedLanguageError
+from livedub.sts.languages import LANGUAGES, VoiceRef, check_pair
 from livedub.sts.settings import StsSettings
+from livedub.sts.translate.registry import TranslatorCapabilities
+from livedub.sts.tts.bank import VoiceBank
+
+log = logging.getLogger(__name__)
+
+
+def translator_capabilities(name: str) -> TranslatorCapabilities:
+    """What the translator `name` declares (its class attribute: known before it is built)."""
+    from livedub.sts import translate
+
+    classes: dict[str, Any] = {
+        "llm": translate.LlmTranslator,
+        "apertium": translate.ApertiumTranslator,
+        "deepl": translate.DeepLTranslator,
+        "google": translate.GoogleTranslator,
+    }
+    if name not in classes:
+        raise ValueError(f"unknown translator {name!r} (have {', '.join(classes)})")
+    return classes[name].capabilities
 
 
 def translator_kind(settings: StsSettings, source: str, target: str) -> str:
-    return {("en", "es"): settings.translator_en_es, ("es", "en"): settings.translator_es_en}[(source, target)]
+    """The translator for the pair (see the module doc); UnsupportedLanguageError when none can translate it."""
+    check_pair(source, target)
+    override = settings.translator_override_map().get((source, target))
+    candidates = [override, settings.translator, *LANGUAGES[target].translators]
+    for name in dict.fromkeys(c for c in candidates if c):
+        if translator_capabilities(name).supports(source, target):
+            if name != (override or settings.translator):
+                log.info(
+                    "%s->%s: %s cannot translate it, %s does", source, target, override or settings.translator, name
+                )
+            return name
+    raise UnsupportedLanguageError(f"no translator for {source}->{target} among {candidates}")
+
+
+def fast_translator_kind(settings: StsSettings, source: str, target: str) -> str | None:
+    """The stand-in under deadline pressure: STS_FAST_TRANSLATOR where it translates the pair and is not the main."""
+    name = settings.fast_translator
+    if not name or name == translator_kind(settings, source, target):
+        return None
+    return name if translator_capabilities(name).supports(source, target) else None
+
+
+def voices_of(settings: StsSettings, language: str) -> list[VoiceRef]:
+    """The language's voices, best first: the STS_TTS_VOICES pins (with `default` resolved), else the table's."""
+    row = LANGUAGES[language]
+    pins = settings.voice_pins().get(language)
+    return [_resolve_pin(ref, language) for ref in pins] if pins else list(row.voices)
+
+
+def _resolve_pin(ref: VoiceRef, language: str) -> VoiceRef:
+    """A pinned voice with its gender from the table; `default`: the table's first voice of that backend for the
+    language, else the backend's own default (Kokoro: its first style; espeak-ng: the language's voice)."""
+    row = LANGUAGES[language]
+    if ref.voice == "default":
+        same_backend = [v for v in row.voices if v.backend == ref.backend]
+        if same_backend:
+            return same_backend[0]
+        if ref.backend == "piper":
+            raise ValueError(f"no Piper voice is known for {language!r}: pin one as piper:<model name or .onnx path>")
+        if ref.backend == "espeak-ng":
+            return VoiceRef("espeak-ng", row.espeak, "male")
+    known = {(v.backend, v.voice): v.gender for r in LANGUAGES.values() for v in r.voices}
+    return VoiceRef(ref.backend, ref.voice, known.get((ref.backend, ref.voice), ref.gender))
 
 
 def tts_kind(settings: StsSettings, language: str) -> str:
-    return {"en": settings.tts_en, "es": settings.tts_es}[language]
+    """The default voice of `language`, as `backend:voice`."""
+    return str(voices_of(settings, language)[0])
+
+
+class _Builders:
+    """Each backend built once: translators by name, synthesisers by backend (Piper: by voice model)."""
+
+    def __init__(self, settings: StsSettings) -> None:
+        from livedub.sts.model_files import cpu_threads
+
+        self.settings = settings
+        self.threads = cpu_threads(settings.cpu_threads)
+        self._built: dict[str, Any] = {}
+
+    def _once(self, key: str, build: Callable[[], Any]) -> Any:
+        if key not in self._built:
+            self._built[key] = build()
+        return self._built[key]
+
+    def translator(self, name: str) -> Translator:
+        from livedub.sts import translate
+        from livedub.sts.model_files import resolve_model
+
+        s = self.settings
+        builders: dict[str, Callable[[], Any]] = {
+            "llm": lambda: translate.LlmTranslator(resolve_model(s.llm_model), s.llm_context, self.threads),
+            "apertium": lambda: translate.ApertiumTranslator(s.apertium_binary),
+            "deepl": lambda: translate.DeepLTranslator(s.deepl_api_key, s.deepl_api_url),
+            "google": lambda: translate.GoogleTranslator(s.google_api_key, s.google_translate_url),
+        }
+        return self._once(f"mt:{name}", builders[name])  # type: ignore[no-any-return]
+
+    def synthesiser(self, voice: VoiceRef, language: str) -> TTSBackend:
+        from livedub.sts import tts
+        from livedub.sts.model_files import resolve_model, resolve_model_dir
+
+        s = self.settings
+        builders: dict[str, tuple[str, Callable[[], Any]]] = {
+            "piper": (f"piper:{voice.voice}", lambda: tts.PiperTTS(resolve_model(voice.voice))),
+            "kokoro": ("kokoro", lambda: tts.KokoroTTS(resolve_model_dir(s.kokoro_model), cpu_threads=self.threads)),
+            "espeak-ng": ("espeak-ng", lambda: tts.EspeakTTS(s.espeak_binary)),
+        }
+        if voice.backend not in builders:
+            raise ValueError(f"unknown TTS backend {voice.backend!r} (have {', '.join(builders)})")
+        key, build = builders[voice.backend]
+        backend = self._once(key, build)
+        capabilities = getattr(backend, "capabilities", None)
+        if capabilities is not None and not capabilities.speaks(language):
+            raise ValueError(f"{voice} does not speak {language!r}")
+        return backend  # type: ignore[no-any-return]
+
+
+def load_voices(settings: StsSettings, languages: set[str] | list[str], builders: _Builders | None = None) -> VoiceBank:
+    """The voice bank of `languages` (every voice the table or the pins name for them)."""
+    builders = builders or _Builders(settings)
+    return VoiceBank(
+        {
+            language: [(ref, builders.synthesiser(ref, language)) for ref in voices_of(settings, language)]
+            for language in sorted(languages)
+        }
+    )
 
 
 def load_engine(
@@ -25,52 +154,43 @@ def load_engine(
     *,
     asr: ASRBackend | None = None,
     translators: dict[tuple[str, str], Translator] | None = None,
-    tts: dict[str, TTSBackend] | None = None,
+    tts: dict[str, TTSBackend] | VoiceBank | None = None,
 ) -> DubEngine:
-    """The engine for `pairs`; backends given here (tests, benchmarks) are used as they are, the rest are built."""
+    """The engine for `pairs`; backends given here (tests, benchmarks) are used as they are, the rest are built.
+    `tts` may be one backend per language (its default voice) or a whole voice bank."""
     from livedub.sts import asr as asr_backends
-    from livedub.sts import translate
-    from livedub.sts import tts as tts_backends
-    from livedub.sts.model_files import cpu_threads, resolve_model, resolve_model_dir
+    from livedub.sts.model_files import resolve_model_dir
 
     s = settings
-    threads = cpu_threads(s.cpu_threads)
-    builders: dict[str, Callable[[], Any]] = {
-        "llm": lambda: translate.LlmTranslator(resolve_model(s.llm_model), s.llm_context, threads),
-        "apertium": lambda: translate.ApertiumTranslator(s.apertium_binary),
-        "deepl": lambda: translate.DeepLTranslator(s.deepl_api_key, s.deepl_api_url),
-        "piper": lambda: tts_backends.PiperTTS(resolve_model(s.piper_voice)),
-        "kokoro": lambda: tts_backends.KokoroTTS(
-            resolve_model_dir(s.kokoro_model), s.kokoro_voice, cpu_threads=threads
-        ),
-        "espeak-ng": lambda: tts_backends.EspeakTTS(s.espeak_binary),
-    }
+    for pair in pairs:
+        check_pair(*pair)
+    builders = _Builders(s)
     if asr is None:
         asr = asr_backends.WhisperASR(
-            resolve_model_dir(s.asr_model), s.asr_device, s.asr_beam_size, s.asr_vad, threads, s.asr_min_window_s
-        )
-    built: dict[str, Any] = {}
+            resolve_model_dir(s.asr_model), s.asr_device, s.asr_beam_size, s.asr_vad, builders.threads,
+            s.asr_min_window_s,
+        )  # fmt: skip
     injected = dict(translators or {})
-    translators = dict(injected)
-    tts = dict(tts or {})
-    for pair in pairs:
-        if pair not in translators:
-            kind = translator_kind(s, *pair)
-            translators[pair] = built[kind] if kind in built else built.setdefault(kind, builders[kind]())
-    for language in {target for _, target in pairs}:
-        if language not in tts:
-            kind = tts_kind(s, language)
-            tts[language] = built[kind] if kind in built else built.setdefault(kind, builders[kind]())
+    chosen = {pair: injected.get(pair) or builders.translator(translator_kind(s, *pair)) for pair in pairs}
     fast: dict[tuple[str, str], Translator] = {}
     for pair in pairs:
-        kind = s.fast_translator
+        kind = fast_translator_kind(s, *pair)
         # An injected translator (tests, benchmarks) is used alone: no stand-in is built beside it.
-        if kind and kind != translator_kind(s, *pair) and pair not in injected:
-            fast[pair] = built[kind] if kind in built else built.setdefault(kind, builders[kind]())
+        if kind and pair not in injected:
+            fast[pair] = builders.translator(kind)
+    targets = {target for _, target in pairs}
+    if isinstance(tts, VoiceBank):
+        bank = tts
+    else:
+        given = dict(tts or {})
+        entries = {lang: [(VoiceRef(given[lang].name, "default"), given[lang])] for lang in targets if lang in given}
+        for lang in sorted(targets - set(given)):
+            entries[lang] = [(ref, builders.synthesiser(ref, lang)) for ref in voices_of(s, lang)]
+        bank = VoiceBank(entries)
     return DubEngine(
         asr,
-        {pair: translators[pair] for pair in pairs},
-        {language: tts[language] for language in {t for _, t in pairs}},
+        chosen,
+        bank,
         max_speedup=s.max_speedup,
         max_slowdown=s.max_slowdown,
         fast_translators=fast,

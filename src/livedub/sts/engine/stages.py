@@ -3,15 +3,13 @@
     Recognise:  Utterance            -> Transcript   (ASRBackend, window by window)
     Place:      Transcript           -> Slot         (where the speech is, how far the dub may run)
     Translate:  Transcript           -> Translation  (Translator)
-    Synthesise: Translation + Slot   -> Speech       (TTSBackend, one synthesis at a rate chosen from the text)
+    Synthesise: Translation + Slot   -> Speech       (VoiceBank: the voice asked for, at a rate chosen from the text)
     Fit:        Speech + Slot        -> FittedDub    (time-stretch towards the span, placed at the speech start)
 
 Backend exceptions propagate; the engine maps them to `StageFailed` of the stage that raised them.
 """
 
 from __future__ import annotations
-
-import inspect
 
 import numpy as np
 
@@ -32,6 +30,8 @@ from livedub.sts.engine.values import (
     Utterance,
 )
 from livedub.sts.interfaces import ASRBackend, FloatAudio, Translator, TTSBackend
+from livedub.sts.languages import VoiceRef
+from livedub.sts.tts.bank import ANY_LANGUAGE, UnknownVoiceError, VoiceBank
 
 ASR_WINDOW_S = 28.0  # Whisper decodes 30 s windows; longer utterances are transcribed window by window
 SILENCE_THRESHOLD = 1e-3  # amplitude under which TTS output counts as leading/trailing silence
@@ -91,27 +91,58 @@ class Translate:
 
 
 class Synthesise:
-    """One synthesis per phrase. A synthesiser that takes a `speed` is asked for the rate that makes the dub last
-    the speech span, predicted from the text by the voice's learnt pace (each synthesis refines it)."""
+    """One synthesis per phrase, in the voice asked for (the language's default when none is, or when the name is
+    not one of its voices). A voice that declares `speaking_rate` is asked for the rate that makes the dub last the
+    speech span, predicted from the text by that voice's learnt pace (each synthesis refines it)."""
 
     stage = "tts"
 
-    def __init__(self, tts: TTSBackend, pace: SpeakingPace | None = None) -> None:
-        self.tts = tts
-        self.pace = pace or SpeakingPace()
-        self.has_speed = "speed" in inspect.signature(tts.synthesize).parameters
+    def __init__(self, tts: VoiceBank | TTSBackend, pace: SpeakingPace | None = None, language: str = ANY_LANGUAGE):
+        """`tts`: the voice bank, or one backend (its default voice, any language); `pace`: the default voice's
+        pace to start from."""
+        self.voices = tts if isinstance(tts, VoiceBank) else VoiceBank.of({ANY_LANGUAGE: tts})
+        self.language = language
+        self._paces: dict[VoiceRef, SpeakingPace] = {}
+        if pace is not None:
+            self.pace = pace
 
-    def __call__(self, translation: Translation, slot: Slot, voice: str = "default") -> Speech:
-        speed = choose_speed(self.pace.predict_s(translation.text), slot) if self.has_speed else 1.0
-        if speed == 1.0:
-            raw = self.tts.synthesize(translation.text, translation.language, voice)
-        else:
-            raw = self.tts.synthesize(translation.text, translation.language, voice, speed=speed)  # type: ignore[call-arg]
-        audio = trim_silence(np.asarray(raw, dtype=np.float32))
+    @property
+    def tts(self) -> TTSBackend:
+        """The backend of the default voice."""
+        return self.voices.backend(self.language)
+
+    @property
+    def pace(self) -> SpeakingPace:
+        """The default voice's learnt pace."""
+        return self.pace_of(self.voices.default(self.language))
+
+    @pace.setter
+    def pace(self, pace: SpeakingPace) -> None:
+        self._paces[self.voices.default(self.language)] = pace
+
+    def pace_of(self, voice: VoiceRef) -> SpeakingPace:
+        return self._paces.setdefault(voice, SpeakingPace())
+
+    def voice(self, language: str, voice: VoiceRef | str | None) -> VoiceRef:
+        """The voice that will speak: `voice` when it is one of the language's, else the default (a client's
+        voice_profile is a wish, not a requirement)."""
+        try:
+            return self.voices.resolve(language, voice)
+        except UnknownVoiceError:
+            return self.voices.default(language)
+
+    def __call__(self, translation: Translation, slot: Slot, voice: VoiceRef | str | None = None) -> Speech:
+        language = translation.language
+        ref = self.voice(language, voice)
+        pace = self.pace_of(ref)
+        rated = self.voices.capabilities(language, ref).speaking_rate
+        speed = choose_speed(pace.predict_s(translation.text), slot) if rated else 1.0
+        voiced = self.voices.synthesize(translation.text, language, ref, speed)
+        audio = trim_silence(voiced.audio)
         if len(audio) == 0:
             raise StageFailed(self.stage, "synthesiser produced no audio", retryable=True)
-        speech = Speech(audio=audio, sample_rate=self.tts.sample_rate, speed=speed)
-        self.pace.observe(translation.text, speech.duration_s, speed)
+        speech = Speech(audio=audio, sample_rate=voiced.sample_rate, speed=voiced.speed, voice=str(ref))
+        pace.observe(translation.text, speech.duration_s, voiced.speed)
         return speech
 
 

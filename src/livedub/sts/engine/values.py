@@ -66,6 +66,7 @@ class Speech:
     audio: FloatAudio
     sample_rate: int
     speed: float  # the speaking rate asked of the synthesiser (1 = its natural rate)
+    voice: str = ""  # the voice that spoke, `backend:voice` (livedub.sts.languages.VoiceRef)
 
     @property
     def duration_s(self) -> float:
@@ -117,6 +118,7 @@ class Dub:
     slot: Slot | None
     fitted: FittedDub
     seconds: dict[str, float]
+    voice: str = ""  # the voice that spoke the dub, `backend:voice` (empty when nothing was said)
 
 
 class StageFailed(Exception):
