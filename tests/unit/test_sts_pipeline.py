@@ -107,6 +107,33 @@ def test_dub_fits_the_speech_span_and_has_the_fragment_length(fmt: AudioFormat) 
     loud = np.flatnonzero(np.abs(dub) > 0.05)
     assert abs(loud[0] / RATE - 0.5) < 0.05  # placed where the speech started
     assert result.processing_time_ms > 0
+    assert (meta.speech_start_ms, meta.speech_end_ms) == (500.0, 4500.0)  # where the ASR heard speech
+    assert meta.voice and result.target_language == "es"
+
+
+def test_each_target_gets_its_answer_from_one_transcription() -> None:
+    asr = FakeASR()
+    translator = FakeTranslator()
+    tts = FakeTTS(seconds=4.0)
+    many = DubbingPipeline(
+        StsSettings(),
+        asr=asr,
+        translators={("en", "es"): translator, ("en", "fr"): translator},
+        tts={"es": tts, "fr": tts},
+    )
+    config = StreamConfig(source_language="en", target_languages=["es", "fr"])
+    assert config.target_language == "es" and config.targets == ["es", "fr"]
+    answers = list(many.process_each(fragment(6.0), config))
+    assert [(a.target_language, a.status, a.translated_text) for a in answers] == [
+        ("es", FragmentStatus.SUCCESS, "[es] hello there"),
+        ("fr", FragmentStatus.SUCCESS, "[fr] hello there"),
+    ]
+    assert asr.calls == 1
+    refused = list(many.process_each(fragment(6.0), StreamConfig(source_language="en", target_languages=["es", "de"])))
+    assert [(a.target_language, a.error and a.error.code) for a in refused] == [
+        ("es", ErrorCode.UNSUPPORTED_LANGUAGE),
+        ("de", ErrorCode.UNSUPPORTED_LANGUAGE),
+    ]
 
 
 def test_too_long_dub_after_the_speedup_cap_fails_with_its_audio() -> None:

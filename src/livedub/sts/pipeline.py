@@ -396,6 +396,7 @@ class DubbingPipeline:
                 dubbed_duration_ms=_ms(fitted.duration_s),
                 duration_variance_percent=round(fitted.variance_percent, 1),
                 speed_ratio=round(fitted.speed_ratio, 3),
+                voice=dub.voice or None,
                 speech_start_ms=_ms(dub.slot.start_s),
                 speech_end_ms=_ms(dub.slot.start_s + dub.slot.span_s),
                 speech_duration_ms=_ms(dub.slot.span_s),  # type: ignore[call-arg]
