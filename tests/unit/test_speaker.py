@@ -1,0 +1,204 @@
+"""Speaker tracking and voice matching with fake embeddings (no model), and the embedder's features against
+librosa (the recipe the model was trained with)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livedub.sts import speaker
+from livedub.sts.speaker import SpeakerSample, SpeakerTracker, VoiceMatcher, cosine
+
+pytestmark = pytest.mark.unit
+
+DIM = 16
+
+
+def direction(seed: int, noise: float = 0.0, of: int | None = None) -> np.ndarray:
+    """A unit vector per seed; with `noise`, a phrase of speaker `of` (its direction plus a little noise)."""
+    base = np.random.default_rng(seed if of is None else of).standard_normal(DIM)
+    if noise:
+        base = base / np.linalg.norm(base) + noise * np.random.default_rng(1000 + seed).standard_normal(DIM)
+    return (base / np.linalg.norm(base)).astype(np.float32)
+
+
+def phrase(of: int, k: int, speech_s: float = 3.0) -> SpeakerSample:
+    return SpeakerSample(direction(k + 100 * of, noise=0.08, of=of), speech_s)
+
+
+def statuses(tracker: SpeakerTracker, samples: list[SpeakerSample | None]) -> list[str]:
+    return [tracker.observe_sample(s).status for s in samples]
+
+
+def test_fake_phrases_are_alike_within_a_speaker_and_unlike_across() -> None:
+    assert cosine(phrase(1, 0).vector, phrase(1, 1).vector) > 0.9
+    assert abs(cosine(phrase(1, 0).vector, phrase(2, 0).vector)) < 0.6
+
+
+def test_first_speaker_then_same() -> None:
+    tracker = SpeakerTracker()
+    assert statuses(tracker, [None, phrase(1, 0), phrase(1, 1), None]) == ["no_speech", "first", "same", "no_speech"]
+    assert tracker.current is not None and tracker.current.speaker == 0 and tracker.current.phrases == 2
+
+
+def test_one_odd_phrase_does_not_change_the_speaker() -> None:
+    tracker = SpeakerTracker(confirm=2)
+    seen = statuses(tracker, [phrase(1, 0), phrase(1, 1), phrase(2, 0), phrase(1, 2), phrase(1, 3)])
+    assert seen == ["first", "same", "pending", "same", "same"]
+    assert tracker.current is not None and tracker.current.speaker == 0
+
+
+def test_odd_phrases_of_different_voices_do_not_add_up_to_a_change() -> None:
+    """Two unlike phrases in a row that are also unlike each other (a jingle, then a laugh) are no new speaker."""
+    tracker = SpeakerTracker(confirm=2)
+    seen = statuses(tracker, [phrase(1, 0), phrase(2, 0), phrase(3, 0), phrase(1, 1)])
+    assert seen == ["first", "pending", "pending", "same"]
+
+
+def test_a_new_speaker_is_confirmed_after_two_phrases() -> None:
+    tracker = SpeakerTracker(confirm=2)
+    turns = [tracker.observe_sample(s) for s in [phrase(1, 0), phrase(1, 1), phrase(2, 0), phrase(2, 1), phrase(2, 2)]]
+    assert [t.status for t in turns] == ["first", "same", "pending", "changed", "same"]
+    assert [t.speaker for t in turns] == [0, 0, 0, 1, 1]
+    assert turns[3].changed and not turns[2].changed
+    assert turns[2].similarity is not None and turns[2].similarity < tracker.threshold
+
+
+def test_a_speaker_heard_before_gets_their_id_back() -> None:
+    tracker = SpeakerTracker(confirm=2)
+    samples = [phrase(1, 0), phrase(2, 0), phrase(2, 1), phrase(1, 1), phrase(1, 2), phrase(3, 0), phrase(3, 1)]
+    turns = [tracker.observe_sample(s) for s in samples]
+    assert [(t.status, t.speaker) for t in turns] == [
+        ("first", 0),
+        ("pending", 0),
+        ("changed", 1),
+        ("pending", 1),
+        ("returned", 0),
+        ("pending", 0),
+        ("changed", 2),
+    ]
+
+
+def test_confirm_one_switches_at_once() -> None:
+    tracker = SpeakerTracker(confirm=1)
+    assert statuses(tracker, [phrase(1, 0), phrase(2, 0)]) == ["first", "changed"]
+
+
+def test_profile_is_a_speech_weighted_mean_that_forgets_past_its_memory() -> None:
+    profile = speaker.SpeakerProfile.start(0, SpeakerSample(direction(1), 10.0))
+    profile.add(SpeakerSample(direction(2), 10.0), memory_s=60.0)
+    assert cosine(profile.vector, direction(1)) == pytest.approx(cosine(profile.vector, direction(2)), abs=1e-5)
+    for _ in range(20):
+        profile.add(SpeakerSample(direction(2), 10.0), memory_s=30.0)
+    assert profile.speech_s <= 40.0
+    assert cosine(profile.vector, direction(2)) > 0.99
+
+
+# ------------------------------------------------------------------------------------------------ matching
+
+
+@dataclass(frozen=True)
+class Voice:
+    backend: str
+    voice: str
+    gender: str
+
+
+class FakeEmbedder:
+    """The 'audio' is the embedding itself."""
+
+    digest = "fake"
+    min_speech_s = 1.0
+
+    def sample(self, audio: np.ndarray, rate: int) -> SpeakerSample | None:
+        return None if len(audio) == 0 else SpeakerSample(speaker._unit(audio), 2.0)
+
+    def embed(self, audio: np.ndarray, rate: int) -> np.ndarray | None:
+        found = self.sample(audio, rate)
+        return None if found is None else found.vector
+
+
+class FakeSynth:
+    def __init__(self, vectors: dict[str, np.ndarray], fail: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.vectors, self.fail, self.calls = vectors, fail, []
+
+    def __call__(self, voice: Voice, text: str, language: str) -> tuple[np.ndarray, int]:
+        self.calls.append((voice.voice, text, language))
+        if voice.voice in self.fail:
+            raise RuntimeError("backend down")
+        return self.vectors[voice.voice], 16000
+
+
+VOICES = [Voice("kokoro", "kumo", "male"), Voice("kokoro", "alpha", "female"), Voice("espeak-ng", "es", "male")]
+
+
+def test_matcher_picks_the_nearest_voice(tmp_path: Path) -> None:
+    synth = FakeSynth({"kumo": direction(1), "alpha": direction(2), "es": direction(3)})
+    matcher = VoiceMatcher(FakeEmbedder(), synth, tmp_path)  # type: ignore[arg-type]
+    choice = matcher.choose(phrase(2, 0).vector, VOICES, "es", "Hola.")
+    assert choice is not None and choice.voice.voice == "alpha"
+    assert set(choice.scores) == {"kokoro:kumo", "kokoro:alpha", "espeak-ng:es"}
+    assert choice.similarity == max(choice.scores.values())
+    matcher.choose(phrase(1, 0).vector, VOICES, "es", "Hola.")
+    assert len(synth.calls) == 3  # each reference synthesised once
+
+
+def test_references_are_cached_on_disk_by_voice_language_and_sentence(tmp_path: Path) -> None:
+    synth = FakeSynth({"kumo": direction(1), "alpha": direction(2), "es": direction(3)})
+    VoiceMatcher(FakeEmbedder(), synth, tmp_path).warm_up(VOICES, "es", "Hola.")  # type: ignore[arg-type]
+    assert len(list(tmp_path.glob("*.npy"))) == 3
+    again = FakeSynth(synth.vectors)
+    matcher = VoiceMatcher(FakeEmbedder(), again, tmp_path)  # type: ignore[arg-type]
+    assert matcher.warm_up(VOICES, "es", "Hola.") == 3
+    assert again.calls == []  # a restart reads them back
+    matcher.warm_up(VOICES[:1], "fr", "Bonjour.")
+    assert again.calls == [("kumo", "Bonjour.", "fr")]
+
+
+def test_a_voice_that_fails_or_says_too_little_is_left_out(tmp_path: Path) -> None:
+    synth = FakeSynth({"kumo": direction(1), "alpha": np.zeros(0, np.float32), "es": direction(3)}, fail={"es"})
+    matcher = VoiceMatcher(FakeEmbedder(), synth, tmp_path)  # type: ignore[arg-type]
+    choice = matcher.choose(phrase(2, 0).vector, VOICES, "es", "Hola.")
+    assert choice is not None and choice.voice.voice == "kumo" and list(choice.scores) == ["kokoro:kumo"]
+    assert matcher.choose(phrase(2, 0).vector, VOICES[1:], "es", "Hola.") is None
+
+
+def test_a_corrupt_cache_file_is_recomputed(tmp_path: Path) -> None:
+    synth = FakeSynth({"kumo": direction(1), "alpha": direction(2), "es": direction(3)})
+    VoiceMatcher(FakeEmbedder(), synth, tmp_path).warm_up(VOICES[:1], "es", "Hola.")  # type: ignore[arg-type]
+    (cached,) = tmp_path.glob("*.npy")
+    cached.write_bytes(b"not numpy")
+    again = FakeSynth(synth.vectors)
+    VoiceMatcher(FakeEmbedder(), again, tmp_path).warm_up(VOICES[:1], "es", "Hola.")  # type: ignore[arg-type]
+    assert len(again.calls) == 1
+    assert np.allclose(np.load(cached), direction(1))
+
+
+# ------------------------------------------------------------------------------------------------ features
+
+
+def test_log_mel_matches_librosa() -> None:
+    librosa = pytest.importorskip("librosa")
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 2) / 16000
+    audio = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(len(t))
+    audio = audio.astype(np.float32)
+    power = librosa.feature.melspectrogram(
+        y=audio, sr=16000, n_fft=512, win_length=400, hop_length=160, n_mels=40, window="hamming", center=False
+    )
+    features, voiced = speaker.log_mel(audio)
+    assert features.shape == power.T.shape
+    assert np.max(np.abs(features - np.log10(power + 1e-10).T)) < 1e-3
+    assert voiced.mean() > 0.8
+
+
+def test_pauses_are_not_speech() -> None:
+    t = np.arange(16000) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    audio = np.concatenate([tone, np.zeros(16000, np.float32), tone])
+    _, voiced = speaker.log_mel(audio)
+    speech_s = voiced.sum() * speaker.HOP / speaker.SAMPLE_RATE
+    assert 1.8 < speech_s < 2.1
