@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic_settings import BaseSettings
 
 from livedub.media.settings import MediaSettings
+from livedub.media.sts_pool import StsPoolSettings
+from livedub.sts.fanout import FanoutSettings
 from livedub.sts.settings import StsSettings
 
 BEGIN = "<!-- settings:begin -->"
@@ -24,9 +26,9 @@ OTHER_SETTINGS: list[tuple[str, str, str]] = [
 ]
 
 
-def _table(model: type[BaseSettings]) -> list[str]:
+def _table(*models: type[BaseSettings]) -> list[str]:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, field in model.model_fields.items():
+    for name, field in ((n, f) for model in models for n, f in model.model_fields.items()):
         env = field.validation_alias if isinstance(field.validation_alias, str) else name.upper()
         default = field.default
         shown = f"`{default}`" if default not in ("", None) else "(empty)"
@@ -35,8 +37,8 @@ def _table(model: type[BaseSettings]) -> list[str]:
 
 
 def render() -> str:
-    lines = ["#### STS service (`livedub sts`)", "", *_table(StsSettings), ""]
-    lines += ["#### media-service (`livedub media`)", "", *_table(MediaSettings), ""]
+    lines = ["#### STS service (`livedub sts`)", "", *_table(StsSettings, FanoutSettings), ""]
+    lines += ["#### media-service (`livedub media`)", "", *_table(MediaSettings, StsPoolSettings), ""]
     lines += ["#### Media server and paths", "", "| variable | default | meaning |", "|---|---|---|"]
     lines += [f"| `{env}` | {default} | {meaning} |" for env, default, meaning in OTHER_SETTINGS]
     return "\n".join(lines) + "\n"

@@ -134,6 +134,10 @@ async def test_in_order_delivery_when_fragments_finish_out_of_order() -> None:
         await client.emit("fragment:data", pcm_fragment("s", 2))
         await processor.until(lambda: {"s-1", "s-2"} <= set(processor.finished))
         assert client.of("fragment:processed") == []  # 1 and 2 are done but must wait for 0
+        # s-0 runs (held): its `processing` ack comes while it does.
+        await client.wait_for(
+            lambda _: any(a["status"] == "processing" and a["fragment_id"] == "s-0" for a in client.of("fragment:ack"))
+        )
         processor.gate("first").set()
         processed = await client.count("fragment:processed", 3)
         await client.emit("stream:end", {"stream_id": "s"})

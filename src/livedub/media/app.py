@@ -41,6 +41,7 @@ from livedub.media.access import HOOK_SECRET_HEADER, HOOK_SECRET_PARAM, ApiAcces
 from livedub.media.hooks import PublishPolicy, StreamName, StreamRole, key_from_query, parse_stream_name
 from livedub.media.manager import WorkerManager
 from livedub.media.settings import MediaSettings
+from livedub.media.sts_pool import StsPoolMonitor
 from livedub.mediaserver.stat import parse_rtmp_stat
 
 log = logging.getLogger(__name__)
@@ -148,15 +149,20 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
     manager = manager or WorkerManager(settings)
     policy = PublishPolicy(settings.publish_key)
     sts_probe = StsProbe(settings.sts_service_url)
+    sts_pool = StsPoolMonitor.from_env(settings.sts_service_url, manager.metrics.registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        polling = await sts_pool.start()
         yield
+        if polling:
+            await sts_pool.stop()
         await manager.shutdown()
 
     app = FastAPI(title="livedub media-service", lifespan=lifespan)
     app.state.manager = manager
     app.state.settings = settings
+    app.state.sts_pool = sts_pool
     app.include_router(operator.router)
     app.include_router(outputs_http.router)
     access = ApiAccess(settings.media_hook_secret, settings.media_api_token, settings.monitor_token)
@@ -227,7 +233,12 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
 
     @app.get("/v1/streams")
     async def streams() -> dict[str, Any]:
-        return {"streams": manager.list_streams(), "max_concurrent_streams": manager.max_streams}
+        listed = manager.list_streams()
+        return {
+            "streams": listed,
+            "max_concurrent_streams": manager.max_streams,
+            "sts_endpoints": sts_pool.snapshot(listed),  # placement, health and load of each STS endpoint
+        }
 
     @app.post("/v1/nginx/on_publish")
     async def nginx_on_publish(request: Request) -> JSONResponse:

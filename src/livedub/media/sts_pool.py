@@ -459,9 +459,12 @@ class StsPoolMonitor:
         settings = StsPoolSettings()
         return cls(settings.urls(fallback_url), registry, settings)
 
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="sts-pool-monitor")
+    async def start(self) -> bool:
+        """Start polling; False when it runs already (e.g. a second lifespan of the same app: leave it alone)."""
+        if self._task is not None:
+            return False
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="sts-pool-monitor")
+        return True
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -273,11 +273,7 @@ class DubbingPipeline:
                 if engine
                 else self.settings.translator
             ),
-            "tts": (
-                {lang: engine.synthesise[lang].tts.name for lang in sorted({t for _, t in self.pairs})}
-                if engine
-                else self.settings.tts_voices or "language table"
-            ),
+            "voices": engine.voices.names() if engine else self.settings.tts_voices or "language table",
             "warm_pairs": sorted(f"{s}-{t}" for s, t in engine.warm_pairs) if engine else [],
             "supported_pairs": [f"{s}-{t}" for s, t in self.pairs],
             "max_speedup": self.settings.max_speedup,

@@ -50,6 +50,7 @@ from livedub.protocol import (
     StreamReady,
 )
 from livedub.sts.deadline import Deadline
+from livedub.sts.fanout import client_manager
 from livedub.sts.interfaces import FragmentProcessor, UnsupportedLanguageError, answers_of
 from livedub.sts.metrics import METRICS_CONTENT_TYPE, StsMetrics
 from livedub.sts.scheduler import DeadlineExpired, DeadlineRunner
@@ -186,6 +187,7 @@ class StsServer:
         self._startup_task: asyncio.Task[None] | None = None
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
+            client_manager=client_manager(),  # Redis (REDIS_URL): monitors see streams on every replica
             max_http_buffer_size=engineio_buffer_bytes(settings.max_fragment_bytes),
             logger=False,
             engineio_logger=False,
@@ -238,6 +240,7 @@ class StsServer:
             "pipeline": self.settings.pipeline,
             "worker_threads": self.runner.workers,
             "active_sessions": len(self.sessions),
+            "fragments_inflight": sum(session.inflight for session in self.sessions.values()),
         }
 
     # ------------------------------------------------------------ emission
