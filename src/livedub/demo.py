@@ -31,6 +31,7 @@ from livedub.stack import (
     add_stack_arguments,
     config_from_args,
     free_ports,
+    output_lines,
     port_open,
     remux,
     terminate_on_signals,
@@ -184,6 +185,7 @@ def cli_main(argv: list[str]) -> int:
             out_url = stack.output_url(sid)
             _say(f"publishing {source} to {stack.input_url(sid)}")
             _say(f"watch it live:  ffplay {' '.join(ffmpeg_rtmp_args(out_url))} {out_url}")
+            _say(f"every output (out is {stack.targets[0]}):\n{output_lines(stack, sid)}")
             _say(f"original:       ffplay {' '.join(ffmpeg_rtmp_args(stack.input_url(sid)))} {stack.input_url(sid)}")
             if wait_for_stream(stack.stat_url, f"{sid}/out", timeout=60) is not None:
                 _say(f"dubbed output is published ({time.monotonic() - started:.1f}s after the input started)")

@@ -210,6 +210,8 @@ class StackConfig:
     media_port: int = 8080
     source_language: str = "en"
     target_language: str = "es"
+    # Several targets at once (WORKER_TARGET_LANGUAGES); None: `target_language` alone. The first is on `out`.
+    target_languages: list[str] | None = None
     # None = the media-service's defaults (phrase streaming, its delay line): `livedub up`, the demo and the E2E
     # run what a user gets.
     segment_policy: str | None = None
@@ -257,8 +259,20 @@ class Stack:
     def input_url(self, stream_id: str) -> str:
         return f"{self.rtmp_base}/{stream_id}/in"
 
-    def output_url(self, stream_id: str) -> str:
-        return f"{self.rtmp_base}/{stream_id}/out"
+    def output_url(self, stream_id: str, language: str | None = None) -> str:
+        """`out` (the first target), or `out/<language>`."""
+        return f"{self.rtmp_base}/{stream_id}/out" + (f"/{language}" if language else "")
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.cfg.target_languages or [self.cfg.target_language])
+
+    def hls_url(self, stream_id: str) -> str:
+        """The stream's HLS presentation (original + every target, captions), served by the media-service."""
+        return f"http://{self.cfg.host}:{self.cfg.media_port}/hls/{stream_id}/master.m3u8"
+
+    def captions_url(self, stream_id: str) -> str:
+        return f"http://{self.cfg.host}:{self.cfg.media_port}/v1/streams/{stream_id}/captions"
 
     @property
     def stat_url(self) -> str:
@@ -320,7 +334,8 @@ class Stack:
             "MEDIA_SERVER_STAT_URL": f"http://127.0.0.1:{cfg.rtmp_http_port}/stat",
             "STS_SERVICE_URL": self.sts_url,
             "WORKER_SOURCE_LANGUAGE": cfg.source_language,
-            "WORKER_TARGET_LANGUAGE": cfg.target_language,
+            "WORKER_TARGET_LANGUAGE": self.targets[0],
+            "WORKER_TARGET_LANGUAGES": ",".join(self.targets),
         }
         if cfg.bind_public:
             media_env.update(
@@ -622,6 +637,12 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", default=env("WORKER_SOURCE_LANGUAGE", "en"), help="source language")
     parser.add_argument("--to", dest="target", default=env("WORKER_TARGET_LANGUAGE", "es"), help="target language")
     parser.add_argument(
+        "--targets",
+        default=env("WORKER_TARGET_LANGUAGES") or None,
+        help="several target languages at once, comma-separated (es,fr): RTMP out/<lang> each, out = the first,"
+        " one HLS presentation with all (WORKER_TARGET_LANGUAGES; default: --to alone)",
+    )
+    parser.add_argument(
         "--policy",
         choices=["fixed", "speech"],
         default=env("SEGMENT_POLICY"),
@@ -648,7 +669,8 @@ def config_from_args(args: argparse.Namespace, **extra: object) -> StackConfig:
         sts_port=args.sts_port,
         media_port=args.media_port,
         source_language=args.source,
-        target_language=args.target,
+        target_language=targets_from_args(args)[0],
+        target_languages=targets_from_args(args),
         segment_policy=args.policy,
         segment_duration_ms=args.segment_ms,
         output_delay_ms=args.delay_ms,
@@ -657,6 +679,25 @@ def config_from_args(args: argparse.Namespace, **extra: object) -> StackConfig:
         sts_url=args.sts_url,
         **extra,  # type: ignore[arg-type]
     )
+
+
+def targets_from_args(args: argparse.Namespace) -> list[str]:
+    """`--targets es,fr`, else `--to`."""
+    listed = [code.strip().lower() for code in (getattr(args, "targets", None) or "").split(",") if code.strip()]
+    return list(dict.fromkeys(listed)) or [args.target]
+
+
+def output_lines(stack: Stack, stream_id: str, rtmp_host: str = "127.0.0.1") -> str:
+    """How to watch each output: RTMP per language, the HLS presentation, the live captions."""
+    urls = [("out", stack.output_url(stream_id))]
+    urls += [(language, stack.output_url(stream_id, language)) for language in stack.targets]
+    lines = []
+    for name, url in urls:
+        url = url.replace(f"//{stack.cfg.host}:", f"//{rtmp_host}:", 1)
+        lines.append(f"  {name + ':':<6} ffplay {' '.join(ffmpeg_rtmp_args(url))} {url}")
+    lines.append(f"  HLS (original + {', '.join(stack.targets)}, captions): ffplay {stack.hls_url(stream_id)}")
+    lines.append(f"  live captions (server-sent events): curl -N {stack.captions_url(stream_id)}")
+    return "\n".join(lines)
 
 
 def lan_address() -> str:
@@ -688,7 +729,6 @@ def cli_main(argv: list[str]) -> int:
             host = lan_address() if args.public else "127.0.0.1"
             sid = args.stream_id
             in_url = f"rtmp://{host}:{args.rtmp_port}/live/{sid}/in"
-            out_url = f"rtmp://127.0.0.1:{args.rtmp_port}/live/{sid}/out"
             key_q = f"?key={stack.publish_key}" if args.public else ""
             pub_url = in_url + key_q
             token_note = (
@@ -699,7 +739,7 @@ def cli_main(argv: list[str]) -> int:
             )
             print(
                 f"""
-livedub is up ({args.source} -> {args.target}, {args.policy or "phrase"} segments). Logs: {stack.log_dir}
+livedub is up ({args.source} -> {",".join(stack.targets)}, {args.policy or "phrase"} segments). Logs: {stack.log_dir}
 
 Publish your stream (any <stream_id>; '{sid}' below):
   ffmpeg:  ffmpeg -re -i YOUR_FILE.mp4 -c:v libx264 -preset veryfast -g 60 -c:a aac -ar 48000 -f flv \\
@@ -708,8 +748,8 @@ Publish your stream (any <stream_id>; '{sid}' below):
              Server:     rtmp://{host}:{args.rtmp_port}/live
              Stream Key: {sid}/in{key_q}
 
-Watch the dubbed output (starts a few seconds after you publish):
-  ffplay {" ".join(ffmpeg_rtmp_args(out_url))} {out_url}
+Watch the dubbed outputs (start a few seconds after you publish; `out` is {stack.targets[0]}):
+{output_lines(stack, sid)}
 
 Streams: {stack.media_url}/v1/streams   Metrics: {stack.media_url}/metrics, {stack.sts_url}/metrics{token_note}
 Press Ctrl-C to stop.
