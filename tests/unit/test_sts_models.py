@@ -22,6 +22,9 @@ def test_the_translator_of_a_pair_is_the_override_then_the_default_then_the_tabl
     fast_first = StsSettings(STS_TRANSLATOR="apertium")
     assert translator_kind(fast_first, "es", "fr") == "apertium"
     assert translator_kind(fast_first, "en", "it") == LANGUAGES["it"].translators[0] == "llm"
+    # An override names its pair: a translator that cannot do it is refused, not replaced.
+    with pytest.raises(ValueError, match="apertium cannot translate en->fr"):
+        translator_kind(StsSettings(STS_TRANSLATOR_OVERRIDES="en-fr=apertium"), "en", "fr")
 
 
 def test_an_unsupported_pair_has_no_translator() -> None:

@@ -42,13 +42,15 @@ def translator_kind(settings: StsSettings, source: str, target: str) -> str:
     """The translator for the pair (see the module doc); UnsupportedLanguageError when none can translate it."""
     check_pair(source, target)
     override = settings.translator_override_map().get((source, target))
-    candidates = [override, settings.translator, *LANGUAGES[target].translators]
-    for name in dict.fromkeys(c for c in candidates if c):
+    if override is not None:  # named for this very pair: a translator that cannot do it is a mistake
+        if not translator_capabilities(override).supports(source, target):
+            raise ValueError(f"STS_TRANSLATOR_OVERRIDES: {override} cannot translate {source}->{target}")
+        return override
+    candidates = [settings.translator, *LANGUAGES[target].translators]
+    for name in dict.fromkeys(candidates):
         if translator_capabilities(name).supports(source, target):
-            if name != (override or settings.translator):
-                log.info(
-                    "%s->%s: %s cannot translate it, %s does", source, target, override or settings.translator, name
-                )
+            if name != settings.translator:
+                log.debug("%s->%s: %s cannot translate it, %s does", source, target, settings.translator, name)
             return name
     raise UnsupportedLanguageError(f"no translator for {source}->{target} among {candidates}")
 
