@@ -7,8 +7,8 @@ Checks: the page loads without console errors and says how to publish while ther
 stream appears in the list within a few seconds; the output player plays the real HLS presentation (currentTime
 advances, audio decodes); switching the language switches the audio rendition that loads; phrase lines show their
 translations (lines appended to the stream's phrases.jsonl, since the echo STS transcribes nothing); a control
-without the token is refused, with it the worker stops and starts again. A screenshot of the stream view goes to
-out/operator/ (git-ignored).
+without the token is refused, with it the worker stops and starts again; a stream without audio, one in a codec
+the worker refuses and a stopped STS are said in words. Screenshots go to out/operator/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +65,7 @@ class OperatorStack:
     hls_dir: Path
     logs: Path
     fixture: Path
+    sts: ManagedProcess
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorStack]:
         nginx.start()
         for url in (f"http://127.0.0.1:{sts_port}/health", f"{media_url}/health"):
             wait_for(url, lambda url=url: http_get(url)[0] == 200, 60)  # type: ignore[misc]
-        yield OperatorStack(media_url, nginx.rtmp_url, tmp / "hls", tmp, fixture)
+        yield OperatorStack(media_url, nginx.rtmp_url, tmp / "hls", tmp, fixture, sts)
     finally:
         media.stop(timeout=20)
         sts.stop()
@@ -296,3 +298,48 @@ def test_4_controls_need_the_token(stack: OperatorStack, browser: Any) -> None:
     wait_for("state running again", lambda: browser.find_element(By.ID, "sv-state").text == "running", 30)
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTEFACTS / "stream-view-after-restart.png"))
+
+
+def unhappy_inputs(directory: Path) -> dict[str, Path]:
+    """A stream without audio (H.264 only) and one in a codec the worker refuses (Sorenson H.263 in FLV)."""
+    from livedub.analysis import PatternSpec, write_pattern
+
+    h263 = directory / "h263.flv"
+    lavfi = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:d=30", "-f", "lavfi", "-i", "sine=d=30"]
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *lavfi, "-c:v", "flv1", "-c:a", "aac", str(h263)],
+        check=True,
+    )
+    return {
+        "noaudio": write_pattern(directory / "noaudio.flv", PatternSpec(duration_s=30.0, with_audio=False)),
+        "h263": h263,
+    }
+
+
+def test_5_unhappy_states_are_shown(stack: OperatorStack, browser: Any) -> None:
+    publishers = [
+        FilePublisher(path, f"{stack.rtmp_url}/{name}/in", stack.logs / f"{name}.log").start()
+        for name, path in unhappy_inputs(stack.logs).items()
+    ]
+    try:
+        browser.get(f"{stack.media_url}/ui/#/")
+
+        def note(stream_id: str, code: str) -> str | None:
+            found = js(browser, "return (window.livedub.overview || {streams: []}).streams")
+            row = next((r for r in found if r["stream_id"] == stream_id), None)
+            problem = next((p for p in row["problems"] if p["code"] == code), None) if row else None
+            cells = browser.find_elements(By.CSS_SELECTOR, f'tr.stream[data-stream-id="{stream_id}"] td')
+            return problem["message"] if problem and cells and problem["message"] in cells[-1].text else None
+
+        assert "no audio" in wait_for("the no-audio note", lambda: note("noaudio", "no_audio"), 30)
+        assert "not supported" in wait_for("the codec note", lambda: note("h263", "unsupported_codec"), 30)
+
+        stack.sts.stop()  # STS goes down: the page says so, and since when
+        banner = browser.find_element(By.ID, "sts-banner")
+        wait_for("the STS banner", lambda: banner.is_displayed() and "STS is down since" in banner.text, 15)
+        assert browser.find_element(By.ID, "sts-status").text == "STS down"
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTEFACTS / "stream-list-unhappy.png"))
+    finally:
+        for publisher in publishers:
+            publisher.stop()
