@@ -7,8 +7,9 @@ Checks: the page loads without console errors and says how to publish while ther
 stream appears in the list within a few seconds; the output player plays the real HLS presentation (currentTime
 advances, audio decodes); switching the language switches the audio rendition that loads; phrase lines show their
 translations (lines appended to the stream's phrases.jsonl, since the echo STS transcribes nothing); a control
-without the token is refused, with it the worker stops and starts again; a stream without audio, one in a codec
-the worker refuses and a stopped STS are said in words. Screenshots go to out/operator/ (git-ignored).
+without the token is refused, with it the worker stops and starts again with other target languages; a stream
+without audio, one in a codec the worker refuses and a stopped STS are said in words. Screenshots go to
+out/operator/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -293,9 +294,19 @@ def test_4_controls_need_the_token(stack: OperatorStack, browser: Any) -> None:
     browser.find_element(By.ID, "ctl-stop").click()
     wait_for("the stop", lambda: message.text == "Worker stopping.", 5)
     wait_for("state stopped", lambda: browser.find_element(By.ID, "sv-state").text == "stopped", 40)
+
+    # The next start dubs into es and it instead of es and fr.
+    for code, wanted in (("fr", False), ("it", True)):
+        box = browser.find_element(By.CSS_SELECTOR, f'#ctl-langs input[value="{code}"]')
+        if box.is_selected() != wanted:
+            box.click()
+    browser.find_element(By.ID, "ctl-config").click()
+    wait_for("the languages set", lambda: "apply at the next start" in message.text, 5)
+    wait_for("the next start shown", lambda: "next start: es, it" in browser.find_element(By.ID, "sv-langs").text, 5)
     browser.find_element(By.ID, "ctl-start").click()
     wait_for("the start", lambda: "worker started" in message.text, 10)
     wait_for("state running again", lambda: browser.find_element(By.ID, "sv-state").text == "running", 30)
+    wait_for("the new languages", lambda: "en → es, it" in browser.find_element(By.ID, "sv-langs").text, 10)
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTEFACTS / "stream-view-after-restart.png"))
 

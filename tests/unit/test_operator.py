@@ -78,10 +78,19 @@ def test_page_is_closed_to_other_machines_without_a_monitor_token() -> None:
     assert operator.page_access("127.0.0.1", "").allowed
     assert operator.page_access("::1", "").allowed
     assert operator.page_access("203.0.113.9", TOKEN).allowed
-    # Through the whole app: the service's guard refuses a remote client with no credentials before the page.
     with TestClient(operator_app(FakeFleet()), client=REMOTE) as remote:
-        assert remote.get("/ui/").status_code in {401, 403}
+        assert remote.get("/ui/").status_code == 403
+        assert remote.get("/ui/vendor/hls.min.js").status_code == 403
         assert remote.get("/v1/operator/overview").status_code == 401
+
+
+def test_other_machines_use_the_page_with_the_monitor_token(fleet: FakeFleet) -> None:
+    with TestClient(operator_app(fleet, monitor_token=TOKEN), client=REMOTE) as remote:
+        assert remote.get("/ui/").status_code == 200  # the page holds no data
+        assert remote.get("/v1/operator/overview").status_code == 401
+        assert remote.get("/v1/operator/overview", headers=bearer(TOKEN)).status_code == 200
+        assert remote.post("/v1/streams/abc/start").status_code == 401
+        assert remote.post("/v1/streams/abc/start", headers=bearer(TOKEN)).json()["accepted"] is True
 
 
 def test_controls_are_refused_without_a_configured_token_even_on_loopback(fleet: FakeFleet) -> None:

@@ -209,6 +209,12 @@ def default_targets(settings: Any) -> list[str]:
     return list(targets) if targets else [settings.target_language]
 
 
+def outputs_ready(settings: Any, stream_id: str) -> bool:
+    """Whether the worker has made the stream's output directory (its phrase and caption logs) yet."""
+    stream_dir = getattr(settings, "stream_dir", None)
+    return stream_dir is not None and stream_dir(stream_id).is_dir()
+
+
 def hls_ready(settings: Any, stream_id: str) -> bool:
     """Whether the stream's HLS presentation has its master playlist yet (the page starts its player then)."""
     stream_dir = getattr(settings, "stream_dir", None)
@@ -291,6 +297,7 @@ def stream_row(
         "problems": stream_problems(entry, rtmp, errors),
         "hls_url": f"/hls/{stream_id}/master.m3u8",
         "hls_ready": hls_ready(settings, stream_id),
+        "logs_ready": outputs_ready(settings, stream_id),
         "phrases_url": f"/v1/streams/{stream_id}/phrases",
         "captions_url": f"/v1/streams/{stream_id}/captions",
     }

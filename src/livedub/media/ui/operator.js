@@ -176,17 +176,9 @@ function openStream(id) {
   const timeline = new Timeline($("#timeline"), (page.overview && page.overview.languages) || {});
   timeline.clear();
   page.phrases = [];
-  const base = `/v1/streams/${encodeURIComponent(id)}`;
-  const stopPhrases = follow(
-    `${base}/phrases`,
-    (phrase) => {
-      page.phrases.push(phrase);
-      timeline.add(phrase);
-    },
-    (state) => ($("#phrases-state").textContent = state === "live" ? "" : `(${state})`),
-  );
   page.players = {};
-  page.view = { id, stopPhrases, timeline, languagesShown: "" };
+  page.view = { id, stopPhrases: () => {}, phrasesFollowed: false, timeline, languagesShown: "" };
+  $("#phrases-state").textContent = "(waiting for the worker)";
   $("#output-player .player-note").textContent = "Waiting for the stream's HLS presentation.";
   $("#input-load").disabled = true;
   $("#input-load").onclick = () => {
@@ -202,6 +194,20 @@ function openStream(id) {
 
 function hlsUrl(id) {
   return `/hls/${encodeURIComponent(id)}/master.m3u8`;
+}
+
+// The phrase log is followed once the worker has made the stream's output directory.
+function followPhrases(stream) {
+  if (page.view.phrasesFollowed || !stream.logs_ready) return;
+  page.view.phrasesFollowed = true;
+  page.view.stopPhrases = follow(
+    `/v1/streams/${encodeURIComponent(stream.stream_id)}/phrases`,
+    (phrase) => {
+      page.phrases.push(phrase);
+      page.view.timeline.add(phrase);
+    },
+    (state) => ($("#phrases-state").textContent = state === "live" ? "" : `(${state})`),
+  );
 }
 
 // The players start once the worker has written its master playlist (no 404s for hls.js to retry).
@@ -244,6 +250,7 @@ function renderStream(stream) {
     ? ` (next start: ${stream.next_target_languages.join(", ")})` : "");
   $("#sv-problems").replaceChildren(...stream.problems.map(problem));
   startPlayers(stream);
+  followPhrases(stream);
   renderFigures(stream);
   drawPlot($("#plot"), page.histories.get(id) || new History());
   renderControls(stream);
