@@ -17,6 +17,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.sts_pool import StsPoolMonitor, stream_metrics
 from livedub.sts.metrics import StsMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,11 @@ def exported_names(registry: CollectorRegistry) -> set[str]:
 
 
 def service_metrics() -> set[str]:
-    return exported_names(WorkerMetrics(CollectorRegistry()).registry) | exported_names(StsMetrics().registry)
+    """What /metrics of each service can expose: the workers' metrics, the STS pool's (parent and workers), STS's."""
+    media = WorkerMetrics(CollectorRegistry()).registry
+    stream_metrics(media)
+    StsPoolMonitor([], media)
+    return exported_names(media) | exported_names(StsMetrics().registry)
 
 
 def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
