@@ -352,9 +352,11 @@ async def overview(request: Request) -> dict[str, Any]:
         for stream_id in ids
     ]
     token = monitor_token(settings)
+    pool = getattr(request.app.state, "sts_pool", None)
     return {
         "streams": rows,
         "sts": await sts_health(request, state),
+        "sts_endpoints": pool.snapshot(workers.values()) if pool is not None else [],
         "workers": {"active": manager.active_count(), "max": manager.max_streams},
         "publish_url": publish_url(settings, request.url.hostname),
         "controls": {"enabled": bool(token), "reason": control_access(None, token).reason if not token else ""},

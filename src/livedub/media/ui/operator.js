@@ -101,6 +101,7 @@ function render() {
   const data = page.overview;
   $("#workers").textContent = `${data.workers.active}/${data.workers.max} workers`;
   renderSts(data.sts);
+  renderPool(data.sts_endpoints || []);
   renderList(data);
   if (page.view) renderStream(data.streams.find((s) => s.stream_id === page.view.id));
 }
@@ -120,6 +121,17 @@ function renderSts(sts) {
   pill.textContent = sts.reachable ? "STS not ready" : "STS down";
   banner.hidden = false;
   banner.textContent = `${what} since ${since} (${ago(sts.for_s)}): streams keep their original audio.`;
+}
+
+// With several STS endpoints (STS_SERVICE_URLS): how many are healthy, each one's state in the tooltip.
+function renderPool(endpoints) {
+  const pill = $("#sts-status");
+  pill.title = endpoints
+    .map((e) => `${e.url}: ${e.state}, ${(e.streams || []).length} streams, ${e.fragments_inflight ?? "?"} in flight`)
+    .join("\n");
+  if (endpoints.length < 2) return;
+  const healthy = endpoints.filter((e) => e.state === "healthy").length;
+  pill.textContent += ` · pool ${healthy}/${endpoints.length} healthy`;
 }
 
 function renderList(data) {
