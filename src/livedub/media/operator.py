@@ -32,12 +32,14 @@ from pydantic import BaseModel, Field, field_validator
 from livedub.media.access import bearer_token
 from livedub.media.hooks import STREAM_ID_RE, is_loopback
 from livedub.mediaserver.stat import RtmpStream, parse_rtmp_stat
+from livedub.paths import livedub_home
 
 log = logging.getLogger(__name__)
 
 UI_DIR = Path(__file__).parent / "ui"
 HLSJS_RELATIVE = Path("node_modules/hls.js/dist/hls.min.js")
-# `npm install --prefix .cache/npm hls.js@1` in the repository (scripts/setup.sh); the source tree's root is 4 up.
+# `npm install --prefix .cache/npm hls.js@1` in the repository (scripts/setup.sh; the source tree's root is 4 up),
+# or in the working directory, or `--prefix $LIVEDUB_HOME/npm` (an installed package, a container image).
 NPM_PREFIXES = (Path(__file__).resolve().parents[3] / ".cache" / "npm", Path.cwd() / ".cache" / "npm")
 LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}$")
 STAT_TIMEOUT_S = 1.0
@@ -128,7 +130,7 @@ def _refusal(verdict: Verdict) -> JSONResponse:
 
 
 def hlsjs_path() -> Path | None:
-    for prefix in NPM_PREFIXES:
+    for prefix in (*NPM_PREFIXES, livedub_home() / "npm"):
         candidate = prefix / HLSJS_RELATIVE
         if candidate.is_file():
             return candidate

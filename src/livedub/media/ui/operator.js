@@ -70,7 +70,9 @@ function stsCell(stream) {
 async function poll() {
   try {
     const result = await request("/v1/operator/overview");
-    if (!result.ok) {
+    if (result.status === 401) {
+      showLoadError(token() ? "The operator token was refused." : "Enter the operator token (top right) to see the streams.");
+    } else if (!result.ok) {
       showLoadError(`The media-service refused the overview (HTTP ${result.status}): ${detail(result)}`);
     } else {
       showLoadError("");
