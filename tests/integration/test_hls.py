@@ -70,12 +70,25 @@ def tone_frame(language: str, index: int) -> av.AudioFrame:
     return frame
 
 
+def snapshot(directory: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in directory.glob("*.m3u8")}
+
+
 def write_presentation(
-    source: Path, directory: Path, audio: list[Rendition], subs: list[Rendition], *, video: bool, window: int
-) -> HlsPresentation:
+    source: Path,
+    directory: Path,
+    audio: list[Rendition],
+    subs: list[Rendition],
+    *,
+    video: bool,
+    window: int,
+    live_at_ms: int = 10_000,
+) -> tuple[HlsPresentation, dict[str, str], dict[str, str]]:
+    """Returns the presentation (closed) and the playlists as they were before the first packet and while live."""
     with av.open(str(source)) as src:
         stream = src.streams.video[0]
         hls = HlsPresentation(directory, stream if video else None, RATE, 1, audio, subs, segment_s=2.0, window=window)
+        before, live = snapshot(directory), {}
         for cue in CUES:
             hls.add_cue(cue.language, cue.start_s, cue.end_s, cue.text)
         frames = 0
@@ -93,21 +106,28 @@ def write_presentation(
             dts = round(packet.dts * packet.time_base * 1000) + SHIFT_MS
             pts = round(packet.pts * packet.time_base * 1000) + SHIFT_MS
             audio_until(dts)
+            if not live and dts >= live_at_ms:
+                live = snapshot(directory)
             if video:
-                before = (bytes(packet), packet.pts, packet.stream)
+                untouched = (bytes(packet), packet.pts, packet.stream)
                 hls.write_video(packet, dts, pts)
-                assert (bytes(packet), packet.pts, packet.stream) == before  # the caller's packet is untouched
+                assert (bytes(packet), packet.pts, packet.stream) == untouched  # the caller's packet is untouched
         audio_until(DURATION_S * 1000 + SHIFT_MS)
         hls.close()
-    return hls
+    return hls, before, live
 
 
 @pytest.fixture(scope="module")
-def presentation(source: Path, tmp_path_factory: pytest.TempPathFactory) -> HlsPresentation:
+def written(source: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[HlsPresentation, dict, dict]:
     directory = tmp_path_factory.mktemp("hls_av")
     return write_presentation(
         source, directory, renditions_for("en", ["es", "fr"]), subtitles_for("en", ["es"]), video=True, window=20
     )
+
+
+@pytest.fixture(scope="module")
+def presentation(written: tuple[HlsPresentation, dict, dict]) -> HlsPresentation:
+    return written[0]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +136,7 @@ def audio_only(source: Path, tmp_path_factory: pytest.TempPathFactory) -> HlsPre
     (directory / "video_1.ts").write_bytes(b"stale")  # a previous run's files go away
     return write_presentation(
         source, directory, renditions_for("en", ["es", "fr"]), subtitles_for("en", ["es"]), video=False, window=3
-    )
+    )[0]
 
 
 # ---- playlist parsing --------------------------------------------------------------------------------------------
@@ -264,6 +284,23 @@ def test_master_lists_every_group(presentation: HlsPresentation) -> None:
     ((inf, uri),) = variants
     assert uri == "video.m3u8" and inf["RESOLUTION"] == "320x240"
     assert re.fullmatch(r"avc1\.[0-9a-f]{6},mp4a\.40\.2", inf["CODECS"])
+
+
+def test_while_live(written: tuple[HlsPresentation, dict, dict]) -> None:
+    """Before the first packet the master is there; 10 s in, every playlist is live (no ENDLIST) and the subtitle
+    playlists keep up with the media ones."""
+    _, before, live = written
+    assert set(before) == {"master.m3u8"} and before["master.m3u8"].count("#EXT-X-MEDIA:") == 5
+    names = {"master.m3u8", "video.m3u8", "subs_en.m3u8", "subs_es.m3u8"} | {f"audio_{x}.m3u8" for x in TONES}
+    assert set(live) == names
+    counts = {}
+    for name in names - {"master.m3u8"}:
+        lines = live[name].splitlines()
+        assert "#EXT-X-ENDLIST" not in lines and "#EXT-X-TARGETDURATION:2" in lines
+        counts[name] = sum(line.startswith("#EXTINF:") for line in lines)
+        assert sum(line.startswith("#EXT-X-PROGRAM-DATE-TIME:") for line in lines) == counts[name]
+    assert 3 <= counts["video.m3u8"] <= 5  # 10 s written in 2 s segments (the open one is not listed)
+    assert all(abs(n - counts["video.m3u8"]) <= 1 for n in counts.values()), counts
 
 
 def test_every_rendition_playlist_decodes(presentation: HlsPresentation) -> None:
