@@ -11,6 +11,7 @@ from livedub.media.captions import Cue, vtt_document, vtt_text, vtt_time
 from livedub.media.hls import (
     Anchor,
     BitrateMeter,
+    HlsPresentation,
     Rendition,
     VideoInfo,
     VttRendition,
@@ -139,3 +140,24 @@ def test_bitrate_meter_measures_segments_cut_on_keyframes() -> None:
     assert meter.peak == round(25 * 1000 * 8 * BitrateMeter.TS_OVERHEAD)
     assert meter.average == meter.peak
     assert meter.boundaries == 1  # a cut at 2.0 s (the one at 3.0 s waits for 4.0 s)
+
+
+def test_presentation_needs_distinct_languages_and_some_media(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="one audio rendition per language"):
+        HlsPresentation(tmp_path, None, 48_000, 1, [Rendition("es", "a"), Rendition("es", "b")])
+    with pytest.raises(ValueError, match="needs video or at least one audio rendition"):
+        HlsPresentation(tmp_path, None, 48_000, 1, [])
+
+
+def test_a_presentation_closed_before_any_packet_still_ends(tmp_path: Path) -> None:
+    (tmp_path / "audio_en_17.ts").write_bytes(b"old run")
+    (tmp_path / "captions.jsonl").write_text("{}\n")  # the cue log's, not the presentation's
+    hls = HlsPresentation(tmp_path, None, 48_000, 2, renditions_for("en", ["es"]), subtitles_for("en", ["es"]))
+    assert not (tmp_path / "audio_en_17.ts").exists() and (tmp_path / "captions.jsonl").exists()
+    assert (tmp_path / "master.m3u8").exists()  # players can open the master before the first segment
+    hls.add_cue("en", 1.0, 2.0, "never played")
+    hls.close()
+    hls.close()  # idempotent
+    assert (tmp_path / "ended").exists()
+    assert (tmp_path / "subs_en.m3u8").read_text().rstrip().endswith("#EXT-X-ENDLIST")
+    hls.write_audio("en", None)  # after close: ignored
