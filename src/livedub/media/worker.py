@@ -294,6 +294,9 @@ class WorkerRunner:
             if isinstance(self.dub_client, MultiDubClient):
                 await self.dub_client.dub_targets(fragment, place)
                 return
+            for language in self.languages[1:]:  # a client of one language: the others keep the original voice
+                place(DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="target_unsupported",
+                                 language=language))  # fmt: skip
             try:
                 outcome = await self.dub_client.dub(fragment)
             except Exception as exc:  # the client should not raise; the phrase keeps its original voice
