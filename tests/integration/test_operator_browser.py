@@ -1,7 +1,7 @@
 """The operator's page in a real browser: headless Debian Chromium driven by Selenium, against real services.
 
-nginx-rtmp, the STS service in echo mode (each dub is the phrase's own audio), the media-service with the operator
-page (tests/integration/operator_stack.py) dubbing into es and fr, and the speech fixture published in real time.
+nginx-rtmp, the STS service in echo mode (each dub is the phrase's own audio), the media-service (`livedub media`)
+dubbing into es and fr, and the speech fixture published in real time.
 
 Checks: the page loads without console errors and says how to publish while there is no stream; the published
 stream appears in the list within a few seconds; the output player plays the real HLS presentation (currentTime
@@ -95,7 +95,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorStack]:
         "OUTPUT_DELAY_MS": "4000",
     }
     sts = ManagedProcess("sts", [sys.executable, "-m", "livedub.cli", "sts"], tmp / "sts.log", env=sts_env)
-    media_argv = [sys.executable, str(HERE / "operator_stack.py"), "--port", str(media_port)]
+    media_argv = [sys.executable, "-m", "livedub.cli", "media", "--port", str(media_port)]
     media = ManagedProcess("media", media_argv, tmp / "media.log", env=media_env)
     nginx = NginxRtmpServer(
         RtmpServerConfig(rtmp_port, stat_port, bind="127.0.0.1", hooks_url=media_url, workdir=tmp / "nginx")
@@ -307,6 +307,14 @@ def test_4_controls_need_the_token(stack: OperatorStack, browser: Any) -> None:
     wait_for("the start", lambda: "worker started" in message.text, 10)
     wait_for("state running again", lambda: browser.find_element(By.ID, "sv-state").text == "running", 30)
     wait_for("the new languages", lambda: "en → es, it" in browser.find_element(By.ID, "sv-langs").text, 10)
+    # The page follows the new worker: its presentation has the new renditions and plays.
+    tracks = ["en", "es", "it"]
+    first = wait_for(
+        "the new presentation playing",
+        lambda: (s := player_state(browser)) and [t["lang"] for t in s["tracks"]] == tracks and s["time"] > 0 and s,
+        60,
+    )
+    wait_for("playback advancing", lambda: player_state(browser)["time"] > first["time"] + 1, 15)
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTEFACTS / "stream-view-after-restart.png"))
 

@@ -218,13 +218,13 @@ def outputs_ready(settings: Any, stream_id: str) -> bool:
 
 
 def hls_ready(settings: Any, stream_id: str) -> bool:
-    """Whether the stream's HLS presentation has its master playlist yet (the page starts its player then)."""
+    """Whether the stream's live HLS presentation has its master playlist (the page starts its player then); not
+    while the last worker's ended presentation is still there (a restarted worker replaces it)."""
     stream_dir = getattr(settings, "stream_dir", None)
-    return (
-        bool(getattr(settings, "hls_enabled", True))
-        and stream_dir is not None
-        and (stream_dir(stream_id) / "master.m3u8").is_file()
-    )
+    if not getattr(settings, "hls_enabled", True) or stream_dir is None:
+        return False
+    directory = stream_dir(stream_id)
+    return (directory / "master.m3u8").is_file() and not (directory / "ended").exists()
 
 
 def _error_count(metrics_view: Any, stream_id: str, kind: str) -> float:

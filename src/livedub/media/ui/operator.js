@@ -236,6 +236,19 @@ function startPlayers(stream) {
   $("#input-load").disabled = false;
 }
 
+// A new worker for the same stream (a restart or a republish) writes a new presentation and phrase log.
+function restartOutputs() {
+  page.view.stopPhrases();
+  page.view.stopPhrases = () => {};
+  page.view.phrasesFollowed = false;
+  page.view.timeline.clear();
+  page.phrases = [];
+  for (const player of Object.values(page.players)) player.destroy();
+  page.players = {};
+  $("#input-load").disabled = true;
+  $("#output-player .player-note").textContent = "The worker restarted: waiting for its HLS presentation.";
+}
+
 function closeStream() {
   if (!page.view) return;
   page.view.stopPhrases();
@@ -258,10 +271,13 @@ function renderStream(stream) {
     $("#sv-problems").replaceChildren(problem({ code: "gone", message: "This stream is not published now." }));
     return;
   }
+  if (stream.started_at && page.view.run && stream.started_at !== page.view.run) restartOutputs();
+  if (stream.started_at) page.view.run = stream.started_at;
   $("#sv-state").className = `pill ${stateClass(stream.state)}`;
   $("#sv-state").textContent = stream.state;
-  $("#sv-langs").textContent = languages(stream) + (stream.next_target_languages
-    ? ` (next start: ${stream.next_target_languages.join(", ")})` : "");
+  const next = stream.next_target_languages;
+  const changes = next && next.join(",") !== (stream.target_languages || []).join(",");
+  $("#sv-langs").textContent = languages(stream) + (changes ? ` (next start: ${next.join(", ")})` : "");
   $("#sv-problems").replaceChildren(...stream.problems.map(problem));
   startPlayers(stream);
   followPhrases(stream);
