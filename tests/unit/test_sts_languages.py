@@ -65,7 +65,8 @@ def test_translators_declare_the_pairs_they_translate() -> None:
     assert not LlmTranslator.capabilities.supports("en", "ru") and not LlmTranslator.capabilities.supports("en", "en")
     apertium = ApertiumTranslator.capabilities
     assert apertium.supports("en", "es") and apertium.supports("fr", "es") and apertium.supports("es", "fr")
-    assert not apertium.supports("en", "fr") and not apertium.supports("it", "en")
+    assert apertium.supports("en", "fr") and apertium.supports("fr", "en")  # two modes, through Spanish
+    assert not apertium.supports("it", "en") and not apertium.supports("en", "it")
     assert DeepLTranslator.capabilities.supports("it", "fr") and GoogleTranslator.capabilities.supports("en", "ru")
     for cls in (LlmTranslator, ApertiumTranslator, DeepLTranslator, GoogleTranslator):
         assert isinstance(cls.capabilities, TranslatorCapabilities) and cls.capabilities.streaming is False

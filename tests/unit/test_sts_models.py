@@ -23,8 +23,8 @@ def test_the_translator_of_a_pair_is_the_override_then_the_default_then_the_tabl
     assert translator_kind(fast_first, "es", "fr") == "apertium"
     assert translator_kind(fast_first, "en", "it") == LANGUAGES["it"].translators[0] == "llm"
     # An override names its pair: a translator that cannot do it is refused, not replaced.
-    with pytest.raises(ValueError, match="apertium cannot translate en->fr"):
-        translator_kind(StsSettings(STS_TRANSLATOR_OVERRIDES="en-fr=apertium"), "en", "fr")
+    with pytest.raises(ValueError, match="apertium cannot translate en->it"):
+        translator_kind(StsSettings(STS_TRANSLATOR_OVERRIDES="en-it=apertium"), "en", "it")
 
 
 def test_an_unsupported_pair_has_no_translator() -> None:
@@ -37,7 +37,8 @@ def test_the_fast_stand_in_only_where_it_can_translate() -> None:
     settings = StsSettings(STS_FAST_TRANSLATOR="apertium")
     assert fast_translator_kind(settings, "en", "es") == "apertium"
     assert fast_translator_kind(settings, "fr", "es") == "apertium"
-    assert fast_translator_kind(settings, "en", "fr") is None  # no apertium mode
+    assert fast_translator_kind(settings, "en", "fr") == "apertium"  # through Spanish
+    assert fast_translator_kind(settings, "en", "it") is None  # no apertium mode
     assert fast_translator_kind(StsSettings(STS_FAST_TRANSLATOR=""), "en", "es") is None
     same = StsSettings(STS_TRANSLATOR_OVERRIDES="en-es=apertium", STS_FAST_TRANSLATOR="apertium")
     assert fast_translator_kind(same, "en", "es") is None  # the main one already is the fast one
