@@ -21,7 +21,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -50,6 +51,9 @@ pytestmark = [
 
 MAX_GAP_MS = 100
 FAILOVER_WITHIN_S = 10.0
+# A hung replica: 2 failed /health checks (1 s apart, 1.5 s timeout), then leaving its socket (the WebSocket close
+# waits up to engine.io's 5 s request timeout for a peer that never answers).
+HUNG_FAILOVER_WITHIN_S = 15.0
 
 
 def write_input(path: Path, seconds: int) -> Path:
@@ -117,100 +121,144 @@ def audio_holes_ms(packets: list[PacketInfo]) -> list[int]:
     return [int(b - a - frame_ms) for a, b in itertools.pairwise(pts) if b - a > frame_ms + 1]
 
 
+class Rig:
+    """Two echo replicas, nginx-rtmp, the media-service app (worker processes) with both replicas in
+    STS_SERVICE_URLS; streams published in real time, their outputs recorded."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tmp_path = tmp_path
+        self.rtmp_port, self.stat_port, self.media_port = free_port(), free_port(), free_port()
+        one, two = Replica(free_port(), tmp_path / "sts1.log"), Replica(free_port(), tmp_path / "sts2.log")
+        self.replicas = {one.url: one, two.url: two}
+        monkeypatch.setenv("STS_SERVICE_URLS", f"{one.url},{two.url}")  # read by the worker processes
+        self.settings = media_settings(
+            RTMP_BASE_URL=f"rtmp://127.0.0.1:{self.rtmp_port}/live",
+            MEDIA_SERVER_STAT_URL=f"http://127.0.0.1:{self.stat_port}/stat",
+            STS_SERVICE_URL=one.url,
+            SEGMENT_POLICY="fixed",
+            SEGMENT_DURATION_MS=1000,
+            OUTPUT_DELAY_MS=3000,
+            STS_TIMEOUT_MS=2000,
+        )
+        self.manager = WorkerManager(self.settings, fresh_metrics())
+        self.source = write_input(tmp_path / "in.flv", seconds=45)
+        self.publishers: list[subprocess.Popen[bytes]] = []
+        self.recorders: dict[str, StreamRecorder] = {}
+        self.media_url = ""
+
+    def endpoint_of(self, stream: str) -> str | None:
+        view = self.manager.metrics_view
+        on = [u for u in self.replicas if sample(view, "sts_endpoint_current", stream_id=stream, endpoint=u)]
+        return on[0] if len(on) == 1 else None
+
+    def dubbed(self, stream: str) -> float:
+        return sample(self.manager.metrics_view, "sts_fragments_processed_total", stream_id=stream, status="success")
+
+    def start_stream(self, stream: str) -> None:
+        base = f"rtmp://127.0.0.1:{self.rtmp_port}/live/{stream}"
+        self.recorders[stream] = StreamRecorder(f"{base}/out", copy_to=self.tmp_path / f"{stream}.flv")
+        self.publishers.append(publish(self.source, f"{base}/in", log=self.tmp_path / f"{stream}-publisher.log"))
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Rig]:
+        for replica in self.replicas.values():
+            replica.start()
+        async with serve_asgi(create_app(self.settings, self.manager), self.media_port) as media_url:
+            self.media_url = media_url
+            config = RtmpServerConfig(
+                self.rtmp_port, self.stat_port, bind="127.0.0.1", hooks_url=media_url, workdir=self.tmp_path / "nginx"
+            )
+            nginx = NginxRtmpServer(config, log_path=self.tmp_path / "nginx.log")
+            await asyncio.to_thread(nginx.start)
+            try:
+                for replica in self.replicas.values():
+                    await replica.wait_healthy()
+                yield self
+            finally:
+                for publisher in self.publishers:
+                    stop_process(publisher)
+                for recorder in self.recorders.values():
+                    recorder.stop_event.set()
+                await self.manager.shutdown()
+                await asyncio.to_thread(nginx.stop)
+                for replica in self.replicas.values():
+                    replica.kill()
+
+    def check_output_and_leftovers(self, stream: str, cut_at: float, moved_after_s: float) -> None:
+        packets = self.recorders[stream].join(30)
+        holes = audio_holes_ms(packets)
+        audio = [p for p in packets if p.kind == "audio"]
+        print(f"{stream} output: {len(audio)} audio packets, holes over one frame (ms): {holes[:10]}")
+        # The output kept flowing across the failure and the move: audio before, during and well after them.
+        assert audio[0].arrival < cut_at - 1 and audio[-1].arrival > cut_at + moved_after_s + 2
+        assert max(holes, default=0) <= MAX_GAP_MS
+        assert multiprocessing.active_children() == []  # no worker process left
+        for replica in self.replicas.values():
+            assert replica.process is not None and replica.process.poll() is not None
+
+
 async def test_a_killed_replica_streams_move_and_a_restarted_one_takes_new_streams(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rtmp_port, stat_port, media_port = free_port(), free_port(), free_port()
-    one, two = Replica(free_port(), tmp_path / "sts1.log"), Replica(free_port(), tmp_path / "sts2.log")
-    replicas = {one.url: one, two.url: two}
-    # Read by the worker processes (spawned with this environment).
-    monkeypatch.setenv("STS_SERVICE_URLS", f"{one.url},{two.url}")
-    metrics = fresh_metrics()
-    settings = media_settings(
-        RTMP_BASE_URL=f"rtmp://127.0.0.1:{rtmp_port}/live",
-        MEDIA_SERVER_STAT_URL=f"http://127.0.0.1:{stat_port}/stat",
-        STS_SERVICE_URL=one.url,
-        SEGMENT_POLICY="fixed",
-        SEGMENT_DURATION_MS=1000,
-        OUTPUT_DELAY_MS=3000,
-        STS_TIMEOUT_MS=2000,
-    )
-    manager = WorkerManager(settings, metrics)
-    source = write_input(tmp_path / "in.flv", seconds=45)
+    rig = Rig(tmp_path, monkeypatch)
+    async with rig.running():
+        rig.start_stream("first")
+        await wait_for(lambda: rig.dubbed("first") >= 2, 30, "first stream not dubbed")
+        rig.start_stream("second")
+        await wait_for(lambda: rig.dubbed("second") >= 2, 30, "second stream not dubbed")
+        first_on, second_on = rig.endpoint_of("first"), rig.endpoint_of("second")
+        assert first_on is not None and second_on is not None and first_on != second_on, "least loaded"
 
-    def endpoint_of(stream: str) -> str | None:
-        on = [u for u in replicas if sample(manager.metrics_view, "sts_endpoint_current", stream_id=stream, endpoint=u)]
-        return on[0] if len(on) == 1 else None
-
-    def dubbed(stream: str) -> float:
-        return sample(manager.metrics_view, "sts_fragments_processed_total", stream_id=stream, status="success")
-
-    for replica in replicas.values():
-        replica.start()
-    publishers: list[subprocess.Popen[bytes]] = []
-    recorders: dict[str, StreamRecorder] = {}
-    async with serve_asgi(create_app(settings, manager), media_port) as media_url:
-        nginx = NginxRtmpServer(
-            RtmpServerConfig(rtmp_port, stat_port, bind="127.0.0.1", hooks_url=media_url, workdir=tmp_path / "nginx"),
-            log_path=tmp_path / "nginx.log",
+        # The first stream's replica crashes.
+        before = rig.dubbed("first")
+        killed_at = time.monotonic()
+        rig.replicas[first_on].kill()
+        took = await wait_for(
+            lambda: rig.endpoint_of("first") == second_on and rig.dubbed("first") > before + 1,
+            FAILOVER_WITHIN_S,
+            "first stream not dubbed again by the other replica",
         )
-        await asyncio.to_thread(nginx.start)
-        base = f"rtmp://127.0.0.1:{rtmp_port}/live"
+        print(f"kill: dubbed again by the other replica {took:.2f} s after the kill")
+        assert rig.endpoint_of("second") == second_on  # sticky: the other stream did not move
 
-        def start_stream(stream: str) -> None:
-            recorders[stream] = StreamRecorder(f"{base}/{stream}/out", copy_to=tmp_path / f"{stream}.flv")
-            publishers.append(publish(source, f"{base}/{stream}/in", log=tmp_path / f"{stream}-publisher.log"))
+        # The replica comes back: the next stream goes to it (no session there, two on the other).
+        rig.replicas[first_on].start()
+        await rig.replicas[first_on].wait_healthy()
+        rig.start_stream("third")
+        await wait_for(lambda: rig.dubbed("third") >= 2, 30, "third stream not dubbed")
+        assert rig.endpoint_of("third") == first_on
+        async with httpx.AsyncClient(base_url=rig.media_url) as http:
+            rows = {r["url"]: r for r in (await http.get("/v1/streams")).json().get("sts_endpoints", [])}
+        if rows:  # once the lead includes the pool's section in /v1/streams
+            assert set(rows[second_on]["streams"]) == {"first", "second"}
+            assert rows[first_on]["streams"] == ["third"]
+    rig.check_output_and_leftovers("first", killed_at, took)
 
+
+async def test_a_hung_replica_streams_move(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGSTOP: the replica's sockets stay open and nothing answers. Its /health times out, the pool moves the
+    stream (STS_POOL_DOWN_AFTER failed checks), the client leaves the dead connection and dubs on the other one."""
+    rig = Rig(tmp_path, monkeypatch)
+    stopped: Replica | None = None
+    async with rig.running():
+        rig.start_stream("hung")
+        # Past the delay line (3 s of 1 s segments): the output is playing when the replica hangs.
+        await wait_for(lambda: rig.dubbed("hung") >= 6, 30, "stream not dubbed")
+        on = rig.endpoint_of("hung")
+        assert on is not None
+        [other] = [u for u in rig.replicas if u != on]
+        before = rig.dubbed("hung")
+        stopped = rig.replicas[on]
+        assert stopped.process is not None
+        hung_at = time.monotonic()
+        os.killpg(stopped.process.pid, signal.SIGSTOP)
         try:
-            for replica in replicas.values():
-                await replica.wait_healthy()
-            start_stream("first")
-            await wait_for(lambda: dubbed("first") >= 2, 30, "first stream not dubbed")
-            start_stream("second")
-            await wait_for(lambda: dubbed("second") >= 2, 30, "second stream not dubbed")
-            first_on, second_on = endpoint_of("first"), endpoint_of("second")
-            assert first_on is not None and second_on is not None and first_on != second_on, "least loaded"
-
-            # The first stream's replica crashes.
-            before = dubbed("first")
-            killed_at = time.monotonic()
-            replicas[first_on].kill()
             took = await wait_for(
-                lambda: endpoint_of("first") == second_on and dubbed("first") > before + 1,
-                FAILOVER_WITHIN_S,
-                "first stream not dubbed again by the other replica",
+                lambda: rig.endpoint_of("hung") == other and rig.dubbed("hung") > before + 1,
+                HUNG_FAILOVER_WITHIN_S,
+                "stream not dubbed again by the other replica",
             )
-            print(f"failover: dubbed again by the other replica {took:.2f} s after the kill")
-            assert endpoint_of("second") == second_on  # sticky: the other stream did not move
-
-            # The replica comes back: the next stream goes to it (no session there, two on the other).
-            replicas[first_on].start()
-            await replicas[first_on].wait_healthy()
-            start_stream("third")
-            await wait_for(lambda: dubbed("third") >= 2, 30, "third stream not dubbed")
-            assert endpoint_of("third") == first_on
-            async with httpx.AsyncClient(base_url=media_url) as http:
-                rows = {r["url"]: r for r in (await http.get("/v1/streams")).json().get("sts_endpoints", [])}
-            if rows:  # once the lead includes the pool's section in /v1/streams
-                assert set(rows[second_on]["streams"]) == {"first", "second"}
-                assert rows[first_on]["streams"] == ["third"]
+            print(f"SIGSTOP: dubbed again by the other replica {took:.2f} s after the replica hung")
         finally:
-            for publisher in publishers:
-                stop_process(publisher)
-            for recorder in recorders.values():
-                recorder.stop_event.set()
-            await manager.shutdown()
-            await asyncio.to_thread(nginx.stop)
-            for replica in replicas.values():
-                replica.kill()
-
-    packets = await asyncio.to_thread(recorders["first"].join, 30)
-    holes = audio_holes_ms(packets)
-    print(f"first stream output: {sum(p.kind == 'audio' for p in packets)} audio packets, holes {holes[:10]}")
-    audio = [p for p in packets if p.kind == "audio"]
-    # The output kept flowing across the kill and the move: audio written before, during and well after them.
-    assert audio[0].arrival < killed_at - 1 and audio[-1].arrival > killed_at + took + 2
-    assert max(holes, default=0) <= MAX_GAP_MS
-    assert multiprocessing.active_children() == []  # no worker process left
-    for replica in replicas.values():
-        assert replica.process is not None and replica.process.poll() is not None
+            os.killpg(stopped.process.pid, signal.SIGCONT)
+    rig.check_output_and_leftovers("hung", hung_at, took)
