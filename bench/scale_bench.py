@@ -191,7 +191,7 @@ def table(rows: list[RunRow], hold: float) -> str:
         n = len(row.streams)
         lines.append(
             f"| {row.pipeline} | {row.replicas} | {n} | {'yes' if held else 'no'} | {per_stream} |"
-            f" {' / '.join(f'{100 * c:.0f}' for c in row.sts_cpu)} | {100 * sum(row.sts_cpu) / n:.0f} |"
+            f" {' / '.join(f'{100 * c:.1f}' for c in row.sts_cpu)} | {100 * sum(row.sts_cpu) / n:.1f} |"
             f" {100 * row.media_cpu:.0f} | {' / '.join(f'{r:.0f}' for r in row.sts_rss_mib)} |"
         )
     return "\n".join(lines)
