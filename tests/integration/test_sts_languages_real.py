@@ -1,7 +1,8 @@
 """The new languages with the real models: the LLM translates English into French and Italian (the content words
 arrive), and each language's default voice (livedub.sts.languages) is understood by Whisper.
 
-The WER bounds come from bench/tts_languages_bench.py on these prompts (docs/benchmarks-languages.md), with margin.
+The WER bounds come from runs of this test (3 of the bench's prompts; docs/benchmarks-languages.md has all 10), with
+margin. About 20 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ pytestmark = pytest.mark.integration
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROMPTS = ("conf-locked", "dir-pls-enter", "vm-sorry")  # three of the bench's prompts
-# Measured on PROMPTS (mean WER of the default voice) and the bound asserted (see the module doc).
-WER_BOUND = {"fr": 0.60, "it": 0.20}
+# WER of the default voice on PROMPTS, measured: fr 0.19 (jf_gongitsune), it 0.07 (jm_kumo); bounds with margin
+# (on the bench's 10 prompts: fr 0.44, it 0.04).
+WER_BOUND = {"fr": 0.35, "it": 0.20}
 
 
 def words(text: str) -> list[str]:
@@ -60,6 +62,7 @@ def whisper(settings: StsSettings):  # type: ignore[no-untyped-def]
 def test_the_llm_translates_english_into_french_and_italian(llm, target: str, expected: set[str]) -> None:  # type: ignore[no-untyped-def]
     text = llm.translate("The train to Paris leaves at nine tomorrow morning.", "en", target)
     found = expected & set(words(text))
+    print(f"en->{target}: {text}")
     assert len(found) >= 3, f"{target}: {text!r} has only {sorted(found)} of {sorted(expected)}"
 
 
@@ -79,4 +82,5 @@ def test_the_default_voice_is_understood(settings: StsSettings, whisper, languag
         references.append(" ".join(words(prompts[name].text)))
         heard.append(" ".join(words(whisper.transcribe(audio, LANGUAGES[language].whisper).text)) or "-")
     wer = jiwer.wer(references, heard)
+    print(f"{language} {bank.default(language)} WER {wer:.3f}: {heard}")
     assert wer <= WER_BOUND[language], f"{language} WER {wer:.2f}: {heard}"
