@@ -4,14 +4,18 @@ nginx-rtmp with ffmpeg publishers in real time.
 
 1. Two streams go to different replicas (least loaded).
 2. The replica of the first stream is killed (SIGKILL, a crash): that stream keeps playing (no hole over 100 ms in
-   its output audio) and is dubbed again by the other replica within 10 s, without a new publish.
+   its output audio) and is dubbed again by the other replica within 10 s, without a new publish. With Redis
+   (REDIS_URL, a real redis-server), a monitor of that stream on the surviving replica sees its events before the
+   move (through Redis) and after.
 3. The killed replica starts again: a new stream is placed on it (it is the least loaded).
-4. Nothing is left running: worker processes, replicas, publishers.
+4. A hung replica (SIGSTOP) loses its stream too, within 15 s.
+5. Nothing is left running: worker processes, replicas, publishers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import multiprocessing
@@ -28,7 +32,10 @@ from pathlib import Path
 import httpx
 import pytest
 from media_testkit import fresh_metrics, media_settings, sample, serve_asgi
+from redis_testkit import REDIS_SERVER, running_redis
+from sts_testkit import Recorder
 
+import livedub.sts.server as sts_server
 from livedub.analysis.harness import PacketInfo, StreamRecorder, publish, stop_process
 from livedub.media.app import create_app
 from livedub.media.manager import WorkerManager
@@ -82,7 +89,8 @@ class Replica:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "livedub.cli", "sts", "--host", "127.0.0.1", "--port", str(self.port),
                  "--pipeline", "echo", "--log-level", "warning"],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "STS_API_KEY": ""}, start_new_session=True,
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "STS_API_KEY": "", "STS_MONITOR_KEY": ""},
+                start_new_session=True,
             )  # fmt: skip
 
     def kill(self) -> None:
@@ -127,6 +135,7 @@ class Rig:
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.tmp_path = tmp_path
+        self.monkeypatch = monkeypatch
         self.rtmp_port, self.stat_port, self.media_port = free_port(), free_port(), free_port()
         one, two = Replica(free_port(), tmp_path / "sts1.log"), Replica(free_port(), tmp_path / "sts2.log")
         self.replicas = {one.url: one, two.url: two}
@@ -161,6 +170,16 @@ class Rig:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Rig]:
+        with contextlib.ExitStack() as stack:
+            if REDIS_SERVER is not None:  # the replicas share their monitor rooms (when the STS builds the manager)
+                redis_url = stack.enter_context(running_redis(self.tmp_path / "redis"))
+                self.monkeypatch.setenv("REDIS_URL", redis_url)
+                self.monkeypatch.setenv("REDIS_CHANNEL", "livedub-failover-test")
+            async with self._running() as rig:
+                yield rig
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[Rig]:
         for replica in self.replicas.values():
             replica.start()
         async with serve_asgi(create_app(self.settings, self.manager), self.media_port) as media_url:
@@ -208,6 +227,13 @@ async def test_a_killed_replica_streams_move_and_a_restarted_one_takes_new_strea
         await wait_for(lambda: rig.dubbed("second") >= 2, 30, "second stream not dubbed")
         first_on, second_on = rig.endpoint_of("first"), rig.endpoint_of("second")
         assert first_on is not None and second_on is not None and first_on != second_on, "least loaded"
+        # A monitor of the first stream on the replica that survives: through Redis it sees the stream's events
+        # before the move (served by the other replica) and after (served by its own).
+        fanout = REDIS_SERVER is not None and hasattr(sts_server, "client_manager")
+        monitor = await Recorder().connect(second_on) if fanout else None
+        if monitor is not None:
+            assert (await monitor.sio.call("monitor:subscribe", {"stream_id": "first"}, timeout=10))["subscribed"]
+            await monitor.count("fragment:processed", 1, within_s=10, stream_id="first")
 
         # The first stream's replica crashes.
         before = rig.dubbed("first")
@@ -219,6 +245,10 @@ async def test_a_killed_replica_streams_move_and_a_restarted_one_takes_new_strea
             "first stream not dubbed again by the other replica",
         )
         print(f"kill: dubbed again by the other replica {took:.2f} s after the kill")
+        if monitor is not None:
+            seen = len(monitor.of("fragment:processed", "first"))
+            await monitor.count("fragment:processed", seen + 1, within_s=10, stream_id="first")
+            await monitor.close()
         assert rig.endpoint_of("second") == second_on  # sticky: the other stream did not move
 
         # The replica comes back: the next stream goes to it (no session there, two on the other).
