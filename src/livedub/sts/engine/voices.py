@@ -56,8 +56,10 @@ class VoiceSource(Protocol):
 
 
 def reference_sentence(language: str) -> str:
-    """What each voice says once to be measured: the language's warm-up sentence (a few seconds of speech)."""
-    return LANGUAGES[language].warmup
+    """What each voice says once to be measured: the language's warm-up and example sentences (~7 s of speech;
+    a d-vector from more speech is steadier)."""
+    row = LANGUAGES[language]
+    return f"{row.warmup} {row.example}"
 
 
 @dataclass(frozen=True)
