@@ -192,3 +192,18 @@ def test_unhappy_states_are_named() -> None:
         "failed",
     ]
     assert codes(operator.stream_problems({"state": "running", "sts": {"ready": False}}, rtmp(), none)) == ["sts"]
+
+
+def test_players_and_phrases_wait_for_the_live_outputs(tmp_path: Any) -> None:
+    from livedub.media.settings import MediaSettings
+
+    settings = MediaSettings(_env_file=None, MEDIA_HLS_DIR=str(tmp_path))  # type: ignore[call-arg]
+    assert not operator.outputs_ready(settings, "s1") and not operator.hls_ready(settings, "s1")
+    directory = tmp_path / "s1"
+    directory.mkdir()
+    assert operator.outputs_ready(settings, "s1") and not operator.hls_ready(settings, "s1")
+    (directory / "master.m3u8").write_text("#EXTM3U\n")
+    assert operator.hls_ready(settings, "s1")
+    (directory / "ended").touch()  # the last worker's presentation: a restarted worker writes a new one
+    assert not operator.hls_ready(settings, "s1")
+    assert not operator.hls_ready(settings.model_copy(update={"hls_enabled": False}), "s1")
