@@ -315,6 +315,13 @@ def test_4_controls_need_the_token(stack: OperatorStack, browser: Any) -> None:
         60,
     )
     wait_for("playback advancing", lambda: player_state(browser)["time"] > first["time"] + 1, 15)
+    # ... and its own phrase log: lines in es and it, none of the last run's (fr, or the test's 9000s).
+    phrases = "return window.livedub.phrases.map(p => [p.sequence, p.language])"
+    wait_for("the new run's phrases", lambda: any(lang == "it" for _, lang in js(browser, phrases)), 30)
+    languages = {lang for _, lang in js(browser, phrases)}
+    assert languages == {"es", "it"} and all(seq < 9000 for seq, _ in js(browser, phrases))
+    shown = {e.get_attribute("data-language") for e in browser.find_elements(By.CSS_SELECTOR, "#timeline .lang")}
+    assert shown == {"es", "it"}
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTEFACTS / "stream-view-after-restart.png"))
 

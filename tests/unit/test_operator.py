@@ -205,5 +205,5 @@ def test_players_and_phrases_wait_for_the_live_outputs(tmp_path: Any) -> None:
     (directory / "master.m3u8").write_text("#EXTM3U\n")
     assert operator.hls_ready(settings, "s1")
     (directory / "ended").touch()  # the last worker's presentation: a restarted worker writes a new one
-    assert not operator.hls_ready(settings, "s1")
+    assert not operator.hls_ready(settings, "s1") and operator.outputs_ended(settings, "s1")
     assert not operator.hls_ready(settings.model_copy(update={"hls_enabled": False}), "s1")

@@ -217,6 +217,12 @@ def outputs_ready(settings: Any, stream_id: str) -> bool:
     return stream_dir is not None and stream_dir(stream_id).is_dir()
 
 
+def outputs_ended(settings: Any, stream_id: str) -> bool:
+    """Whether the outputs there are a finished run's (the `ended` marker; a new worker removes it)."""
+    stream_dir = getattr(settings, "stream_dir", None)
+    return stream_dir is not None and (stream_dir(stream_id) / "ended").exists()
+
+
 def hls_ready(settings: Any, stream_id: str) -> bool:
     """Whether the stream's live HLS presentation has its master playlist (the page starts its player then); not
     while the last worker's ended presentation is still there (a restarted worker replaces it)."""
@@ -300,6 +306,7 @@ def stream_row(
         "hls_url": f"/hls/{stream_id}/master.m3u8",
         "hls_ready": hls_ready(settings, stream_id),
         "logs_ready": outputs_ready(settings, stream_id),
+        "outputs_ended": outputs_ended(settings, stream_id),
         "phrases_url": f"/v1/streams/{stream_id}/phrases",
         "captions_url": f"/v1/streams/{stream_id}/captions",
     }

@@ -210,9 +210,11 @@ function hlsUrl(id) {
   return `/hls/${encodeURIComponent(id)}/master.m3u8`;
 }
 
-// The phrase log is followed once the worker has made the stream's output directory.
+// The phrase log is followed once the worker has made the stream's output directory; while a new worker starts,
+// not before it has replaced the last run's log (else the timeline would show the last run's phrases).
 function followPhrases(stream) {
   if (page.view.phrasesFollowed || !stream.logs_ready) return;
+  if (stream.outputs_ended && ["starting", "running"].includes(stream.state)) return;
   page.view.phrasesFollowed = true;
   page.view.stopPhrases = follow(
     `/v1/streams/${encodeURIComponent(stream.stream_id)}/phrases`,
