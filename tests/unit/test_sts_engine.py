@@ -339,3 +339,27 @@ def test_a_failed_transcription_fails_every_target() -> None:
     )
     answers = list(many.dub_each(Utterance(tone(3.0), RATE), "en", ["es", "fr"]))
     assert [(a.target, getattr(a.result, "stage", None)) for a in answers] == [("es", "asr"), ("fr", "asr")]
+
+
+def test_when_every_target_cannot_have_the_main_translator_the_later_ones_take_the_fast_one() -> None:
+    def engine_with(costs: StageCosts) -> DubEngine:
+        return DubEngine(
+            FakeASR(),
+            {("en", "es"): FakeTranslator(), ("en", "fr"): FakeTranslator()},
+            {"es": PacedTTS(), "fr": PacedTTS()},
+            max_speedup=1.35,
+            max_slowdown=1.35,
+            costs=costs,
+            fast_translators={("en", "es"): FakeTranslator(), ("en", "fr"): FakeTranslator()},
+        )
+
+    def paths(eng: DubEngine) -> list[str]:
+        answers = list(eng.dub_each(Utterance(tone(5.0), RATE), "en", ["es", "fr"]))
+        return ["fast" if "translation_fast" in a.result.seconds else "main" for a in answers]  # type: ignore[union-attr]
+
+    # 0.1 + 2 x 0.6 s of work per second of audio: more than real time, so French takes the fast translator.
+    dear = StageCosts(priors={"asr": 0.1, "translation": 0.4, "translation_fast": 0.01, "tts": 0.2, "fit": 0.0})
+    assert paths(engine_with(dear)) == ["main", "fast"]
+    # 0.1 + 2 x 0.3: both can have the main one.
+    cheap = StageCosts(priors={"asr": 0.1, "translation": 0.15, "translation_fast": 0.01, "tts": 0.15, "fit": 0.0})
+    assert paths(engine_with(cheap)) == ["main", "main"]

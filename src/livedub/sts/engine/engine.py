@@ -109,14 +109,22 @@ class DubEngine:
                 yield TargetDub(target, exc)
             return
         slot = None if not transcript.text.strip() else self.place(transcript, utterance.duration_s, overrun_s)
-        for target in targets:
+        thrifty = self._over_real_time(len(targets), utterance.duration_s)
+        for index, target in enumerate(targets):
             progress = DubProgress(transcript=transcript, slot=slot, seconds=dict(heard.seconds))
             spoken_by = voice(target) if callable(voice) else voice
+            prefer_fast = thrifty and index > 0
             try:
-                yield TargetDub(target, self._speak(utterance, transcript, slot, target, spoken_by, deadline, progress))
+                dub = self._speak(utterance, transcript, slot, target, spoken_by, deadline, progress, prefer_fast)
+                yield TargetDub(target, dub)
             except StageFailed as exc:
                 exc.progress = progress
                 yield TargetDub(target, exc)
+
+    def _over_real_time(self, targets: int, audio_s: float) -> bool:
+        """Whether the main translator for every target costs more than the audio lasts: then the machine cannot
+        keep up with the stream that way, and the targets after the first take the fast translator."""
+        return targets > 1 and self.costs.expected(("asr", *STAGES[1:] * targets), audio_s) > audio_s
 
     def _run(
         self, stage: str, left: tuple[str, ...], audio_s: float, deadline: Deadline, progress: DubProgress,
@@ -153,13 +161,14 @@ class DubEngine:
         voice: VoiceRef | str | None,
         deadline: Deadline,
         progress: DubProgress,
+        prefer_fast: bool = False,
     ) -> Dub:
         if slot is None:  # no words heard: nothing to say
             return Dub(transcript, None, None, silence(utterance), progress.seconds)
         audio_s = utterance.duration_s
         has_fast = (transcript.language, target) in self.translate_fast.translators
-        # The main translator only when it is expected (on average, not at best) to be on time.
-        fast = has_fast and deadline.remaining() <= self.costs.expected(STAGES[1:], audio_s)
+        # The main translator only when it is expected (on average, not at best) to be on time, and affordable.
+        fast = has_fast and (prefer_fast or deadline.remaining() <= self.costs.expected(STAGES[1:], audio_s))
         path = FAST_STAGES if fast else STAGES
         translate = self.translate_fast if fast else self.translate
 
