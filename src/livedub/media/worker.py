@@ -103,6 +103,7 @@ class WorkerRunner:
             "outputs": {
                 "rtmp": dict(self.output_urls),
                 "hls": self._hls_path,
+                "hls_url": self._hls_url(),
                 "captions": f"/v1/streams/{self.stream_id}/captions",
                 "phrases": f"/v1/streams/{self.stream_id}/phrases",
             },
@@ -119,6 +120,13 @@ class WorkerRunner:
             ),
             "languages": self._language_status(),
         }
+
+    def _hls_url(self) -> str | None:
+        """The presentation's URL on this media-service (a wildcard bind address read as loopback)."""
+        if self._hls_path is None:
+            return None
+        host = self.settings.media_host if self.settings.media_host not in {"0.0.0.0", "::", ""} else "127.0.0.1"
+        return f"http://{host}:{self.settings.media_port}{self._hls_path}"
 
     def _language_status(self) -> dict[str, dict[str, Any]]:
         """Per target language: what its output dubbed (the top-level numbers are the first target's)."""
