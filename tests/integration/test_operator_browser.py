@@ -198,6 +198,7 @@ def player_state(driver: Any) -> dict[str, Any]:
                 videoBytes: v.webkitVideoDecodedByteCount, track: p.hls.audioTrack,
                 tracks: p.hls.audioTracks.map(t => ({lang: t.lang, name: t.name, url: t.url})),
                 subtitles: p.hls.subtitleTracks.map(t => t.lang),
+                subtitle: (p.hls.subtitleTracks[p.hls.subtitleTrack] || {}).lang || null,
                 loads: p.audioLoads.slice()};""",
     )
 
@@ -217,6 +218,7 @@ def test_2_output_player_plays_and_the_language_switch_changes_the_audio(stack: 
     assert langs == ["en", *TARGETS], later["tracks"]
     assert later["track"] == 1, "the output starts on the first target's dub"
     assert set(later["subtitles"]) >= {"en", *TARGETS}
+    assert later["subtitle"] == "es"
 
     Select(browser.find_element(By.ID, "audio-select")).select_by_value("2")  # fr
     switched = wait_for(
@@ -228,6 +230,7 @@ def test_2_output_player_plays_and_the_language_switch_changes_the_audio(stack: 
     fr_loads = [load["url"] for load in switched["loads"] if load["track"] == 2]
     assert all(url.startswith(fr_dir) for url in fr_loads)
     assert fr_loads[-1] not in {load["url"] for load in switched["loads"] if load["track"] == 1}
+    assert switched["subtitle"] == "fr", "captions follow the language heard"
     before = switched["audioBytes"]
     wait_for("audio keeps decoding after the switch", lambda: player_state(browser)["audioBytes"] > before, 15)
 

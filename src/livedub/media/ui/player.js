@@ -113,6 +113,10 @@ export class Player {
       option(-1, "off"),
       ...tracks.map((track, index) => option(index, `${track.name || track.lang} (${track.lang || "?"})`)),
     );
+    // Captions start in the language heard (the operator's own choice stays).
+    const lang = (this.hls.audioTracks[this.hls.audioTrack] || {}).lang;
+    const match = tracks.findIndex((t) => t.lang === lang);
+    if (select.dataset.chosen !== "yes" && match >= 0 && this.options.audio === "dub") this.setSubs(match);
     select.value = String(this.hls.subtitleTrack);
   }
 
