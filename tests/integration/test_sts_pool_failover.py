@@ -57,6 +57,7 @@ pytestmark = [
 ]
 
 MAX_GAP_MS = 100
+OUTPUT_DELAY_S = 3.0
 FAILOVER_WITHIN_S = 10.0
 # A hung replica: 2 failed /health checks (1 s apart, 1.5 s timeout), then leaving its socket (the WebSocket close
 # waits up to engine.io's 5 s request timeout for a peer that never answers).
@@ -146,7 +147,7 @@ class Rig:
             STS_SERVICE_URL=one.url,
             SEGMENT_POLICY="fixed",
             SEGMENT_DURATION_MS=1000,
-            OUTPUT_DELAY_MS=3000,
+            OUTPUT_DELAY_MS=int(OUTPUT_DELAY_S * 1000),
             STS_TIMEOUT_MS=2000,
         )
         self.manager = WorkerManager(self.settings, fresh_metrics())
@@ -289,6 +290,7 @@ async def test_a_hung_replica_streams_move(tmp_path: Path, monkeypatch: pytest.M
                 "stream not dubbed again by the other replica",
             )
             print(f"SIGSTOP: dubbed again by the other replica {took:.2f} s after the replica hung")
+            await asyncio.sleep(OUTPUT_DELAY_S + 3)  # the output after the move comes out before the rig stops
         finally:
             os.killpg(stopped.process.pid, signal.SIGCONT)
     rig.check_output_and_leftovers("hung", hung_at, took)
