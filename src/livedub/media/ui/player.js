@@ -97,6 +97,8 @@ export class Player {
     const dubbed = tracks.findIndex((_, index) => index !== original);
     const wanted = this.options.audio === "dub" && dubbed >= 0 ? dubbed : original;
     if (tracks.length && this.hls.audioTrack !== wanted) this.hls.audioTrack = wanted;
+    if (tracks.length) this.wantedAudio = wanted;
+    this.captionsFollow(this.wantedAudio);
     this.showAudio();
   }
 
@@ -113,19 +115,24 @@ export class Player {
       option(-1, "off"),
       ...tracks.map((track, index) => option(index, `${track.name || track.lang} (${track.lang || "?"})`)),
     );
-    // Captions start in the language heard (the operator's own choice stays).
-    const lang = (this.hls.audioTracks[this.hls.audioTrack] || {}).lang;
-    const match = tracks.findIndex((t) => t.lang === lang);
-    if (select.dataset.chosen !== "yes" && match >= 0 && this.options.audio === "dub") this.setSubs(match);
     select.value = String(this.hls.subtitleTrack);
+    this.captionsFollow(this.wantedAudio);
   }
 
-  // Captions follow the audio language when the operator has not chosen otherwise.
+  // On the output, captions start in the language heard (the operator's own choice stays).
+  captionsFollow(audioIndex) {
+    const select = this.options.subsSelect;
+    if (!select || select.dataset.chosen === "yes" || this.options.audio !== "dub" || audioIndex === undefined) return;
+    const lang = (this.hls.audioTracks[audioIndex] || {}).lang;
+    const match = this.hls.subtitleTracks.findIndex((t) => t.lang === lang);
+    if (match >= 0 && this.hls.subtitleTrack !== match) this.setSubs(match);
+  }
+
+  // The operator's audio choice; captions follow it unless the operator chose them.
   setAudio(index) {
     this.hls.audioTrack = index;
-    const lang = (this.hls.audioTracks[index] || {}).lang;
-    const subs = this.hls.subtitleTracks.findIndex((t) => t.lang === lang);
-    if (this.options.subsSelect && this.options.subsSelect.dataset.chosen !== "yes" && subs >= 0) this.setSubs(subs);
+    this.wantedAudio = index;
+    this.captionsFollow(index);
   }
 
   setSubs(index) {
