@@ -32,7 +32,17 @@ import numpy as np
 
 from livedub.corpus import SOUNDS_DIR, TRANSCRIPTS, WORD_FOLDERS, clean_text, read_wav
 from livedub.sts.engine.voices import reference_sentence
-from livedub.sts.speaker import SpeakerEmbedder, SpeakerSample, SpeakerTracker, VoiceMatcher, cosine, voice_key
+from livedub.sts.speaker import (
+    SpeakerEmbedder,
+    SpeakerProfile,
+    SpeakerSample,
+    SpeakerTracker,
+    VoiceMatcher,
+    cosine,
+    log_mel,
+    median_pitch,
+    voice_key,
+)
 
 RATE = 16000
 HUMANS = {"en": ("asterisk-en-Allison", "female"), "es": ("asterisk-es-Allison", "female")}
@@ -160,24 +170,11 @@ def candidates(language: str, pool: str = "table") -> list[Ref]:
 # ----------------------------------------------------------------------------------------------- measurements
 
 
-def median_f0(audio: np.ndarray, rate: int = RATE) -> float:
-    """Median pitch (Hz) over loud frames, by autocorrelation in 60-400 Hz: a coarse check of the gender labels."""
-    frame, hop = int(0.04 * rate), int(0.01 * rate)
-    lo, hi = int(rate / 400), int(rate / 60)
-    level = np.array([np.sqrt(np.mean(audio[i : i + frame] ** 2)) for i in range(0, len(audio) - frame, hop)])
-    loud = level > 0.3 * np.percentile(level, 95)
-    pitches = []
-    for k, i in enumerate(range(0, len(audio) - frame, hop)):
-        if not loud[k]:
-            continue
-        x = audio[i : i + frame] - audio[i : i + frame].mean()
-        ac = np.correlate(x, x, "full")[frame - 1 :]
-        if ac[0] <= 0:
-            continue
-        lag = lo + int(np.argmax(ac[lo:hi]))
-        if ac[lag] / ac[0] > 0.5:  # voiced
-            pitches.append(rate / lag)
-    return float(np.median(pitches)) if pitches else float("nan")
+def pitch_of(audio: list[np.ndarray]) -> float:
+    """Median pitch over a voice's phrases (livedub.sts.speaker.median_pitch, YIN): a check of the gender labels."""
+    pitches = [median_pitch(a, log_mel(a)[1]) for a in audio]
+    found = [p for p in pitches if p]
+    return float(np.median(found)) if found else float("nan")
 
 
 def eer(same: list[float], different: list[float]) -> tuple[float, float]:
@@ -330,30 +327,37 @@ def cross_language(
 
 def choices(matcher: VoiceMatcher, speakers: list[Speaker], pool: str) -> list[dict[str, object]]:
     """The voice each input speaker gets per target: from their first phrase (what the stream starts with) and
-    from 6 phrases (what the voice settles to)."""
+    from 6 phrases (what the voice settles to); `embedding_only`: the 6-phrase choice without the pitch guard."""
     inputs = [s for s in speakers if s.kind == "human"]
     inputs += [s for s in speakers if s.name in {"piper-joe", "espeak-en-us"}]
     rows: list[dict[str, object]] = []
     for speaker in inputs:
+        first = SpeakerProfile.start(0, speaker.samples[0])
+        settled = SpeakerProfile.start(0, speaker.samples[0])
+        for sample in speaker.samples[1:6]:
+            settled.add(sample)
         for language in TARGETS:
             voices = [c for c in candidates(language, pool) if not _is_self(speaker, c)]
             sentence = reference_sentence(language)
-            first = matcher.choose(speaker.samples[0].vector, voices, language, sentence)
-            settled = matcher.choose(profile(speaker.samples[:6]), voices, language, sentence)
-            if first is None or settled is None:
+            at_first = matcher.choose(first.vector, voices, language, sentence, first.pitch_hz)
+            at_six = matcher.choose(settled.vector, voices, language, sentence, settled.pitch_hz)
+            unguarded = matcher.choose(settled.vector, voices, language, sentence)
+            if at_first is None or at_six is None or unguarded is None:
                 continue
-            runner_up = sorted(settled.scores.values())[-2] if len(settled.scores) > 1 else float("nan")
+            runner_up = sorted(at_six.scores.values())[-2] if len(at_six.scores) > 1 else float("nan")
             rows.append(
                 {
                     "input": speaker.name,
                     "gender": speaker.gender,
+                    "pitch_hz": settled.pitch_hz or float("nan"),
                     "target": language,
-                    "first_phrase": voice_key(first.voice),
-                    "first_ok": first.voice.gender == speaker.gender,
-                    "six_phrases": voice_key(settled.voice),
-                    "six_ok": settled.voice.gender == speaker.gender,
-                    "similarity": settled.similarity,
+                    "first_phrase": voice_key(at_first.voice),
+                    "first_ok": at_first.voice.gender == speaker.gender,
+                    "six_phrases": voice_key(at_six.voice),
+                    "six_ok": at_six.voice.gender == speaker.gender,
+                    "similarity": at_six.similarity,
                     "runner_up": runner_up,
+                    "embedding_only": voice_key(unguarded.voice),
                 }
             )
     return rows
@@ -464,19 +468,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    from livedub.sts.speaker import BAND_HZ
-
     voices = Voices(args.audio_cache)
     print("collecting phrases ...", file=sys.stderr)
     audio = collect(voices, args.phrases)
     spoken = other_languages(voices)
-    pitch = [
-        {"voice": s.name, "kind": s.kind, "label": s.gender, "median_f0_hz": median_f0(np.concatenate(s.audio[:6]))}
-        for s in audio
-    ]
+    pitch = [{"voice": s.name, "kind": s.kind, "label": s.gender, "median_pitch_hz": pitch_of(s.audio)} for s in audio]
     print("\n## Pitch (gender check)\n" + table(pitch))
     runs = []
-    for band in (None, BAND_HZ):
+    for band in (None, 4000.0):
         with tempfile.TemporaryDirectory() as tmp:
             runs.append(measure(band, voices, audio, spoken, Path(tmp)))
         report(runs[-1])

@@ -153,7 +153,7 @@ class StreamVoices:
         self, speaker: SpeakerProfile, candidates: Sequence[VoiceRef], language: str, previous: VoiceChoice | None
     ) -> VoiceChoice | None:
         assert self.matcher is not None
-        best = self.matcher.choose(speaker.vector, candidates, language, reference_sentence(language))
+        best = self.matcher.choose(speaker.vector, candidates, language, reference_sentence(language), speaker.pitch_hz)
         if best is None or previous is None:
             return best
         # Re-scored against the grown profile; the old voice stays unless clearly beaten.
