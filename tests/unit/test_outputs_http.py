@@ -89,3 +89,31 @@ def test_captions_and_phrases_as_server_sent_events(tmp_path: Path) -> None:
     phrases = client.get("/v1/streams/abc/phrases").text
     assert json.loads(phrases.split("data: ", 1)[1])["status"] == "dubbed"
     assert client.get("/v1/streams/nope/captions").status_code == 404
+
+
+def test_a_reconnecting_client_resumes_after_its_last_event(tmp_path: Path) -> None:
+    log = CueLog(tmp_path / "abc")
+    for seq in range(4):
+        log.cue(sequence=seq, language="es", kind="translation", start_s=seq, end_s=seq + 0.5, text=f"t{seq}")
+    log.close()
+    client = TestClient(app_for(settings(tmp_path)), client=LOOPBACK)
+    first = client.get("/v1/streams/abc/captions").text
+    assert [line for line in first.splitlines() if line.startswith("id: ")] == ["id: 0", "id: 1", "id: 2", "id: 3"]
+    resumed = client.get("/v1/streams/abc/captions", headers={"Last-Event-ID": "1"}).text
+    events = [json.loads(line[6:]) for line in resumed.splitlines() if line.startswith("data: ")]
+    assert [e["text"] for e in events] == ["t2", "t3"]
+
+
+async def test_silence_is_kept_alive_and_the_follower_ends_with_the_client(tmp_path: Path) -> None:
+    directory = tmp_path / "abc"
+    log = CueLog(directory)  # a live stream: no `ended` yet
+    events = outputs_http._events(directory / "captions.jsonl", None, True, keepalive_s=0.05)
+    assert await anext(events) == ": livedub\n\n"
+    assert await anext(events) == ": keepalive\n\n"
+    log.cue(sequence=0, language="en", kind="source", start_s=1.0, end_s=2.0, text="hi")
+    got = await anext(events)
+    while got.startswith(":"):
+        got = await anext(events)
+    assert got.startswith("id: 0\ndata: ") and '"hi"' in got
+    await events.aclose()  # the client left while the follower waited
+    log.close()

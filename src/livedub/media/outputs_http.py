@@ -5,7 +5,8 @@
   dot-files); playlists are never cached (a live playlist changes every segment), segments may be.
 - `GET /v1/streams/<stream_id>/captions`: server-sent events, one JSON cue per event
   (`{"sequence", "language", "kind", "start_s", "end_s", "text"}`), following `captions.jsonl` from its start
-  (`?from_start=false`: only new cues; `?language=es,en`: those languages only).
+  (`?from_start=false`: only new cues; `?language=es,en`: those languages only). Each event's `id` is its line
+  number: a reconnecting EventSource resumes after the last one it got (Last-Event-ID).
 - `GET /v1/streams/<stream_id>/phrases`: the same over `phrases.jsonl` (one event per phrase and language decided).
 
 The worker (a child process) writes those files; these endpoints only read them. Access is the media-service's rule
@@ -15,9 +16,12 @@ for everything but hooks and /health (`access.py`): loopback, or `Authorization:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, StreamingResponse
@@ -72,11 +76,37 @@ async def hls_file(stream_id: str, name: str, request: Request) -> FileResponse:
     return FileResponse(path, media_type=CONTENT_TYPES[suffix], headers={"Cache-Control": cache})
 
 
-async def _events(path: Path, languages: set[str] | None, from_start: bool) -> AsyncIterator[str]:
+async def _events(
+    path: Path, languages: set[str] | None, from_start: bool, after_id: int = -1, keepalive_s: float = 15.0
+) -> AsyncIterator[str]:
+    """The file's records as server-sent events, each with its line number as `id` (a reconnecting EventSource
+    sends it back as Last-Event-ID: records up to it are skipped), and a comment every `keepalive_s` of silence so
+    that proxies keep the connection."""
     yield ": livedub\n\n"  # a comment first: the client sees the stream open before the first cue
-    async for obj in follow(path, from_start=from_start):
-        if languages is None or obj.get("language") in languages:
-            yield sse_event(obj)
+    records = aiter(follow(path, from_start=from_start))
+    index = -1
+    next_record: asyncio.Future[dict[str, Any]] | None = None
+    try:
+        while True:
+            next_record = next_record or asyncio.ensure_future(anext(records))
+            done, _ = await asyncio.wait({next_record}, timeout=keepalive_s)
+            if not done:
+                yield ": keepalive\n\n"
+                continue
+            try:
+                obj = next_record.result()
+            except StopAsyncIteration:
+                return
+            next_record = None
+            index += 1
+            if index > after_id and (languages is None or obj.get("language") in languages):
+                yield f"id: {index}\n" + sse_event(obj)
+    finally:
+        if next_record is not None:  # the client left while a record was awaited: end the follower first
+            next_record.cancel()
+            with contextlib.suppress(BaseException):
+                await next_record
+        await records.aclose()  # type: ignore[attr-defined]
 
 
 def _sse(request: Request, stream_id: str, file: str, language: str | None, from_start: bool) -> StreamingResponse:
@@ -84,8 +114,12 @@ def _sse(request: Request, stream_id: str, file: str, language: str | None, from
     if not directory.is_dir():
         raise HTTPException(404, f"no outputs of stream {stream_id} (not started yet?)")
     languages = {code.strip() for code in language.split(",") if code.strip()} if language else None
+    last_id = request.headers.get("last-event-id", "")
+    after_id = int(last_id) if last_id.isdigit() else -1
     return StreamingResponse(
-        _events(directory / file, languages, from_start), media_type="text/event-stream", headers=SSE_HEADERS
+        _events(directory / file, languages, from_start or after_id >= 0, after_id),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
     )
 
 
