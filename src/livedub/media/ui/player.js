@@ -116,7 +116,8 @@ export class Player {
       ...tracks.map((track, index) => option(index, `${track.name || track.lang} (${track.lang || "?"})`)),
     );
     select.value = String(this.hls.subtitleTrack);
-    this.captionsFollow(this.wantedAudio);
+    // hls.js picks its default track right after this event: choose ours once it has.
+    setTimeout(() => this.hls && this.captionsFollow(this.wantedAudio), 0);
   }
 
   // On the output, captions start in the language heard (the operator's own choice stays).
