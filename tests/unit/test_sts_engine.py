@@ -357,9 +357,12 @@ def test_when_every_target_cannot_have_the_main_translator_the_later_ones_take_t
         answers = list(eng.dub_each(Utterance(tone(5.0), RATE), "en", ["es", "fr"]))
         return ["fast" if "translation_fast" in a.result.seconds else "main" for a in answers]  # type: ignore[union-attr]
 
-    # 0.1 + 2 x 0.6 s of work per second of audio: more than real time, so French takes the fast translator.
-    dear = StageCosts(priors={"asr": 0.1, "translation": 0.4, "translation_fast": 0.01, "tts": 0.2, "fit": 0.0})
+    # Per second of audio: 0.1 + 0.7 (main) + 0.21 (fast) = 1.01 keeps up, 0.1 + 2 x 0.7 = 1.5 does not.
+    dear = StageCosts(priors={"asr": 0.1, "translation": 0.5, "translation_fast": 0.01, "tts": 0.2, "fit": 0.0})
     assert paths(engine_with(dear)) == ["main", "fast"]
     # 0.1 + 2 x 0.3: both can have the main one.
     cheap = StageCosts(priors={"asr": 0.1, "translation": 0.15, "translation_fast": 0.01, "tts": 0.15, "fit": 0.0})
     assert paths(engine_with(cheap)) == ["main", "main"]
+    # 0.1 + 1.3 + 0.55 is too much, 0.1 + 2 x 0.55 keeps up: both take the fast one.
+    slow = StageCosts(priors={"asr": 0.1, "translation": 0.8, "translation_fast": 0.05, "tts": 0.5, "fit": 0.0})
+    assert paths(engine_with(slow)) == ["fast", "fast"]
