@@ -166,6 +166,53 @@ def test_a_voice_that_fails_or_says_too_little_is_left_out(tmp_path: Path) -> No
     assert matcher.choose(phrase(2, 0).vector, VOICES[1:], "es", "Hola.") is None
 
 
+def test_an_unambiguous_pitch_keeps_the_voice_to_the_speakers_gender(tmp_path: Path) -> None:
+    """The embedding alone may put a male speaker nearest a female voice; a low pitch overrules it."""
+    synth = FakeSynth({"kumo": direction(1), "alpha": direction(2), "es": direction(3)})
+    matcher = VoiceMatcher(FakeEmbedder(), synth, tmp_path)  # type: ignore[arg-type]
+    near_alpha = phrase(2, 0).vector
+    assert matcher.choose(near_alpha, VOICES, "es", "Hola.").voice.voice == "alpha"  # type: ignore[union-attr]
+    assert matcher.choose(near_alpha, VOICES, "es", "Hola.", pitch_hz=180.0).voice.voice == "alpha"  # type: ignore[union-attr]
+    low = matcher.choose(near_alpha, VOICES, "es", "Hola.", pitch_hz=95.0)
+    assert low is not None and low.voice.gender == "male" and low.voice.voice in {"kumo", "es"}
+    assert low.similarity == max(low.scores["kokoro:kumo"], low.scores["espeak-ng:es"])
+    only_female = [VOICES[1]]
+    assert matcher.choose(near_alpha, only_female, "es", "Hola.", pitch_hz=95.0).voice.voice == "alpha"  # type: ignore[union-attr]
+
+
+def test_gender_of_pitch_only_where_it_leaves_no_doubt() -> None:
+    assert speaker.gender_of_pitch(100.0) == "male"
+    assert speaker.gender_of_pitch(230.0) == "female"
+    assert speaker.gender_of_pitch(185.0) is None and speaker.gender_of_pitch(None) is None
+
+
+def harmonic(f0: float, seconds: float = 2.0, fundamental: bool = True) -> np.ndarray:
+    t = np.arange(int(16000 * seconds)) / 16000
+    first = 1 if fundamental else 2
+    tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(first, 12) if f0 * k < 7000)
+    return (0.2 * tone / np.max(np.abs(tone))).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0", [95.0, 130.0, 210.0, 280.0])
+def test_median_pitch_finds_f0_even_without_the_fundamental(f0: float) -> None:
+    for audio in (harmonic(f0), harmonic(f0, fundamental=False)):  # telephone speech loses the fundamental
+        _, voiced = speaker.log_mel(audio)
+        assert speaker.median_pitch(audio, voiced) == pytest.approx(f0, rel=0.03)
+
+
+def test_noise_has_no_pitch() -> None:
+    noise = (0.1 * np.random.default_rng(3).standard_normal(32000)).astype(np.float32)
+    _, voiced = speaker.log_mel(noise)
+    assert speaker.median_pitch(noise, voiced) is None
+
+
+def test_the_profile_keeps_a_speech_weighted_pitch() -> None:
+    profile = speaker.SpeakerProfile.start(0, SpeakerSample(direction(1), 2.0, 100.0))
+    profile.add(SpeakerSample(direction(1), 2.0, None))  # a phrase without a pitch does not move it
+    profile.add(SpeakerSample(direction(1), 2.0, 400.0))
+    assert profile.pitch_hz == pytest.approx(200.0)  # the geometric mean: pitch is heard on a log scale
+
+
 def test_a_corrupt_cache_file_is_recomputed(tmp_path: Path) -> None:
     synth = FakeSynth({"kumo": direction(1), "alpha": direction(2), "es": direction(3)})
     VoiceMatcher(FakeEmbedder(), synth, tmp_path).warm_up(VOICES[:1], "es", "Hola.")  # type: ignore[arg-type]
@@ -195,11 +242,11 @@ def test_log_mel_matches_librosa() -> None:
     assert voiced.mean() > 0.8
 
 
-def test_everything_is_heard_through_the_telephone_band() -> None:
+def test_features_can_be_cut_to_the_telephone_band() -> None:
     t = np.arange(16000) / 16000
     audio = (0.2 * np.sin(2 * np.pi * 1000 * t) + 0.2 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32)
     wide, _ = speaker.log_mel(audio, band_hz=None)
-    narrow, _ = speaker.log_mel(audio)
+    narrow, _ = speaker.log_mel(audio, band_hz=4000.0)
     centres = speaker._mel_to_hz(np.linspace(speaker._hz_to_mel(0), speaker._hz_to_mel(8000), speaker.N_MELS + 2))[1:-1]
     high, low = centres > 4500, centres < 3500
     assert np.allclose(wide[:, low], narrow[:, low], atol=1e-3)

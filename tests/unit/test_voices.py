@@ -168,3 +168,16 @@ def test_reference_sentence_comes_from_the_language_table() -> None:
     from livedub.sts.languages import LANGUAGES
 
     assert voices_module.reference_sentence("fr").startswith(LANGUAGES["fr"].warmup)
+
+
+def test_a_failing_choice_falls_back_to_the_default_voice(picker: VoicePicker) -> None:
+    """The engine calls the stream per target outside its own error handling: the call must never raise."""
+    stream = picker.stream("s1")
+    stream.observe(voice_of(2), 16000)
+    assert stream("es") == FEMALE
+
+    def broken(language: str) -> list[VoiceRef]:
+        raise LookupError("no voice speaks xx")
+
+    picker.bank.voices = broken  # type: ignore[method-assign]
+    assert stream("es") == "default"

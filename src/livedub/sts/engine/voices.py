@@ -114,8 +114,14 @@ class StreamVoices:
             log.info("speaker %s (%s)", self.last_turn.speaker, self.last_turn.status)
         return self.last_turn
 
-    def __call__(self, language: str) -> VoiceRef:
-        return self.decide(language).voice
+    def __call__(self, language: str) -> VoiceRef | str:
+        """The voice for `language` (what DubEngine.dub_each calls per target); never raises: on any trouble the
+        engine's default voice ("default") speaks, so the voice can never cost a dub."""
+        try:
+            return self.decide(language).voice
+        except Exception as exc:
+            log.warning("voice choice for %s failed, the default voice speaks: %s", language, exc)
+            return "default"
 
     def decide(self, language: str) -> VoiceDecision:
         with self._lock:
