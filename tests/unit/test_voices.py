@@ -181,3 +181,55 @@ def test_a_failing_choice_falls_back_to_the_default_voice(picker: VoicePicker) -
 
     picker.bank.voices = broken  # type: ignore[method-assign]
     assert stream("es") == "default"
+
+
+class MarkedTTS:
+    """Speech whose first DIM samples carry the voice's direction (what PrefixEmbedder reads), then a tone."""
+
+    name, sample_rate = "marked", 24000
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> np.ndarray:
+        t = np.arange(int(24000 * len(text) / 14 / speed)) / 24000
+        return np.concatenate([0.1 * direction(self.seed), 0.3 * np.sin(2 * np.pi * 200 * t)]).astype(np.float32)
+
+
+class PrefixEmbedder(FakeEmbedder):
+    def sample(self, audio: np.ndarray, rate: int) -> SpeakerSample | None:
+        return SpeakerSample(_unit(audio[:DIM]), 3.0)
+
+    def embed(self, audio: np.ndarray, rate: int) -> np.ndarray | None:
+        return _unit(audio[:DIM])
+
+
+def test_the_engine_speaks_each_target_with_the_streams_voice(tmp_path: Path) -> None:
+    """The wiring proposed for the pipeline: observe the fragment, then `dub_each(voice=stream)`."""
+    from livedub.sts.engine import DubEngine, Utterance
+    from livedub.sts.tts.bank import VoiceBank
+
+    class ASR:
+        name, sample_rate = "asr", 16000
+
+        def transcribe(self, audio: np.ndarray, language: str):  # type: ignore[no-untyped-def]
+            from livedub.sts.engine.values import Transcript
+
+            return Transcript("hello there", language, [(0.2, 2.8, "hello there")])
+
+    class MT:
+        name = "mt"
+
+        def translate(self, text: str, source: str, target: str) -> str:
+            return "hola a todos"
+
+    bank = VoiceBank({"es": [(MALE, MarkedTTS(1)), (FEMALE, MarkedTTS(2))], "fr": [(FEMALE2, MarkedTTS(3))]})
+    engine = DubEngine(ASR(), {("en", "es"): MT(), ("en", "fr"): MT()}, bank, max_speedup=1.35, max_slowdown=1.35)
+    picker = VoicePicker(engine.voices, PrefixEmbedder(), cache_dir=tmp_path)  # type: ignore[arg-type]
+    assert picker.warm_up(["es", "fr"]) == {"es": 2, "fr": 1}
+    stream = picker.stream("s1")
+    t = np.arange(48000 * 3) / 48000
+    audio = np.concatenate([0.1 * voice_of(2), 0.3 * np.sin(2 * np.pi * 220 * t)]).astype(np.float32)
+    stream.observe(audio, 48000)
+    answers = {a.target: a.result for a in engine.dub_each(Utterance(audio, 48000), "en", ["es", "fr"], voice=stream)}
+    assert (answers["es"].voice, answers["fr"].voice) == (str(FEMALE), str(FEMALE2))  # type: ignore[union-attr]
