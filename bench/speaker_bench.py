@@ -2,17 +2,19 @@
 whether a speaker stays herself across languages, which stock voice each input speaker gets per target language,
 and what it costs.
 
-    flock /tmp/livedub-cpu.lock .venv/bin/python bench/speaker_bench.py [--phrases 16] [--json out.json]
+    flock /tmp/livedub-cpu.lock .venv/bin/python bench/speaker_bench.py [--phrases 16] [--audio-cache DIR] [--json F]
 
-Voices: the human Asterisk prompt speakers (en Allison, es Allison, fr June, it Carlo: the Debian packages'
-folder names say f/m, the median pitch printed here agrees) and synthetic ones (Piper joe, Kokoro's five styles
-speaking Spanish, espeak-ng variants). No male human speech ships here except the Italian prompts; male inputs
-for English are synthetic (Piper joe, espeak-ng).
+Voices: the human Asterisk prompt speakers (en Allison, es Allison, fr June: female; it Carlo: male, by the Debian
+packages' folder names; his median pitch, ~180 Hz, is high for a man, which is why pitch only guards the gender
+outside 150-210 Hz) and synthetic ones (Piper joe, Kokoro's five styles speaking Spanish, espeak-ng variants).
+No male human English speech ships here: male English inputs are synthetic (Piper joe, espeak-ng en-us).
 
-Figures: equal error rate (EER) phrase against phrase, and phrase against a speaker profile (the mean of 4 other
-phrases, what SpeakerTracker compares with); the tracker replayed over speaker turns (false changes, phrases to
-detect a change); cross-language similarity of one speaker; the chosen voice per input speaker and target
-language; the embedder's cost in ms per second of audio.
+Figures, for wideband features (what livedub uses) and features cut to 4 kHz (the rejected alternative): equal
+error rate (EER) phrase against phrase, and phrase against a speaker profile (the mean of 4 other phrases, what
+SpeakerTracker compares with); the tracker replayed over speaker turns (missed and false changes, phrases to
+detect a change, single odd phrases that flip it); cross-language similarity of one speaker; the chosen voice per
+input speaker and target language (from the first phrase and from six, with the pitch guard, and by the embedding
+alone); the embedder's cost in ms per second of audio. Results of a run: bench/results/speaker-bench.md.
 """
 
 from __future__ import annotations
