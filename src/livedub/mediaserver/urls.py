@@ -1,10 +1,10 @@
 """RTMP URL helpers.
 
-livedub names streams ``live/<stream_id>/in`` and ``live/<stream_id>/out``: application ``live``, stream name
-``<stream_id>/in``. FFmpeg's RTMP client would read ``rtmp://host/live/abc/in`` as application ``live/abc``, which
-nginx-rtmp does not know, so every FFmpeg/PyAV open passes the application and play path explicitly.
-OBS needs nothing special: server ``rtmp://host/live``, stream key ``<stream_id>/in``.
-"""
+livedub names streams ``live/<stream_id>/in``, ``live/<stream_id>/out`` (the first target language) and
+``live/<stream_id>/out/<lang>`` (each target language): application ``live``, stream name ``<stream_id>/in``.
+FFmpeg's RTMP client would read ``rtmp://host/live/abc/in`` as application ``live/abc``, which nginx-rtmp does not
+know, so every FFmpeg/PyAV open passes the application and play path explicitly. OBS needs nothing special: server
+``rtmp://host/live``, stream key ``<stream_id>/in``."""
 
 from __future__ import annotations
 
