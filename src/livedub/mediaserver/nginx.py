@@ -3,7 +3,8 @@
 Streams are published to ``rtmp://HOST:PORT/live/<stream_id>/in`` and the dubbed result appears on
 ``.../live/<stream_id>/out`` (the first target language) and ``.../live/<stream_id>/out/<lang>`` (each target).
 `on_publish` / `on_publish_done` call the media-service, which starts and stops workers and checks the stream key of
-non-loopback publishers."""
+non-loopback publishers.
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ livedub names streams ``live/<stream_id>/in``, ``live/<stream_id>/out`` (the fir
 ``live/<stream_id>/out/<lang>`` (each target language): application ``live``, stream name ``<stream_id>/in``.
 FFmpeg's RTMP client would read ``rtmp://host/live/abc/in`` as application ``live/abc``, which nginx-rtmp does not
 know, so every FFmpeg/PyAV open passes the application and play path explicitly. OBS needs nothing special: server
-``rtmp://host/live``, stream key ``<stream_id>/in``."""
+``rtmp://host/live``, stream key ``<stream_id>/in``.
+"""
 
 from __future__ import annotations
 
