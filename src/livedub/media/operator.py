@@ -342,8 +342,9 @@ async def sts_health(request: Request, state: OperatorState) -> dict[str, Any]:
 @router.get("/v1/operator/overview")
 async def overview(request: Request) -> dict[str, Any]:
     settings, manager, state = _settings(request), _manager(request), _state(request)
-    workers = {entry["stream_id"]: entry for entry in manager.list_streams()}
     inputs = await rtmp_inputs(getattr(settings, "media_server_stat_url", ""))
+    # The workers' snapshot after the last await: a stop that came in meanwhile must not be undone by a stale entry.
+    workers = {entry["stream_id"]: entry for entry in manager.list_streams()}
     for stream_id, entry in workers.items():
         if entry.get("state") in {"starting", "running"}:
             state.stopped.pop(stream_id, None)  # running again (a republish or a start), not still draining
