@@ -50,8 +50,10 @@ def default_runner_factory(
 
 def default_client_factory(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
     from livedub.media.sts_client import StsClient
+    from livedub.media.sts_pool import stream_endpoint
 
-    return StsClient(stream_id, settings, metrics, dub_overrun_ms=settings.dub_overrun_ms)
+    endpoint = stream_endpoint(stream_id, settings.sts_service_url, metrics.registry)
+    return StsClient(stream_id, settings, metrics, dub_overrun_ms=settings.dub_overrun_ms, endpoint=endpoint)
 
 
 @dataclass(frozen=True)

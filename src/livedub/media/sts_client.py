@@ -45,6 +45,7 @@ from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.settings import MediaSettings
 from livedub.media.sts_audio import dub_pcm, segment_payload
 from livedub.media.sts_faults import StsVerdict, code_verdict, processed_verdict
+from livedub.media.sts_pool import FixedEndpoint, StsEndpoint
 from livedub.media.types import AudioSegment, DubOutcome, DubStatus, OnOutcome
 from livedub.protocol import (
     AudioFormat,
@@ -130,7 +131,10 @@ class StsClient:
         clock: Callable[[], float] = time.monotonic,
         dub_overrun_ms: int = 0,
         answer_margin_s: float = ANSWER_MARGIN_S,
+        endpoint: StsEndpoint | None = None,
     ) -> None:
+        """`endpoint`: where to connect (an STS pool places the stream and moves it when its STS fails); default:
+        STS_SERVICE_URL."""
         self.stream_id = stream_id
         self.settings = settings
         self.metrics = metrics
@@ -139,6 +143,7 @@ class StsClient:
         self.init_timeout_s = init_timeout_s
         self._backoff = backoff or ExponentialBackoff(initial_s=RECONNECT_INITIAL_S, max_s=RECONNECT_MAX_S)
         self._clock = clock
+        self._endpoint: StsEndpoint = endpoint or FixedEndpoint(settings.sts_service_url)
         self._format = AudioFormat(settings.sts_audio_format)
         self._timeout_s = settings.sts_timeout_ms / 1000
         self._dub_overrun_ms = dub_overrun_ms
@@ -208,6 +213,7 @@ class StsClient:
                 await self._sio.disconnect()
         self._ready.clear()
         self._fail_pending(FallbackReason.CLOSED)
+        await self._endpoint.close()
 
     @property
     def ready(self) -> bool:
@@ -224,6 +230,7 @@ class StsClient:
             "last_error": self._last_error,
             "target_languages": list(self.targets),
             "served_languages": list(self._served),
+            "endpoint": self._endpoint.current(),
         }
 
     # ------------------------------------------------------------------ dubbing
@@ -491,28 +498,43 @@ class StsClient:
         auth = {"token": self.settings.sts_api_key} if self.settings.sts_api_key else None
         while not self._closed:
             self._connection_lost.clear()
+            url = await self._endpoint.url()  # placed once, sticky until it fails
             try:
-                await self._sio.connect(
-                    self.settings.sts_service_url,
-                    auth=auth,
-                    transports=["websocket"],
-                    wait_timeout=self.connect_timeout_s,
-                )
+                await self._sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=self.connect_timeout_s)
             except Exception as exc:  # ConnectionError, but also e.g. a malformed URL: keep trying, keep logging
-                self._note_connection_problem(f"connect to {self.settings.sts_service_url} failed: {exc!r}")
+                self._note_connection_problem(f"connect to {url} failed: {exc!r}")
+                self._endpoint.report_failure("connect")
                 with contextlib.suppress(Exception):
                     await self._sio.disconnect()  # a half-open engine.io session would block the next connect
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
             if await self._init_stream():
                 self._backoff.reset()
-                log.info("[%s] STS session %s ready", self.stream_id, self._session_id)
-                # Our own event, not AsyncClient.wait(): cancelling this task must not cancel engineio's tasks.
-                await self._connection_lost.wait()
+                self._endpoint.report_ready()
+                log.info("[%s] STS session %s ready at %s", self.stream_id, self._session_id, url)
+                await self._wait_connection_lost()
+                if not self._closed and not self._completed.is_set():
+                    self._endpoint.report_failure("disconnected")
             else:
+                self._endpoint.report_failure("init")
                 await self._sio.disconnect()
             if not self._closed:
                 await asyncio.sleep(self._backoff.next_delay())
+
+    async def _wait_connection_lost(self) -> None:
+        """Until the connection drops, or the pool moves the stream off a live but dead-ended endpoint (hung, or
+        failing every fragment): then leave it, so the next connect starts clean. Our own events, not
+        AsyncClient.wait(): cancelling this task must not cancel engineio's tasks."""
+        lost = asyncio.ensure_future(self._connection_lost.wait())
+        moved = asyncio.ensure_future(self._endpoint.wait_lost())
+        try:
+            await asyncio.wait({lost, moved}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            moved.cancel()
+        if not self._connection_lost.is_set():
+            with contextlib.suppress(Exception):
+                await self._sio.disconnect()  # fires _on_disconnect: pending fragments fall back at once
 
     async def _init_stream(self) -> bool:
         self._ready.clear()
@@ -659,3 +681,5 @@ class StsClient:
     def _on_breaker_change(self, state: BreakerState) -> None:
         self._breaker_gauge.set(state)
         log.warning("[%s] STS circuit breaker %s", self.stream_id, state.name.lower())
+        if state is BreakerState.OPEN and not self._closed:
+            self._endpoint.report_failure("circuit_open")  # a pool moves the stream to another STS

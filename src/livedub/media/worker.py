@@ -361,13 +361,14 @@ class WorkerRunner:
         s = self.settings
         if not s.hls_enabled:
             return None
-        from livedub.media.hls import HlsPresentation, renditions_for
+        from livedub.media.hls import HlsPresentation, renditions_for, subtitles_for
 
-        renditions = renditions_for(s.source_language, self.languages)
+        renditions = renditions_for(s.source_language, self.languages)  # "Original (English)", "Español", ...
+        subtitles = subtitles_for(s.source_language, self.languages)  # "English", "Español", ...
         try:
             presentation = await asyncio.to_thread(
                 HlsPresentation, s.stream_dir(self.stream_id), layout.video, layout.sample_rate,
-                layout.audio_channels, renditions if layout.audio_channels else [], renditions,
+                layout.audio_channels, renditions if layout.audio_channels else [], subtitles,
             )  # fmt: skip
         except Exception as exc:
             log.error("stream %s: no HLS presentation: %s", self.stream_id, exc)
