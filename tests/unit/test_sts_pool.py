@@ -206,3 +206,12 @@ async def test_monitor_follows_dns_and_forgets_gone_endpoints() -> None:
         await monitor.poll_once(client)
     assert [row["url"] for row in monitor.snapshot()] == [A] and monitor.healthy()
     assert registry.get_sample_value("media_service_sts_endpoint_state", {"endpoint": "http://127.0.0.1:3000"}) is None
+
+
+async def test_monitor_start_once_and_stop() -> None:
+    monitor = StsPoolMonitor([A], CollectorRegistry(), fast_settings())
+    assert await monitor.start() is True
+    assert await monitor.start() is False
+    await monitor.stop()
+    assert await monitor.start() is True
+    await monitor.stop()
