@@ -69,7 +69,7 @@ def pipeline(
     translator = translator or FakeTranslator()
     tts = tts or FakeTTS()
     return DubbingPipeline(
-        StsSettings(),
+        StsSettings(STS_VOICE_MATCH=False),  # no speaker embedder in unit tests
         asr=asr or FakeASR(),
         translators={("en", "es"): translator, ("es", "en"): translator},
         tts={"en": tts, "es": tts},
@@ -116,7 +116,7 @@ def test_each_target_gets_its_answer_from_one_transcription() -> None:
     translator = FakeTranslator()
     tts = FakeTTS(seconds=4.0)
     many = DubbingPipeline(
-        StsSettings(),
+        StsSettings(STS_VOICE_MATCH=False),  # no speaker embedder in unit tests
         asr=asr,
         translators={("en", "es"): translator, ("en", "fr"): translator},
         tts={"es": tts, "fr": tts},
@@ -277,7 +277,11 @@ def test_warmup_runs_every_backend_once_also_for_a_single_pair() -> None:
     EchoPipeline().warmup()
     asr, translator = FakeASR(), FakeTranslator()
     single = DubbingPipeline(
-        StsSettings(), asr=asr, translators={("es", "en"): translator}, tts={"en": FakeTTS(1.0)}, pairs=(("es", "en"),)
+        StsSettings(STS_VOICE_MATCH=False),
+        asr=asr,
+        translators={("es", "en"): translator},
+        tts={"en": FakeTTS(1.0)},
+        pairs=(("es", "en"),),
     )
     single.warmup()
     assert (asr.calls, translator.calls) == (1, 1)

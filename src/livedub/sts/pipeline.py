@@ -45,6 +45,7 @@ from livedub.protocol import (
 from livedub.sts.audio import decode_audio, encode_audio
 from livedub.sts.deadline import NO_DEADLINE, Deadline
 from livedub.sts.engine import Dub, DubEngine, DubProgress, StageFailed, TooLate, Utterance, fit_target, load_engine
+from livedub.sts.engine.voices import VoicePicker
 from livedub.sts.interfaces import (
     ASRBackend,
     FloatAudio,
@@ -56,6 +57,7 @@ from livedub.sts.interfaces import (
 )
 from livedub.sts.languages import parse_pair, supported_pairs
 from livedub.sts.settings import StsSettings
+from livedub.sts.speaker import EmbedderMissingError
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +231,8 @@ class DubbingPipeline:
         self._engine: DubEngine | None = None
         self._load_lock = threading.Lock()
         self._warm_lock = threading.Lock()  # one warm-up at a time (start-up, or a stream's new pair)
+        self._voices: VoicePicker | None = None
+        self._voices_lock = threading.Lock()
         self._warm = False
 
     # ------------------------------------------------------------------ models
@@ -251,14 +255,30 @@ class DubbingPipeline:
         """Load the models and run every stage of the STS_WARMUP_PAIRS on a realistic sentence (the first inference
         of a model, and of each new input size, is slow); other pairs warm up when a stream first asks for them."""
         wanted = tuple(parse_pair(p) for p in self.settings.warmup_pairs.split(",") if p.strip())
+        pairs = tuple(pair for pair in wanted if pair in self.pairs) or self.pairs[:1]
         with self._warm_lock:
-            self.engine.warm_up(tuple(pair for pair in wanted if pair in self.pairs) or self.pairs[:1])
+            self.engine.warm_up(pairs)
+            self.voices.warm_up(sorted({target for _, target in pairs}))
         self._warm = True
 
     def prepare(self, source: str, targets: list[str]) -> None:
         """Warm up the pairs a new stream needs that are not warm yet (blocking: seconds per pair)."""
         with self._warm_lock:
             self.engine.warm_up(tuple((source, target) for target in targets if (source, target) in self.pairs))
+            self.voices.warm_up(targets)
+
+    @property
+    def voices(self) -> VoicePicker:
+        """Per-stream voice choice over the engine's voice bank (STS_VOICE_MATCH; the embedder loads on first
+        use). Without the embedder the languages' default voices speak, as before."""
+        with self._voices_lock:
+            if self._voices is None:
+                try:
+                    self._voices = VoicePicker(self.engine.voices, voice_match=self.settings.voice_match)
+                except (EmbedderMissingError, OSError) as exc:
+                    log.warning("voices will not follow the speaker: %s", exc)
+                    self._voices = VoicePicker(self.engine.voices, voice_match=False)
+            return self._voices
 
     def describe(self) -> dict[str, Any]:
         engine = self._engine
@@ -315,11 +335,14 @@ class DubbingPipeline:
             for target in targets:
                 yield _failed(fragment, exc.error, started, target_language=target)
             return
+        # Who speaks (a speaker embedding of this fragment) picks each target's voice; a voice_profile pins one.
+        stream_voices = self.voices.stream(fragment.stream_id, config.voice_profile)
+        stream_voices.observe(decoded.native, decoded.sample_rate)
         answers = engine.dub_each(
             Utterance(decoded.native, decoded.sample_rate),
             config.source_language,
             targets,
-            voice=config.voice_profile,
+            voice=stream_voices,
             overrun_s=config.dub_overrun_ms / 1000.0,
             deadline=deadline,
         )

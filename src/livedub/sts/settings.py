@@ -60,6 +60,14 @@ class StsSettings(BaseSettings):
         "language table is served too: the first `stream:init` that asks for it waits for its warm-up (a few seconds"
         " per pair on 2 cores).",
     )
+    voice_match: bool = Field(
+        True,
+        validation_alias="STS_VOICE_MATCH",
+        description="Per stream, each target language speaks with its voice (of the language table or "
+        "STS_TTS_VOICES) nearest to the speaker (a speaker embedding; the voice changes when the speaker does, "
+        "after two phrases). false: always the language's first voice. A stream's `voice_profile` "
+        "(`backend:voice`) pins a voice either way.",
+    )
     cpu_threads: int = Field(
         0,
         ge=0,
