@@ -216,7 +216,8 @@ class VoicePicker:
         ready = {}
         for language in languages:
             voices = self.bank.voices(language)
-            ready[language] = self.matcher.warm_up(voices, language, reference_sentence(language))
+            if len(voices) > 1:  # one voice leaves nothing to choose: no reference needed
+                ready[language] = self.matcher.warm_up(voices, language, reference_sentence(language))
         return ready
 
     def stream(self, stream_id: str, voice_profile: str | None = "default") -> StreamVoices:
