@@ -234,6 +234,15 @@ def test_2_output_player_plays_and_the_language_switch_changes_the_audio(stack: 
     before = switched["audioBytes"]
     wait_for("audio keeps decoding after the switch", lambda: player_state(browser)["audioBytes"] > before, 15)
 
+    # The input's player (on demand) plays the original audio.
+    browser.find_element(By.ID, "input-load").click()
+    script = """const p = window.livedub.players.input; if (!p || !p.hls) return null;
+        const t = p.hls.audioTracks[p.hls.audioTrack] || {};
+        return {time: p.video.currentTime, lang: t.lang, name: t.name,
+                audioBytes: p.video.webkitAudioDecodedByteCount};"""
+    heard = wait_for("the input playing", lambda: (s := js(browser, script)) and s["time"] > 1 and s, 30)
+    assert heard["lang"] == "en" and heard["name"].startswith("Original") and heard["audioBytes"] > 0, heard
+
 
 def test_3_phrase_lines_show_their_translations(stack: OperatorStack, browser: Any) -> None:
     # The echo STS transcribes nothing: phrases with text are appended to the log the endpoint follows.
