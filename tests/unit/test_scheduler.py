@@ -304,3 +304,26 @@ def test_on_start_is_called_before_the_job_and_never_for_an_expired_one(clock: F
     finally:
         runner.shutdown()
     assert calls == ["blocker"] and "late" not in jobs.started
+
+
+def test_a_job_that_could_no_longer_finish_in_time_expires_unrun(clock: FakeClock) -> None:
+    # While a's job runs, b's job passes the moment it had to start by (it needs 3 s before its deadline): it
+    # expires in the queue instead of taking the thread for nothing; b's fresh job still runs.
+    runner = DeadlineRunner(1, clock=clock)
+    jobs = Jobs()
+    try:
+        runner.submit(jobs.job("a1", gated=True), deadline=clock.now + 100, key="a")
+        jobs.wait_started("a1")
+        stale = runner.submit(jobs.job("b1"), deadline=clock.now + 5, start_by=clock.now + 2, key="b")
+        fresh = runner.submit(jobs.job("b2"), deadline=clock.now + 30, start_by=clock.now + 27, key="b")
+        clock.now += 3  # a1 ran past b1's start-by, not past its deadline
+        jobs.gates["a1"].set()
+        with pytest.raises(DeadlineExpired):
+            stale.result(timeout=10)
+        assert result(fresh) == "b2"
+        late = runner.submit(jobs.job("b3"), deadline=clock.now + 5, start_by=clock.now - 1, key="b")
+        with pytest.raises(DeadlineExpired):  # could not even start on arrival: answered at once
+            late.result(timeout=10)
+    finally:
+        runner.shutdown()
+    assert jobs.started == ["a1", "b2"]

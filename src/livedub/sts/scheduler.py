@@ -45,7 +45,9 @@ class DeadlineExpired(Exception):
 
     @classmethod
     def after_waiting(cls, waited_s: float) -> DeadlineExpired:
-        return cls(f"deadline passed before processing started ({waited_s * 1000:.0f} ms in the queue)")
+        return cls(
+            f"deadline passed before processing started, or too close to it ({waited_s * 1000:.0f} ms in the queue)"
+        )
 
 
 @dataclass(order=True)
@@ -105,15 +107,20 @@ class DeadlineRunner:
         deadline: float | None = None,
         key: Hashable = None,
         on_start: Callable[[], Any] | None = None,
+        start_by: float | None = None,
     ) -> Future[R]:
         """Queue `fn(*args)` to run before `deadline`; None: a set-up job, run before any other, never expiring.
 
         `key` names the job's stream (jobs of different keys share the threads fairly); `on_start` is called on the
-        inference thread right before `fn` runs (not for jobs that expire or are cancelled first).
+        inference thread right before `fn` runs (not for jobs that expire or are cancelled first). `start_by`
+        (default: the deadline): the job is worth starting only before it (it needs the time after it), else it
+        expires in the queue like a job past its deadline, at no cost to its stream. Under overload this keeps a
+        stream's stale jobs from using up its fair turns while its fresh ones age behind another stream's.
         """
         future: Future[R] = Future()
         now = self._clock()
-        if deadline is not None and deadline <= now:
+        expires_at = deadline if start_by is None or deadline is None else min(start_by, deadline)
+        if expires_at is not None and expires_at <= now:
             # Answered at once: no thread could start it in time.
             future.set_exception(DeadlineExpired.after_waiting(0.0))
             return future
@@ -122,7 +129,7 @@ class DeadlineRunner:
             order=next(self._order),
             fn=lambda: fn(*args),
             future=future,
-            expires_at=deadline,
+            expires_at=expires_at,
             queued_at=now,
             key=_SETUP_KEY if deadline is None else _SHARED_KEY if key is None else key,
             on_start=on_start,

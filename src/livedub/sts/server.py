@@ -607,6 +607,8 @@ class StsServer:
         started = asyncio.Event()  # set (from the inference thread) when the fragment's processing starts
         # One future per target: the inference thread settles each as soon as that target's answer is ready.
         answers: dict[str, asyncio.Future[FragmentProcessed]] = {t: loop.create_future() for t in session.targets}
+        least_time = getattr(self.processor, "least_time_s", None)
+        start_by = deadline - least_time(fragment.audio.duration_ms / 1000) if least_time is not None else None
         # Submitted here, before any await, so the queue positions of back-to-back fragments are exact.
         job = self.runner.submit(
             self._process_blocking,
@@ -616,6 +618,7 @@ class StsServer:
             functools.partial(loop.call_soon_threadsafe, _settle, answers),
             deadline=deadline,
             key=session.stream_id,
+            start_by=start_by,
             on_start=lambda: loop.call_soon_threadsafe(started.set),
         )
         # The first ack is always `queued` (seed clients assert it); `processing` follows when a thread starts it.

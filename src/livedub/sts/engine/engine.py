@@ -124,6 +124,10 @@ class DubEngine:
                 exc.progress = progress
                 yield TargetDub(target, exc)
 
+    def least_time_s(self, audio_s: float) -> float:
+        """The least that dubbing `audio_s` of audio can take (an optimistic estimate of the cheapest path)."""
+        return self.costs.needed(FAST_STAGES if self.translate_fast.translators else STAGES, audio_s)
+
     def _main_translations_affordable(self, targets: int) -> int:
         """How many targets (the first ones) can have the main translator while the work on a phrase still keeps up
         with the stream (learnt costs per second of audio, within REAL_TIME_HEADROOM); the others take the fast
