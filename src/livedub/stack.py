@@ -697,6 +697,7 @@ def output_lines(stack: Stack, stream_id: str, rtmp_host: str = "127.0.0.1") -> 
         lines.append(f"  {name + ':':<6} ffplay {' '.join(ffmpeg_rtmp_args(url))} {url}")
     lines.append(f"  HLS (original + {', '.join(stack.targets)}, captions): ffplay {stack.hls_url(stream_id)}")
     lines.append(f"  live captions (server-sent events): curl -N {stack.captions_url(stream_id)}")
+    lines.append(f"  operator page: {stack.media_url}/ui/")
     return "\n".join(lines)
 
 

@@ -161,7 +161,8 @@ class StsClient:
         )
         self._throttle = SendThrottle()
         # reconnection=False: the connection task below owns reconnects (also for the very first connect).
-        self._sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+        # request_timeout: leaving a frozen STS (a pool moves the stream) waits this long for its socket, not 5 s.
+        self._sio = socketio.AsyncClient(reconnection=False, handle_sigint=False, request_timeout=2)
         self._emit_lock = asyncio.Lock()  # AsyncClient.emit must not run concurrently
         self._slots = asyncio.Condition()
         self._inflight_limit = settings.sts_max_inflight
@@ -261,7 +262,8 @@ class StsClient:
             log.exception("[%s] STS client failed on fragment %d", self.stream_id, segment.sequence_number)
             self.metrics.errors.labels(stream_id=self.stream_id, type="sts_client_internal").inc()
         for language in self.targets:  # whatever a failure above left undecided
-            emit(self._fallback(segment, FallbackReason.INTERNAL, language))
+            if language not in decided:
+                emit(self._fallback(segment, FallbackReason.INTERNAL, language))
 
     def _fall_back_all(self, segment: AudioSegment, reason: FallbackReason, emit: OnOutcome) -> None:
         for language in self.targets:
