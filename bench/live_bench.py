@@ -3,13 +3,16 @@
 One STS (real models, started once) serves every run; each run starts the media server and the media-service with
 its own OUTPUT_DELAY_MS, publishes the 60 s fixture in real time (`streams` copies at once), records the output and
 reports, per run:
-- share of speech dubbed (the media-service's speech seconds by outcome) and phrases kept original, by reason;
-- ASR-BLEU of the output: Whisper (es) over the recorded output against the Spanish references of the prompts;
+- share of speech dubbed (the media-service's speech seconds by outcome, per target language) and phrases kept
+  original, by reason;
+- ASR-BLEU of each output: Whisper (in the target language) over the recorded `out/<lang>` against that language's
+  transcripts of the same prompts (the Asterisk packages share prompt names);
 - added lag p50/p95: output minus input arrival of the same video packet;
 - CPU of each service in % of one core (utime+stime of its processes over the run's wall time).
 
     python bench/live_bench.py                              # delays 2,3,4,6,8 s + the fixed 6 s mode, 1 stream
     python bench/live_bench.py --delays 4 --streams 2       # two streams at once
+    python bench/live_bench.py --delays 6,12 --targets es/es,fr/es,fr,it   # one, two, three targets per stream
     python bench/live_bench.py --out docs/benchmarks-live.md
 """
 
@@ -28,22 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from livedub.analysis.harness import StreamRecorder as PacketReader
 from livedub.demo import added_latency
 from livedub.fixture_music import MusicFixture, ensure_music_fixture
-from livedub.observe import Metrics
+from livedub.observe import Metrics, cpu_seconds
 from livedub.paths import runtime_dir
 from livedub.stack import FilePublisher, ManagedProcess, Stack, StackConfig, free_ports, http_get, rtmp_streams
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """utime + stime of the process and its reaped children (a worker child process is reaped at stream end)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
 
 
 @dataclass
@@ -52,10 +42,12 @@ class RunConfig:
     delay_ms: int
     streams: int = 1
     media_env: dict[str, str] = field(default_factory=dict)
+    targets: tuple[str, ...] = ("es",)
 
 
 @dataclass
 class StreamResult:
+    target: str
     dubbed_s: float
     original_s: float
     fallbacks: dict[str, float]
@@ -91,10 +83,15 @@ def transcribe(path: Path, language: str) -> str:
     return " ".join(texts)
 
 
-def asr_bleu(heard: str, fixture: MusicFixture) -> float:
+def asr_bleu(heard: str, fixture: MusicFixture, language: str) -> float:
+    """BLEU of what Whisper heard against the prompts' transcripts in `language`."""
     import sacrebleu
 
-    return float(sacrebleu.corpus_bleu([heard], [[" ".join(fixture.references)]]).score)
+    from livedub import corpus
+
+    prompts = corpus.load_prompts(language)
+    references = " ".join(prompts[p.name].text for p in fixture.prompts)
+    return float(sacrebleu.corpus_bleu([heard], [[references]]).score)
 
 
 def start_sts(log_dir: Path, port: int, env: dict[str, str]) -> ManagedProcess:
@@ -116,7 +113,8 @@ def run_once(cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedPr
     stack = Stack(
         StackConfig(
             rtmp_port=rtmp, rtmp_http_port=stat, media_port=media, sts_port=0, start_sts=False, sts_url=sts_url,
-            output_delay_ms=cfg.delay_ms, media_env=cfg.media_env, log_dir=log_dir / cfg.label,
+            output_delay_ms=cfg.delay_ms, target_language=cfg.targets[0], log_dir=log_dir / cfg.label,
+            media_env={"WORKER_TARGET_LANGUAGES": ",".join(cfg.targets), **cfg.media_env},
         )
     ).start()  # fmt: skip
     ids = [f"b{i}" for i in range(cfg.streams)]
@@ -129,6 +127,12 @@ def run_once(cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedPr
             )
             for sid in ids
         }
+        # The other targets' outputs (the first is `out`, read above): recorded for their ASR-BLEU.
+        others = [
+            PacketReader(f"{stack.output_url(sid)}/{t}", copy_to=work / f"{sid}-{t}.flv", open_timeout_s=60)
+            for sid in ids
+            for t in cfg.targets[1:]
+        ]
         media_proc = stack.services["media"]
         cpu0 = {"media": cpu_seconds(media_proc.pid), "sts": cpu_seconds(sts.pid)}
         t0 = time.monotonic()
@@ -150,28 +154,29 @@ def run_once(cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedPr
             inp.stop_event.set()
             out.stop_event.set()
             lags[sid] = added_latency(inp.join(timeout=10), out.join(timeout=10))
+        for reader in others:
+            reader.stop_event.set()
+            reader.join(timeout=10)
     finally:
         stack.stop()
     results = []
     for sid in ids:
-        speech = metrics.by_label("media_service_worker_speech_seconds_total", "outcome", stream_id=sid)
-        heard = transcribe(work / f"{sid}.flv", "es")
-        results.append(
-            StreamResult(
-                dubbed_s=speech.get("dubbed", 0.0),
-                original_s=speech.get("original", 0.0),
-                fallbacks={
-                    k: v
-                    for k, v in metrics.by_label(
-                        "media_service_worker_fallbacks_total", "reason", stream_id=sid
-                    ).items()
-                    if v
-                },
-                lag=lags[sid],
-                asr_bleu=asr_bleu(heard, fixture),
-                heard=heard,
+        for i, target in enumerate(cfg.targets):
+            labels = {"stream_id": sid, "language": target}
+            speech = metrics.by_label("media_service_worker_language_speech_seconds_total", "outcome", **labels)
+            reasons = metrics.by_label("media_service_worker_language_fallbacks_total", "reason", **labels)
+            heard = transcribe(work / (f"{sid}.flv" if i == 0 else f"{sid}-{target}.flv"), target)
+            results.append(
+                StreamResult(
+                    target=target,
+                    dubbed_s=speech.get("dubbed", 0.0),
+                    original_s=speech.get("original", 0.0),
+                    fallbacks={k: v for k, v in reasons.items() if v},
+                    lag=lags[sid],
+                    asr_bleu=asr_bleu(heard, fixture, target),
+                    heard=heard,
+                )
             )
-        )
     return {"cfg": cfg, "streams": results, "cpu": cpu}
 
 
@@ -185,9 +190,9 @@ def pct(value: float | None) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| run | delay line | streams | speech dubbed | phrases kept original (reason: count) | ASR-BLEU |"
+        "| run | delay line | streams | target | speech dubbed | phrases kept original (reason: count) | ASR-BLEU |"
         " added lag p50 / p95 s | CPU media / STS (% of a core) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cfg: RunConfig = row["cfg"]
@@ -196,9 +201,10 @@ def table(rows: list[dict]) -> str:
             lag = f"{r.lag[0]:.2f} / {r.lag[1]:.2f}" if r.lag else "—"
             fall = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(r.fallbacks.items())) or "none"
             cpu = f"{100 * row['cpu']['media']:.0f} / {100 * row['cpu']['sts']:.0f}" if i == 0 else "″"
+            stream = i // len(cfg.targets)
             lines.append(
-                f"| {cfg.label}{f' #{i + 1}' if cfg.streams > 1 else ''} | {cfg.delay_ms / 1000:g} s | {cfg.streams} |"
-                f" {pct(r.dubbed_s / total if total else None)} | {fall} |"
+                f"| {cfg.label}{f' #{stream + 1}' if cfg.streams > 1 else ''} | {cfg.delay_ms / 1000:g} s |"
+                f" {cfg.streams} | {r.target} | {pct(r.dubbed_s / total if total else None)} | {fall} |"
                 f" {r.asr_bleu:.1f} | {lag} | {cpu} |"
             )
     return "\n".join(lines)
@@ -211,17 +217,28 @@ def main() -> int:
         "--fixed-delay", type=float, default=14.0, help="delay of the fixed 6 s reference run (0: none)"
     )
     parser.add_argument("--streams", default="1", help="concurrent streams per run, e.g. 1,2")
+    parser.add_argument(
+        "--targets", default="es", help="target languages per run, `/` between runs: `es/es,fr` = one, then two"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
+    target_sets = [tuple(t.split(",")) for t in args.targets.split("/") if t]
 
     fixture = ensure_music_fixture()
     log_dir = runtime_dir() / f"live-bench-{os.getpid()}"
     port = free_ports(1)[0]
     print(f"[bench] starting the STS (real models); logs in {log_dir}", flush=True)
-    sts = start_sts(log_dir, port, {})
+    pairs = sorted({f"en-{t}" for targets in target_sets for t in targets})
+    sts = start_sts(log_dir, port, {"STS_WARMUP_PAIRS": ",".join(pairs)})
     runs: list[RunConfig] = []
     for streams in (int(s) for s in args.streams.split(",")):
-        runs += [RunConfig(f"phrase {d}s", int(float(d) * 1000), streams) for d in args.delays.split(",") if d]
+        for targets in target_sets:
+            label = "phrase" if targets == ("es",) else f"phrase → {'+'.join(targets)}"
+            runs += [
+                RunConfig(f"{label} {d}s", int(float(d) * 1000), streams, targets=targets)
+                for d in args.delays.split(",")
+                if d
+            ]
         if args.fixed_delay:
             fixed_env = {"SEGMENT_POLICY": "fixed", "SEGMENT_DURATION_MS": "6000", "DUB_OVERRUN_MS": "0"}
             runs.append(RunConfig("fixed 6 s", int(args.fixed_delay * 1000), streams, fixed_env))
@@ -238,7 +255,8 @@ def main() -> int:
         sts.stop()
     load = os.getloadavg()
     text = (
-        f"Live benchmark, `python bench/live_bench.py --delays {args.delays} --streams {args.streams}`"
+        f"Live benchmark, `python bench/live_bench.py --delays {args.delays} --streams {args.streams}"
+        f" --targets {args.targets}`"
         f" ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average at the end {load[0]:.1f}):"
         f" the 60 s speech-over-music fixture ({len(fixture.prompts)} prompts), defaults otherwise.\n\n" + table(rows)
     )

@@ -24,32 +24,9 @@ from pathlib import Path
 from livedub.analysis.harness import StreamRecorder
 from livedub.demo import added_latency
 from livedub.fixture_music import ensure_music_fixture
-from livedub.observe import Metrics
+from livedub.observe import Metrics, cpu_seconds, rss_mib
 from livedub.paths import runtime_dir
 from livedub.stack import FilePublisher, ManagedProcess, Stack, StackConfig, free_ports, http_get, rtmp_streams
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """utime + stime of the process and its reaped children."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
-
-
-def rss_mib(pid: int | None) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 @dataclass

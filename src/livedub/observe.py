@@ -1,16 +1,19 @@
-"""Watch a running stack from outside: the STS monitor room and the services' Prometheus metrics.
+"""Watch a running stack from outside: the STS monitor room, the services' Prometheus metrics and their processes'
+CPU and memory (from /proc).
 
-Used by `livedub demo` for its report and by the E2E suite for its assertions.
+Used by `livedub demo` for its report, by the E2E suite for its assertions and by the benchmarks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import socketio
@@ -225,3 +228,30 @@ class Metrics:
             if cumulative >= q * total:
                 return bound
         return float("inf")
+
+
+# ---------------------------------------------------------------------------------------------------- processes
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of the process and its reaped children (a worker child process is reaped at stream end)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
+
+
+def rss_mib(pid: int | None) -> float:
+    """Resident memory of the process in MiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
