@@ -28,6 +28,7 @@ ECHO_SEGMENT_DURATION_MS = 6000
 ECHO_OUTPUT_DELAY_MS = 8000
 
 # Timeouts (seconds).
+STS_WARMUP_PAIRS = "en-es,en-fr,es-en"  # the full pipeline's pair, then test_many_outputs.py's
 STS_WARMUP_TIMEOUT_S = _env_float("LIVEDUB_E2E_STS_WARMUP_S", 240)  # models load and warm up before /health is 200
 SERVICE_HEALTH_TIMEOUT_S = 30
 INPUT_APPEARS_WITHIN_S = 10  # publish -> input stream listed by the media server

@@ -43,7 +43,10 @@ class ServicesManager:
             )
             return Stack(cfg, progress=lambda msg: self.note(f"{name}: {msg}"))
 
-        self.main = stack("main", ports[:4], "dub", config.STS_WARMUP_TIMEOUT_S)
+        # The main STS also serves the other-language scenarios (test_many_outputs.py): their pairs warm up first.
+        self.main = stack(
+            "main", ports[:4], "dub", config.STS_WARMUP_TIMEOUT_S, sts_env={"STS_WARMUP_PAIRS": config.STS_WARMUP_PAIRS}
+        )
         self.echo: Stack | None = None
         if with_echo:
             self.echo = stack(
