@@ -280,10 +280,10 @@ class DubbingPipeline:
                     self._voices = VoicePicker(self.engine.voices, voice_match=False)
             return self._voices
 
-    def least_time_s(self, audio_s: float) -> float:
-        """The least a fragment of `audio_s` can take, once the models are loaded: a fragment that cannot start
-        this long before its deadline is not worth starting (the server's queue lets it expire)."""
-        return self._engine.least_time_s(audio_s) if self._engine is not None else 0.0
+    def usual_time_s(self, audio_s: float) -> float:
+        """What a fragment of `audio_s` usually takes on the cheapest path, once the models are loaded: one that
+        cannot start this long before its deadline is not worth starting (the server's queue lets it expire)."""
+        return self._engine.usual_time_s(audio_s) if self._engine is not None else 0.0
 
     def describe(self) -> dict[str, Any]:
         engine = self._engine

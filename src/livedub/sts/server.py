@@ -607,8 +607,8 @@ class StsServer:
         started = asyncio.Event()  # set (from the inference thread) when the fragment's processing starts
         # One future per target: the inference thread settles each as soon as that target's answer is ready.
         answers: dict[str, asyncio.Future[FragmentProcessed]] = {t: loop.create_future() for t in session.targets}
-        least_time = getattr(self.processor, "least_time_s", None)
-        start_by = deadline - least_time(fragment.audio.duration_ms / 1000) if least_time is not None else None
+        usual_time = getattr(self.processor, "usual_time_s", None)
+        start_by = deadline - usual_time(fragment.audio.duration_ms / 1000) if usual_time is not None else None
         # Submitted here, before any await, so the queue positions of back-to-back fragments are exact.
         job = self.runner.submit(
             self._process_blocking,

@@ -124,9 +124,10 @@ class DubEngine:
                 exc.progress = progress
                 yield TargetDub(target, exc)
 
-    def least_time_s(self, audio_s: float) -> float:
-        """The least that dubbing `audio_s` of audio can take (an optimistic estimate of the cheapest path)."""
-        return self.costs.needed(FAST_STAGES if self.translate_fast.translators else STAGES, audio_s)
+    def usual_time_s(self, audio_s: float) -> float:
+        """What dubbing `audio_s` of audio usually takes on the cheapest path (learnt average costs). Work started
+        with less time left mostly ends past its deadline, after using the machine for nothing."""
+        return self.costs.expected(FAST_STAGES if self.translate_fast.translators else STAGES, audio_s)
 
     def _main_translations_affordable(self, targets: int) -> int:
         """How many targets (the first ones) can have the main translator while the work on a phrase still keeps up
