@@ -29,7 +29,7 @@ from livedub.media.background import make_background
 from livedub.media.dubtrack import DubTrack
 from livedub.media.ingest import AudioChunk, Ingest, IngestEnd, IngestItem, StreamLayout, VideoPacket
 from livedub.media.metrics import METRICS, WorkerMetrics
-from livedub.media.muxer import Lane, OutputTimeline, PacedMuxer, Presentation
+from livedub.media.muxer import Lane, MuxStats, OutputTimeline, PacedMuxer, Presentation
 from livedub.media.phrase_log import PhraseRecorder
 from livedub.media.publisher import FlvPublisher, Publisher
 from livedub.media.segmenter import Segmenter, make_segmenter
@@ -108,12 +108,7 @@ class WorkerRunner:
                 "phrases": f"/v1/streams/{self.stream_id}/phrases",
             },
             "segments": self._segments,
-            "dubbed": stats.dubbed if stats else 0,
-            "fallbacks": stats.fallbacks if stats else 0,
-            "dubs_dropped": stats.dropped if stats else 0,
-            "speech_dubbed_ratio": _rounded(stats.speech_dubbed_ratio if stats else None),
-            "speech_dubbed_ratio_1m": _rounded(stats.recent_dubbed_ratio() if stats else None),
-            "schedule_lag_s": round(stats.schedule_lag_s, 3) if stats else 0.0,
+            **_dub_figures(stats),
             "output_lag_s": round(stats.output_lag_s, 3) if stats else 0.0,
             "last_av_sync_delta_ms": (
                 round(stats.last_av_sync_delta_ms, 2) if stats and stats.last_av_sync_delta_ms is not None else None
@@ -135,15 +130,7 @@ class WorkerRunner:
         for language in self.languages:
             lane = lanes.get(language)
             stats = lane.stats if lane is not None else None
-            out[language] = {
-                "dubbed": stats.dubbed if stats else 0,
-                "fallbacks": stats.fallbacks if stats else 0,
-                "dubs_dropped": stats.dropped if stats else 0,
-                "speech_dubbed_ratio": _rounded(stats.speech_dubbed_ratio if stats else None),
-                "speech_dubbed_ratio_1m": _rounded(stats.recent_dubbed_ratio() if stats else None),
-                "schedule_lag_s": round(stats.schedule_lag_s, 3) if stats else 0.0,
-                "output_url": self.output_urls[language],
-            }
+            out[language] = {**_dub_figures(stats), "output_url": self.output_urls[language]}
         return out
 
     async def run(self) -> None:
@@ -400,6 +387,18 @@ class WorkerRunner:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _dub_figures(stats: MuxStats | None) -> dict[str, Any]:
+    """What an output dubbed so far, for /v1/streams."""
+    return {
+        "dubbed": stats.dubbed if stats else 0,
+        "fallbacks": stats.fallbacks if stats else 0,
+        "dubs_dropped": stats.dropped if stats else 0,
+        "speech_dubbed_ratio": _rounded(stats.speech_dubbed_ratio if stats else None),
+        "speech_dubbed_ratio_1m": _rounded(stats.recent_dubbed_ratio() if stats else None),
+        "schedule_lag_s": round(stats.schedule_lag_s, 3) if stats else 0.0,
+    }
 
 
 def _rounded(value: float | None) -> float | None:
