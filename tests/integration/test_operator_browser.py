@@ -207,7 +207,9 @@ def test_2_output_player_plays_and_the_language_switch_changes_the_audio(stack: 
     browser.find_element(By.CSS_SELECTOR, f'tr.stream[data-stream-id="{STREAM}"]').click()
     wait_for("the stream view", lambda: browser.find_element(By.ID, "stream-view").is_displayed(), 5)
     # The worker writes its first HLS segments after the delay line (OUTPUT_DELAY_MS) and a segment.
-    first = wait_for("the output player", lambda: (s := player_state(browser)) and s["time"] > 0 and s, 60)
+    first = wait_for(
+        "the output player", lambda: (s := player_state(browser)) and s["time"] > 0 and s["audioBytes"] > 0 and s, 60
+    )
     time.sleep(4)
     later = player_state(browser)
     print(f"player: {first['time']:.2f} s -> {later['time']:.2f} s; audio bytes {later['audioBytes']}")
