@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,21 @@ from livedub.media.metrics import WorkerMetrics
 from livedub.media.settings import MediaSettings
 from livedub.media.types import AudioSegment
 from livedub.protocol import StreamReady
+
+TONE_HZ = 440
+
+
+def write_input(path: Path, seconds: int) -> Path:
+    """A small H.264 + AAC file: test picture and a steady 440 Hz tone (easy to recognise in the output; no speech,
+    so the fixed segment policy is what sends it to STS)."""
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=25:d={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}:sample_rate=48000:d={seconds}",
+         "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac", "-b:a", "64k", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
 
 
 def media_settings(**overrides: Any) -> MediaSettings:

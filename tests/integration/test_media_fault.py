@@ -24,7 +24,15 @@ import av
 import httpx
 import numpy as np
 import pytest
-from media_testkit import echo_sts_app, fresh_metrics, media_settings, sample, serve_asgi
+from media_testkit import (
+    TONE_HZ,
+    echo_sts_app,
+    fresh_metrics,
+    media_settings,
+    sample,
+    serve_asgi,
+    write_input,
+)
 
 from livedub.analysis.harness import StreamRecorder, publish, stop_process
 from livedub.media.app import create_app
@@ -48,19 +56,6 @@ pytestmark = [
 ]
 
 STREAM = "fault"
-TONE_HZ = 440
-
-
-def write_input(path: Path, seconds: int) -> Path:
-    """A small H.264 + AAC FLV: test picture and a steady 440 Hz tone (easy to recognise in the output)."""
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=25:d={seconds}",
-         "-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}:sample_rate=48000:d={seconds}",
-         "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac", "-b:a", "64k", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
 
 
 def fast_reconnecting_client(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:

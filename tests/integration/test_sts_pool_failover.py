@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from media_testkit import fresh_metrics, media_settings, sample, serve_asgi
+from media_testkit import fresh_metrics, media_settings, sample, serve_asgi, write_input
 from redis_testkit import REDIS_SERVER, running_redis
 from sts_testkit import Recorder
 
@@ -62,18 +62,6 @@ FAILOVER_WITHIN_S = 10.0
 # A hung replica: 2 failed /health checks (1 s apart, 1.5 s timeout), then leaving its socket (the WebSocket close
 # waits up to engine.io's 5 s request timeout for a peer that never answers).
 HUNG_FAILOVER_WITHIN_S = 15.0
-
-
-def write_input(path: Path, seconds: int) -> Path:
-    """H.264 + a steady AAC tone (a tone is no speech: the fixed segment policy sends it anyway)."""
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=25:d={seconds}",
-         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:d={seconds}",
-         "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac", "-b:a", "64k", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
 
 
 class Replica:
