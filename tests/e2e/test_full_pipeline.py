@@ -275,10 +275,12 @@ def test_full_pipeline_media_to_sts_to_output(
 
     # Report the fragments before asserting on them.
     for p in everything:
+        meta, timings = p.get("metadata") or {}, p.get("stage_timings") or {}
         print(
             f"  #{p.get('sequence_number')} {p.get('status')} {p.get('processing_time_ms', 0):.0f} ms"
-            f" ({(p.get('metadata') or {}).get('original_duration_ms', 0):.0f} ms of audio)"
-            f" {(p.get('error') or {}).get('message', '')}\n"
+            f" ({meta.get('original_duration_ms', 0):.0f} ms of audio; asr/mt/tts {timings.get('asr_ms')}/"
+            f"{timings.get('translation_ms')}/{timings.get('tts_ms')} ms, {meta.get('translator')} translator,"
+            f" voice {meta.get('voice')}) {(p.get('error') or {}).get('message', '')}\n"
             f"      transcript: {p.get('transcript')}\n      translated: {p.get('translated_text')}"
         )
 

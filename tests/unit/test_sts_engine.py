@@ -22,9 +22,11 @@ from livedub.sts.engine import (
     Utterance,
     choose_speed,
 )
-from livedub.sts.engine.costs import OPTIMISM
+from livedub.sts.engine.costs import CHARS_PER_SPEECH_S, OPTIMISM, Work
 from livedub.sts.engine.values import Slot
 from livedub.sts.interfaces import FloatAudio
+from livedub.sts.languages import VoiceRef
+from livedub.sts.tts.bank import VoiceBank
 
 pytestmark = pytest.mark.unit
 
@@ -46,7 +48,9 @@ class FakeASR:
         self.calls += 1
         if np.abs(audio).max() < 1e-3:
             return Transcript("", language)
-        return Transcript("hello there", language, [(*self.span, "hello there")])
+        # As many characters as usual speech has in the utterance: the text stages' costs count it as its length.
+        text = ("hello there " * 100)[: round(CHARS_PER_SPEECH_S * len(audio) / self.sample_rate)]
+        return Transcript(text, language, [(*self.span, text)])
 
 
 class FakeTranslator:
@@ -170,7 +174,8 @@ def test_fit_with_overrun_never_runs_past_the_overrun_and_keeps_short_dubs_at_th
 
 def test_the_engine_runs_the_stages_in_order_and_times_them() -> None:
     dub = engine().dub(utterance(), "en", "es")
-    assert dub.transcript.text == "hello there" and dub.translation == Translation("hola a todos ustedes", "es")
+    assert dub.transcript.text.startswith("hello there")
+    assert dub.translation == Translation("hola a todos ustedes", "es")
     assert dub.slot == Slot(0.5, 4.0, 5.5, 0.0)
     assert set(dub.seconds) == {"asr", "translation", "tts", "fit"}
     assert dub.fitted.sample_rate == RATE and len(dub.fitted.audio) == 6 * RATE
@@ -256,6 +261,16 @@ def test_stage_costs_are_an_average_per_second_of_audio() -> None:
     assert costs.needed(["asr", "unknown"], 3.0) == pytest.approx(OPTIMISM * 0.6)  # a lower bound
 
 
+def test_text_stages_cost_what_the_words_take_to_say_not_the_phrase_length() -> None:
+    costs = StageCosts(priors={"asr": 0.1, "tts": 0.5})
+    said = Work(audio_s=1.0, chars=45)  # "Please try again, or press one for the menu." in one quick second
+    assert costs.expected(["asr"], said) == pytest.approx(0.1)  # the audio is short
+    assert costs.expected(["tts"], said) == pytest.approx(0.5 * 45 / CHARS_PER_SPEECH_S)  # the sentence is not
+    assert costs.expected(["tts"], Work(audio_s=1.0)) == pytest.approx(0.5)  # before the words are known
+    costs.observe("tts", 3.0, said)  # learnt per second of usual speech: 3 s over 3 s of words
+    assert costs.rate("tts") == pytest.approx(1.0)
+
+
 def test_drops_on_the_estimate_alone_relax_it_so_one_bad_estimate_cannot_drop_everything() -> None:
     clock = Clock()
     costs = StageCosts(priors={"asr": 0.1, "translation": 0.2, "tts": 0.2, "fit": 0.0})  # 3 s for 6 s of audio
@@ -291,6 +306,27 @@ def test_under_deadline_pressure_the_fast_translator_stands_in() -> None:
     with pytest.raises(TooLate) as late:  # not even the fast path can be on time
         eng.dub(utterance(), "en", "es", deadline=Deadline(clock.now + 0.5, clock))
     assert late.value.before_stage == "asr" and fast.calls == 1
+
+
+def test_under_deadline_pressure_the_fast_voice_speaks_and_the_usual_one_when_there_is_time() -> None:
+    clock = Clock()
+    # 6 s of audio, translation free: the usual voice takes (0.4 + 0.05) * 6 = 2.7 s on average (4.05 s with the
+    # margin), the fast one 0.36 s.
+    costs = StageCosts(priors={"asr": 0.0, "translation": 0.0, "tts": 0.4, "tts_fast": 0.01, "fit": 0.05})
+    usual, fast = PacedTTS(), PacedTTS()
+    kumo, robot = VoiceRef("kokoro", "jm_kumo", "male"), VoiceRef("espeak-ng", "es", "male")
+    bank = VoiceBank({"es": [(kumo, usual)]}, {"es": (robot, fast)})
+    eng = DubEngine(FakeASR(), {("en", "es"): FakeTranslator()}, bank, max_speedup=1.35, max_slowdown=1.35, costs=costs)
+    assert bank.voices("es") == [kumo] and bank.fast_voice("es") == robot  # a stand-in, not a voice to pick
+    assert eng.usual_time_s(6.0) == pytest.approx(0.36)  # what the scheduler reckons with: the cheapest way
+    pressed = eng.dub(utterance(), "en", "es", deadline=Deadline(clock.now + 3.5, clock))  # enough on average only
+    assert pressed.voice == str(robot) and "tts_fast" in pressed.seconds and len(fast.speeds) == 1
+    relaxed = eng.dub(utterance(), "en", "es", deadline=Deadline(clock.now + 4.5, clock))
+    assert relaxed.voice == str(kumo) and "tts" in relaxed.seconds and len(usual.speeds) == 1
+    eng.costs = StageCosts(priors={"asr": 0.0, "translation": 0.0, "tts": 0.4, "tts_fast": 0.01, "fit": 0.05})
+    with pytest.raises(TooLate):  # not even the fast voice can be on time: dropped at once
+        eng.dub(utterance(), "en", "es", deadline=Deadline(clock.now + 0.1, clock))
+    assert len(fast.speeds) == 1
 
 
 class FailingTranslator(FakeTranslator):

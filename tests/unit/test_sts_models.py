@@ -80,3 +80,22 @@ def test_load_engine_uses_injected_backends_and_refuses_unsupported_pairs() -> N
     assert engine.voices.voices("fr") == [VoiceRef("stand-in", "default")]
     with pytest.raises(UnsupportedLanguageError):
         load_engine(StsSettings(), (("en", "ru"),), asr=stand, translators={("en", "ru"): stand}, tts={"ru": stand})
+
+
+def test_every_language_has_a_fast_voice_unless_turned_off() -> None:
+    # espeak-ng needs no model: the bank is real, only the other voices are stand-ins.
+    stand = Stand()
+    pairs = (("en", "es"), ("en", "fr"))
+    engine = load_engine(
+        StsSettings(STS_TTS_VOICES="es=espeak-ng:es+f3,fr=espeak-ng:fr-fr+f3"), pairs, asr=stand,
+        translators=dict.fromkeys(pairs, stand),
+    )  # fmt: skip
+    for language in ("es", "fr"):
+        assert engine.voices.fast_voice(language) == LANGUAGES[language].fast_voice
+        assert engine.voices.fast_voice(language) not in engine.voices.voices(language)  # not one to pick
+    assert all(row.fast_voice is not None for row in LANGUAGES.values())
+    off = load_engine(
+        StsSettings(STS_FAST_VOICE="false", STS_TTS_VOICES="es=espeak-ng:es+f3"), (("en", "es"),), asr=stand,
+        translators={("en", "es"): stand},
+    )  # fmt: skip
+    assert off.voices.fast_voice("es") is None

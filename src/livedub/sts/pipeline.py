@@ -199,7 +199,7 @@ def _timings(seconds: dict[str, float]) -> StageTimings:
     return StageTimings(
         asr_ms=_ms(seconds.get("asr", 0.0)),
         translation_ms=_ms(seconds.get("translation", seconds.get("translation_fast", 0.0))),
-        tts_ms=_ms(seconds.get("tts", 0.0)),
+        tts_ms=_ms(seconds.get("tts", seconds.get("tts_fast", 0.0))),
     )
 
 
@@ -380,7 +380,8 @@ class DubbingPipeline:
     def _stage_failed(self, fragment: FragmentData, exc: StageFailed, started: float) -> FragmentProcessed:
         progress: DubProgress = exc.progress
         if isinstance(exc, TooLate):
-            log.info("fragment %s dropped before %s: %s", fragment.fragment_id, exc.before_stage, exc)
+            spent = {stage: round(seconds, 2) for stage, seconds in progress.seconds.items()}
+            log.info("fragment %s dropped before %s: %s (spent %s)", fragment.fragment_id, exc.before_stage, exc, spent)
         else:
             log.warning("fragment %s failed at %s: %s", fragment.fragment_id, exc.stage, exc)
         error = FragmentError(

@@ -68,6 +68,13 @@ class StsSettings(BaseSettings):
         "after two phrases). false: always the language's first voice. A stream's `voice_profile` "
         "(`backend:voice`) pins a voice either way.",
     )
+    fast_voice: bool = Field(
+        True,
+        validation_alias="STS_FAST_VOICE",
+        description="A phrase that its voice could not speak in time (a busy machine) is spoken by the language's fast "
+        "voice (language table: espeak-ng, or Piper for English; cheap, less natural, understood less well). false: "
+        "such phrases keep the original speech.",
+    )
     cpu_threads: int = Field(
         0,
         ge=0,

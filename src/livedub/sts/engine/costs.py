@@ -1,17 +1,44 @@
-"""What each stage is expected to cost, learnt as it runs: deadline checks compare it with the time left."""
+"""What each stage is expected to cost, learnt as it runs: deadline checks compare it with the time left.
+
+Costs are seconds per second of speech. The audio stages' (ASR, fit) follow the phrase's length; the text stages'
+(translation, speech) follow its words: a short phrase may say a long sentence ("Please try again" in 1 s is "Por
+favor, inténtelo de nuevo", 3 s of Kokoro). Once the transcript is known, their "seconds of speech" are its characters
+at a usual speaking rate; before, the phrase's length.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 # Seconds per second of audio before anything was measured (the default path on 2 cores). Warm-up replaces them.
-PRIORS = {"asr": 0.1, "translation": 0.15, "translation_fast": 0.03, "tts": 0.15, "fit": 0.02}
+PRIORS = {"asr": 0.1, "translation": 0.15, "translation_fast": 0.03, "tts": 0.15, "tts_fast": 0.01, "fit": 0.02}
 # Work is dropped only when even a run this much faster than the average could not be on time: the averages include
 # cold first runs and busy moments, and a wrong drop costs a phrase (measured: with the plain average, a 2-core run
 # whose warm-up ran beside other work dropped every phrase and, dropping, never learnt better).
 OPTIMISM = 0.5
 RELAX = 0.85  # per drop on the estimate alone (not on an expired deadline)
+TEXT_STAGES = frozenset({"translation", "translation_fast", "tts", "tts_fast"})
+CHARS_PER_SPEECH_S = 15.0  # characters (spaces included) of usual speech per second: English and Spanish prompts 14-18
+
+
+@dataclass(frozen=True)
+class Work:
+    """How much there is to do on a phrase: its audio, and its transcript's length once heard."""
+
+    audio_s: float
+    chars: int | None = None
+
+    def units(self, stage: str) -> float:
+        """Seconds of speech, as `stage` counts them."""
+        if stage in TEXT_STAGES and self.chars is not None:
+            return self.chars / CHARS_PER_SPEECH_S
+        return self.audio_s
+
+
+def _work(work: Work | float) -> Work:
+    return work if isinstance(work, Work) else Work(float(work))
 
 
 class StageCosts:
@@ -23,10 +50,11 @@ class StageCosts:
         self._measured: set[str] = set()
         self._lock = threading.Lock()
 
-    def observe(self, stage: str, seconds: float, audio_s: float) -> None:
-        if audio_s <= 0:
+    def observe(self, stage: str, seconds: float, work: Work | float) -> None:
+        units = _work(work).units(stage)
+        if units <= 0:
             return
-        rate = seconds / audio_s
+        rate = seconds / units
         with self._lock:
             if stage in self._measured:
                 rate = self.alpha * rate + (1 - self.alpha) * self._rate[stage]
@@ -44,13 +72,14 @@ class StageCosts:
     def rate(self, stage: str) -> float:
         return self._rate.get(stage, 0.0)
 
-    def expected(self, stages: Iterable[str], audio_s: float) -> float:
-        """Seconds that `stages` take on average on `audio_s` seconds of audio."""
-        return sum(self.rate(stage) for stage in stages) * audio_s
+    def expected(self, stages: Iterable[str], work: Work | float) -> float:
+        """Seconds that `stages` take on average on `work` (a Work, or seconds of audio)."""
+        work = _work(work)
+        return sum(self.rate(stage) * work.units(stage) for stage in stages)
 
-    def needed(self, stages: Iterable[str], audio_s: float) -> float:
-        """Seconds that `stages` need at least on `audio_s` seconds of audio (an optimistic estimate)."""
-        return OPTIMISM * self.expected(stages, audio_s)
+    def needed(self, stages: Iterable[str], work: Work | float) -> float:
+        """Seconds that `stages` need at least on `work` (an optimistic estimate)."""
+        return OPTIMISM * self.expected(stages, work)
 
     def snapshot(self) -> dict[str, float]:
         return {stage: round(rate, 4) for stage, rate in self._rate.items()}

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
 from livedub.sts.deadline import NO_DEADLINE, Deadline, DeadlineExceeded
-from livedub.sts.engine.costs import StageCosts
+from livedub.sts.engine.costs import StageCosts, Work
 from livedub.sts.engine.stages import Fit, Place, Recognise, Synthesise, Translate, silence
 from livedub.sts.engine.values import Dub, DubProgress, Slot, StageFailed, TooLate, Transcript, Utterance
 from livedub.sts.interfaces import ASRBackend, Translator, TTSBackend
@@ -29,12 +29,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WARMUP_SOURCE_S = 5.0  # about how long the warm-up sentence takes to say
 STAGES = ("asr", "translation", "tts", "fit")  # in order; deadline checks sum the cost of the ones left
-# Under deadline pressure the fast translator (Apertium) stands in for the main one (the LLM): a dub in plainer
-# words beats the original voice.
+# Under deadline pressure the fast translator (Apertium) stands in for the main one (the LLM), and the language's
+# fast voice (espeak-ng) for its usual voices (Kokoro): a dub in plainer words or a plainer voice beats the original.
 FAST_STAGES = ("asr", "translation_fast", "tts", "fit")
+CHEAPEST_STAGES = ("asr", "translation_fast", "tts_fast", "fit")
 # Work on a phrase may take this much longer than the phrase lasts and still keep up: phrases are cut at pauses, so a
 # stream is not speech from end to end (the fixtures' speech fills ~70 % of their time).
 REAL_TIME_HEADROOM = 1.3
+# The usual voice (Kokoro) speaks a phrase only when the time left covers this many times its average cost: on a busy
+# machine one synthesis may take twice the average, and a dub past its deadline loses the whole phrase, where the
+# fast voice would have lost only naturalness (measured with one of 2 cores loaded: 2 of 15 phrases lost at 1.0x).
+USUAL_VOICE_MARGIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,14 @@ class DubEngine:
     def usual_time_s(self, audio_s: float) -> float:
         """What dubbing `audio_s` of audio usually takes on the cheapest path (learnt average costs). Work started
         with less time left mostly ends past its deadline, after using the machine for nothing."""
-        return self.costs.expected(FAST_STAGES if self.translate_fast.translators else STAGES, audio_s)
+        cheapest = self._cheapest(bool(self.translate_fast.translators), self.voices.languages)
+        return self.costs.expected(cheapest, audio_s)
+
+    def _cheapest(self, fast_translation: bool, targets: Iterable[str]) -> tuple[str, ...]:
+        """The cheapest stages there are: with the fast translator if it serves, a fast voice if a target has one."""
+        fast_voice = any(self.voices.fast_voice(target) for target in targets)
+        translation = "translation_fast" if fast_translation else "translation"
+        return ("asr", translation, "tts_fast" if fast_voice else "tts", "fit")
 
     def _main_translations_affordable(self, targets: int) -> int:
         """How many targets (the first ones) can have the main translator while the work on a phrase still keeps up
@@ -143,27 +155,27 @@ class DubEngine:
         return 0
 
     def _run(
-        self, stage: str, left: tuple[str, ...], audio_s: float, deadline: Deadline, progress: DubProgress,
+        self, stage: str, left: tuple[str, ...], work: Work, deadline: Deadline, progress: DubProgress,
         call: Callable[[], T],
     ) -> T:  # fmt: skip
         """One stage: check the deadline against the stages `left` (this one first), run it, learn its cost."""
-        self._check(deadline, left, audio_s)
+        self._check(deadline, left, work)
         started = time.perf_counter()
         value = _as_stage(stage, call)
         progress.seconds[stage] = elapsed = time.perf_counter() - started
-        self.costs.observe(stage, elapsed, audio_s)
+        self.costs.observe(stage, elapsed, work)
         return value
 
     def _path(self, source: str, target: str) -> tuple[str, ...]:
-        """The cheapest way through, until the translator is chosen."""
-        return FAST_STAGES if (source, target) in self.translate_fast.translators else STAGES
+        """The cheapest way through, until the translator and the voice are chosen."""
+        return self._cheapest((source, target) in self.translate_fast.translators, [target])
 
     def _hear(
         self, utterance: Utterance, source: str, first_target: str, deadline: Deadline, progress: DubProgress
     ) -> Transcript:
         path = self._path(source, first_target)
         transcript = self._run(
-            "asr", path, utterance.duration_s, deadline, progress, lambda: self.recognise(utterance, source)
+            "asr", path, Work(utterance.duration_s), deadline, progress, lambda: self.recognise(utterance, source)
         )
         progress.transcript = transcript
         return transcript
@@ -181,27 +193,40 @@ class DubEngine:
     ) -> Dub:
         if slot is None:  # no words heard: nothing to say
             return Dub(transcript, None, None, silence(utterance), progress.seconds)
-        audio_s = utterance.duration_s
+        work = Work(utterance.duration_s, len(transcript.text))  # the words to say are known from here on
+        synthesise = self.synthesise[target]
+        fast_voice = self.voices.fast_voice(target)
+        may_switch_voice = fast_voice is not None and fast_voice != synthesise.voice(target, voice)
+        # The usual voice's time, with a margin where a fast voice could stand in (its time varies on a busy machine).
+        voice_s = (USUAL_VOICE_MARGIN if may_switch_voice else 1.0) * self.costs.expected(("tts", "fit"), work)
         has_fast = (transcript.language, target) in self.translate_fast.translators
-        # The main translator only when it is expected (on average, not at best) to be on time, and affordable.
-        fast = has_fast and (prefer_fast or deadline.remaining() <= self.costs.expected(STAGES[1:], audio_s))
+        # The main translator only when it is expected (on average, not at best) to be on time, and affordable, with
+        # time left for the usual voice: a natural voice matters more than the better words.
+        main_s = self.costs.expected(("translation",), work) + voice_s
+        fast = has_fast and (prefer_fast or deadline.remaining() <= main_s)
         path = FAST_STAGES if fast else STAGES
         translate = self.translate_fast if fast else self.translate
 
         def run(stage: str, call: Callable[[], T]) -> T:
-            return self._run(stage, path[path.index(stage) :], audio_s, deadline, progress, call)
+            return self._run(stage, path[path.index(stage) :], work, deadline, progress, call)
 
+        if may_switch_voice:
+            path = (*path[:2], "tts_fast", "fit")  # until the voice is chosen, the cheapest way on
         translation = progress.translation = run(path[1], lambda: translate(transcript, target))
-        speech = run("tts", lambda: self.synthesise[target](translation, slot, voice))
+        # The usual voice only when it is expected to be on time with the margin; else the fast one.
+        if may_switch_voice and deadline.remaining() > voice_s:
+            path = (*path[:2], "tts", "fit")
+        tts_stage, spoken_by = ("tts_fast", fast_voice) if "tts_fast" in path else ("tts", voice)
+        speech = run(tts_stage, lambda: synthesise(translation, slot, spoken_by))
         fitted = run("fit", lambda: self.fit(speech, slot, utterance))
         return Dub(transcript, translation, slot, fitted, progress.seconds, speech.voice)
 
-    def _check(self, deadline: Deadline, left: tuple[str, ...], audio_s: float) -> None:
+    def _check(self, deadline: Deadline, left: tuple[str, ...], work: Work) -> None:
         if deadline.at is None:
             return
         stage = left[0]
         try:
-            deadline.check(stage, self.costs.needed(left, audio_s))
+            deadline.check(stage, self.costs.needed(left, work))
         except DeadlineExceeded as exc:
             if deadline.remaining() > 0:  # dropped on the estimate: let it learn that it may be too pessimistic
                 self.costs.relax(left)
@@ -220,9 +245,10 @@ class DubEngine:
         )
 
     def _warm_pair(self, source: str, target: str) -> None:
-        translation = self._timed("translation", WARMUP_SOURCE_S, lambda: self.translate(_said(source), target))
+        said = Work(WARMUP_SOURCE_S, len(_said(source).text))
+        translation = self._timed("translation", said, lambda: self.translate(_said(source), target))
         if (source, target) in self.translate_fast.translators:
-            self._timed("translation_fast", WARMUP_SOURCE_S, lambda: self.translate_fast(_said(source), target))
+            self._timed("translation_fast", said, lambda: self.translate_fast(_said(source), target))
         synthesise = self.synthesise[target]
         for voice in self.voices.voices(target):  # each voice's pace, heard once at its natural rate
             if (target, voice) not in self._heard_voices:
@@ -231,14 +257,21 @@ class DubEngine:
         natural = synthesise(translation, _slot(synthesise.pace.predict_s(translation.text)), None)
         spoken = Utterance(natural.audio, natural.sample_rate)
         slot = _slot(0.9 * natural.duration_s)  # a dub that needs a faster rate, as most do
-        speech = self._timed("tts", natural.duration_s, lambda: synthesise(translation, slot, None))
-        self._timed("fit", natural.duration_s, lambda: self.fit(speech, slot, spoken))
-        self._timed("asr", natural.duration_s, lambda: self.recognise(spoken, target))
+        speech = self._timed("tts", said, lambda: synthesise(translation, slot, None))
+        fast_voice = self.voices.fast_voice(target)
+        if fast_voice is not None:  # its pace at its natural rate (once), then its cost on the same dub
+            if (target, fast_voice) not in self._heard_voices:
+                synthesise(translation, _slot(synthesise.pace_of(fast_voice).predict_s(translation.text)), fast_voice)
+                self._heard_voices.add((target, fast_voice))
+            self._timed("tts_fast", said, lambda: synthesise(translation, slot, fast_voice))
+        heard = Work(natural.duration_s)
+        self._timed("fit", heard, lambda: self.fit(speech, slot, spoken))
+        self._timed("asr", heard, lambda: self.recognise(spoken, target))
 
-    def _timed(self, stage: str, audio_s: float, call: Callable[[], T]) -> T:
+    def _timed(self, stage: str, work: Work, call: Callable[[], T]) -> T:
         started = time.perf_counter()
         value = call()
-        self.costs.observe(stage, time.perf_counter() - started, audio_s)
+        self.costs.observe(stage, time.perf_counter() - started, work)
         return value
 
 

@@ -4,7 +4,7 @@ name, each loaded once and shared (one Kokoro for every language and voice, one 
 Translator of a pair: STS_TRANSLATOR_OVERRIDES for that pair, else STS_TRANSLATOR, else the target language's
 preferred translators, the first whose declared capabilities include the pair. The fast stand-in
 (STS_FAST_TRANSLATOR) only on the pairs it can translate. Voices of a language: STS_TTS_VOICES pins, else the
-table's (best understood first).
+table's (best understood first); its fast voice (STS_FAST_VOICE) the table's.
 """
 
 from __future__ import annotations
@@ -140,14 +140,25 @@ class _Builders:
 
 
 def load_voices(settings: StsSettings, languages: set[str] | list[str], builders: _Builders | None = None) -> VoiceBank:
-    """The voice bank of `languages` (every voice the table or the pins name for them)."""
+    """The voice bank of `languages` (every voice the table or the pins name for them, and their fast voices)."""
     builders = builders or _Builders(settings)
     return VoiceBank(
         {
             language: [(ref, builders.synthesiser(ref, language)) for ref in voices_of(settings, language)]
             for language in sorted(languages)
-        }
+        },
+        fast_voices(settings, languages, builders),
     )
+
+
+def fast_voices(
+    settings: StsSettings, languages: set[str] | list[str], builders: _Builders
+) -> dict[str, tuple[VoiceRef, TTSBackend]]:
+    """Each language's fast voice (the table's), unless STS_FAST_VOICE is off."""
+    if not settings.fast_voice:
+        return {}
+    chosen = {language: LANGUAGES[language].fast_voice for language in languages}
+    return {lang: (ref, builders.synthesiser(ref, lang)) for lang, ref in sorted(chosen.items()) if ref is not None}
 
 
 def load_engine(
@@ -186,9 +197,11 @@ def load_engine(
     else:
         given = dict(tts or {})
         entries = {lang: [(VoiceRef(given[lang].name, "default"), given[lang])] for lang in targets if lang in given}
-        for lang in sorted(targets - set(given)):
+        built = sorted(targets - set(given))
+        for lang in built:
             entries[lang] = [(ref, builders.synthesiser(ref, lang)) for ref in voices_of(s, lang)]
-        bank = VoiceBank(entries)
+        # Injected voices (tests, benchmarks) are used alone: no stand-in is built beside them.
+        bank = VoiceBank(entries, fast_voices(s, built, builders))
     return DubEngine(
         asr,
         chosen,

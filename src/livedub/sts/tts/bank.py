@@ -6,7 +6,8 @@
     voiced.audio, voiced.sample_rate
 
 The voices of a language are the table's (livedub.sts.languages), or those the settings pin (STS_TTS_VOICES).
-A speaker-following picker (livedub.sts.engine.voices) chooses among `voices(language)`.
+A speaker-following picker (livedub.sts.engine.voices) chooses among `voices(language)`. A language may also have a
+fast voice (`fast_voice(language)`): not one to pick, the stand-in when the usual ones cannot be on time.
 """
 
 from __future__ import annotations
@@ -42,12 +43,19 @@ ANY_LANGUAGE = "*"  # a bank entry for every language (a single injected backend
 class VoiceBank:
     """`{language: [(voice, backend), ...]}`, best voice first; `ANY_LANGUAGE` serves languages not named."""
 
-    def __init__(self, voices: Mapping[str, Sequence[tuple[VoiceRef, TTSBackend]]]) -> None:
+    def __init__(
+        self,
+        voices: Mapping[str, Sequence[tuple[VoiceRef, TTSBackend]]],
+        fast: Mapping[str, tuple[VoiceRef, TTSBackend]] | None = None,
+    ) -> None:
         empty = [language for language, entries in voices.items() if not entries]
         if empty:
             raise ValueError(f"no voice for languages {empty}")
         self._voices = {language: tuple(ref for ref, _ in entries) for language, entries in voices.items()}
         self._backends = {(language, ref): backend for language, entries in voices.items() for ref, backend in entries}
+        self._fast = {language: ref for language, (ref, _) in (fast or {}).items() if language in self._voices}
+        for language, (ref, backend) in (fast or {}).items():
+            self._backends.setdefault((language, ref), backend)
 
     @classmethod
     def of(cls, backends: Mapping[str, TTSBackend]) -> VoiceBank:
@@ -72,6 +80,10 @@ class VoiceBank:
     def default(self, language: str) -> VoiceRef:
         return self.voices(language)[0]
 
+    def fast_voice(self, language: str) -> VoiceRef | None:
+        """The cheap stand-in voice of `language`, if it has one."""
+        return self._fast.get(self._key(language))
+
     def backend(self, language: str, voice: VoiceRef | str | None = None) -> TTSBackend:
         return self._backends[(self._key(language), self.resolve(language, voice))]
 
@@ -89,7 +101,8 @@ class VoiceBank:
         `backend:voice` text)."""
         if voice is None or voice in {"default", ""}:
             return self.default(language)
-        for ref in self.voices(language):
+        fast = self.fast_voice(language)
+        for ref in [*self.voices(language), *([fast] if fast else [])]:
             if ref == voice or str(ref) == str(voice):
                 return ref
         raise UnknownVoiceError(
@@ -107,8 +120,11 @@ class VoiceBank:
         return Voiced(np.asarray(raw, dtype=np.float32), int(backend.sample_rate), ref, speed)
 
     def names(self) -> dict[str, list[str]]:
-        """`backend:voice` per language (describe(), /health)."""
-        return {language: [str(ref) for ref in refs] for language, refs in self._voices.items()}
+        """`backend:voice` per language (describe(), /health); a fast voice is marked `(fast)`."""
+        names = {language: [str(ref) for ref in refs] for language, refs in self._voices.items()}
+        for language, ref in self._fast.items():
+            names[language].append(f"{ref} (fast)")
+        return names
 
 
 __all__ = ["ANY_LANGUAGE", "UnknownVoiceError", "VoiceBank", "Voiced"]
