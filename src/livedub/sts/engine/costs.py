@@ -19,6 +19,10 @@ PRIORS = {"asr": 0.1, "translation": 0.15, "translation_fast": 0.03, "tts": 0.15
 # whose warm-up ran beside other work dropped every phrase and, dropping, never learnt better).
 OPTIMISM = 0.5
 RELAX = 0.85  # per drop on the estimate alone (not on an expired deadline)
+# A pessimistic estimate is the average plus this many times the average overrun (how much slower than the average
+# the runs that were slower came out): about a 90th percentile. On a quiet machine runs vary by ~10 %, on a busy one
+# a Kokoro synthesis took up to twice its average (2-core VM, one core loaded by stress-ng).
+OVERRUN_WEIGHT = 2.0
 TEXT_STAGES = frozenset({"translation", "translation_fast", "tts", "tts_fast"})
 CHARS_PER_SPEECH_S = 15.0  # characters (spaces included) of usual speech per second: English and Spanish prompts 14-18
 
@@ -42,11 +46,13 @@ def _work(work: Work | float) -> Work:
 
 
 class StageCosts:
-    """Per stage, an exponentially weighted moving average of compute seconds per second of audio."""
+    """Per stage, exponentially weighted moving averages of compute seconds per second of speech and of the
+    relative overrun of the runs slower than that average."""
 
     def __init__(self, alpha: float = 0.3, priors: dict[str, float] | None = None) -> None:
         self.alpha = alpha
         self._rate = dict(PRIORS if priors is None else priors)
+        self._overrun: dict[str, float] = {}
         self._measured: set[str] = set()
         self._lock = threading.Lock()
 
@@ -57,7 +63,10 @@ class StageCosts:
         rate = seconds / units
         with self._lock:
             if stage in self._measured:
-                rate = self.alpha * rate + (1 - self.alpha) * self._rate[stage]
+                average = self._rate[stage]
+                over = max(0.0, rate / average - 1.0) if average > 0 else 0.0
+                self._overrun[stage] = self.alpha * over + (1 - self.alpha) * self._overrun.get(stage, 0.0)
+                rate = self.alpha * rate + (1 - self.alpha) * average
             self._rate[stage] = rate  # the first measurement replaces the prior
             self._measured.add(stage)
 
@@ -76,6 +85,17 @@ class StageCosts:
         """Seconds that `stages` take on average on `work` (a Work, or seconds of audio)."""
         work = _work(work)
         return sum(self.rate(stage) * work.units(stage) for stage in stages)
+
+    def likely_max(self, stages: Iterable[str], work: Work | float) -> float:
+        """Seconds that `stages` take on `work` in all but the slowest runs (see OVERRUN_WEIGHT)."""
+        work = _work(work)
+        return sum(
+            self.rate(stage) * (1 + OVERRUN_WEIGHT * self._overrun.get(stage, 0.0)) * work.units(stage)
+            for stage in stages
+        )
+
+    def overrun(self, stage: str) -> float:
+        return self._overrun.get(stage, 0.0)
 
     def needed(self, stages: Iterable[str], work: Work | float) -> float:
         """Seconds that `stages` need at least on `work` (an optimistic estimate)."""

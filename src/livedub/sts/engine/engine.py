@@ -36,10 +36,6 @@ CHEAPEST_STAGES = ("asr", "translation_fast", "tts_fast", "fit")
 # Work on a phrase may take this much longer than the phrase lasts and still keep up: phrases are cut at pauses, so a
 # stream is not speech from end to end (the fixtures' speech fills ~70 % of their time).
 REAL_TIME_HEADROOM = 1.3
-# The usual voice (Kokoro) speaks a phrase only when the time left covers this many times its average cost: on a busy
-# machine one synthesis may take twice the average, and a dub past its deadline loses the whole phrase, where the
-# fast voice would have lost only naturalness (measured with one of 2 cores loaded: 2 of 15 phrases lost at 1.0x).
-USUAL_VOICE_MARGIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -197,8 +193,11 @@ class DubEngine:
         synthesise = self.synthesise[target]
         fast_voice = self.voices.fast_voice(target)
         may_switch_voice = fast_voice is not None and fast_voice != synthesise.voice(target, voice)
-        # The usual voice's time, with a margin where a fast voice could stand in (its time varies on a busy machine).
-        voice_s = (USUAL_VOICE_MARGIN if may_switch_voice else 1.0) * self.costs.expected(("tts", "fit"), work)
+        # Where a fast voice could stand in, the usual voice must be on time in all but its slowest runs: a dub past its
+        # deadline loses the whole phrase, the fast voice only naturalness (with the average alone, 2 of 15 phrases
+        # were lost on a 2-core VM with one core loaded).
+        cost = self.costs.likely_max if may_switch_voice else self.costs.expected
+        voice_s = cost(("tts", "fit"), work)
         has_fast = (transcript.language, target) in self.translate_fast.translators
         # The main translator only when it is expected (on average, not at best) to be on time, and affordable, with
         # time left for the usual voice: a natural voice matters more than the better words.
@@ -213,7 +212,7 @@ class DubEngine:
         if may_switch_voice:
             path = (*path[:2], "tts_fast", "fit")  # until the voice is chosen, the cheapest way on
         translation = progress.translation = run(path[1], lambda: translate(transcript, target))
-        # The usual voice only when it is expected to be on time with the margin; else the fast one.
+        # The usual voice only when it is likely to be on time; else the fast one.
         if may_switch_voice and deadline.remaining() > voice_s:
             path = (*path[:2], "tts", "fit")
         tts_stage, spoken_by = ("tts_fast", fast_voice) if "tts_fast" in path else ("tts", voice)
