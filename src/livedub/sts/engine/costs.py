@@ -1,9 +1,9 @@
 """What each stage is expected to cost, learnt as it runs: deadline checks compare it with the time left.
 
 Costs are seconds per second of speech. The audio stages' (ASR, fit) follow the phrase's length; the text stages'
-(translation, speech) follow its words: a short phrase may say a long sentence ("Please try again" in 1 s is "Por
-favor, inténtelo de nuevo", 3 s of Kokoro). Once the transcript is known, their "seconds of speech" are its characters
-at a usual speaking rate; before, the phrase's length.
+follow its words: a short phrase may say a long sentence ("Please try again" in 1 s is "Por favor, inténtelo de
+nuevo", 3 s of Kokoro). Once the transcript is known, translation counts its characters at a usual speaking rate;
+speech counts the dub's own length once its voice has predicted it (a slow voice costs more), its transcript's before.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ RELAX = 0.85  # per drop on the estimate alone (not on an expired deadline)
 # a Kokoro synthesis took up to twice its average (2-core VM, one core loaded by stress-ng).
 OVERRUN_WEIGHT = 2.0
 TEXT_STAGES = frozenset({"translation", "translation_fast", "tts", "tts_fast"})
+SPEECH_STAGES = frozenset({"tts", "tts_fast"})
 CHARS_PER_SPEECH_S = 15.0  # characters (spaces included) of usual speech per second: English and Spanish prompts 14-18
 
 
@@ -33,9 +34,12 @@ class Work:
 
     audio_s: float
     chars: int | None = None
+    dub_s: float | None = None  # the dub's length (predicted by its voice's pace, or measured)
 
     def units(self, stage: str) -> float:
         """Seconds of speech, as `stage` counts them."""
+        if stage in SPEECH_STAGES and self.dub_s is not None:
+            return self.dub_s
         if stage in TEXT_STAGES and self.chars is not None:
             return self.chars / CHARS_PER_SPEECH_S
         return self.audio_s

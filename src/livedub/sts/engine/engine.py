@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from livedub.sts.deadline import NO_DEADLINE, Deadline, DeadlineExceeded
@@ -152,14 +152,15 @@ class DubEngine:
 
     def _run(
         self, stage: str, left: tuple[str, ...], work: Work, deadline: Deadline, progress: DubProgress,
-        call: Callable[[], T],
+        call: Callable[[], T], done: Callable[[T], Work] | None = None,
     ) -> T:  # fmt: skip
-        """One stage: check the deadline against the stages `left` (this one first), run it, learn its cost."""
+        """One stage: check the deadline against the stages `left` (this one first), run it, learn its cost (on
+        the work `done` says it did, by default `work`)."""
         self._check(deadline, left, work)
         started = time.perf_counter()
         value = _as_stage(stage, call)
         progress.seconds[stage] = elapsed = time.perf_counter() - started
-        self.costs.observe(stage, elapsed, work)
+        self.costs.observe(stage, elapsed, done(value) if done else work)
         return value
 
     def _path(self, source: str, target: str) -> tuple[str, ...]:
@@ -206,17 +207,22 @@ class DubEngine:
         path = FAST_STAGES if fast else STAGES
         translate = self.translate_fast if fast else self.translate
 
-        def run(stage: str, call: Callable[[], T]) -> T:
-            return self._run(stage, path[path.index(stage) :], work, deadline, progress, call)
+        def run(stage: str, call: Callable[[], T], done: Callable[[T], Work] | None = None) -> T:
+            return self._run(stage, path[path.index(stage) :], work, deadline, progress, call, done)
 
         if may_switch_voice:
             path = (*path[:2], "tts_fast", "fit")  # until the voice is chosen, the cheapest way on
         translation = progress.translation = run(path[1], lambda: translate(transcript, target))
-        # The usual voice only when it is likely to be on time; else the fast one.
-        if may_switch_voice and deadline.remaining() > voice_s:
+        # The usual voice only when it is likely to be on time on the dub its pace predicts; else the fast one.
+        work = replace(work, dub_s=synthesise.predicted_s(translation, slot, voice))
+        if may_switch_voice and deadline.remaining() > cost(("tts", "fit"), work):
             path = (*path[:2], "tts", "fit")
         tts_stage, spoken_by = ("tts_fast", fast_voice) if "tts_fast" in path else ("tts", voice)
-        speech = run(tts_stage, lambda: synthesise(translation, slot, spoken_by))
+        if tts_stage == "tts_fast":
+            work = replace(work, dub_s=synthesise.predicted_s(translation, slot, fast_voice))
+        speech = run(
+            tts_stage, lambda: synthesise(translation, slot, spoken_by), lambda s: replace(work, dub_s=s.duration_s)
+        )
         fitted = run("fit", lambda: self.fit(speech, slot, utterance))
         return Dub(transcript, translation, slot, fitted, progress.seconds, speech.voice)
 
@@ -256,21 +262,28 @@ class DubEngine:
         natural = synthesise(translation, _slot(synthesise.pace.predict_s(translation.text)), None)
         spoken = Utterance(natural.audio, natural.sample_rate)
         slot = _slot(0.9 * natural.duration_s)  # a dub that needs a faster rate, as most do
-        speech = self._timed("tts", said, lambda: synthesise(translation, slot, None))
+        speech = self._timed(
+            "tts", said, lambda: synthesise(translation, slot, None), lambda s: replace(said, dub_s=s.duration_s)
+        )
         fast_voice = self.voices.fast_voice(target)
         if fast_voice is not None:  # its pace at its natural rate (once), then its cost on the same dub
             if (target, fast_voice) not in self._heard_voices:
                 synthesise(translation, _slot(synthesise.pace_of(fast_voice).predict_s(translation.text)), fast_voice)
                 self._heard_voices.add((target, fast_voice))
-            self._timed("tts_fast", said, lambda: synthesise(translation, slot, fast_voice))
+            self._timed(
+                "tts_fast",
+                said,
+                lambda: synthesise(translation, slot, fast_voice),
+                lambda s: replace(said, dub_s=s.duration_s),
+            )
         heard = Work(natural.duration_s)
         self._timed("fit", heard, lambda: self.fit(speech, slot, spoken))
         self._timed("asr", heard, lambda: self.recognise(spoken, target))
 
-    def _timed(self, stage: str, work: Work, call: Callable[[], T]) -> T:
+    def _timed(self, stage: str, work: Work, call: Callable[[], T], done: Callable[[T], Work] | None = None) -> T:
         started = time.perf_counter()
         value = call()
-        self.costs.observe(stage, time.perf_counter() - started, work)
+        self.costs.observe(stage, time.perf_counter() - started, done(value) if done else work)
         return value
 
 

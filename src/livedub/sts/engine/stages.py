@@ -131,12 +131,20 @@ class Synthesise:
         except UnknownVoiceError:
             return self.voices.default(language)
 
+    def predicted_s(self, translation: Translation, slot: Slot, voice: VoiceRef | str | None = None) -> float:
+        """How long the speech will be (its voice's pace, at the rate it will be asked for)."""
+        ref = self.voice(translation.language, voice)
+        return self.pace_of(ref).predict_s(translation.text, self._speed(translation, slot, ref))
+
+    def _speed(self, translation: Translation, slot: Slot, ref: VoiceRef) -> float:
+        rated = self.voices.capabilities(translation.language, ref).speaking_rate
+        return choose_speed(self.pace_of(ref).predict_s(translation.text), slot) if rated else 1.0
+
     def __call__(self, translation: Translation, slot: Slot, voice: VoiceRef | str | None = None) -> Speech:
         language = translation.language
         ref = self.voice(language, voice)
         pace = self.pace_of(ref)
-        rated = self.voices.capabilities(language, ref).speaking_rate
-        speed = choose_speed(pace.predict_s(translation.text), slot) if rated else 1.0
+        speed = self._speed(translation, slot, ref)
         voiced = self.voices.synthesize(translation.text, language, ref, speed)
         audio = trim_silence(voiced.audio)
         if len(audio) == 0:
