@@ -200,9 +200,9 @@ class DubEngine:
         cost = self.costs.likely_max if may_switch_voice else self.costs.expected
         voice_s = cost(("tts", "fit"), work)
         has_fast = (transcript.language, target) in self.translate_fast.translators
-        # The main translator only when it is expected (on average, not at best) to be on time, and affordable, with
-        # time left for the usual voice: a natural voice matters more than the better words.
-        main_s = self.costs.expected(("translation",), work) + voice_s
+        # The main translator only when it is expected to be on time, and affordable, with time left for the usual
+        # voice: a natural voice matters more than the better words.
+        main_s = cost(("translation",), work) + voice_s
         fast = has_fast and (prefer_fast or deadline.remaining() <= main_s)
         path = FAST_STAGES if fast else STAGES
         translate = self.translate_fast if fast else self.translate
