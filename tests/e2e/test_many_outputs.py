@@ -240,7 +240,7 @@ def check_phrases(run: StreamRun, speaker_gender: str | None = None) -> None:
         assert decided and len(dubbed) >= MIN_DUBBED_PER_TARGET * len(decided), (target, decided)
         assert all(p.get("translation") for p in dubbed), dubbed
         if speaker_gender is not None:  # the voice follows the speaker: mostly one of the target's voices of her gender
-            genders = {str(v): v.gender for v in LANGUAGES[target].voices}
+            genders = {str(v): v.gender for v in (*LANGUAGES[target].voices, *LANGUAGES[target].fast_voices)}
             spoken = [genders.get(p.get("voice") or "", "unknown") for p in dubbed]
             print(f"    voices: {[p.get('voice') for p in dubbed]}")
             assert spoken.count(speaker_gender) >= 0.7 * len(spoken), (target, spoken)

@@ -320,7 +320,7 @@ def test_under_deadline_pressure_the_fast_voice_speaks_and_the_usual_one_when_th
     priors = {"asr": 0.0, "translation": 0.0, "tts": 0.4, "tts_fast": 0.01, "fit": 0.05}
     usual, fast = PacedTTS(), PacedTTS()
     kumo, robot = VoiceRef("kokoro", "jm_kumo", "male"), VoiceRef("espeak-ng", "es", "male")
-    bank = VoiceBank({"es": [(kumo, usual)]}, {"es": (robot, fast)})
+    bank = VoiceBank({"es": [(kumo, usual)]}, {"es": [(robot, fast)]})
     eng = DubEngine(
         FakeASR(), {("en", "es"): FakeTranslator()}, bank, max_speedup=1.35, max_slowdown=1.35,
         costs=StageCosts(priors=priors),

@@ -91,11 +91,13 @@ def test_every_language_has_a_fast_voice_unless_turned_off() -> None:
         translators=dict.fromkeys(pairs, stand),
     )  # fmt: skip
     for language in ("es", "fr"):
-        assert engine.voices.fast_voice(language) == LANGUAGES[language].fast_voice
-        assert engine.voices.fast_voice(language) not in engine.voices.voices(language)  # not one to pick
-    assert all(row.fast_voice is not None for row in LANGUAGES.values())
+        male, female = LANGUAGES[language].fast_voices
+        assert engine.voices.fast_voice(language) == male  # the first
+        assert engine.voices.fast_voice(language, like=VoiceRef("kokoro", "jf_alpha", "female")) == female
+        assert not set(engine.voices.fast_voices(language)) & set(engine.voices.voices(language))  # not to pick
+    assert all(row.fast_voices for row in LANGUAGES.values())
     off = load_engine(
         StsSettings(STS_FAST_VOICE="false", STS_TTS_VOICES="es=espeak-ng:es+f3"), (("en", "es"),), asr=stand,
         translators={("en", "es"): stand},
     )  # fmt: skip
-    assert off.voices.fast_voice("es") is None
+    assert off.voices.fast_voice("es") is None and off.voices.fast_voices("es") == []

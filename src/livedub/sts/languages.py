@@ -59,7 +59,7 @@ class Language:
     # The voice for a phrase that the usual voices could not speak in time (a busy machine, a long phrase): cheap
     # enough to keep up on a loaded core, understood worse (round-trip WER in the comment). A dub in a plainer voice
     # beats the original speech in a language the listener may not know; STS_FAST_VOICE=false drops such phrases.
-    fast_voice: VoiceRef | None = None
+    fast_voices: tuple[VoiceRef, ...] = ()  # the one of the usual voice's gender speaks (else the first)
 
 
 _EN = "Could you tell me where the train station is?"
@@ -82,7 +82,7 @@ LANGUAGES: dict[str, Language] = {
             example=_EN,
             warmup="Thank you for calling. Please leave your message after the tone, and we will call you back.",
             espeak="en-us",
-            fast_voice=VoiceRef("piper", "piper-en_US-joe-medium", "male"),  # 0.9 %, ~0.1 s CPU per s of speech
+            fast_voices=(VoiceRef("piper", "piper-en_US-joe-medium", "male"),),  # 0.9 %, ~0.1 s CPU per s of speech
         ),
         Language(
             code="es",
@@ -99,7 +99,10 @@ LANGUAGES: dict[str, Language] = {
             example="¿Podría decirme dónde está la estación de tren?",
             warmup="Gracias por llamar. Por favor, deje su mensaje después del tono y le devolveremos la llamada.",
             espeak="es",
-            fast_voice=VoiceRef("espeak-ng", "es", "male"),  # 15.8 %, ~0.01 s CPU per s of speech (Kokoro: ~0.9)
+            fast_voices=(  # 15.8 %, ~0.01 s CPU per s of speech (Kokoro: ~0.9)
+                VoiceRef("espeak-ng", "es", "male"),
+                VoiceRef("espeak-ng", "es+f3", "female"),
+            ),
         ),
         Language(
             code="fr",
@@ -115,7 +118,10 @@ LANGUAGES: dict[str, Language] = {
             example="Pourriez-vous me dire où se trouve la gare ?",
             warmup="Merci de votre appel. Veuillez laisser votre message après le bip et nous vous rappellerons.",
             espeak="fr-fr",
-            fast_voice=VoiceRef("espeak-ng", "fr-fr", "male"),  # 95.3 % for Whisper base (people follow more of it)
+            fast_voices=(  # 95.3 % for Whisper base (people follow more of it)
+                VoiceRef("espeak-ng", "fr-fr", "male"),
+                VoiceRef("espeak-ng", "fr-fr+f3", "female"),
+            ),
         ),
         Language(
             code="it",
@@ -131,7 +137,7 @@ LANGUAGES: dict[str, Language] = {
             example="Potrebbe dirmi dove si trova la stazione ferroviaria?",
             warmup="Grazie per aver chiamato. Lasci il suo messaggio dopo il segnale acustico e la richiameremo.",
             espeak="it",
-            fast_voice=VoiceRef("espeak-ng", "it", "male"),  # 45.7 %
+            fast_voices=(VoiceRef("espeak-ng", "it", "male"), VoiceRef("espeak-ng", "it+f3", "female")),  # 45.7 %
         ),
     )
 }

@@ -192,8 +192,9 @@ class DubEngine:
             return Dub(transcript, None, None, silence(utterance), progress.seconds)
         work = Work(utterance.duration_s, len(transcript.text))  # the words to say are known from here on
         synthesise = self.synthesise[target]
-        fast_voice = self.voices.fast_voice(target)
-        may_switch_voice = fast_voice is not None and fast_voice != synthesise.voice(target, voice)
+        usual_voice = synthesise.voice(target, voice)
+        fast_voice = self.voices.fast_voice(target, like=usual_voice)
+        may_switch_voice = fast_voice is not None and fast_voice != usual_voice
         # Where a fast voice could stand in, the usual voice must be on time in all but its slowest runs: a dub past its
         # deadline loses the whole phrase, the fast voice only naturalness (with the average alone, 2 of 15 phrases
         # were lost on a 2-core VM with one core loaded).
@@ -265,11 +266,12 @@ class DubEngine:
         speech = self._timed(
             "tts", said, lambda: synthesise(translation, slot, None), lambda s: replace(said, dub_s=s.duration_s)
         )
-        fast_voice = self.voices.fast_voice(target)
-        if fast_voice is not None:  # its pace at its natural rate (once), then its cost on the same dub
+        for fast_voice in self.voices.fast_voices(target):  # each one's pace at its natural rate (once)
             if (target, fast_voice) not in self._heard_voices:
                 synthesise(translation, _slot(synthesise.pace_of(fast_voice).predict_s(translation.text)), fast_voice)
                 self._heard_voices.add((target, fast_voice))
+        fast_voice = self.voices.fast_voice(target)
+        if fast_voice is not None:  # its cost on the same dub
             self._timed(
                 "tts_fast",
                 said,

@@ -153,12 +153,14 @@ def load_voices(settings: StsSettings, languages: set[str] | list[str], builders
 
 def fast_voices(
     settings: StsSettings, languages: set[str] | list[str], builders: _Builders
-) -> dict[str, tuple[VoiceRef, TTSBackend]]:
-    """Each language's fast voice (the table's), unless STS_FAST_VOICE is off."""
+) -> dict[str, list[tuple[VoiceRef, TTSBackend]]]:
+    """Each language's fast voices (the table's), unless STS_FAST_VOICE is off."""
     if not settings.fast_voice:
         return {}
-    chosen = {language: LANGUAGES[language].fast_voice for language in languages}
-    return {lang: (ref, builders.synthesiser(ref, lang)) for lang, ref in sorted(chosen.items()) if ref is not None}
+    return {
+        language: [(ref, builders.synthesiser(ref, language)) for ref in LANGUAGES[language].fast_voices]
+        for language in sorted(languages)
+    }
 
 
 def load_engine(

@@ -7,7 +7,7 @@
 
 The voices of a language are the table's (livedub.sts.languages), or those the settings pin (STS_TTS_VOICES).
 A speaker-following picker (livedub.sts.engine.voices) chooses among `voices(language)`. A language may also have a
-fast voice (`fast_voice(language)`): not one to pick, the stand-in when the usual ones cannot be on time.
+fast voice (`fast_voice(language, like)`): not one to pick, the stand-in when the usual ones cannot be on time.
 """
 
 from __future__ import annotations
@@ -46,16 +46,18 @@ class VoiceBank:
     def __init__(
         self,
         voices: Mapping[str, Sequence[tuple[VoiceRef, TTSBackend]]],
-        fast: Mapping[str, tuple[VoiceRef, TTSBackend]] | None = None,
+        fast: Mapping[str, Sequence[tuple[VoiceRef, TTSBackend]]] | None = None,
     ) -> None:
         empty = [language for language, entries in voices.items() if not entries]
         if empty:
             raise ValueError(f"no voice for languages {empty}")
         self._voices = {language: tuple(ref for ref, _ in entries) for language, entries in voices.items()}
         self._backends = {(language, ref): backend for language, entries in voices.items() for ref, backend in entries}
-        self._fast = {language: ref for language, (ref, _) in (fast or {}).items() if language in self._voices}
-        for language, (ref, backend) in (fast or {}).items():
-            self._backends.setdefault((language, ref), backend)
+        fast = {language: entries for language, entries in (fast or {}).items() if entries and language in self._voices}
+        self._fast = {language: tuple(ref for ref, _ in entries) for language, entries in fast.items()}
+        for language, entries in fast.items():
+            for ref, backend in entries:
+                self._backends.setdefault((language, ref), backend)
 
     @classmethod
     def of(cls, backends: Mapping[str, TTSBackend]) -> VoiceBank:
@@ -80,9 +82,14 @@ class VoiceBank:
     def default(self, language: str) -> VoiceRef:
         return self.voices(language)[0]
 
-    def fast_voice(self, language: str) -> VoiceRef | None:
-        """The cheap stand-in voice of `language`, if it has one."""
-        return self._fast.get(self._key(language))
+    def fast_voice(self, language: str, like: VoiceRef | None = None) -> VoiceRef | None:
+        """The cheap stand-in voice of `language`, if it has one: the one of `like`'s gender where there is one."""
+        voices = self._fast.get(self._key(language), ())
+        same = [ref for ref in voices if like is not None and ref.gender == like.gender]
+        return (same or [*voices, None])[0]
+
+    def fast_voices(self, language: str) -> list[VoiceRef]:
+        return list(self._fast.get(self._key(language), ()))
 
     def backend(self, language: str, voice: VoiceRef | str | None = None) -> TTSBackend:
         return self._backends[(self._key(language), self.resolve(language, voice))]
@@ -101,8 +108,7 @@ class VoiceBank:
         `backend:voice` text)."""
         if voice is None or voice in {"default", ""}:
             return self.default(language)
-        fast = self.fast_voice(language)
-        for ref in [*self.voices(language), *([fast] if fast else [])]:
+        for ref in [*self.voices(language), *self.fast_voices(language)]:
             if ref == voice or str(ref) == str(voice):
                 return ref
         raise UnknownVoiceError(
@@ -122,8 +128,8 @@ class VoiceBank:
     def names(self) -> dict[str, list[str]]:
         """`backend:voice` per language (describe(), /health); a fast voice is marked `(fast)`."""
         names = {language: [str(ref) for ref in refs] for language, refs in self._voices.items()}
-        for language, ref in self._fast.items():
-            names[language].append(f"{ref} (fast)")
+        for language, refs in self._fast.items():
+            names[language] += [f"{ref} (fast)" for ref in refs]
         return names
 
 
