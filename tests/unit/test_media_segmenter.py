@@ -90,6 +90,16 @@ def test_speech_cuts_in_the_middle_of_the_first_pause_after_min() -> None:
     assert sum(s.num_samples for s in segments) == int(7.2 * RATE)
 
 
+def test_each_phrase_says_where_its_speech_starts() -> None:
+    # pause 0.5 s, speech 1.5 s, pause 0.6 s, speech 2.0 s, pause 1.0 s
+    det = ScriptedDetector([(0.5, False), (1.5, True), (0.6, False), (2.0, True), (1.0, False)])
+    seg = SpeechSegmenter("s", RATE, min_samples=RATE, max_samples=4 * RATE, detector=det)
+    first, second, *_ = feed(seg, int(5.6 * RATE), 960) + seg.flush()
+    assert first.speech_start_ms == pytest.approx(500, abs=40)  # one 32 ms window
+    second_onset_s = (second.start_sample + second.speech_start_ms * RATE / 1000) / RATE
+    assert second_onset_s == pytest.approx(2.6, abs=0.04)  # the cut came inside the pause, before this speech
+
+
 def test_speech_without_pause_cuts_at_max_or_the_quietest_point() -> None:
     det = ScriptedDetector([(10.0, True)])
     seg = SpeechSegmenter("s", RATE, min_samples=RATE, max_samples=3 * RATE, detector=det)

@@ -3,6 +3,7 @@ on its own outputs, video copied to every output, the presentation (HLS) fed the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import av
@@ -239,3 +240,15 @@ def test_captions_and_phrase_log_on_the_output_clock() -> None:
     assert by_language["es"]["stage_ms"] == {"asr": 90, "translation": None, "tts": None}
     assert by_language["fr"]["status"] == "late" and by_language["fr"]["reason"] == "timeout"
     assert by_language["fr"]["start_s"] == pytest.approx(1.2 + shift)
+
+
+def test_a_source_caption_starts_no_earlier_than_the_vads_first_speech() -> None:
+    # Whisper says the speech starts at 0.0 of a phrase whose speech the VAD found 0.56 s in (a coarse timestamp).
+    recorder = PhraseRecorder(OutputTimeline(RATE, 0), "es", None)
+    segment = replace(speech(0, RATE, 2 * RATE), speech_start_ms=560.0)
+    heard = DubOutcome(0, DubStatus.DUBBED, transcript="hola", speech_start_ms=0.0, speech_end_ms=1500.0)
+    start_s, end_s = recorder.speech_span(segment, heard)
+    shift = SHIFT_MS / 1000
+    assert (start_s, end_s) == pytest.approx((1.56 + shift, 2.5 + shift))
+    later = DubOutcome(0, DubStatus.DUBBED, transcript="hola", speech_start_ms=700.0, speech_end_ms=1500.0)
+    assert recorder.speech_span(segment, later)[0] == pytest.approx(1.7 + shift)  # Whisper's, when it is later

@@ -57,11 +57,13 @@ class PhraseRecorder:
         return self.timeline.audio_out_ms(sample) / 1000
 
     def speech_span(self, segment: AudioSegment, outcome: DubOutcome | None) -> tuple[float, float]:
-        """Output seconds of the phrase's speech: where STS heard it, else the whole phrase."""
+        """Output seconds of the phrase's speech: where STS heard it, else the whole phrase. It starts no earlier than
+        the VAD's first speech: Whisper's first timestamp is coarse (0.0 for speech half a second in)."""
         start, end = segment.start_sample, segment.end_sample
         if outcome is not None and outcome.speech_start_ms is not None and outcome.speech_end_ms is not None:
             rate = segment.sample_rate
-            first = segment.start_sample + round(outcome.speech_start_ms * rate / 1000)
+            heard_ms = max(outcome.speech_start_ms, segment.speech_start_ms or 0.0)
+            first = segment.start_sample + round(heard_ms * rate / 1000)
             last = segment.start_sample + round(outcome.speech_end_ms * rate / 1000)
             if last > first >= start:
                 start, end = first, last

@@ -183,10 +183,15 @@ class SpeechSegmenter:
         return [self._with_speech(self.buffer.cut(self.buffer.size))] if self.buffer.size else []
 
     def _with_speech(self, segment: AudioSegment) -> AudioSegment:
-        """The segment with the VAD's measure of its speech (windows at or above the threshold)."""
+        """The segment with the VAD's measure of its speech (windows at or above the threshold) and its onset."""
         first, last = self._window_range(segment.start_sample, segment.end_sample)
-        windows = int(np.count_nonzero(self.probs[first:last] >= self.threshold))
-        return replace(segment, speech_ms=1000.0 * windows * self.detector.window_samples / segment.sample_rate)
+        voiced = np.flatnonzero(self.probs[first:last] >= self.threshold)
+        window_ms = 1000.0 * self.detector.window_samples / segment.sample_rate
+        onset_ms = None
+        if len(voiced):  # the first voiced window's first sample, from the segment start
+            onset = (self.first_sample or 0) + (first + int(voiced[0])) * self.detector.window_samples
+            onset_ms = max(0.0, 1000.0 * (onset - segment.start_sample) / segment.sample_rate)
+        return replace(segment, speech_ms=len(voiced) * window_ms, speech_start_ms=onset_ms)
 
     def _window_range(self, begin: int, end: int) -> tuple[int, int]:
         """Indexes of the windows fully inside [begin, end) (absolute samples)."""

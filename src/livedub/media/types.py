@@ -24,6 +24,7 @@ class AudioSegment:
     pcm: Pcm
     sample_rate: int
     speech_ms: float | None = None  # speech the VAD found in it; None: not measured (the fixed policy)
+    speech_start_ms: float | None = None  # where the VAD found its first speech (from the segment start)
     deadline_s: float | None = None  # seconds after sending by which its dub is useful (set by the worker)
 
     @property

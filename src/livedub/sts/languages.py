@@ -60,6 +60,7 @@ class Language:
     # enough to keep up on a loaded core, understood worse (round-trip WER in the comment). A dub in a plainer voice
     # beats the original speech in a language the listener may not know; STS_FAST_VOICE=false drops such phrases.
     fast_voices: tuple[VoiceRef, ...] = ()  # the one of the usual voice's gender speaks (else the first)
+    fast_voice_wer: float = 1.0  # its round-trip WER: what a phrase loses in it (targets losing most speak first)
 
 
 _EN = "Could you tell me where the train station is?"
@@ -82,7 +83,8 @@ LANGUAGES: dict[str, Language] = {
             example=_EN,
             warmup="Thank you for calling. Please leave your message after the tone, and we will call you back.",
             espeak="en-us",
-            fast_voices=(VoiceRef("piper", "piper-en_US-joe-medium", "male"),),  # 0.9 %, ~0.1 s CPU per s of speech
+            fast_voices=(VoiceRef("piper", "piper-en_US-joe-medium", "male"),),  # ~0.1 s CPU per s of speech
+            fast_voice_wer=0.009,
         ),
         Language(
             code="es",
@@ -99,10 +101,11 @@ LANGUAGES: dict[str, Language] = {
             example="¿Podría decirme dónde está la estación de tren?",
             warmup="Gracias por llamar. Por favor, deje su mensaje después del tono y le devolveremos la llamada.",
             espeak="es",
-            fast_voices=(  # 15.8 %, ~0.01 s CPU per s of speech (Kokoro: ~0.9)
+            fast_voices=(  # ~0.01 s CPU per s of speech (Kokoro: ~0.9)
                 VoiceRef("espeak-ng", "es", "male"),
                 VoiceRef("espeak-ng", "es+f3", "female"),
             ),
+            fast_voice_wer=0.158,
         ),
         Language(
             code="fr",
@@ -118,10 +121,11 @@ LANGUAGES: dict[str, Language] = {
             example="Pourriez-vous me dire où se trouve la gare ?",
             warmup="Merci de votre appel. Veuillez laisser votre message après le bip et nous vous rappellerons.",
             espeak="fr-fr",
-            fast_voices=(  # 95.3 % for Whisper base (people follow more of it)
+            fast_voices=(  # people follow more of it than Whisper base
                 VoiceRef("espeak-ng", "fr-fr", "male"),
                 VoiceRef("espeak-ng", "fr-fr+f3", "female"),
             ),
+            fast_voice_wer=0.953,
         ),
         Language(
             code="it",
@@ -137,7 +141,8 @@ LANGUAGES: dict[str, Language] = {
             example="Potrebbe dirmi dove si trova la stazione ferroviaria?",
             warmup="Grazie per aver chiamato. Lasci il suo messaggio dopo il segnale acustico e la richiameremo.",
             espeak="it",
-            fast_voices=(VoiceRef("espeak-ng", "it", "male"), VoiceRef("espeak-ng", "it+f3", "female")),  # 45.7 %
+            fast_voices=(VoiceRef("espeak-ng", "it", "male"), VoiceRef("espeak-ng", "it+f3", "female")),
+            fast_voice_wer=0.457,
         ),
     )
 }

@@ -114,7 +114,9 @@ class DubEngine:
             return
         slot = None if not transcript.text.strip() else self.place(transcript, utterance.duration_s, overrun_s)
         main_for = self._main_translations_affordable(len(targets))
-        for index, target in enumerate(targets):
+        # When time runs short the later targets take the fast voice: the ones that lose most in it speak first.
+        by_loss = sorted(targets, key=lambda t: -self._fast_voice_loss(t))
+        for index, target in enumerate(by_loss):
             progress = DubProgress(transcript=transcript, slot=slot, seconds=dict(heard.seconds))
             spoken_by = voice(target) if callable(voice) else voice
             prefer_fast = index >= main_for
@@ -124,6 +126,11 @@ class DubEngine:
             except StageFailed as exc:
                 exc.progress = progress
                 yield TargetDub(target, exc)
+
+    def _fast_voice_loss(self, target: str) -> float:
+        """What a phrase loses in the target's fast voice (its round-trip WER); 0 without one."""
+        has_fast_voice = self.voices.fast_voice(target) is not None and target in LANGUAGES
+        return LANGUAGES[target].fast_voice_wer if has_fast_voice else 0.0
 
     def usual_time_s(self, audio_s: float) -> float:
         """What dubbing `audio_s` of audio usually takes on the cheapest path (learnt average costs). Work started
