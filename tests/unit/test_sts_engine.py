@@ -422,17 +422,16 @@ def test_when_every_target_cannot_have_the_main_translator_the_later_ones_take_t
 
 
 def test_targets_that_lose_most_in_their_fast_voice_are_spoken_first() -> None:
-    # Spanish is well understood in its fast voice (espeak-ng, 16 % WER), Italian less (46 %), French has none: when
-    # time is short, French takes the usual voice first, then Italian, and Spanish last.
+    # Spanish is well understood in its fast voice (espeak-ng, 16 % WER), French hardly (95 %): when time is short,
+    # French takes the usual voice first and Spanish the fast one, not the other way round.
     voices, fast = {}, {}
-    for language in ("es", "fr", "it"):
+    for language in ("es", "fr"):
         voices[language] = [(VoiceRef("kokoro", "jm_kumo", "male"), PacedTTS())]
-        if language != "fr":
-            fast[language] = [(VoiceRef("espeak-ng", language, "male"), PacedTTS())]
-    translators = {("en", t): FakeTranslator() for t in ("es", "fr", "it")}
+        fast[language] = [(VoiceRef("espeak-ng", language, "male"), PacedTTS())]
+    translators = {("en", "es"): FakeTranslator(), ("en", "fr"): FakeTranslator()}
     eng = DubEngine(FakeASR(), translators, VoiceBank(voices, fast), max_speedup=1.35, max_slowdown=1.35)
-    answers = list(eng.dub_each(utterance(), "en", ["es", "it", "fr"]))
-    assert [a.target for a in answers] == ["fr", "it", "es"]
+    answers = list(eng.dub_each(utterance(), "en", ["es", "fr"]))
+    assert [a.target for a in answers] == ["fr", "es"]
     pairs = {("en", "es"): FakeTranslator(), ("en", "fr"): FakeTranslator()}
     plain = DubEngine(FakeASR(), pairs, {"es": PacedTTS(), "fr": PacedTTS()}, max_speedup=1.35, max_slowdown=1.35)
     assert [a.target for a in plain.dub_each(utterance(), "en", ["es", "fr"])] == ["es", "fr"]

@@ -60,9 +60,7 @@ class Language:
     # enough to keep up on a loaded core, understood worse (round-trip WER in the comment). A dub in a plainer voice
     # beats the original speech in a language the listener may not know; STS_FAST_VOICE=false drops such phrases.
     fast_voices: tuple[VoiceRef, ...] = ()  # the one of the usual voice's gender speaks (else the first)
-    # Its round-trip WER: what a phrase loses in it (targets losing most speak first; without one a late phrase loses
-    # everything).
-    fast_voice_wer: float = 1.0
+    fast_voice_wer: float = 1.0  # its round-trip WER: what a phrase loses in it (targets losing most speak first)
 
 
 _EN = "Could you tell me where the train station is?"
@@ -123,9 +121,11 @@ LANGUAGES: dict[str, Language] = {
             example="Pourriez-vous me dire où se trouve la gare ?",
             warmup="Merci de votre appel. Veuillez laisser votre message après le bip et nous vous rappellerons.",
             espeak="fr-fr",
-            # No fast voice: espeak-ng French is hardly understood (round-trip WER 95 %); a phrase that Kokoro cannot
-            # speak in time keeps the original speech, and French speaks first when time runs short.
-            fast_voices=(),
+            fast_voices=(  # people follow more of it than Whisper base
+                VoiceRef("espeak-ng", "fr-fr", "male"),
+                VoiceRef("espeak-ng", "fr-fr+f3", "female"),
+            ),
+            fast_voice_wer=0.953,
         ),
         Language(
             code="it",
