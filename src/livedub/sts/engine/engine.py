@@ -128,9 +128,9 @@ class DubEngine:
                 yield TargetDub(target, exc)
 
     def _fast_voice_loss(self, target: str) -> float:
-        """What a phrase loses in the target's fast voice (its round-trip WER); 0 without one."""
+        """What a phrase loses in the target's fast voice (its round-trip WER); everything without one."""
         has_fast_voice = self.voices.fast_voice(target) is not None and target in LANGUAGES
-        return LANGUAGES[target].fast_voice_wer if has_fast_voice else 0.0
+        return LANGUAGES[target].fast_voice_wer if has_fast_voice else 1.0
 
     def usual_time_s(self, audio_s: float) -> float:
         """What dubbing `audio_s` of audio usually takes on the cheapest path (learnt average costs). Work started
