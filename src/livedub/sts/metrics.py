@@ -46,6 +46,13 @@ class StsMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.dubs = Counter(
+            PREFIX + "dubs",
+            "Dubs made, by translator (main, or fast under deadline pressure) and voice (usual, or the language's "
+            "fast voice under deadline pressure)",
+            ["translator", "voice"],
+            registry=self.registry,
+        )
         self.errors = Counter(
             PREFIX + "errors",
             "Errors by stage (protocol for rejected events) and error code",
@@ -64,6 +71,9 @@ class StsMetrics:
             self.stage_seconds.labels(stage=stage)
         for status in ("success", "partial", "failed"):
             self.fragments_processed.labels(status=status)
+        for translator in ("main", "fast"):
+            for voice in ("usual", "fast"):
+                self.dubs.labels(translator=translator, voice=voice)
 
     def observe_processed(self, result: FragmentProcessed, elapsed_s: float) -> None:
         self.fragment_processing_seconds.observe(elapsed_s)
@@ -74,6 +84,9 @@ class StsMetrics:
                 self.stage_seconds.labels(stage=stage).observe(ms / 1000.0)
         if result.error is not None:
             self.errors.labels(stage=result.error.stage, code=result.error.code.value).inc()
+        extras = (result.metadata.model_extra or {}) if result.metadata is not None else {}
+        if "voice_tier" in extras:
+            self.dubs.labels(translator=str(extras.get("translator")), voice=str(extras["voice_tier"])).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

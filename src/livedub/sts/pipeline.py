@@ -428,6 +428,8 @@ class DubbingPipeline:
                 dubbed_speech_duration_ms=_ms(fitted.speech_s),  # type: ignore[call-arg]
                 # livedub extension: "fast" when the fast translator stood in under deadline pressure
                 translator="fast" if "translation_fast" in dub.seconds else "main",  # type: ignore[call-arg]
+                # and "fast" when the language's fast voice spoke it (the usual one would have been late)
+                voice_tier="fast" if "tts_fast" in dub.seconds else "usual",  # type: ignore[call-arg]
             )
         return FragmentProcessed(
             fragment_id=fragment.fragment_id,
