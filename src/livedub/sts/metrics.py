@@ -84,7 +84,7 @@ class StsMetrics:
                 self.stage_seconds.labels(stage=stage).observe(ms / 1000.0)
         if result.error is not None:
             self.errors.labels(stage=result.error.stage, code=result.error.code.value).inc()
-        extras = (result.metadata.model_extra or {}) if result.metadata is not None else {}
+        extras = result.metadata.model_extra or {}
         if "voice_tier" in extras:
             self.dubs.labels(translator=str(extras.get("translator")), voice=str(extras["voice_tier"])).inc()
 

@@ -88,19 +88,18 @@ class StageCosts:
 
     def expected(self, stages: Iterable[str], work: Work | float) -> float:
         """Seconds that `stages` take on average on `work` (a Work, or seconds of audio)."""
-        work = _work(work)
-        return sum(self.rate(stage) * work.units(stage) for stage in stages)
+        return self._total(stages, work, overrun_weight=0.0)
 
     def likely_max(self, stages: Iterable[str], work: Work | float) -> float:
         """Seconds that `stages` take on `work` in all but the slowest runs (see OVERRUN_WEIGHT)."""
+        return self._total(stages, work, overrun_weight=OVERRUN_WEIGHT)
+
+    def _total(self, stages: Iterable[str], work: Work | float, overrun_weight: float) -> float:
         work = _work(work)
         return sum(
-            self.rate(stage) * (1 + OVERRUN_WEIGHT * self._overrun.get(stage, 0.0)) * work.units(stage)
+            self.rate(stage) * (1 + overrun_weight * self._overrun.get(stage, 0.0)) * work.units(stage)
             for stage in stages
         )
-
-    def overrun(self, stage: str) -> float:
-        return self._overrun.get(stage, 0.0)
 
     def needed(self, stages: Iterable[str], work: Work | float) -> float:
         """Seconds that `stages` need at least on `work` (an optimistic estimate)."""

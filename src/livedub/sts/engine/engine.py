@@ -32,7 +32,6 @@ STAGES = ("asr", "translation", "tts", "fit")  # in order; deadline checks sum t
 # Under deadline pressure the fast translator (Apertium) stands in for the main one (the LLM), and the language's
 # fast voice (espeak-ng) for its usual voices (Kokoro): a dub in plainer words or a plainer voice beats the original.
 FAST_STAGES = ("asr", "translation_fast", "tts", "fit")
-CHEAPEST_STAGES = ("asr", "translation_fast", "tts_fast", "fit")
 # Work on a phrase may take this much longer than the phrase lasts and still keep up: phrases are cut at pauses, so a
 # stream is not speech from end to end (the fixtures' speech fills ~70 % of their time).
 REAL_TIME_HEADROOM = 1.3
@@ -212,20 +211,20 @@ class DubEngine:
         # voice: a natural voice matters more than the better words.
         main_s = cost(("translation",), work) + voice_s
         fast = has_fast and (prefer_fast or deadline.remaining() <= main_s)
-        path = FAST_STAGES if fast else STAGES
+        translation_stage = "translation_fast" if fast else "translation"
         translate = self.translate_fast if fast else self.translate
+        tts_stage = "tts_fast" if may_switch_voice else "tts"  # until the voice is chosen, the cheapest way on
 
         def run(stage: str, call: Callable[[], T], done: Callable[[T], Work] | None = None) -> T:
+            path = ("asr", translation_stage, tts_stage, "fit")
             return self._run(stage, path[path.index(stage) :], work, deadline, progress, call, done)
 
-        if may_switch_voice:
-            path = (*path[:2], "tts_fast", "fit")  # until the voice is chosen, the cheapest way on
-        translation = progress.translation = run(path[1], lambda: translate(transcript, target))
+        translation = progress.translation = run(translation_stage, lambda: translate(transcript, target))
         # The usual voice only when it is likely to be on time on the dub its pace predicts; else the fast one.
         work = replace(work, dub_s=synthesise.predicted_s(translation, slot, voice))
         if may_switch_voice and deadline.remaining() > cost(("tts", "fit"), work):
-            path = (*path[:2], "tts", "fit")
-        tts_stage, spoken_by = ("tts_fast", fast_voice) if "tts_fast" in path else ("tts", voice)
+            tts_stage = "tts"
+        spoken_by = fast_voice if tts_stage == "tts_fast" else voice
         if tts_stage == "tts_fast":
             work = replace(work, dub_s=synthesise.predicted_s(translation, slot, fast_voice))
         speech = run(
@@ -258,10 +257,11 @@ class DubEngine:
         )
 
     def _warm_pair(self, source: str, target: str) -> None:
-        said = Work(WARMUP_SOURCE_S, len(_said(source).text))
-        translation = self._timed("translation", said, lambda: self.translate(_said(source), target))
+        sentence = _said(source)
+        said = Work(WARMUP_SOURCE_S, len(sentence.text))
+        translation = self._timed("translation", said, lambda: self.translate(sentence, target))
         if (source, target) in self.translate_fast.translators:
-            self._timed("translation_fast", said, lambda: self.translate_fast(_said(source), target))
+            self._timed("translation_fast", said, lambda: self.translate_fast(sentence, target))
         synthesise = self.synthesise[target]
         for voice in self.voices.voices(target):  # each voice's pace, heard once at its natural rate
             if (target, voice) not in self._heard_voices:
