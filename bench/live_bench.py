@@ -8,7 +8,11 @@ reports, per run:
 - ASR-BLEU of each output: Whisper (in the target language) over the recorded `out/<lang>` against that language's
   transcripts of the same prompts (the Asterisk packages share prompt names);
 - added lag p50/p95: output minus input arrival of the same video packet;
-- CPU of each service in % of one core (utime+stime of its processes over the run's wall time).
+- CPU of each service in % of one core (utime+stime of its processes over the run's wall time), and the STS's cores
+  in its busiest 10 s (sampled every second: how much of the machine it uses while speech is dense);
+- which tier made the dubs, as shares of the dubbed speech (the STS's answers in its monitor room: `metadata.translator`
+  main = LLM, fast = Apertium; `metadata.voice_tier` usual = the language's voice, fast = its fast voice);
+- how long after its phrase ended the dub was back (the STS's processing time, queue included: p50 / p95).
 
     python bench/live_bench.py                              # delays 2,3,4,6,8 s + the fixed 6 s mode, 1 stream
     python bench/live_bench.py --delays 4 --streams 2       # two streams at once
@@ -31,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from livedub.analysis.harness import StreamRecorder as PacketReader
 from livedub.demo import added_latency
 from livedub.fixture_music import MusicFixture, ensure_music_fixture
-from livedub.observe import Metrics, cpu_seconds
+from livedub.observe import Metrics, StsMonitor, cpu_seconds
 from livedub.paths import runtime_dir
 from livedub.stack import FilePublisher, ManagedProcess, Stack, StackConfig, free_ports, http_get, rtmp_streams
 
@@ -54,6 +58,62 @@ class StreamResult:
     lag: tuple[float, float, int] | None
     asr_bleu: float | None
     heard: str
+    tiers: dict[str, float] = field(default_factory=dict)  # share of dubbed speech per "translator+voice" tier
+    answer_s: tuple[float, float] | None = None  # p50 / p95 of the STS's time per phrase, until its dub was back
+
+
+class CpuSampler:
+    """CPU seconds of a process, sampled every second on a thread: the busiest `window_s` in cores."""
+
+    def __init__(self, pid: int, window_s: int = 10) -> None:
+        self.pid, self.window_s = pid, window_s
+        self.samples: list[float] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            self.samples.append(cpu_seconds(self.pid))
+            self.stop_event.wait(1.0)
+
+    def __enter__(self) -> CpuSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+
+    def busiest_cores(self) -> float:
+        w = self.window_s
+        spans = [(self.samples[i + w] - self.samples[i]) / w for i in range(len(self.samples) - w)]
+        return max(spans, default=0.0)
+
+
+def tier_shares(answers: list[dict], target: str) -> dict[str, float]:
+    """Share of the dubbed speech (the STS's speech spans) in each translator+voice tier, for `target`."""
+    seconds: dict[str, float] = {}
+    for answer in answers:
+        meta = answer.get("metadata") or {}
+        if answer.get("status") == "failed" or answer.get("target_language", target) != target:
+            continue
+        if not meta.get("translator"):
+            continue
+        tier = f"{'LLM' if meta['translator'] == 'main' else 'Apertium'}+{meta.get('voice_tier', '?')}"
+        seconds[tier] = seconds.get(tier, 0.0) + float(meta.get("speech_duration_ms") or 0.0) / 1000
+    total = sum(seconds.values())
+    return {tier: s / total for tier, s in sorted(seconds.items())} if total else {}
+
+
+def answer_times(answers: list[dict], target: str) -> tuple[float, float] | None:
+    import numpy as np
+
+    times = [
+        float(a.get("processing_time_ms") or 0.0) / 1000
+        for a in answers
+        if a.get("status") != "failed" and a.get("target_language", target) == target and a.get("translated_text")
+    ]
+    return (float(np.percentile(times, 50)), float(np.percentile(times, 95))) if times else None
 
 
 def transcribe(path: Path, language: str) -> str:
@@ -136,17 +196,22 @@ def run_once(cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedPr
         media_proc = stack.services["media"]
         cpu0 = {"media": cpu_seconds(media_proc.pid), "sts": cpu_seconds(sts.pid)}
         t0 = time.monotonic()
-        publishers = [FilePublisher(fixture.path, stack.input_url(sid), work / f"pub-{sid}.log").start() for sid in ids]
-        for pub in publishers:
-            pub.wait()
-        ends = time.monotonic() + cfg.delay_ms / 1000 + 30
-        while time.monotonic() < ends and any(name.endswith("/out") for name in rtmp_streams(stack.stat_url)):
-            time.sleep(0.5)  # the output plays out the delay line
-        time.sleep(1.0)  # the worker child is reaped: its CPU is in the media-service's cutime
+        with StsMonitor(sts_url) as monitor, CpuSampler(sts.pid) as sts_cpu:
+            publishers = [
+                FilePublisher(fixture.path, stack.input_url(sid), work / f"pub-{sid}.log").start() for sid in ids
+            ]
+            for pub in publishers:
+                pub.wait()
+            ends = time.monotonic() + cfg.delay_ms / 1000 + 30
+            while time.monotonic() < ends and any(name.endswith("/out") for name in rtmp_streams(stack.stat_url)):
+                time.sleep(0.5)  # the output plays out the delay line
+            time.sleep(1.0)  # the worker child is reaped: its CPU is in the media-service's cutime
+        answers = {sid: [e for e in monitor.processed() if e.get("stream_id") == sid] for sid in ids}
         wall = time.monotonic() - t0
         cpu = {
             "media": (cpu_seconds(media_proc.pid) - cpu0["media"]) / wall,
             "sts": (cpu_seconds(sts.pid) - cpu0["sts"]) / wall,
+            "sts_busiest": sts_cpu.busiest_cores(),
         }
         metrics = Metrics.parse(http_get(f"{stack.media_url}/metrics")[1])
         lags = {}
@@ -175,6 +240,8 @@ def run_once(cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedPr
                     lag=lags[sid],
                     asr_bleu=asr_bleu(heard, fixture, target),
                     heard=heard,
+                    tiers=tier_shares(answers[sid], target),
+                    answer_s=answer_times(answers[sid], target),
                 )
             )
     return {"cfg": cfg, "streams": results, "cpu": cpu}
@@ -191,8 +258,9 @@ def pct(value: float | None) -> str:
 def table(rows: list[dict]) -> str:
     lines = [
         "| run | delay line | streams | target | speech dubbed | phrases kept original (reason: count) | ASR-BLEU |"
-        " added lag p50 / p95 s | CPU media / STS (% of a core) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " added lag p50 / p95 s | CPU media / STS (% of a core) | STS cores, busiest 10 s |"
+        " dubbed speech by tier | dub back after phrase end p50 / p95 s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cfg: RunConfig = row["cfg"]
@@ -201,11 +269,14 @@ def table(rows: list[dict]) -> str:
             lag = f"{r.lag[0]:.2f} / {r.lag[1]:.2f}" if r.lag else "—"
             fall = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(r.fallbacks.items())) or "none"
             cpu = f"{100 * row['cpu']['media']:.0f} / {100 * row['cpu']['sts']:.0f}" if i == 0 else "″"
+            busiest = f"{row['cpu']['sts_busiest']:.2f}" if i == 0 else "″"
+            tiers = ", ".join(f"{tier} {100 * share:.0f} %" for tier, share in r.tiers.items()) or "—"
+            back = f"{r.answer_s[0]:.2f} / {r.answer_s[1]:.2f}" if r.answer_s else "—"
             stream = i // len(cfg.targets)
             lines.append(
                 f"| {cfg.label}{f' #{stream + 1}' if cfg.streams > 1 else ''} | {cfg.delay_ms / 1000:g} s |"
                 f" {cfg.streams} | {r.target} | {pct(r.dubbed_s / total if total else None)} | {fall} |"
-                f" {r.asr_bleu:.1f} | {lag} | {cpu} |"
+                f" {r.asr_bleu:.1f} | {lag} | {cpu} | {busiest} | {tiers} | {back} |"
             )
     return "\n".join(lines)
 
@@ -221,7 +292,9 @@ def main() -> int:
         "--targets", default="es", help="target languages per run, `/` between runs: `es/es,fr` = one, then two"
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
+    parser.add_argument("--sts-env", default="", help="STS settings, e.g. STS_WORKER_THREADS=2,STS_CPU_THREADS=1")
     args = parser.parse_args()
+    sts_env = dict(item.split("=", 1) for item in args.sts_env.split(",") if item)
     target_sets = [tuple(t.split(",")) for t in args.targets.split("/") if t]
 
     fixture = ensure_music_fixture()
@@ -229,7 +302,7 @@ def main() -> int:
     port = free_ports(1)[0]
     print(f"[bench] starting the STS (real models); logs in {log_dir}", flush=True)
     pairs = sorted({f"en-{t}" for targets in target_sets for t in targets})
-    sts = start_sts(log_dir, port, {"STS_WARMUP_PAIRS": ",".join(pairs)})
+    sts = start_sts(log_dir, port, {"STS_WARMUP_PAIRS": ",".join(pairs), **sts_env})
     runs: list[RunConfig] = []
     for streams in (int(s) for s in args.streams.split(",")):
         for targets in target_sets:
@@ -256,7 +329,7 @@ def main() -> int:
     load = os.getloadavg()
     text = (
         f"Live benchmark, `python bench/live_bench.py --delays {args.delays} --streams {args.streams}"
-        f" --targets {args.targets}`"
+        f" --targets {args.targets}{f' --sts-env {args.sts_env}' if args.sts_env else ''}`"
         f" ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average at the end {load[0]:.1f}):"
         f" the 60 s speech-over-music fixture ({len(fixture.prompts)} prompts), defaults otherwise.\n\n" + table(rows)
     )

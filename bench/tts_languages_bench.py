@@ -3,8 +3,9 @@
     flock /tmp/livedub-cpu.lock .venv/bin/python bench/tts_languages_bench.py --n 10 --out bench/results/languages.md
 
 WER section: for each language, N of its own Asterisk prompt transcripts are synthesised by every candidate voice
-(Piper joe for English; every Kokoro style of the voices npz fed the language's espeak-ng IPA; espeak-ng's male
-voice and its `+f3` female variant), and the real Whisper (forced to the language; beam 5, VAD, the pipeline's
+(Piper joe for English; every Kokoro style of the voices npz fed the language's espeak-ng IPA; SVOX Pico's voice
+for the language and its lower `+low` variant where Pico speaks it; espeak-ng's male voice and its `+f3` female
+variant; `--candidates` keeps some of them), and the real Whisper (forced to the language; beam 5, VAD, the pipeline's
 encoder window STS_ASR_MIN_WINDOW_S) transcribes them. Per voice: per-prompt WER p50 and mean, and CPU seconds per
 second of speech (the process and its children, so espeak-ng's subprocess counts).
 
@@ -42,7 +43,8 @@ def normalise(text: str) -> str:
 
 
 def cpu_s() -> float:
-    """CPU seconds of this process and its finished children (espeak-ng runs as a subprocess)."""
+    """CPU seconds of this process and its finished children (espeak-ng runs as a subprocess; Pico's process, which
+    lives on, is read by score_voice)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
@@ -101,21 +103,35 @@ class Backends:
                 self._tts[key] = tts.PiperTTS(resolve_model(ref.voice))
             elif ref.backend == "kokoro":
                 self._tts[key] = tts.KokoroTTS(resolve_model_dir(self.settings.kokoro_model), cpu_threads=self.threads)
+            elif ref.backend == "pico":
+                self._tts[key] = tts.PicoTTS()
             else:
                 self._tts[key] = tts.EspeakTTS(self.settings.espeak_binary)
             self._tts[key].synthesize("Hello there.", "en")  # the first inference is slow: keep it out of the timing
         return self._tts[key]
 
-    def candidates(self, language: str) -> list[VoiceRef]:
+    def candidates(self, language: str, only: set[str] | None = None) -> list[VoiceRef]:
+        """Every voice that ships for `language`; `only`: those whose backend or `backend:voice` is named."""
+        from livedub.sts.tts.pico import PICO_VOICES, PicoTTS
+
+        def wanted(backend: str, voice: str = "") -> bool:
+            return not only or backend in only or f"{backend}:{voice}" in only
+
         row = LANGUAGES[language]
         refs = [VoiceRef("piper", "piper-en_US-joe-medium", "male")] if language == "en" else []
-        kokoro = self.tts(VoiceRef("kokoro", "", "unknown"))
-        refs += [
-            VoiceRef("kokoro", v, "female" if v.startswith("jf_") else "male")
-            for v in kokoro.voices  # type: ignore[attr-defined]
-        ]
+        if wanted("kokoro") or any(name.startswith("kokoro:") for name in only or ()):
+            kokoro = self.tts(VoiceRef("kokoro", "", "unknown"))
+            refs += [
+                VoiceRef("kokoro", v, "female" if v.startswith("jf_") else "male")
+                for v in kokoro.voices  # type: ignore[attr-defined]
+            ]
+        if PicoTTS.capabilities.speaks(language):  # one female speaker per language; `+low` for a male one
+            refs += [
+                VoiceRef("pico", PICO_VOICES[language], "female"),
+                VoiceRef("pico", f"{PICO_VOICES[language]}+low", "male"),
+            ]
         refs += [VoiceRef("espeak-ng", row.espeak, "male"), VoiceRef("espeak-ng", f"{row.espeak}+f3", "female")]
-        return refs
+        return [ref for ref in refs if wanted(ref.backend, ref.voice)]
 
     def speak(self, ref: VoiceRef, text: str, language: str) -> np.ndarray:
         backend = self.tts(ref)
@@ -128,11 +144,14 @@ def score_voice(backends: Backends, language: str, ref: VoiceRef, names: list[st
 
     prompts = corpus.load_prompts(language)
     wers, spent, speech_s = [], 0.0, 0.0
+    backend = backends.tts(ref)
+    # Pico speaks in a process of its own that lives on: its CPU is read from it.
+    worker_cpu_s = getattr(backend, "worker_cpu_s", lambda: 0.0)
     for name in names:
         text = prompts[name].text
-        started = cpu_s()
+        started = cpu_s() + worker_cpu_s()
         audio = backends.speak(ref, text, language)
-        spent += cpu_s() - started
+        spent += cpu_s() + worker_cpu_s() - started
         speech_s += len(audio) / 16000
         heard = normalise(backends.listener.transcribe(audio, LANGUAGES[language].whisper).text)
         wers.append(min(1.0, jiwer.wer(normalise(text), heard or "-")))
@@ -151,13 +170,15 @@ def human_score(backends: Backends, language: str, names: list[str]) -> VoiceSco
     return VoiceScore(language, VoiceRef("human", "asterisk prompts"), wers, 0.0)
 
 
-def wer_section(backends: Backends, names: list[str], languages: tuple[str, ...]) -> dict[str, list[VoiceScore]]:
+def wer_section(
+    backends: Backends, names: list[str], languages: tuple[str, ...], only: set[str] | None = None
+) -> dict[str, list[VoiceScore]]:
     scores: dict[str, list[VoiceScore]] = {}
     for language in languages:
         human = human_score(backends, language, names)
         print(f"  {language} human recordings WER p50 {human.p50:.1f} mean {human.mean:.1f}", file=sys.stderr)
         scores.setdefault(language, []).append(human)
-        for ref in backends.candidates(language):
+        for ref in backends.candidates(language, only):
             started = time.perf_counter()
             score = score_voice(backends, language, ref, names)
             print(
@@ -226,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--voices", default="", help="bleu without wer: lang=backend:voice,... (default: the table's first voice)"
     )
+    parser.add_argument(
+        "--candidates",
+        default="",
+        help="wer: only these voices, comma-separated backends or backend:voice (e.g. pico,kokoro:jm_kumo)",
+    )
     parser.add_argument("--out", type=Path, help="also write the report (markdown) here")
     args = parser.parse_args(argv)
     languages = tuple(lang.strip() for lang in args.languages.split(",") if lang.strip())
@@ -240,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         language, _, voice = item.partition("=")
         voices[language] = VoiceRef.parse(voice)
     if "wer" in sections:
-        scores = wer_section(backends, names, languages)
+        only = {c.strip() for c in args.candidates.split(",") if c.strip()} or None
+        scores = wer_section(backends, names, languages, only)
         parts.append(wer_table(scores, len(names)))
         if not args.voices:  # the best synthesised voice (the human row comes first)
             voices = {language: rows[1].voice for language, rows in scores.items()}

@@ -184,7 +184,7 @@ def test_1_empty_list_then_a_published_stream_appears(
 
 
 def row_text(driver: Any, column: str) -> str:
-    columns = ["stream", "state", "languages", "lag", "dubbed", "dropped", "sts", "notes"]
+    columns = ["stream", "state", "languages", "lag", "dubbed", "tiers", "dropped", "sts", "notes"]
     cells = driver.find_elements(By.CSS_SELECTOR, f'tr.stream[data-stream-id="{STREAM}"] td')
     return str(cells[columns.index(column)].text) if cells else ""
 

@@ -22,9 +22,9 @@ pytestmark = pytest.mark.integration
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROMPTS = ("conf-locked", "dir-pls-enter", "vm-sorry")  # three of the bench's prompts
-# WER of the default voice on PROMPTS, measured: fr 0.19 (jf_gongitsune), it 0.07 (jm_kumo); bounds with margin
-# (on the bench's 10 prompts: fr 0.44, it 0.04).
-WER_BOUND = {"fr": 0.35, "it": 0.20}
+# WER of the default voice on PROMPTS, measured: fr 0.125 (pico:fr-FR; Kokoro's jf_gongitsune, the default before,
+# 0.19), it 0.07 (jm_kumo); bounds with margin (on the bench's 20 prompts: fr 0.16, it 0.12).
+WER_BOUND = {"fr": 0.25, "it": 0.20}
 
 
 def words(text: str) -> list[str]:

@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 
 from livedub import corpus
-from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, FragmentData, FragmentStatus, StreamConfig
+from livedub.protocol import (
+    AudioFormat,
+    AudioPayload,
+    DubChunk,
+    ErrorCode,
+    FragmentData,
+    FragmentStatus,
+    StreamConfig,
+)
 from livedub.sts.audio import decode_audio, mono_payload, resample
 from livedub.sts.pipeline import DubbingPipeline
 from livedub.sts.settings import StsSettings
@@ -74,6 +82,31 @@ def test_human_speech_is_dubbed_into_the_other_language(
     expected = content_words(result.translated_text)
     shared = expected & content_words(round_trip)
     assert len(shared) >= 0.5 * len(expected), (result.translated_text, round_trip)
+
+
+def test_a_dub_in_chunks_is_heard_chunk_by_chunk_and_whole(dubber: DubbingPipeline) -> None:
+    # The real LLM streams its words clause by clause; each clause is spoken and handed over at once, before the
+    # fragment's answer, and the chunks together are the dub the answer carries.
+    clip = corpus.speech_clips("en", 6.0, limit=2)[1]
+    fragment = make_fragment(resample(clip.audio, clip.sample_rate, RATE), AudioFormat.PCM_S16LE)
+    config = StreamConfig(source_language="en", target_language="es", format="pcm_s16le", dub_chunks=True)
+    chunks: list[tuple[float, DubChunk]] = []
+    started = time.monotonic()
+    answers = dubber.process_each(fragment, config, on_chunk=lambda c: chunks.append((time.monotonic(), c)))
+    [result] = list(answers)
+    answered = time.monotonic()
+    assert result.status in (FragmentStatus.SUCCESS, FragmentStatus.PARTIAL), result.error
+    assert chunks and chunks[0][0] < answered
+    texts = [chunk.text for _, chunk in chunks]
+    assert " ".join(texts) == result.translated_text
+    assert [chunk.index for _, chunk in chunks] == list(range(len(chunks))) and chunks[-1][1].final
+    offsets = [chunk.offset_ms for _, chunk in chunks]
+    assert offsets == sorted(offsets) and offsets[0] < clip.duration_s * 1000
+    print(f"{len(chunks)} chunks, first after {chunks[0][0] - started:.2f} s, answer after {answered - started:.2f} s")
+    # Each chunk says its clause: Whisper hears its content words in the chunk's audio alone.
+    last = chunks[-1][1]
+    heard = content_words(listen(dubber, last.audio, "es"))
+    assert len(heard & content_words(last.text)) >= 0.5 * len(content_words(last.text)), (last.text, heard)
 
 
 def test_silence_comes_back_as_silence_quickly(dubber: DubbingPipeline) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from sts_testkit import Recorder, init_payload, pcm_fragment, running_server
 from livedub.protocol import (
     AudioFormat,
     AudioPayload,
+    DubChunk,
     ErrorCode,
     FragmentData,
     FragmentError,
@@ -678,3 +679,56 @@ async def test_a_seed_client_gets_one_answer_per_fragment() -> None:
         assert len(client.of("fragment:processed")) == 1
         await client.close()
     assert processed["target_language"] == "fr" and processed["translated_text"] == "fr 0"
+
+
+class ChunkingEcho(EchoPipeline):
+    """Echoes each fragment, first handing over its audio in two chunks (a dub spoken clause by clause)."""
+
+    def process_each(
+        self,
+        fragment: FragmentData,
+        config: StreamConfig,
+        deadline: Deadline = NO_DEADLINE,
+        on_chunk: Callable[[DubChunk], object] | None = None,
+    ) -> Iterator[FragmentProcessed]:
+        if on_chunk is not None:
+            for index, text in enumerate(("uno,", "dos.")):
+                on_chunk(
+                    DubChunk(
+                        fragment_id=fragment.fragment_id,
+                        stream_id=fragment.stream_id,
+                        sequence_number=fragment.sequence_number,
+                        target_language=config.target_language,
+                        index=index,
+                        offset_ms=50.0 * index,
+                        audio=fragment.audio,
+                        text=text,
+                        final=index == 1,
+                    )
+                )
+                time.sleep(0.05)
+        yield from super().process_each(fragment, config, deadline)
+
+
+async def test_a_client_that_asks_for_chunks_gets_them_before_the_whole_dub() -> None:
+    async with running_server(ChunkingEcho()) as srv:
+        chunked, seed = await Recorder().connect(srv.url), await Recorder().connect(srv.url)
+        ready = await _ready(chunked, "c", dub_chunks=True)
+        await _ready(seed, "s")
+        assert ready["capabilities"]["dub_chunks"] is True
+        await chunked.emit("fragment:data", pcm_fragment("c", 0))
+        await seed.emit("fragment:data", pcm_fragment("s", 0))
+        await chunked.count("fragment:processed", 1)
+        await seed.count("fragment:processed", 1)
+        await asyncio.sleep(0.2)
+        await chunked.close()
+        await seed.close()
+    names = [name for name, _ in chunked.events if name in {"fragment:chunk", "fragment:processed"}]
+    assert names == ["fragment:chunk", "fragment:chunk", "fragment:processed"]
+    chunks = chunked.of("fragment:chunk")
+    assert [(c["index"], c["text"], c["final"], c["offset_ms"]) for c in chunks] == [
+        (0, "uno,", False, 0),
+        (1, "dos.", True, 50),
+    ]
+    assert chunks[0]["target_language"] == "es" and chunks[0]["sequence_number"] == 0
+    assert seed.of("fragment:chunk") == [] and len(seed.of("fragment:processed")) == 1  # the seed's contract

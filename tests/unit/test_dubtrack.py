@@ -119,3 +119,83 @@ def test_separated_background_is_the_bed_aligned_with_the_input() -> None:
     under = background.under_dub(1000 + 9600, np.zeros((4800, 2), np.float32))
     expected = ramp[9600 : 9600 + 4800].astype(np.float32) / 32768 * 0.5  # the bed: input minus half of it
     np.testing.assert_allclose(under, expected, atol=2 / 32768)
+
+
+# ---- a dub that comes in chunks: it starts on the first and grows ------------------------------------------------
+
+
+def tone(length: int, value: float) -> np.ndarray:
+    return np.full(length, value, dtype=np.float32)
+
+
+def test_a_contiguous_chunk_is_appended_without_gap_overlap_or_dip() -> None:
+    t = track()
+    first = t.place(clip(0, 1000, 500, value=0.25), earliest=0, grows=True)
+    assert first is not None and first.start == 1000
+    piece = t.extend(0, tone(300, 0.5), wanted_start=1500, earliest=1200)
+    assert piece is not None and (piece.start, piece.end, piece.outcome) == (1500, 1800, "appended")
+    assert len(t.placed) == 1 and t.placed[0].end == 1800  # one dub, grown
+    assert t.queue_end == 1800
+    dub, weight = t.render(1400, 200)  # across the join at 1500
+    assert (dub[:100] == 0.25).all() and (dub[100:] == 0.5).all()
+    assert (weight == 1.0).all()  # the background does not come up at the join
+    # a chunk due a few samples off the end (time-stretch rounding) still joins it exactly
+    near = t.extend(0, tone(100, 0.5), wanted_start=1805, earliest=1200)
+    assert near is not None and (near.start, near.end) == (1800, 1900)
+    # one due later than that: the gap between is the dub's own silence, still one dub
+    later = t.extend(0, tone(100, 0.5), wanted_start=2000, earliest=1200)
+    assert later is not None and (later.start, later.end, later.outcome) == (2000, 2100, "appended")
+    dub, weight = t.render(1900, 100)
+    assert (dub == 0).all() and (weight == 1.0).all()
+
+
+def test_a_chunk_after_a_catch_up_speed_up_keeps_its_offset_scaled_and_the_speed() -> None:
+    t = track()
+    first = t.place(clip(0, 1000, 1000), earliest=1300, grows=True)  # 300 late: sped up 1.3 (the cap)
+    assert first is not None and first.speed == 1.3 and (first.start, first.end) == (1300, 1300 + round(1000 / 1.3))
+    piece = t.extend(0, tone(520, 0.5), wanted_start=2000, earliest=1400)  # contiguous with the first chunk
+    assert piece is not None and piece.outcome == "appended"
+    assert piece.start == first.end  # (2000 - 1000) / 1.3 after the first's start: its end
+    assert piece.end - piece.start == 400  # sped up as much as the first
+    assert t.queue_end == piece.end
+
+
+def test_a_chunk_too_late_for_its_join_starts_after_a_gap_with_the_background_fading_up_and_down() -> None:
+    t = track()  # fade 50, max late 1500
+    t.place(clip(0, 1000, 500, value=0.25), earliest=0, grows=True)  # 1000..1500
+    # the output already rendered past 1500 (the first free sample is 1700): the join is gone
+    piece = t.extend(0, tone(1000, 0.5), wanted_start=1500, earliest=1700)
+    assert piece is not None and piece.outcome == "late_start"
+    assert piece.start == 1700 + 50  # where the background can fade down again
+    assert piece.end - piece.start == round(1000 / catch_up_speed(1000, 250, 1.3))  # catches up like a late dub
+    dub, weight = t.render(1450, 400)  # 1450..1850
+    assert (weight[:50] == 1.0).all()  # the first chunk plays until 1500
+    assert weight[75] == pytest.approx(0.5)  # fading up (1500..1550)
+    assert (weight[100:250] == 0.0).all()  # the background alone in the gap (1550..1700)
+    assert weight[275] == pytest.approx(0.5)  # fading down (1700..1750)
+    assert (weight[300:] == 1.0).all() and (dub[300:] == 0.5).all()
+    assert t.queue_end == piece.end
+    # the next chunk joins the late one
+    more = t.extend(0, tone(100, 0.5), wanted_start=2500, earliest=1800)
+    assert more is not None and more.outcome == "appended" and more.start == piece.end
+
+
+def test_a_chunk_later_than_the_bound_or_into_the_next_dub_is_dropped() -> None:
+    t = track()
+    t.place(clip(0, 1000, 500), earliest=0, grows=True)
+    assert t.extend(0, tone(300, 0.5), wanted_start=1500, earliest=3100) is None  # 1.65 s after its place > 1.5 s
+    assert len(t.placed) == 1 and t.queue_end == 1500  # the track as it was
+    nxt = t.place(clip(1, 1550, 400), earliest=0)  # the next phrase's dub, queued behind (1500 + breath)
+    assert nxt is not None and nxt.start == 1600
+    assert t.extend(0, tone(300, 0.5), wanted_start=1500, earliest=1200) is None  # it would run into the next dub
+    t.end_growth(0)
+    assert t.extend(0, tone(300, 0.5), wanted_start=2500, earliest=1200) is None  # a dub that no longer grows
+
+
+def test_the_next_dub_queues_behind_the_grown_dub() -> None:
+    t = track()
+    t.place(clip(0, 1000, 500), earliest=0, grows=True)
+    t.extend(0, tone(700, 0.5), wanted_start=1500, earliest=1200)  # grows to 2200
+    assert t.queue_end == 2200
+    nxt = t.place(clip(1, 1800, 500), earliest=0)  # wanted while the grown dub still plays
+    assert nxt is not None and nxt.start == 2200 + 100  # behind it, after a breath

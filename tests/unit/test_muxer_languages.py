@@ -16,7 +16,7 @@ from livedub.media.dubtrack import DubClip, DubTrack
 from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import WorkerMetrics
 from livedub.media.muxer import SHIFT_MS, Decision, Lane, OutputTimeline, PacedMuxer
-from livedub.media.phrase_log import PhraseRecorder
+from livedub.media.phrase_log import PhraseRecorder, TierShares
 from livedub.media.types import AudioSegment, DubOutcome, DubStatus, Pcm
 
 pytestmark = pytest.mark.unit
@@ -212,13 +212,17 @@ def test_captions_and_phrase_log_on_the_output_clock() -> None:
 
     log = Log()
     timeline = OutputTimeline(RATE, 0)
-    recorder = PhraseRecorder(timeline, "en", log, presentation.add_cue)
+    played: list[tuple[str, str, str, float]] = []
+    recorder = PhraseRecorder(timeline, "en", log, presentation.add_cue, lambda *tier: played.append(tier))
     mux.on_decided = recorder.decided
     feed(mux, 3.0)
     segment = speech(0, RATE, RATE)  # a phrase at 1..2 s, speech heard at 1.2..1.8 s
     mux.add_phrase(segment)
     details = {"transcript": "hello", "speech_start_ms": 200.0, "speech_end_ms": 800.0, "voice": "piper:x"}
-    es = DubOutcome(0, DubStatus.DUBBED, translated_text="hola", language="es", stage_ms={"asr": 90}, **details)
+    es = DubOutcome(
+        0, DubStatus.DUBBED, translated_text="hola", language="es", stage_ms={"asr": 90}, translator="main",
+        voice_tier="fast", **details,
+    )  # fmt: skip
     recorder.answered(segment, es, decided=False)
     mux.resolve(0, DubClip(0, RATE + 9600, np.full(RATE // 2, 0.25, np.float32)), language="es")
     fr = DubOutcome(0, DubStatus.FALLBACK, reason="timeout", language="fr", **details)
@@ -240,6 +244,19 @@ def test_captions_and_phrase_log_on_the_output_clock() -> None:
     assert by_language["es"]["stage_ms"] == {"asr": 90, "translation": None, "tts": None}
     assert by_language["fr"]["status"] == "late" and by_language["fr"]["reason"] == "timeout"
     assert by_language["fr"]["start_s"] == pytest.approx(1.2 + shift)
+    # Which tiers made the dub: in the phrase log, as shares of the dubbed speech, and to the metric's sink.
+    assert (by_language["es"]["translator"], by_language["es"]["voice_tier"]) == ("main", "fast")
+    assert recorder.tiers.shares("es") == {"main_words": 1.0, "usual_voice": 0.0}
+    assert recorder.tiers.shares("fr") == {"main_words": None, "usual_voice": None}  # nothing dubbed
+    assert played == [("es", "main", "fast", segment.speech_s)]
+
+
+def test_tier_shares_are_shares_of_the_dubbed_speech() -> None:
+    tiers = TierShares()
+    tiers.add("es", "main", "usual", 3.0)
+    tiers.add("es", "main", "fast", 1.0)
+    tiers.add("es", "fast", "fast", 1.0)
+    assert tiers.shares("es") == {"main_words": 0.8, "usual_voice": 0.6}
 
 
 def test_a_source_caption_starts_no_earlier_than_the_vads_first_speech() -> None:
@@ -252,3 +269,104 @@ def test_a_source_caption_starts_no_earlier_than_the_vads_first_speech() -> None
     assert (start_s, end_s) == pytest.approx((1.56 + shift, 2.5 + shift))
     later = DubOutcome(0, DubStatus.DUBBED, transcript="hola", speech_start_ms=700.0, speech_end_ms=1500.0)
     assert recorder.speech_span(segment, later)[0] == pytest.approx(1.7 + shift)  # Whisper's, when it is later
+
+
+def chunk_count(mux: PacedMuxer, language: str, outcome: str) -> float:
+    value = mux.metrics.registry.get_sample_value(
+        "media_service_worker_language_dub_chunks_total", {"stream_id": "s", "language": language, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def test_a_first_chunk_decides_the_phrase_and_later_chunks_extend_its_dub() -> None:
+    now = [0.0]
+    mux, outs = make(now)
+    decisions: list[Decision] = []
+    mux.on_decided = decisions.append
+    feed(mux, 3.0)
+    mux.add_phrase(speech(0, 0, RATE))
+    quarter = RATE // 4
+    span = mux.add_chunk(0, DubClip(0, 4800, np.full(quarter, 0.25, np.float32)), language="es")
+    assert span == (4800, 4800 + quarter)  # it plays at once, the rest still to come
+    assert [(d.language, d.reason) for d in decisions] == [("es", "dubbed")]
+    assert mux.sealed(0, "es") and mux.growing(0, "es")
+    later = mux.add_chunk(0, DubClip(0, 4800 + quarter, np.full(quarter, -0.25, np.float32)), language="es", final=True)
+    assert later == (4800 + quarter, 4800 + 2 * quarter)
+    assert not mux.growing(0, "es")  # its last chunk
+    # the final answer with the whole dub: nothing placed again
+    assert mux.resolve(0, DubClip(0, 4800, np.full(2 * quarter, 0.25, np.float32)), language="es") is None
+    mux.resolve(0, None, "timeout", language="fr")
+    mux.finish()
+    mux.step(10.0)
+    mux.close_out()
+    es, fr = outs["es"].pcm(), outs["fr"].pcm()
+    ducked = round(1000 * 10 ** (-20 / 20))
+    np.testing.assert_allclose(es[4800 : 4800 + quarter], 0.25 * 32768 + ducked, atol=1)
+    np.testing.assert_allclose(es[4800 + quarter : 4800 + 2 * quarter], -0.25 * 32768 + ducked, atol=1)
+    assert (es[4800 + 2 * quarter + 480 :] == 1000).all()  # after the dub and its fade: the original
+    assert (fr == 1000).all()
+    es_lane = mux.lanes[0]
+    assert (es_lane.stats.dubbed, es_lane.stats.phrases, es_lane.stats.fallbacks) == (1, 1, 0)
+    assert (chunk_count(mux, "es", "started"), chunk_count(mux, "es", "appended")) == (1, 1)
+
+
+def test_a_chunk_for_a_phrase_whose_time_passed_is_dropped_and_counted() -> None:
+    now = [0.0]
+    mux, _ = make(now)
+    feed(mux, 4.0)
+    mux.add_phrase(speech(0, 0, RATE))
+    mux.step(2.0)  # past the phrase's place + the late bound: the original voice, in every language
+    assert mux.add_chunk(0, DubClip(0, 0, np.full(RATE // 4, 0.25, np.float32)), language="es") is None
+    assert chunk_count(mux, "es", "dropped") == 1 and mux.lanes[0].stats.fallbacks == 1
+    assert mux.add_chunk(0, None, language="es") is None  # a silent chunk: nothing to play, nothing counted
+    assert chunk_count(mux, "es", "dropped") == 1
+
+
+def test_chunk_captions_and_the_phrase_log_waiting_for_the_final_answer() -> None:
+    now = [0.0]
+    presentation = FakePresentation()
+    mux, _ = make(now, presentation)
+    phrases: list[dict[str, Any]] = []
+    cues: list[dict[str, Any]] = []
+
+    class Log:
+        def cue(self, **cue: Any) -> None:
+            cues.append(cue)
+
+        def phrase(self, record: Any) -> None:
+            phrases.append(record)
+
+        def close(self) -> None:
+            pass
+
+    recorder = PhraseRecorder(OutputTimeline(RATE, 0), "en", Log(), presentation.add_cue)
+    mux.on_decided = recorder.decided
+    feed(mux, 3.0)
+    segment = speech(0, RATE, RATE)
+    mux.add_phrase(segment)
+    quarter = RATE // 4
+    spans = []
+    for i, text in enumerate(["hola,", "amigos"]):
+        recorder.chunked(segment, "es")
+        span = mux.add_chunk(0, DubClip(0, RATE + i * quarter, np.full(quarter, 0.25, np.float32)), language="es")
+        assert span is not None
+        spans.append(span)
+        recorder.chunk_placed(segment, "es", span, text)
+    assert phrases == []  # decided on the first chunk; the line waits for the answer's metadata
+    answer = DubOutcome(
+        0, DubStatus.DUBBED, transcript="hello friends", translated_text="hola, amigos", language="es",
+        speech_start_ms=0.0, speech_end_ms=500.0, translator="main", voice_tier="usual", chunks=2,
+    )  # fmt: skip
+    recorder.answered(segment, answer, decided=mux.sealed(0, "es"))
+    mux.resolve(0, DubClip(0, RATE, np.full(2 * quarter, 0.25, np.float32)), language="es")
+    shift = SHIFT_MS / 1000
+    translations = [(c["text"], c["start_s"], c["end_s"]) for c in cues if c["kind"] == "translation"]
+    assert translations == [  # one per chunk where it plays; the whole translation is not captioned again
+        ("hola,", pytest.approx(1.0 + shift), pytest.approx(1.25 + shift)),
+        ("amigos", pytest.approx(1.25 + shift), pytest.approx(1.5 + shift)),
+    ]
+    assert [c["text"] for c in cues if c["kind"] == "source"] == ["hello friends"]
+    (line,) = [p for p in phrases if p["language"] == "es"]
+    assert line["status"] == "dubbed" and line["translation"] == "hola, amigos" and line["chunks"] == 2
+    assert (line["start_s"], line["end_s"]) == pytest.approx((1.0 + shift, 1.5 + shift))  # the grown dub
+    assert recorder.tiers.shares("es") == {"main_words": 1.0, "usual_voice": 1.0}

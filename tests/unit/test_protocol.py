@@ -18,6 +18,7 @@ from livedub.protocol import (
     BackpressureAction,
     BackpressureSeverity,
     Capability,
+    DubChunk,
     ErrorCode,
     ErrorEvent,
     ErrorSeverity,
@@ -93,6 +94,17 @@ SAMPLES: dict[str, Event] = {
         metadata=FragmentMetadata(
             original_duration_ms=6000, dubbed_duration_ms=6900, duration_variance_percent=15.0, speed_ratio=1.2
         ),
+    ),
+    "fragment:chunk": DubChunk(
+        fragment_id="f1",
+        stream_id="s1",
+        sequence_number=7,
+        target_language="es",
+        index=1,
+        offset_ms=1450,
+        audio=AUDIO,
+        text="y vuelva a marcar.",
+        final=True,
     ),
     "backpressure": Backpressure(
         stream_id="s1",

@@ -327,3 +327,28 @@ def test_a_job_that_could_no_longer_finish_in_time_expires_unrun(clock: FakeCloc
     finally:
         runner.shutdown()
     assert jobs.started == ["a1", "b2"]
+
+
+def test_slack_is_how_long_the_waiting_jobs_could_still_wait() -> None:
+    clock = [100.0]
+    runner = DeadlineRunner(1, clock=lambda: clock[0])
+    gate = threading.Event()
+    try:
+        runner.submit(gate.wait, deadline=200.0, start_by=190.0)  # takes the only thread
+        _wait_until(lambda: runner.queued(None) == 0)
+        assert runner.slack_s() == float("inf")  # nothing waits
+        runner.submit(lambda: None, deadline=110.0, start_by=106.0)  # needs 4 s, must start within 6 s
+        runner.submit(lambda: None, deadline=112.0, start_by=109.0)  # starts after the first's 4 s: 9 - 4 = 5 s
+        assert runner.slack_s() == pytest.approx(5.0)
+        clock[0] = 104.0
+        assert runner.slack_s() == pytest.approx(1.0)
+    finally:
+        gate.set()
+        runner.shutdown()
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.01)

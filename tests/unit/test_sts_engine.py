@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
 from livedub.sts.deadline import Deadline
 from livedub.sts.engine import (
+    Dub,
     DubEngine,
     Fit,
     FitStatus,
@@ -22,9 +26,10 @@ from livedub.sts.engine import (
     Utterance,
     choose_speed,
 )
+from livedub.sts.engine.chunks import CLAUSE_PAUSE_S, DubChunk
 from livedub.sts.engine.costs import CHARS_PER_SPEECH_S, OPTIMISM, Work
 from livedub.sts.engine.values import Slot
-from livedub.sts.interfaces import FloatAudio
+from livedub.sts.interfaces import NO_CONTEXT, FloatAudio, TranslationContext
 from livedub.sts.languages import VoiceRef
 from livedub.sts.tts.bank import VoiceBank
 
@@ -59,13 +64,13 @@ class FakeTranslator:
     def __init__(self) -> None:
         self.calls = 0
 
-    def translate(self, text: str, source: str, target: str) -> str:
+    def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
         self.calls += 1
         return ("hola a todos ustedes " * 100)[: max(20, len(text))].strip()  # as long as the text, 20+ characters
 
 
 class ShortTranslator(FakeTranslator):
-    def translate(self, text: str, source: str, target: str) -> str:
+    def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
         return "hola a todos ustedes"  # 20 characters
 
 
@@ -245,9 +250,9 @@ def test_the_deadline_is_checked_against_the_stages_left() -> None:
     costs = StageCosts(priors={"asr": 0.0, "translation": 0.1, "tts": 0.25, "fit": 0.0})
 
     class SlowTranslator(FakeTranslator):
-        def translate(self, text: str, source: str, target: str) -> str:
+        def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
             clock.now += 1.0  # a slow translation: 0.5 s left afterwards, 1.5 s of TTS expected (0.75 s at best)
-            return super().translate(text, source, target)
+            return super().translate(text, source, target, context)
 
     tts = PacedTTS()
     eng = DubEngine(FakeASR(), {("en", "es"): SlowTranslator()}, {"es": tts}, max_speedup=1.35, max_slowdown=1.35)
@@ -347,7 +352,7 @@ def test_under_deadline_pressure_the_fast_voice_speaks_and_the_usual_one_when_th
 
 
 class FailingTranslator(FakeTranslator):
-    def translate(self, text: str, source: str, target: str) -> str:
+    def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
         raise RuntimeError("no French today")
 
 
@@ -422,7 +427,7 @@ def test_when_every_target_cannot_have_the_main_translator_the_later_ones_take_t
 
 
 def test_targets_that_lose_most_in_their_fast_voice_are_spoken_first() -> None:
-    # Spanish is well understood in its fast voice (espeak-ng, 16 % WER), French hardly (95 %): when time is short,
+    # Spanish is well understood in its fast voice (Pico, 4.7 % WER), French less (15.7 %): when time is short,
     # French takes the usual voice first and Spanish the fast one, not the other way round.
     voices, fast = {}, {}
     for language in ("es", "fr"):
@@ -435,3 +440,150 @@ def test_targets_that_lose_most_in_their_fast_voice_are_spoken_first() -> None:
     pairs = {("en", "es"): FakeTranslator(), ("en", "fr"): FakeTranslator()}
     plain = DubEngine(FakeASR(), pairs, {"es": PacedTTS(), "fr": PacedTTS()}, max_speedup=1.35, max_slowdown=1.35)
     assert [a.target for a in plain.dub_each(utterance(), "en", ["es", "fr"])] == ["es", "fr"]
+
+
+class TimedTranslator(FakeTranslator):
+    """Takes `seconds` of the test's clock."""
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
+        self.clock.now += self.seconds
+        return super().translate(text, source, target, context)
+
+
+# 6 s of audio: the LLM takes 1.8 s, Kokoro 0.4 s per second of dub, Apertium and the fast voice almost nothing.
+TIER_PRIORS = {"asr": 0.0, "translation": 0.3, "translation_fast": 0.01, "tts": 0.4, "tts_fast": 0.01, "fit": 0.0}
+
+
+def tiered_engine(clock: Clock) -> tuple[DubEngine, FakeTranslator, FakeTranslator, VoiceRef, VoiceRef]:
+    """The costs learnt from the stand-ins' real (instant) runs are reset before each dub: `dub_with`."""
+    priors = TIER_PRIORS
+    main, fast = TimedTranslator(clock, 1.8), TimedTranslator(clock, 0.06)
+    kumo, pico = VoiceRef("kokoro", "jm_kumo", "male"), VoiceRef("pico", "es-ES", "male")
+    bank = VoiceBank({"es": [(kumo, PacedTTS())]}, {"es": [(pico, PacedTTS())]})
+    eng = DubEngine(
+        FakeASR(), {("en", "es"): main}, bank, max_speedup=1.35, max_slowdown=1.35, costs=StageCosts(priors=priors),
+        fast_translators={("en", "es"): fast},
+    )  # fmt: skip
+    return eng, main, fast, kumo, pico
+
+
+def dub_with(eng: DubEngine, deadline: Deadline) -> Dub:
+    eng.costs = StageCosts(priors=TIER_PRIORS)
+    return eng.dub(utterance(), "en", "es", deadline=deadline)
+
+
+def test_the_words_are_kept_before_the_natural_voice() -> None:
+    # With 3 s left the LLM and the usual voice do not both fit: the LLM's words are kept, the fast voice speaks.
+    clock = Clock()
+    eng, main, fast, kumo, pico = tiered_engine(clock)
+    dub = dub_with(eng, Deadline(clock.now + 3.0, clock))
+    assert (main.calls, fast.calls) == (1, 0) and dub.voice == str(pico)
+    roomy = dub_with(eng, Deadline(clock.now + 8.0, clock))
+    assert (main.calls, fast.calls) == (2, 0) and roomy.voice == str(kumo)
+    tight = dub_with(eng, Deadline(clock.now + 1.0, clock))
+    assert (main.calls, fast.calls) == (2, 1) and tight.voice == str(pico)
+
+
+def test_an_upgrade_must_leave_the_work_queued_behind_on_time() -> None:
+    # Plenty of time for this phrase, but the phrases waiting behind it could start only so much later than planned.
+    clock = Clock()
+    eng, main, fast, kumo, pico = tiered_engine(clock)
+    slack = [0.5]  # neither the LLM (1.7 s more than Apertium) nor the natural voice may take that time from them
+    deadline = Deadline(clock.now + 60.0, clock, backlog=lambda: slack[0])
+    pressed = dub_with(eng, deadline)
+    assert (main.calls, fast.calls) == (0, 1) and pressed.voice == str(pico)
+    slack[0] = 1.9  # room for the LLM's extra time, not for the natural voice's
+    words = dub_with(eng, deadline)
+    assert (main.calls, fast.calls) == (1, 1) and words.voice == str(pico)
+    slack[0] = float("inf")
+    both = dub_with(eng, deadline)
+    assert main.calls == 2 and both.voice == str(kumo)
+
+
+class ClauseByClause(FakeTranslator):
+    """Gives its translation a clause at a time, as an LLM streams it; records when each clause was given."""
+
+    def __init__(self, clauses: list[str], gap_s: float = 0.0) -> None:
+        super().__init__()
+        self.clauses, self.gap_s, self.given_at = clauses, gap_s, []  # type: ignore[var-annotated]
+
+    def translate_clauses(
+        self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT
+    ) -> Iterator[str]:
+        for clause in self.clauses:
+            time.sleep(self.gap_s)
+            self.given_at.append(time.monotonic())
+            yield clause
+
+
+def test_a_dub_in_chunks_starts_with_its_first_clause_and_the_chunks_make_the_dub() -> None:
+    clauses = ["Por favor, compruebe el número", "y vuelva a marcar más tarde,", "muchas gracias."]
+    translator = ClauseByClause(clauses, gap_s=0.05)
+    eng = DubEngine(
+        FakeASR(), {("en", "es"): translator}, {"es": PacedTTS(chars_per_s=15.0)}, max_speedup=1.35,
+        max_slowdown=1.35,
+    )  # fmt: skip
+    chunks: list[tuple[str, DubChunk, float]] = []
+    answers = list(
+        eng.dub_each(utterance(6.0), "en", ["es"], on_chunk=lambda t, c: chunks.append((t, c, time.monotonic())))
+    )
+    dub = answers[0].result
+    assert isinstance(dub, Dub) and dub.translation is not None
+    assert [c.text for _, c, _ in chunks] == clauses
+    assert [c.index for _, c, _ in chunks] == [0, 1, 2] and [c.final for _, c, _ in chunks] == [False, False, True]
+    # The first chunk was out before the translator gave its last clause: speech and words overlap.
+    assert chunks[0][2] < translator.given_at[-1]
+    # Chunks follow each other from the speech start, a breath apart, and together they are the returned dub.
+    first, second = chunks[0][1], chunks[1][1]
+    assert first.start_s == pytest.approx(0.5)  # FakeASR's speech starts at 0.5 s
+    assert second.start_s == pytest.approx(first.end_s + CLAUSE_PAUSE_S)
+    assembled = np.zeros_like(dub.fitted.audio)
+    for _, chunk, _ in chunks:
+        start = round(chunk.start_s * RATE)
+        assembled[start : start + len(chunk.audio)] += chunk.audio
+    assert np.allclose(assembled, dub.fitted.audio)
+    assert dub.translation.text == " ".join(clauses) and "tts" in dub.seconds and "translation" in dub.seconds
+
+
+def test_a_translator_without_clauses_is_spoken_in_clauses_of_its_whole_translation() -> None:
+    class Whole(FakeTranslator):
+        def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
+            return "Buenos días a todos, bienvenidos al programa de hoy. Empezamos ya."
+
+    eng = DubEngine(FakeASR(), {("en", "es"): Whole()}, {"es": PacedTTS()}, max_speedup=1.35, max_slowdown=1.35)
+    texts: list[str] = []
+    dub = eng.dub(utterance(), "en", "es")  # without on_chunk: one dub, as before
+    assert dub.translation is not None and texts == []
+    answer = next(eng.dub_each(utterance(), "en", ["es"], on_chunk=lambda _, c: texts.append(c.text)))
+    assert texts == ["Buenos días a todos,", "bienvenidos al programa de hoy. Empezamos ya."]
+    assert isinstance(answer.result, Dub)
+
+
+def test_a_translation_that_fails_after_a_chunk_keeps_what_was_spoken() -> None:
+    class Broken(ClauseByClause):
+        def translate_clauses(
+            self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT
+        ) -> Iterator[str]:
+            yield "Por favor, compruebe el número"
+            raise RuntimeError("the model ran out of context")
+
+    eng = DubEngine(FakeASR(), {("en", "es"): Broken([])}, {"es": PacedTTS()}, max_speedup=1.35, max_slowdown=1.35)
+    chunks: list[DubChunk] = []
+    answer = next(eng.dub_each(utterance(), "en", ["es"], on_chunk=lambda _, c: chunks.append(c)))
+    assert len(chunks) == 1 and isinstance(answer.result, Dub)
+    assert answer.result.translation is not None and answer.result.translation.text == "Por favor, compruebe el número"
+
+    class Dead(ClauseByClause):
+        def translate_clauses(
+            self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT
+        ) -> Iterator[str]:
+            raise RuntimeError("no model")
+            yield ""
+
+    eng = DubEngine(FakeASR(), {("en", "es"): Dead([])}, {"es": PacedTTS()}, max_speedup=1.35, max_slowdown=1.35)
+    failed = next(eng.dub_each(utterance(), "en", ["es"], on_chunk=lambda _, c: None)).result
+    assert isinstance(failed, StageFailed) and failed.stage == "translation"

@@ -68,7 +68,10 @@ def test_translators_declare_the_pairs_they_translate() -> None:
     assert apertium.supports("en", "fr") and apertium.supports("fr", "en")  # two modes, through Spanish
     assert not apertium.supports("it", "en") and not apertium.supports("en", "it")
     assert DeepLTranslator.capabilities.supports("it", "fr") and GoogleTranslator.capabilities.supports("en", "ru")
-    for cls in (LlmTranslator, ApertiumTranslator, DeepLTranslator, GoogleTranslator):
+    # The LLM gives its words clause by clause as it writes them (a ClauseTranslator); the others whole.
+    assert LlmTranslator.capabilities.streaming is True
+    assert "translate_clauses" in vars(LlmTranslator) and "translate_clauses" not in vars(ApertiumTranslator)
+    for cls in (ApertiumTranslator, DeepLTranslator, GoogleTranslator):
         assert isinstance(cls.capabilities, TranslatorCapabilities) and cls.capabilities.streaming is False
     for cls in (EspeakTTS, KokoroTTS):
         assert cls.capabilities.speaking_rate and cls.capabilities.speaks("it") and not cls.capabilities.streaming

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, FragmentData,
 from livedub.sts.audio import decode_audio, encode_audio
 from livedub.sts.deadline import Deadline
 from livedub.sts.engine import SpeakingPace
-from livedub.sts.interfaces import FloatAudio, Transcript, UnsupportedLanguageError
+from livedub.sts.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext, UnsupportedLanguageError
 from livedub.sts.pipeline import DubbingPipeline, EchoPipeline, build_processor, fit_target
 from livedub.sts.settings import StsSettings
 from livedub.sts.translate import TranslationError
@@ -38,9 +40,11 @@ class FakeTranslator:
 
     def __init__(self, error: Exception | None = None) -> None:
         self.error, self.calls = error, 0
+        self.contexts: list[TranslationContext] = []
 
-    def translate(self, text: str, source: str, target: str) -> str:
+    def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
         self.calls += 1
+        self.contexts.append(context)
         if self.error:
             raise self.error
         return f"[{target}] {text}"
@@ -337,3 +341,47 @@ def test_fit_target() -> None:
     assert fit_target(4.6, 4.0, 5.5, 1.35) == 4.0  # reachable within the cap: the span
     assert fit_target(6.0, 4.0, 5.5, 1.35) == pytest.approx(6.0 / 1.35)  # into the pause
     assert fit_target(9.0, 4.0, 5.5, 1.35) == 5.5  # never past the fragment's end
+
+
+def test_each_target_is_given_the_streams_previous_phrases_and_glossary(tmp_path: Path) -> None:
+    file = tmp_path / "glossary.tsv"
+    file.write_text("en-es\tvoicemail\tbuzón de voz\nen-es\tpound\talmohadilla\nen-fr\tpound\tdièse\n", "utf-8")
+    asr = FakeASR()
+    failing_fr = FakeTranslator(error=TranslationError("down"))
+    translator = FakeTranslator()
+    tts = FakeTTS(seconds=4.0)
+    dubber = DubbingPipeline(
+        StsSettings(STS_VOICE_MATCH=False, STS_GLOSSARY_FILE=str(file), STS_CONTEXT_PHRASES=2),
+        asr=asr,
+        translators={("en", "es"): translator, ("en", "fr"): failing_fr},
+        tts={"es": tts, "fr": tts},
+    )
+    config = StreamConfig.model_validate(
+        {
+            "source_language": "en",
+            "target_languages": ["es", "fr"],
+            "glossary": {"es": [{"source": "Pound", "target": "numeral"}]},
+        }
+    )
+    for seq, said in enumerate(["first phrase", "second phrase", "third phrase"]):
+        asr.text = said
+        answers = list(dubber.process_each(fragment(6.0, seq=seq), config))
+        assert answers[0].status is FragmentStatus.SUCCESS
+    es = translator.contexts
+    assert [c.previous for c in es] == [
+        (),
+        (("first phrase", "[es] first phrase"),),
+        (("first phrase", "[es] first phrase"), ("second phrase", "[es] second phrase")),
+    ]
+    # The file's entries, the stream's winning for the same term (any case).
+    assert es[0].glossary == (("voicemail", "buzón de voz"), ("Pound", "numeral"))
+    # French failed every time: nothing remembered for it, and its file entry is its glossary.
+    assert [c.previous for c in failing_fr.contexts] == [(), (), ()]
+    assert failing_fr.contexts[0].glossary == (("pound", "dièse"),)
+    # Another stream has its own memory; the stream's end forgets it.
+    other = fragment(6.0, seq=9).model_copy(update={"stream_id": "stream-2"})
+    list(dubber.process_each(other, config))
+    assert es[-1].previous == ()
+    dubber.end_stream("stream-1")
+    list(dubber.process_each(fragment(6.0, seq=10), config))
+    assert es[-1].previous == ()

@@ -11,6 +11,7 @@ import pytest
 
 from livedub.sts.engine import voices as voices_module
 from livedub.sts.engine.voices import VoicePicker, pin_of
+from livedub.sts.interfaces import NO_CONTEXT, TranslationContext
 from livedub.sts.languages import VoiceRef
 from livedub.sts.speaker import SpeakerSample, _unit
 
@@ -220,7 +221,7 @@ def test_the_engine_speaks_each_target_with_the_streams_voice(tmp_path: Path) ->
     class MT:
         name = "mt"
 
-        def translate(self, text: str, source: str, target: str) -> str:
+        def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
             return "hola a todos"
 
     bank = VoiceBank({"es": [(MALE, MarkedTTS(1)), (FEMALE, MarkedTTS(2))], "fr": [(FEMALE2, MarkedTTS(3))]})

@@ -66,6 +66,12 @@ class WorkerMetrics:
             "language_speech_seconds", "Seconds of input speech per target language by outcome (dubbed | original)",
             "language", "outcome",
         )  # fmt: skip
+        self.language_dubbed_speech_seconds = counter(
+            "language_dubbed_speech_seconds",
+            "Seconds of dubbed speech per target language, by the tiers that made it: translator main | fast, voice"
+            " usual | fast",
+            "language", "translator", "voice_tier",
+        )  # fmt: skip
         self.language_speech_dubbed_ratio = gauge(
             "language_speech_dubbed_ratio", "Share of the speech dubbed over the last minute, per target language",
             "language",
@@ -73,6 +79,12 @@ class WorkerMetrics:
         self.language_schedule_lag_seconds = gauge(
             "language_schedule_lag_seconds", "How late the last dub started against its place, per target language",
             "language",
+        )  # fmt: skip
+        self.language_dub_chunks = counter(
+            "language_dub_chunks",
+            "Dub chunks (fragment:chunk) per target language by outcome: started (a dub's first, placed), appended"
+            " (right after what was placed), late_start (after a gap: the output had played past its join), dropped",
+            "language", "outcome",
         )  # fmt: skip
         self.output_lag_seconds = gauge("output_lag_seconds", "How far the output runs behind the input (s)")
         self.errors = counter("errors", "Errors by type (no_audio, unsupported_codec, corrupt_packet, ...)", "type")

@@ -10,6 +10,9 @@
   arrived; input that comes in later than half the delay moves `base` (the output pauses rather than bursts).
 - A phrase whose dub has not come by the last moment it could start keeps the original voice (fallback `late`). The
   output never waits for STS.
+- A dub that comes in chunks (`add_chunk`): its first chunk decides the phrase as a whole dub would (placed, or
+  dropped as too late) and the dub starts on it; the later chunks extend it on the dub track (`DubTrack.extend`,
+  counted in `language_dub_chunks_total{outcome}`); its final answer (`resolve`) places nothing again.
 - Several target languages: one delay line, one clock and the input's audio kept once; one `Lane` per language with
   its own dub track, undecided phrases and counts. Each AAC frame is rendered per lane (original + background + that
   language's dubs) and written to the lane's outputs (RTMP `out`, `out/<lang>`), each with a copy of every video
@@ -291,11 +294,14 @@ class PacedMuxer:
         self, sequence_number: int, clip: DubClip | None, reason: str | None = None, language: str | None = None
     ) -> PlacedDub | None:
         """A phrase's dub in `language` (None: the first lane) came back (`clip`), or will not (`reason`). Placed
-        on that language's dub track if it still can be; the placed dub is returned."""
+        on that language's dub track if it still can be; the placed dub is returned. A phrase whose dub came in
+        chunks was decided by its first chunk: its final answer only ends the dub's growth (nothing placed again)."""
         lane = self.lane(language)
+        if lane is not None:
+            lane.track.end_growth(sequence_number)
         segment = lane.pending.get(sequence_number) if lane is not None else None
         if lane is None or segment is None:
-            return None  # decided already: its time passed (or not a language of this stream)
+            return None  # decided already: its time passed, or its chunks play (or not a language of this stream)
         if clip is None:
             if reason == "no_speech":  # STS heard no words (music, noise): nothing to dub, nothing to count
                 del lane.pending[sequence_number]
@@ -303,12 +309,53 @@ class PacedMuxer:
             else:
                 self._decide(lane, segment, None, reason or "failed")
             return None
-        placed = lane.track.place(clip, earliest=self.next_frame + AAC_FRAME + lane.track.lead_samples())
+        return self._place_first(lane, segment, clip, grows=False)
+
+    def add_chunk(
+        self, sequence_number: int, clip: DubClip | None, language: str | None = None, final: bool = False
+    ) -> tuple[int, int] | None:
+        """A chunk of a phrase's dub in `language` came (`clip`: its sound, None when silent). The first decides the
+        phrase as `resolve()` does a whole dub (placed if it can still start in time, else dropped); the later
+        ones extend it (`DubTrack.extend`). The output samples [start, end) where the chunk plays, or None."""
+        lane = self.lane(language)
+        if lane is None or clip is None:
+            return None
+        labels = {"stream_id": self.stream_id, "language": lane.language}
+        segment = lane.pending.get(sequence_number)
+        span: tuple[int, int] | None = None
+        if segment is not None:
+            placed = self._place_first(lane, segment, clip, grows=not final)
+            span = (placed.start, placed.end) if placed is not None else None
+            outcome = "started" if placed is not None else "dropped"
+        else:
+            free = self.next_frame + AAC_FRAME  # the first sample not rendered (the frame being written: margin)
+            piece = lane.track.extend(sequence_number, clip.audio, clip.wanted_start, free)
+            span = (piece.start, piece.end) if piece is not None else None
+            outcome = piece.outcome if piece is not None else "dropped"
+            if piece is None and sequence_number in lane.track.growing:
+                log.info(
+                    "stream %s: a chunk of the %s dub of phrase %d came too late for its place: left out",
+                    self.stream_id, lane.language or "", sequence_number,
+                )  # fmt: skip
+        if final:
+            lane.track.end_growth(sequence_number)
+        self.metrics.language_dub_chunks.labels(**labels, outcome=outcome).inc()
+        return span
+
+    def growing(self, sequence_number: int, language: str | None = None) -> bool:
+        """Whether the phrase's dub in `language` started on a chunk and may still grow."""
+        lane = self.lane(language)
+        return lane is not None and sequence_number in lane.track.growing
+
+    def _place_first(self, lane: Lane, segment: AudioSegment, clip: DubClip, grows: bool) -> PlacedDub | None:
+        """Place a phrase's dub (or its first chunk) and decide the phrase: dubbed, or dropped as too late."""
+        earliest = self.next_frame + AAC_FRAME + lane.track.lead_samples()
+        placed = lane.track.place(clip, earliest=earliest, grows=grows)
         if placed is None:
             lane.stats.dropped += 1
             log.info(
                 "stream %s: %s dub of phrase %d came too late to start within the bound: original voice",
-                self.stream_id, lane.language or "the", sequence_number,
+                self.stream_id, lane.language or "the", segment.sequence_number,
             )  # fmt: skip
         self._decide(lane, segment, placed, "dropped")
         return placed

@@ -20,6 +20,16 @@ STS answers each fragment once per target (`fragment:processed.target_language`)
 target's outcome to the worker as it arrives. A seed STS (no `target_languages` capability) dubs the first target
 only: its answers carry no language and belong to the first target; the other targets fall back at once
 (`target_unsupported`). The circuit breaker judges a fragment once: healthy if any target was.
+
+Dub chunks: where stream:ready announces `dub_chunks`, the client asks for them (`config.dub_chunks`; the first
+stream:init to an STS not yet known to make them goes without, and is sent again with it once stream:ready announced
+the capability, before any fragment; a seed STS never sees it set). The STS then sends each target's dub in
+`fragment:chunk` pieces as it is made, a clause at a time, before its `fragment:processed`: each piece is decoded as
+the whole dub is and handed to `dub_targets`' `on_chunk`, in order, all before that target's outcome. A malformed
+piece (does not validate, out of order, does not decode) is an error (`errors{type="sts_bad_chunk"}` or
+`sts_invalid_event`) and ends the pieces of that target (the whole dub still comes with the outcome); one for a
+fragment no longer waited for is ignored. Each piece gives its target STS_TIMEOUT_MS more to finish (the rest of a
+dub that already plays stays useful past the dub's deadline).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -46,12 +56,13 @@ from livedub.media.settings import MediaSettings
 from livedub.media.sts_audio import dub_pcm, segment_payload
 from livedub.media.sts_faults import StsVerdict, code_verdict, processed_verdict
 from livedub.media.sts_pool import FixedEndpoint, StsEndpoint
-from livedub.media.types import AudioSegment, DubOutcome, DubStatus, OnOutcome
+from livedub.media.types import AudioSegment, DubChunkAudio, DubOutcome, DubStatus, OnChunk, OnOutcome
 from livedub.protocol import (
     AudioFormat,
     AudioPayload,
     Backpressure,
     Capability,
+    DubChunk,
     ErrorCode,
     ErrorEvent,
     Event,
@@ -103,9 +114,26 @@ class _FragmentLost(Exception):
 
 
 @dataclass
+class _Chunks:
+    """The pieces (`fragment:chunk`) of one target's dub handed on so far."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # pieces, then the answer, handled in arrival order
+    next_index: int = 0
+    handed_on: int = 0
+    last_at: float | None = None  # loop time of the last piece
+    broken: bool = False  # a malformed piece came: no more pieces for this target
+
+
+@dataclass
 class _Pending:
     sent_at: float
     futures: dict[str, asyncio.Future[FragmentProcessed]]  # per target language served
+    segment: AudioSegment | None = None
+    on_chunk: OnChunk | None = None
+    chunks: dict[str, _Chunks] = field(default_factory=dict)  # per target language served
+
+    def pieces(self, language: str) -> _Chunks:
+        return self.chunks.setdefault(language, _Chunks())
 
 
 def _combined(verdicts: list[StsVerdict]) -> StsVerdict:
@@ -151,6 +179,10 @@ class StsClient:
         self.targets = settings.targets  # the languages asked for, the first on `out`
         self._served = self.targets[:1]  # those the STS dubs: all once stream:ready announced target_languages
         self._sts_has_deadlines = False  # stream:ready announced `deadline`: STS answers by each deadline_ms
+        self._asked_chunks = False  # the last stream:init asked for dub chunks
+        self._dub_chunks = False  # the session sends dub chunks (asked for, and the STS announced them)
+        self._chunk_urls: set[str] = set()  # endpoints whose last stream:ready announced `dub_chunks`
+        self._init_answered = asyncio.Event()
         self._breaker_gauge = metrics.circuit_breaker_state.labels(stream_id=stream_id)
         self._breaker_gauge.set(BreakerState.CLOSED)
         self._breaker = CircuitBreaker(
@@ -231,6 +263,7 @@ class StsClient:
             "last_error": self._last_error,
             "target_languages": list(self.targets),
             "served_languages": list(self._served),
+            "dub_chunks": self._dub_chunks,
             "endpoint": self._endpoint.current(),
         }
 
@@ -242,8 +275,9 @@ class StsClient:
         await self.dub_targets(segment, lambda outcome: outcomes.setdefault(outcome.language, outcome))
         return outcomes.get(self.targets[0]) or self._fallback(segment, FallbackReason.INTERNAL, self.targets[0])
 
-    async def dub_targets(self, segment: AudioSegment, on_outcome: OnOutcome) -> None:
-        """One outcome per target language through `on_outcome`, each as soon as it is known. Never raises."""
+    async def dub_targets(self, segment: AudioSegment, on_outcome: OnOutcome, on_chunk: OnChunk | None = None) -> None:
+        """One outcome per target language through `on_outcome`, each as soon as it is known; where the session sends
+        dub chunks, each target's pieces through `on_chunk` before its outcome. Never raises."""
         decided: set[str | None] = set()
 
         def emit(outcome: DubOutcome) -> None:
@@ -257,7 +291,7 @@ class StsClient:
                               outcome.language, segment.sequence_number)  # fmt: skip
 
         try:
-            await self._dub(segment, emit)
+            await self._dub(segment, emit, on_chunk)
         except Exception:  # dub_targets() must never raise: a bug here must not stop the stream
             log.exception("[%s] STS client failed on fragment %d", self.stream_id, segment.sequence_number)
             self.metrics.errors.labels(stream_id=self.stream_id, type="sts_client_internal").inc()
@@ -269,7 +303,7 @@ class StsClient:
         for language in self.targets:
             emit(self._fallback(segment, reason, language))
 
-    async def _dub(self, segment: AudioSegment, emit: OnOutcome) -> None:
+    async def _dub(self, segment: AudioSegment, emit: OnOutcome, on_chunk: OnChunk | None = None) -> None:
         loop = asyncio.get_running_loop()
         # When the dub stops being useful (loop time); None: the seed rule, STS_TIMEOUT_MS after now.
         useful_until = None if segment.deadline_s is None else loop.time() + segment.deadline_s
@@ -299,7 +333,7 @@ class StsClient:
             if not self._ready.is_set():
                 self._breaker.record_dropped()  # releases the trial it may have claimed, undecided
                 return self._fall_back_all(segment, FallbackReason.STS_UNAVAILABLE, emit)
-            return await self._send_and_wait(segment, deadline, useful_until, emit)
+            return await self._send_and_wait(segment, deadline, useful_until, emit, on_chunk)
         finally:
             await self._release_slot()
 
@@ -322,7 +356,12 @@ class StsClient:
         return useful_until is not None and useful_until - asyncio.get_running_loop().time() <= self._answer_margin_s
 
     async def _send_and_wait(
-        self, segment: AudioSegment, deadline: float, useful_until: float | None, emit: OnOutcome
+        self,
+        segment: AudioSegment,
+        deadline: float,
+        useful_until: float | None,
+        emit: OnOutcome,
+        on_chunk: OnChunk | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         payload = await self._encode(segment)
@@ -341,7 +380,12 @@ class StsClient:
         for language in self.targets:
             if language not in served:
                 emit(self._fallback(segment, FallbackReason.TARGET_UNSUPPORTED, language))
-        pending = _Pending(sent_at=self._clock(), futures={language: loop.create_future() for language in served})
+        pending = _Pending(
+            sent_at=self._clock(),
+            futures={language: loop.create_future() for language in served},
+            segment=segment,
+            on_chunk=on_chunk,
+        )
         self._pending[fragment.fragment_id] = pending
         self._update_inflight()
         sent_at = loop.time()
@@ -369,31 +413,51 @@ class StsClient:
         sent_at: float,
         emit: OnOutcome,
     ) -> list[StsVerdict]:
-        """Hand each target's answer on as it comes; at the deadline the missing ones time out. The verdicts."""
+        """Hand each target's answer on as it comes; at the deadline the missing ones time out (a target whose dub
+        comes in pieces: STS_TIMEOUT_MS after its last piece, if that is later). The verdicts."""
         loop = asyncio.get_running_loop()
         waiting = {future: language for language, future in pending.futures.items()}
         verdicts: list[StsVerdict] = []
+
+        def until(language: str) -> float:
+            pieces = pending.chunks.get(language)
+            if pieces is None or pieces.last_at is None:
+                return deadline
+            return max(deadline, pieces.last_at + self._timeout_s)
+
         while waiting:
+            soonest = min(until(language) for language in waiting.values())
             done, _ = await asyncio.wait(
-                waiting, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=max(0.0, soonest - loop.time()), return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
+                expired = [future for future, language in waiting.items() if until(language) <= loop.time()]
+                if not expired:
+                    continue  # a piece came meanwhile: its target waits on
                 verdicts.append(StsVerdict.FAULT if self._owed_answer(useful_until, sent_at) else StsVerdict.LATE)
                 self.metrics.errors.labels(stream_id=self.stream_id, type="sts_timeout").inc()
-                for language in waiting.values():
-                    emit(self._fallback(segment, FallbackReason.TIMEOUT, language))
-                break
+                for future in expired:
+                    emit(self._chunked(self._fallback(segment, FallbackReason.TIMEOUT, waiting.pop(future)), pending))
+                continue
             for future in done:
                 language = waiting.pop(future)
                 lost = future.exception()
                 if isinstance(lost, _FragmentLost):
                     verdicts.append(lost.verdict)
-                    emit(self._fallback(segment, lost.reason, language))
+                    emit(self._chunked(self._fallback(segment, lost.reason, language), pending))
                     continue
                 processed = future.result()
                 verdicts.append(processed_verdict(processed))
-                emit(await self._outcome(segment, processed, self._clock() - pending.sent_at, language))
+                outcome = await self._outcome(segment, processed, self._clock() - pending.sent_at, language)
+                emit(self._chunked(outcome, pending))
         return verdicts
+
+    @staticmethod
+    def _chunked(outcome: DubOutcome, pending: _Pending) -> DubOutcome:
+        pieces = pending.chunks.get(outcome.language or "")
+        if pieces is not None:
+            outcome.chunks = pieces.handed_on
+        return outcome
 
     def _owed_answer(self, useful_until: float | None, sent_at: float) -> bool:
         """Whether STS should have answered by now, when the wait for a fragment ran out (else: a late drop)."""
@@ -424,6 +488,8 @@ class StsClient:
             "speech_start_ms": meta.speech_start_ms,
             "speech_end_ms": meta.speech_end_ms,
             "stage_ms": {"asr": timings.asr_ms, "translation": timings.translation_ms, "tts": timings.tts_ms},
+            "translator": meta.translator,
+            "voice_tier": meta.voice_tier,
         }
         if processed.status is FragmentStatus.FAILED or processed.dubbed_audio is None:
             detail = processed.error.message if processed.error else "no dubbed audio"
@@ -510,7 +576,7 @@ class StsClient:
                     await self._sio.disconnect()  # a half-open engine.io session would block the next connect
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
-            if await self._init_stream():
+            if await self._init_stream(url):
                 self._backoff.reset()
                 self._endpoint.report_ready()
                 log.info("[%s] STS session %s ready at %s", self.stream_id, self._session_id, url)
@@ -538,20 +604,34 @@ class StsClient:
             with contextlib.suppress(Exception):
                 await self._sio.disconnect()  # fires _on_disconnect: pending fragments fall back at once
 
-    async def _init_stream(self) -> bool:
+    async def _init_stream(self, url: str) -> bool:
+        """stream:init until stream:ready. Dub chunks are asked for at once from an endpoint whose last session
+        announced them; else, when this stream:ready announces them, stream:init goes again with them (the same
+        session, re-initialised before any fragment)."""
         self._ready.clear()
-        init = StreamInit(
-            stream_id=self.stream_id, worker_id=f"{socket.gethostname()}-{os.getpid()}", config=self._config()
-        )
         try:
-            await self._emit(EventName.STREAM_INIT, init)
-            await asyncio.wait_for(self._ready.wait(), self.init_timeout_s)
+            for ask in dict.fromkeys((url in self._chunk_urls, True)):
+                self._asked_chunks = ask
+                self._init_answered.clear()
+                init = StreamInit(
+                    stream_id=self.stream_id,
+                    worker_id=f"{socket.gethostname()}-{os.getpid()}",
+                    config=self._config(dub_chunks=ask),
+                )
+                await self._emit(EventName.STREAM_INIT, init)
+                await asyncio.wait_for(self._init_answered.wait(), self.init_timeout_s)
+                if self._ready.is_set():
+                    break
         except (TimeoutError, socketio.exceptions.SocketIOError) as exc:
             self._note_connection_problem(f"stream:init not answered: {self._last_error or exc!r}")
             return False
-        return True
+        if self._dub_chunks:
+            self._chunk_urls.add(url)
+        else:
+            self._chunk_urls.discard(url)
+        return self._ready.is_set()
 
-    def _config(self) -> StreamConfig:
+    def _config(self, dub_chunks: bool = False) -> StreamConfig:
         s = self.settings
         return StreamConfig(
             source_language=s.source_language,
@@ -566,6 +646,7 @@ class StsClient:
             max_inflight=s.sts_max_inflight,
             timeout_ms=s.sts_timeout_ms,
             dub_overrun_ms=self._dub_overrun_ms,
+            dub_chunks=dub_chunks,
         )
 
     def _note_connection_problem(self, message: str) -> None:
@@ -591,6 +672,7 @@ class StsClient:
         self._sio.on(EventName.STREAM_READY, self._on_stream_ready)
         self._sio.on(EventName.FRAGMENT_ACK, self._on_fragment_ack)
         self._sio.on(EventName.FRAGMENT_PROCESSED, self._on_fragment_processed)
+        self._sio.on(EventName.FRAGMENT_CHUNK, self._on_fragment_chunk)
         self._sio.on(EventName.BACKPRESSURE, self._on_backpressure)
         self._sio.on(EventName.STREAM_COMPLETE, self._on_stream_complete)
         self._sio.on(EventName.ERROR, self._on_error)
@@ -619,6 +701,11 @@ class StsClient:
             return
         self._session_id = ready.session_id
         self._sts_has_deadlines = ready.supports(Capability.DEADLINE)
+        offers_chunks = ready.supports(Capability.DUB_CHUNKS)
+        self._dub_chunks = offers_chunks and self._asked_chunks
+        if offers_chunks and not self._asked_chunks:
+            self._init_answered.set()  # _init_stream asks again, for the chunks: not ready yet
+            return
         self._served = self.targets if ready.supports(Capability.TARGET_LANGUAGES) else self.targets[:1]
         if len(self._served) < len(self.targets):
             log.warning(
@@ -631,6 +718,7 @@ class StsClient:
             self._inflight_limit = max(1, min(self.settings.sts_max_inflight, ready.max_inflight))
             self._slots.notify_all()
         self._ready.set()
+        self._init_answered.set()
 
     async def _on_fragment_ack(self, data: Any) -> None:
         ack = self._parse(FragmentAck, data)
@@ -644,12 +732,70 @@ class StsClient:
         self.metrics.sts_fragments_processed.labels(stream_id=self.stream_id, status=processed.status.value).inc()
         pending = self._pending.get(processed.fragment_id)
         # A seed STS names no language: its answer is the first target's.
-        future = pending.futures.get(processed.target_language or self._served[0]) if pending is not None else None
+        language = processed.target_language or self._served[0]
+        future = pending.futures.get(language) if pending is not None else None
+        if pending is not None and future is not None and language in pending.chunks:
+            async with pending.chunks[language].lock:  # after the pieces that came before it are handed on
+                pass
         if future is None or future.done():
             # Its deadline passed and the slot was already filled with the original audio.
             self.metrics.errors.labels(stream_id=self.stream_id, type="sts_late").inc()
             return
         future.set_result(processed)
+
+    async def _on_fragment_chunk(self, data: Any) -> None:
+        """A piece of a dub: decoded and handed on in order (see the module's docstring); never raises."""
+        chunk = self._parse(DubChunk, data)
+        if chunk is None:
+            return
+        pending = self._pending.get(chunk.fragment_id)
+        future = pending.futures.get(chunk.target_language) if pending is not None else None
+        if pending is None or future is None or future.done() or pending.on_chunk is None:
+            log.debug("[%s] chunk %d of %s (%s) ignored: not waited for", self.stream_id, chunk.index,
+                      chunk.fragment_id, chunk.target_language)  # fmt: skip
+            return
+        pieces = pending.pieces(chunk.target_language)
+        async with pieces.lock:
+            if future.done() or pieces.broken:
+                return
+            if chunk.index != pieces.next_index:
+                self._bad_chunk(chunk, pieces, f"index {chunk.index} where {pieces.next_index} was due")
+                return
+            pieces.next_index += 1
+            pieces.last_at = asyncio.get_running_loop().time()
+            segment = pending.segment
+            assert segment is not None
+            try:
+                if chunk.audio.format is AudioFormat.PCM_S16LE:
+                    pcm = dub_pcm(chunk.audio, segment)
+                else:
+                    pcm = await asyncio.to_thread(dub_pcm, chunk.audio, segment)  # AAC decoding: off the loop
+            except ValueError as exc:
+                self._bad_chunk(chunk, pieces, f"audio: {exc}")
+                return
+            if future.done():
+                return
+            piece = DubChunkAudio(
+                sequence_number=segment.sequence_number,
+                language=chunk.target_language,
+                index=chunk.index,
+                offset_samples=round(chunk.offset_ms * segment.sample_rate / 1000),
+                pcm=pcm,
+                text=chunk.text,
+                final=chunk.final,
+            )
+            try:
+                pending.on_chunk(piece)
+            except Exception:  # the worker's callback: its bug must not stop the stream
+                log.exception("[%s] handling chunk %d of fragment %d (%s) failed", self.stream_id, chunk.index,
+                              segment.sequence_number, chunk.target_language)  # fmt: skip
+            pieces.handed_on += 1
+
+    def _bad_chunk(self, chunk: DubChunk, pieces: _Chunks, problem: str) -> None:
+        log.warning("[%s] chunk %d of %s (%s) unusable (%s): no more chunks of that dub", self.stream_id,
+                    chunk.index, chunk.fragment_id, chunk.target_language, problem)  # fmt: skip
+        self.metrics.errors.labels(stream_id=self.stream_id, type="sts_bad_chunk").inc()
+        pieces.broken = True
 
     async def _on_backpressure(self, data: Any) -> None:
         event = self._parse(Backpressure, data)

@@ -72,6 +72,27 @@ class DubOutcome:
     speech_start_ms: float | None = None  # where STS's ASR found speech, from the fragment's start
     speech_end_ms: float | None = None
     stage_ms: dict[str, float] = field(default_factory=dict)  # asr, translation, tts (STS metadata)
+    translator: str | None = None  # which translator tier made the words: main | fast (STS metadata)
+    voice_tier: str | None = None  # which voice tier spoke them: usual | fast (STS metadata)
+    chunks: int = 0  # chunks of this dub handed on before it (`on_chunk`): its audio already went out in pieces
+
+
+@dataclass(frozen=True)
+class DubChunkAudio:
+    """A piece of a dub handed on as soon as the STS made it (`fragment:chunk`), before the dub's `DubOutcome`.
+
+    The pieces of one segment and language come in `index` order, each decoded like a whole dub (at the segment's
+    sample rate and channel count); `offset_samples` is where the piece starts from the segment's start. The outcome
+    that follows carries the whole dub again (same audio) and its metadata: a worker that played the pieces does
+    not play it again."""
+
+    sequence_number: int
+    language: str
+    index: int
+    offset_samples: int
+    pcm: Pcm
+    text: str = ""  # the words it says (a clause of the translation)
+    final: bool = False  # the dub's last piece
 
 
 class DubClient(Protocol):
@@ -85,6 +106,7 @@ class DubClient(Protocol):
 
 
 OnOutcome = Callable[[DubOutcome], None]
+OnChunk = Callable[[DubChunkAudio], None]
 
 
 @runtime_checkable
@@ -93,6 +115,11 @@ class MultiDubClient(DubClient, Protocol):
 
     `dub_targets` calls `on_outcome` once per target language (`outcome.language` set), each as soon as that target's
     dub or fallback is known, in whatever order they come: a slow target never holds back another. It returns when
-    every target is decided and never raises. A client without it dubs the first target only (`dub`)."""
+    every target is decided and never raises. A client without it dubs the first target only (`dub`).
 
-    async def dub_targets(self, segment: AudioSegment, on_outcome: OnOutcome) -> None: ...
+    `on_chunk` (optional): where the STS streams dubs (`dub_chunks`), each target's dub also comes in pieces as it is
+    made, all of them before that target's outcome."""
+
+    async def dub_targets(
+        self, segment: AudioSegment, on_outcome: OnOutcome, on_chunk: OnChunk | None = None
+    ) -> None: ...

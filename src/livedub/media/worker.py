@@ -8,6 +8,11 @@ each language's dub is placed as soon as it comes back. Outputs: RTMP `out` (the
 target, the HLS presentation (MEDIA_HLS: original + every target, WebVTT captions) and the caption/phrase logs
 (`captions.jsonl`, `phrases.jsonl`) in `<MEDIA_HLS_DIR>/<stream id>/`.
 
+Dub chunks (an STS with `dub_chunks`): a dub comes in pieces as it is made. The first piece decides the phrase (placed
+if it can still start in time, as a whole dub would be) and the dub starts playing on it; the later pieces extend it
+on the dub track; a translation caption per piece where it plays. The final answer then only completes the phrase's
+record (source caption, phrase log, tiers): its whole dub is not placed again.
+
 `run()` returns when the input ends (stop() from on_publish_done, or the read timeout) and the buffered output has
 been played out, or after stop(). It never raises for stream problems: they are logged, counted and end in the state
 "failed". The worker calls `dub_client.start()` before the first segment and `dub_client.close()` at the end.
@@ -24,7 +29,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from livedub.media.aligner import dub_clip, fallback_reason
+from livedub.media.aligner import chunk_clip, dub_clip, fallback_reason
 from livedub.media.background import make_background
 from livedub.media.dubtrack import DubTrack
 from livedub.media.ingest import AudioChunk, Ingest, IngestEnd, IngestItem, StreamLayout, VideoPacket
@@ -34,7 +39,7 @@ from livedub.media.phrase_log import PhraseRecorder
 from livedub.media.publisher import FlvPublisher, Publisher
 from livedub.media.segmenter import Segmenter, make_segmenter
 from livedub.media.settings import MediaSettings
-from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus, MultiDubClient
+from livedub.media.types import AudioSegment, DubChunkAudio, DubClient, DubOutcome, DubStatus, MultiDubClient
 from livedub.sts.audio import time_stretch
 
 log = logging.getLogger(__name__)
@@ -72,6 +77,7 @@ class WorkerRunner:
         self._fragments = 0  # fragments sent to STS (phrases with speech)
         self._dub_tasks: set[asyncio.Task[None]] = set()
         self._inflight = asyncio.Semaphore(settings.sts_max_inflight)
+        self._chunk_ends: dict[tuple[int, str], int] = {}  # per phrase and language: where its last chunk ended
         self._output_free: asyncio.Event | None = None  # set: hold the output until release_output()
 
     # ---- republish hand-over ---------------------------------------------------------------------------------
@@ -130,7 +136,8 @@ class WorkerRunner:
         for language in self.languages:
             lane = lanes.get(language)
             stats = lane.stats if lane is not None else None
-            out[language] = {**_dub_figures(stats), "output_url": self.output_urls[language]}
+            tiers = self._recorder.tiers.shares(language) if self._recorder is not None else {}
+            out[language] = {**_dub_figures(stats), "output_url": self.output_urls[language], "tiers": tiers}
         return out
 
     async def run(self) -> None:
@@ -286,8 +293,11 @@ class WorkerRunner:
                     outcome.round_trip_s = time.monotonic() - started
                 self._place(segment, outcome, muxer)
 
+            def play(chunk: DubChunkAudio) -> None:  # a piece of a dub, as soon as it is made
+                self._place_chunk(segment, chunk, muxer)
+
             if isinstance(self.dub_client, MultiDubClient):
-                await self.dub_client.dub_targets(fragment, place)
+                await self.dub_client.dub_targets(fragment, place, play)
                 return
             for language in self.languages[1:]:  # a client of one language: the others keep the original voice
                 place(DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="target_unsupported",
@@ -303,6 +313,11 @@ class WorkerRunner:
         """One language's answer: captions and the phrase log learn what it said, the muxer places its dub."""
         language = outcome.language or self.languages[0]
         outcome.language = language
+        end = self._chunk_ends.pop((segment.sequence_number, language), None)
+        if end is not None and outcome.pcm is not None and muxer.growing(segment.sequence_number, language):
+            # Its chunks stopped short of the last (one was malformed): the rest of the whole dub ends it.
+            rest = DubChunkAudio(segment.sequence_number, language, outcome.chunks, end, outcome.pcm[end:], final=True)
+            self._place_chunk(segment, rest, muxer)
         if self._recorder is not None:
             try:
                 self._recorder.answered(segment, outcome, decided=muxer.sealed(segment.sequence_number, language))
@@ -310,6 +325,25 @@ class WorkerRunner:
                 log.exception("stream %s: recording the answer for phrase %d failed", self.stream_id,
                               segment.sequence_number)  # fmt: skip
         muxer.resolve(segment.sequence_number, dub_clip(segment, outcome), fallback_reason(outcome), language)
+
+    def _place_chunk(self, segment: AudioSegment, chunk: DubChunkAudio, muxer: PacedMuxer) -> None:
+        """A piece of one language's dub: the first decides the phrase, the later ones extend its dub; each gets a
+        translation caption where it plays."""
+        language = chunk.language or self.languages[0]
+        key = (segment.sequence_number, language)
+        if chunk.final:
+            self._chunk_ends.pop(key, None)
+        else:
+            self._chunk_ends[key] = chunk.offset_samples + len(chunk.pcm)
+        if self._recorder is not None:
+            self._recorder.chunked(segment, language)  # before the muxer decides: the record waits for the answer
+        span = muxer.add_chunk(segment.sequence_number, chunk_clip(segment, chunk), language, chunk.final)
+        if span is not None and self._recorder is not None:
+            try:
+                self._recorder.chunk_placed(segment, language, span, chunk.text)
+            except Exception:  # captions are a side output
+                log.exception("stream %s: recording a chunk of phrase %d failed", self.stream_id,
+                              segment.sequence_number)  # fmt: skip
 
     # ---- outputs -----------------------------------------------------------------------------------------------
     def _track(self, rate: int) -> DubTrack:
@@ -373,7 +407,13 @@ class WorkerRunner:
         except OSError as exc:
             log.error("stream %s: no captions/phrases log: %s", self.stream_id, exc)
             log_file = None
-        return PhraseRecorder(timeline, self.settings.source_language, log_file)
+        return PhraseRecorder(timeline, self.settings.source_language, log_file, tier_sink=self._count_tier)
+
+    def _count_tier(self, language: str, translator: str, voice_tier: str, speech_s: float) -> None:
+        labels = {"stream_id": self.stream_id, "language": language}
+        self.metrics.language_dubbed_speech_seconds.labels(**labels, translator=translator, voice_tier=voice_tier).inc(
+            speech_s
+        )
 
     @staticmethod
     def _add_cue(muxer: PacedMuxer, language: str, start_s: float, end_s: float, text: str) -> None:

@@ -5,14 +5,26 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import time
+import unicodedata
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "CLIENT_EVENTS",
+    "GLOSSARY_MAX_ENTRIES",
+    "GLOSSARY_MAX_TERM_CHARS",
     "MAX_SEQUENCE_NUMBER",
     "SERVER_EVENTS",
     "AudioFormat",
@@ -21,6 +33,7 @@ __all__ = [
     "BackpressureAction",
     "BackpressureSeverity",
     "Capability",
+    "DubChunk",
     "ErrorCode",
     "ErrorEvent",
     "ErrorSeverity",
@@ -36,6 +49,7 @@ __all__ = [
     "FragmentMetadata",
     "FragmentProcessed",
     "FragmentStatus",
+    "GlossaryEntry",
     "Millis",
     "MonitorSubscribe",
     "StageTimings",
@@ -44,6 +58,7 @@ __all__ = [
     "StreamControl",
     "StreamInit",
     "StreamReady",
+    "clean_term",
     "now_ms",
 ]
 
@@ -136,6 +151,40 @@ class ErrorSeverity(StrEnum):
 # ---------------------------------------------------------------- client -> STS
 
 
+# Bounds of a stream's glossary (stream:init config.glossary): entries per target language, characters per term.
+GLOSSARY_MAX_ENTRIES = 100
+GLOSSARY_MAX_TERM_CHARS = 80
+_SPECIAL_TOKEN = re.compile(r"<\|[^|>]*\|>")  # chat-template markers such as <|im_end|>
+
+
+def clean_term(value: Any) -> Any:
+    """A glossary term as text that cannot break a prompt: control characters (newlines included) become spaces,
+    chat-template markers (`<|...|>`) go, runs of spaces shrink to one; the length is checked afterwards."""
+    if not isinstance(value, str):
+        return value
+    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in value)
+    return " ".join(_SPECIAL_TOKEN.sub(" ", text).split())
+
+
+GlossaryTerm = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=GLOSSARY_MAX_TERM_CHARS, pattern=r"\w"),
+    BeforeValidator(clean_term),
+]
+
+
+class GlossaryEntry(BaseModel):
+    """A term of the source language and the translation it must have (the term itself: kept as it is)."""
+
+    source: GlossaryTerm = Field(
+        description=f"The term as spoken (matched whole words, any case); 1 to {GLOSSARY_MAX_TERM_CHARS} characters "
+        "with a letter or digit, once control characters and `<|...|>` markers are taken out."
+    )
+    target: GlossaryTerm = Field(
+        description="Its required translation (same bounds); equal to `source`: kept untranslated."
+    )
+
+
 class StreamConfig(ClientEvent):
     source_language: str = "en"
     target_language: str = "es"
@@ -164,6 +213,30 @@ class StreamConfig(ClientEvent):
         description="livedub extension (capability `target_languages`): dub into each of these languages (one "
         "`fragment:processed` per fragment and target, each target in sequence order on its own); the first is "
         "also `target_language`. Absent, as from seed clients: `target_language` alone.",
+    )
+
+    # livedub extension: terms each target language must translate a given way (names, brands, jargon).
+    glossary: (
+        dict[
+            Annotated[str, Field(min_length=2, max_length=16)],
+            Annotated[list[GlossaryEntry], Field(max_length=GLOSSARY_MAX_ENTRIES)],
+        ]
+        | None
+    ) = Field(
+        None,
+        max_length=8,
+        description="livedub extension: per target language, a list of [GlossaryEntry](#glossaryentry): terms that "
+        f"must be translated as given (target = source: kept as spoken); at most {GLOSSARY_MAX_ENTRIES} per language, "
+        f"terms of at most {GLOSSARY_MAX_TERM_CHARS} characters (control characters and newlines become spaces). A "
+        "stream's entry overrides the server's STS_GLOSSARY_FILE for the same term.",
+    )
+
+    # livedub extension (announced in stream:ready.capabilities.dub_chunks): the dub's audio as it is made.
+    dub_chunks: bool = Field(
+        False,
+        description="livedub extension (capability `dub_chunks`): also send each dub's audio in `fragment:chunk` "
+        "events as it is made (a clause at a time), before its `fragment:processed`. Absent, as from seed clients: "
+        "no chunks, exactly one `fragment:processed` per fragment and target with the whole dub.",
     )
 
     @model_validator(mode="after")
@@ -341,6 +414,8 @@ class Capability(StrEnum):
     DUB_OVERRUN = "dub_overrun"
     # livedub extension: stream:init config.target_languages; each fragment:processed names its target_language.
     TARGET_LANGUAGES = "target_languages"
+    # livedub extension: stream:init config.dub_chunks; the dub's audio comes in fragment:chunk events as it is made.
+    DUB_CHUNKS = "dub_chunks"
 
 
 class StreamReady(Event):
@@ -396,6 +471,22 @@ class FragmentMetadata(Event):
     speech_start_ms: float | None = Field(None, description="livedub: start of the speech inside the fragment.")
     speech_end_ms: float | None = Field(None, description="livedub: end of the speech inside the fragment.")
     voice: str | None = Field(None, description="livedub: the voice that spoke the dub, `backend:voice`.")
+    speech_duration_ms: float | None = Field(
+        None, description="livedub: the speech the dub replaces (what `duration_variance_percent` compares)."
+    )
+    dubbed_speech_duration_ms: float | None = Field(
+        None, description="livedub: the dubbed speech after its time-stretch."
+    )
+    translator: Literal["main", "fast"] | None = Field(
+        None,
+        description="livedub: which translator tier made the words: `main` (the LLM, or the configured translator) "
+        "or `fast` (Apertium, when the main one could not be on time).",
+    )
+    voice_tier: Literal["usual", "fast"] | None = Field(
+        None,
+        description="livedub: `usual` when one of the language's voices spoke (it follows the speaker), `fast` when "
+        "its fast voice did (SVOX Pico or Piper: the usual one could not be on time).",
+    )
 
 
 class FragmentProcessed(Event):
@@ -415,6 +506,25 @@ class FragmentProcessed(Event):
         description="livedub extension (capability `target_languages`): the language of this answer; one "
         "`fragment:processed` per fragment and target language.",
     )
+
+
+class DubChunk(Event):
+    """`fragment:chunk` (livedub extension, capability `dub_chunks`, only to clients that asked with
+    `config.dub_chunks`): a piece of a dub, sent as soon as it is spoken, while the rest is still being translated and
+    synthesised. The chunks of one fragment and target come in `index` order; each plays at `offset_ms` from the
+    fragment's start, and together they are the dub that the fragment's `fragment:processed` then carries whole
+    (a client that played the chunks need not play it again). A dub that fails or runs late after some chunks ends
+    with its `fragment:processed` (status failed): the chunks sent stay valid."""
+
+    fragment_id: str
+    stream_id: str
+    sequence_number: int
+    target_language: str
+    index: int = Field(ge=0, description="0 for the dub's first chunk, then 1, 2, ...")
+    offset_ms: float = Field(ge=0, description="where the chunk's audio starts, from the fragment's start")
+    audio: AudioPayload = Field(description="the chunk's audio, in the stream's format and sample rate")
+    text: str = Field("", description="the words the chunk says (a clause of the translation)")
+    final: bool = Field(False, description="true on the dub's last chunk")
 
 
 class BackpressureSeverity(StrEnum):
@@ -481,6 +591,7 @@ class EventName(StrEnum):
     STREAM_READY = "stream:ready"
     FRAGMENT_ACK = "fragment:ack"
     FRAGMENT_PROCESSED = "fragment:processed"
+    FRAGMENT_CHUNK = "fragment:chunk"
     BACKPRESSURE = "backpressure"
     STREAM_COMPLETE = "stream:complete"
     ERROR = "error"
@@ -502,6 +613,7 @@ SERVER_EVENTS: dict[EventName, type[Event]] = {
     EventName.STREAM_READY: StreamReady,
     EventName.FRAGMENT_ACK: FragmentAck,
     EventName.FRAGMENT_PROCESSED: FragmentProcessed,
+    EventName.FRAGMENT_CHUNK: DubChunk,
     EventName.BACKPRESSURE: Backpressure,
     EventName.STREAM_COMPLETE: StreamComplete,
     EventName.ERROR: ErrorEvent,

@@ -15,12 +15,21 @@ class DeadlineExceeded(Exception):
         self.stage = stage
 
 
+def _no_backlog() -> float:
+    return float("inf")
+
+
 @dataclass(frozen=True)
 class Deadline:
-    """An instant on `clock` (monotonic seconds); `None` for `at` means no deadline."""
+    """An instant on `clock` (monotonic seconds); `None` for `at` means no deadline.
+
+    `backlog` says how much longer the work queued behind this one (the stream's next phrases, other streams')
+    could still wait and start in time: an upgrade of this phrase (a better translator, a natural voice) is worth
+    its extra cost only if the phrases behind it can afford the wait (`affords`)."""
 
     at: float | None
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+    backlog: Callable[[], float] = field(default=_no_backlog, compare=False)
 
     @classmethod
     def after(cls, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> Deadline:
@@ -28,6 +37,15 @@ class Deadline:
 
     def remaining(self) -> float:
         return float("inf") if self.at is None else self.at - self.clock()
+
+    def later(self, seconds: float) -> Deadline:
+        """The same deadline `seconds` later (a later piece of a dub is due when the pieces before it have played)."""
+        return self if self.at is None else Deadline(self.at + seconds, self.clock, self.backlog)
+
+    def affords(self, needed_s: float, extra_s: float = 0.0) -> bool:
+        """Whether work that needs `needed_s` from now is on time, when `extra_s` of it is an upgrade over the
+        cheapest way that delays the work queued behind."""
+        return self.remaining() > needed_s and extra_s <= self.backlog()
 
     def expired(self) -> bool:
         return self.remaining() <= 0

@@ -5,14 +5,14 @@ The server only knows `FragmentProcessor`; the pipeline only knows the three bac
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from livedub.protocol import ErrorCode, FragmentData, FragmentProcessed, StreamConfig
+from livedub.protocol import DubChunk, ErrorCode, FragmentData, FragmentProcessed, StreamConfig
 from livedub.sts.deadline import NO_DEADLINE, Deadline
 
 FloatAudio = npt.NDArray[np.float32]
@@ -47,11 +47,36 @@ class ASRBackend(Protocol):
     def transcribe(self, audio: FloatAudio, language: str) -> Transcript: ...
 
 
+@dataclass(frozen=True)
+class TranslationContext:
+    """What a translator knows beyond the text: the stream's last phrases in this direction and its glossary.
+
+    `previous`: (source text, its translation) of the phrases just before, oldest first (pronouns, gender and terms
+    stay consistent across phrases). `glossary`: (term, its required translation) pairs for this direction; a term
+    whose translation is itself is kept as it is (a brand, a name)."""
+
+    previous: tuple[tuple[str, str], ...] = ()
+    glossary: tuple[tuple[str, str], ...] = ()
+
+
+NO_CONTEXT = TranslationContext()
+
+
 @runtime_checkable
 class Translator(Protocol):
     name: str
 
-    def translate(self, text: str, source: str, target: str) -> str: ...
+    def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str: ...
+
+
+@runtime_checkable
+class ClauseTranslator(Translator, Protocol):
+    """A translator that gives its translation clause by clause as it makes it (the LLM, token by token), so that
+    the first clause can be spoken while the rest is still being translated."""
+
+    def translate_clauses(
+        self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT
+    ) -> Iterator[str]: ...
 
 
 @runtime_checkable
@@ -81,10 +106,15 @@ class FragmentProcessor(Protocol):
         ...
 
     def process_each(
-        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+        self,
+        fragment: FragmentData,
+        config: StreamConfig,
+        deadline: Deadline = NO_DEADLINE,
+        on_chunk: Callable[[DubChunk], object] | None = None,
     ) -> Iterator[FragmentProcessed]:
         """One answer per target of `config.targets`, each yielded as soon as it is ready (same rules as
-        `process`). Optional: a processor without it answers the main target only (`answers_of`)."""
+        `process`); `on_chunk` takes each dub's chunks as they are made, before its answer. Optional: a processor
+        without it answers the main target only (`answers_of`)."""
         ...
 
     def warmup(self) -> None:
@@ -95,13 +125,21 @@ class FragmentProcessor(Protocol):
 
 
 def answers_of(
-    processor: FragmentProcessor, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+    processor: FragmentProcessor,
+    fragment: FragmentData,
+    config: StreamConfig,
+    deadline: Deadline = NO_DEADLINE,
+    on_chunk: Callable[[DubChunk], object] | None = None,
 ) -> Iterator[FragmentProcessed]:
-    """The processor's answers for every target, each stamped with its `target_language`."""
+    """The processor's answers for every target, each stamped with its `target_language`; with `on_chunk`, the
+    dubs' chunks as they are made (`config.dub_chunks`; a processor without chunks sends none)."""
     each = getattr(processor, "process_each", None)
-    answers = (
-        each(fragment, config, deadline) if each is not None else iter([processor.process(fragment, config, deadline)])
-    )
+    if each is None:
+        answers: Iterator[FragmentProcessed] = iter([processor.process(fragment, config, deadline)])
+    elif on_chunk is not None:  # only for sessions that asked for chunks: a processor of ours
+        answers = each(fragment, config, deadline, on_chunk=on_chunk)
+    else:
+        answers = each(fragment, config, deadline)
     for answer in answers:
         yield (
             answer if answer.target_language else answer.model_copy(update={"target_language": config.target_language})

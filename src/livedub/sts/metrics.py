@@ -84,9 +84,9 @@ class StsMetrics:
                 self.stage_seconds.labels(stage=stage).observe(ms / 1000.0)
         if result.error is not None:
             self.errors.labels(stage=result.error.stage, code=result.error.code.value).inc()
-        extras = result.metadata.model_extra or {}
-        if "voice_tier" in extras:
-            self.dubs.labels(translator=str(extras.get("translator")), voice=str(extras["voice_tier"])).inc()
+        meta = result.metadata
+        if meta.translator is not None and meta.voice_tier is not None:
+            self.dubs.labels(translator=meta.translator, voice=meta.voice_tier).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

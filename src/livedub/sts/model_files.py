@@ -28,6 +28,7 @@ def resolve_model_dir(value: str) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def cpu_threads(configured: int) -> int:
-    """Threads for one model's inference: the setting, or every core when it is 0."""
-    return configured if configured > 0 else (os.cpu_count() or 1)
+def cpu_threads(configured: int, workers: int = 1) -> int:
+    """Threads for one model's inference: the setting, or when it is 0 the cores shared out among the `workers`
+    inference threads (phrases in different stages run at once, each model on its share of the cores)."""
+    return configured if configured > 0 else max(1, (os.cpu_count() or 1) // max(1, workers))

@@ -16,16 +16,21 @@ sets the status: success within ±10 %, partial within ±20 %, failed beyond. `m
 duration (`original_duration_ms`), the returned audio's (`dubbed_duration_ms`), the variance and the speed ratio,
 plus `speech_duration_ms` and `dubbed_speech_duration_ms` (what the variance compares).
 
+Each target's translation gets the stream's context (`TranslationContext`): its last phrases in that direction
+(`PhraseMemory`, only those translated, forgotten at stream end: `end_stream`) and its glossary (STS_GLOSSARY_FILE
+merged with the stream's `config.glossary`, the stream's entry winning for the same term).
+
 A `Deadline` bounds each fragment: before every stage the engine compares the time left with what the remaining
 stages are expected to cost, and work that cannot be on time is answered at once with TIMEOUT (retryable).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +38,7 @@ import numpy as np
 
 from livedub.protocol import (
     AudioPayload,
+    DubChunk,
     ErrorCode,
     FragmentData,
     FragmentError,
@@ -45,17 +51,21 @@ from livedub.protocol import (
 from livedub.sts.audio import decode_audio, encode_audio
 from livedub.sts.deadline import NO_DEADLINE, Deadline
 from livedub.sts.engine import Dub, DubEngine, DubProgress, StageFailed, TooLate, Utterance, fit_target, load_engine
+from livedub.sts.engine.chunks import DubChunk as EngineChunk
 from livedub.sts.engine.voices import VoicePicker
+from livedub.sts.glossary import merge, stream_entries
 from livedub.sts.interfaces import (
     ASRBackend,
     FloatAudio,
     FragmentProcessor,
     InvalidAudioError,
+    TranslationContext,
     Translator,
     TTSBackend,
     UnsupportedLanguageError,
 )
 from livedub.sts.languages import parse_pair, supported_pairs
+from livedub.sts.session import PhraseMemory
 from livedub.sts.settings import StsSettings
 from livedub.sts.speaker import EmbedderMissingError
 
@@ -141,9 +151,13 @@ class EchoPipeline:
             raise UnsupportedLanguageError("source and target language are required")
 
     def process_each(
-        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+        self,
+        fragment: FragmentData,
+        config: StreamConfig,
+        deadline: Deadline = NO_DEADLINE,
+        on_chunk: Callable[[DubChunk], object] | None = None,
     ) -> Iterator[FragmentProcessed]:
-        """The same echo for every target (simulated failures apply to each)."""
+        """The same echo for every target (simulated failures apply to each); no chunks: the echo is whole."""
         first = self.process(fragment, config, deadline)
         for target in config.targets:
             yield first.model_copy(update={"target_language": target})
@@ -234,6 +248,8 @@ class DubbingPipeline:
         self._voices: VoicePicker | None = None
         self._voices_lock = threading.Lock()
         self._warm = False
+        self.memory = PhraseMemory()  # each stream's last translated phrases, per direction
+        self._glossary = self.settings.glossary()  # STS_GLOSSARY_FILE, per pair
 
     # ------------------------------------------------------------------ models
 
@@ -319,10 +335,15 @@ class DubbingPipeline:
         return next(self.process_each(fragment, config.model_copy(update={"target_languages": None}), deadline))
 
     def process_each(
-        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+        self,
+        fragment: FragmentData,
+        config: StreamConfig,
+        deadline: Deadline = NO_DEADLINE,
+        on_chunk: Callable[[DubChunk], object] | None = None,
     ) -> Iterator[FragmentProcessed]:
         """One answer per target of `config`, each as soon as it is ready: the fragment is transcribed once,
-        translated and spoken per target."""
+        translated and spoken per target; with `on_chunk`, each dub is spoken clause by clause and every chunk is
+        handed over (as a `fragment:chunk` payload) as soon as it is made."""
         started = time.perf_counter()
         targets = config.targets
         try:
@@ -350,9 +371,65 @@ class DubbingPipeline:
             voice=stream_voices,
             overrun_s=config.dub_overrun_ms / 1000.0,
             deadline=deadline,
+            context=lambda target: self.context(fragment, config, target),
+            on_chunk=None if on_chunk is None else functools.partial(self._chunk, fragment, decoded, on_chunk),
         )
         for answer in answers:
-            yield self._answer(fragment, answer.target, answer.result, decoded, started)
+            result = answer.result
+            if isinstance(result, Dub) and result.translation is not None:
+                self.memory.remember(
+                    fragment.stream_id,
+                    config.source_language,
+                    answer.target,
+                    fragment.sequence_number,
+                    result.transcript.text,
+                    result.translation.text,
+                )
+            yield self._answer(fragment, answer.target, result, decoded, started)
+
+    def context(self, fragment: FragmentData, config: StreamConfig, target: str) -> TranslationContext:
+        """What the translator of `target` knows beyond the fragment: the stream's last translated phrases in this
+        direction (before this fragment) and the glossary (the file's, the stream's entries winning)."""
+        source = config.source_language
+        return TranslationContext(
+            previous=self.memory.previous(
+                fragment.stream_id, source, target, before=fragment.sequence_number, limit=self.settings.context_phrases
+            ),
+            glossary=merge(self._glossary.get((source, target), ()), stream_entries(config.glossary, target)),
+        )
+
+    def _chunk(
+        self,
+        fragment: FragmentData,
+        decoded: _DecodedFragment,
+        on_chunk: Callable[[DubChunk], object],
+        target: str,
+        chunk: EngineChunk,
+    ) -> None:
+        """An engine chunk as a `fragment:chunk` payload, in the fragment's format; one that cannot be encoded is
+        skipped (its answer still carries the whole dub)."""
+        try:
+            audio = self._encode(fragment, chunk.audio, decoded.sample_rate)
+        except StageError as exc:
+            log.warning("chunk %d of fragment %s not sent: %s", chunk.index, fragment.fragment_id, exc)
+            return
+        on_chunk(
+            DubChunk(
+                fragment_id=fragment.fragment_id,
+                stream_id=fragment.stream_id,
+                sequence_number=fragment.sequence_number,
+                target_language=target,
+                index=chunk.index,
+                offset_ms=_ms(chunk.start_s),
+                audio=audio,
+                text=chunk.text,
+                final=chunk.final,
+            )
+        )
+
+    def end_stream(self, stream_id: str) -> None:
+        """The stream ended: forget its phrases (a stream of the same id starts without context)."""
+        self.memory.forget(stream_id)
 
     def _answer(
         self,
@@ -424,12 +501,10 @@ class DubbingPipeline:
                 voice=dub.voice or None,
                 speech_start_ms=_ms(dub.slot.start_s),
                 speech_end_ms=_ms(dub.slot.start_s + dub.slot.span_s),
-                speech_duration_ms=_ms(dub.slot.span_s),  # type: ignore[call-arg]
-                dubbed_speech_duration_ms=_ms(fitted.speech_s),  # type: ignore[call-arg]
-                # livedub extension: "fast" when the fast translator stood in under deadline pressure
-                translator="fast" if "translation_fast" in dub.seconds else "main",  # type: ignore[call-arg]
-                # and "fast" when the language's fast voice spoke it (the usual one would have been late)
-                voice_tier="fast" if "tts_fast" in dub.seconds else "usual",  # type: ignore[call-arg]
+                speech_duration_ms=_ms(dub.slot.span_s),
+                dubbed_speech_duration_ms=_ms(fitted.speech_s),
+                translator="fast" if "translation_fast" in dub.seconds else "main",
+                voice_tier="fast" if "tts_fast" in dub.seconds else "usual",
             )
         return FragmentProcessed(
             fragment_id=fragment.fragment_id,

@@ -32,6 +32,7 @@ from livedub.protocol import (
     ErrorSimulationRule,
     FragmentError,
     FragmentMetadata,
+    GlossaryEntry,
     StageTimings,
     StreamConfig,
 )
@@ -77,6 +78,10 @@ EVENT_NOTES: dict[str | tuple[str, str], str] = {
     "`config.target_languages` (livedub), one per fragment and target, `target_language` saying which; each target's "
     "answers keep their own order (a slow target never holds another back); the fragment is transcribed once. "
     "`failed` carries `error`; the dub has the fragment's duration (plus at most `dub_overrun_ms`).",
+    "fragment:chunk": "livedub extension, only to a client that sent `config.dub_chunks` (capability `dub_chunks`): "
+    "each piece of a dub as soon as it is spoken (a clause), in `index` order per fragment and target, before that "
+    "target's `fragment:processed`. The first chunk is due by the fragment's deadline, each later one by the time the "
+    "chunks before it have played; the answer may then come after the deadline (at most the dub's length later).",
     "backpressure": "Sent when the stream's level changes (both ways) and on each accepted fragment while it is "
     "medium or high.",
     "stream:complete": "`total_duration_ms` is the audio duration of the answered fragments. `statistics`: counts by "
@@ -115,6 +120,7 @@ ERROR_NOTES: dict[ErrorCode, str] = {
 
 NESTED_MODELS: list[type[BaseModel]] = [
     StreamConfig,
+    GlossaryEntry,
     AudioPayload,
     StageTimings,
     FragmentError,

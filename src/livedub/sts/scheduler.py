@@ -60,6 +60,7 @@ class _Job:
     queued_at: float = field(compare=False)
     key: Hashable = field(compare=False, default=None)
     on_start: Callable[[], Any] | None = field(compare=False, default=None)
+    needs_s: float = field(compare=False, default=0.0)  # the time it needs after its start_by (deadline - start_by)
 
 
 @dataclass(eq=False)
@@ -133,6 +134,7 @@ class DeadlineRunner:
             queued_at=now,
             key=_SETUP_KEY if deadline is None else _SHARED_KEY if key is None else key,
             on_start=on_start,
+            needs_s=0.0 if deadline is None or expires_at is None else max(0.0, deadline - expires_at),
         )
         with self._cond:
             if self._shutdown:
@@ -166,6 +168,23 @@ class DeadlineRunner:
                 ahead += 1
             free = self.workers - self._busy
             return None if ahead < free else ahead - free
+
+    def slack_s(self) -> float:
+        """How much longer the jobs waiting now could all wait and still start in time (by their `start_by`), served
+        earliest first, each taking what it needs; infinite when none waits. A running job that takes more than its
+        cheapest way (an upgrade) should not take more than this: the work behind it would start too late."""
+        now = self._clock()
+        with self._cond:
+            waiting = sorted(
+                (j for q in self._queues.values() for j in q if j.expires_at is not None and not j.future.cancelled()),
+                key=lambda j: j.expires_at or 0.0,
+            )
+        slack, ahead = math.inf, 0.0
+        for job in waiting:
+            assert job.expires_at is not None
+            slack = min(slack, job.expires_at - now - ahead / self.workers)
+            ahead += job.needs_s
+        return max(0.0, slack)
 
     def queued(self, key: Hashable) -> int:
         """Jobs of `key` waiting for a thread."""

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from livedub.protocol import (
     AudioFormat,
     Capability,
+    DubChunk,
     ErrorCode,
     ErrorEvent,
     ErrorSeverity,
@@ -60,6 +61,7 @@ from livedub.sts.session import (
     SequenceRejected,
     SessionState,
     StreamSession,
+    dub_length_s,
     failed_result,
     fragment_budget_s,
 )
@@ -494,6 +496,7 @@ class StsServer:
             Capability.DEADLINE: True,
             Capability.DUB_OVERRUN: True,
             Capability.TARGET_LANGUAGES: True,
+            Capability.DUB_CHUNKS: True,
         }
 
     def _owned_session(self, sid: str, stream_id: str) -> StreamSession | None:
@@ -610,12 +613,16 @@ class StsServer:
         usual_time = getattr(self.processor, "usual_time_s", None)
         start_by = deadline - usual_time(fragment.audio.duration_ms / 1000) if usual_time is not None else None
         # Submitted here, before any await, so the queue positions of back-to-back fragments are exact.
+        on_chunk = None
+        if session.config.dub_chunks:
+            on_chunk = functools.partial(loop.call_soon_threadsafe, self._send_chunk, session, answers)
         job = self.runner.submit(
             self._process_blocking,
             fragment,
             session.config,
             deadline,
             functools.partial(loop.call_soon_threadsafe, _settle, answers),
+            on_chunk,
             deadline=deadline,
             key=session.stream_id,
             start_by=start_by,
@@ -671,12 +678,27 @@ class StsServer:
         if session is not None:
             await session.reject(seq)
 
+    def _send_chunk(
+        self, session: StreamSession, answers: dict[str, asyncio.Future[FragmentProcessed]], chunk: DubChunk
+    ) -> None:
+        """On the loop: send a dub's chunk, unless its target was answered already (a chunk never follows its
+        `fragment:processed`) or the client left."""
+        answer = answers.get(chunk.target_language)
+        if answer is None or answer.done() or session.state is SessionState.CLOSED:
+            return
+        task = asyncio.ensure_future(
+            self._emit(EventName.FRAGMENT_CHUNK, chunk.to_wire(), sid=session.sid, stream_id=session.stream_id)
+        )
+        session.tasks.add(task)
+        task.add_done_callback(session.tasks.discard)
+
     def _process_blocking(
         self,
         fragment: FragmentData,
         config: StreamConfig,
         deadline: float,
         deliver: Callable[[FragmentProcessed], object],
+        on_chunk: Callable[[DubChunk], object] | None = None,
     ) -> list[FragmentProcessed]:
         """Runs on an inference thread; `deliver`s each target's answer as soon as it is ready. Fragments that arrive
         during warm-up wait for it here."""
@@ -686,7 +708,8 @@ class StsServer:
         if time.monotonic() >= deadline:
             raise DeadlineExpired("deadline passed while the models were warming up")
         results = []
-        for result in answers_of(self.processor, fragment, config, Deadline(deadline)):
+        budget = Deadline(deadline, backlog=self.runner.slack_s)  # the phrase's, and the work queued behind it
+        for result in answers_of(self.processor, fragment, config, budget, on_chunk):
             deliver(result)
             results.append(result)
         return results
@@ -746,7 +769,9 @@ class StsServer:
             # one is left to finish on its own (its results are dropped) while a fresh thread serves the queue.
             if job.done():  # e.g. refused by the runner: its deadline had passed on arrival
                 return job.result(), None
-            async with asyncio.timeout(max(0.0, deadline - started)):
+            # A dub in chunks is due by the deadline only with its first chunk; the rest as it plays.
+            answer_by = deadline + (dub_length_s(fragment, session.config) if session.config.dub_chunks else 0.0)
+            async with asyncio.timeout(max(0.0, answer_by - started)):
                 return await self._await_job(session, fragment, job, processing), None
         except DeadlineExpired as exc:
             result = self._timeout_result(fragment, str(exc), started)
@@ -824,6 +849,9 @@ class StsServer:
         complete = session.complete_event()
         await self._emit(EventName.STREAM_COMPLETE, complete.to_wire(), sid=sid, stream_id=session.stream_id)
         log.info("stream %s complete: %s", session.stream_id, complete.statistics)
+        end_stream = getattr(self.processor, "end_stream", None)
+        if end_stream is not None:  # the processor forgets the stream's translation context
+            end_stream(session.stream_id)
         self._drop_session(session)
         self._close_later(sid)
 

@@ -1,4 +1,4 @@
-"""Per-stream state of the STS server: in-order emission, backpressure, statistics.
+"""Per-stream state of the STS server: in-order emission, backpressure, statistics, the phrases just translated.
 
 `InOrderBuffer` and `backpressure_level` are pure (unit-tested on their own); `StreamSession` adds the asyncio
 parts: an emission lock so `fragment:processed` leaves strictly in sequence order, and a gap timer so a sequence
@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -218,6 +220,11 @@ def fragment_budget_s(fragment: FragmentData, config: StreamConfig) -> float:
     """Seconds after its arrival by which a fragment must be answered: its `deadline_ms`, else `timeout_ms`."""
     budget_ms = fragment.deadline_ms if fragment.deadline_ms is not None else config.timeout_ms
     return budget_ms / 1000.0
+
+
+def dub_length_s(fragment: FragmentData, config: StreamConfig) -> float:
+    """The longest a fragment's dub may play: the fragment plus the overrun its stream allows."""
+    return (fragment.audio.duration_ms + config.dub_overrun_ms) / 1000.0
 
 
 def failed_result(
@@ -473,3 +480,49 @@ class StreamSession:
         self._answers_left.clear()
         self._buffers = {t: InOrderBuffer() for t in self.targets}
         self._drained.set()
+
+
+class PhraseMemory:
+    """The last phrases each stream translated, per direction: the translation context of its next phrases.
+
+    Only successful translations are remembered, with their sequence number: a phrase's context is the phrases of
+    lower numbers (fragments may finish out of order when several run at once). Bounded: `keep` phrases per
+    direction, `max_streams` streams (the least recently used is forgotten first); `forget` at stream end.
+    Thread-safe (inference threads remember, the server forgets)."""
+
+    def __init__(self, keep: int = 4, max_streams: int = 256) -> None:
+        self.keep = keep
+        self.max_streams = max_streams
+        self._streams: OrderedDict[str, dict[tuple[str, str], list[tuple[int, str, str]]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, stream_id: str, source: str, target: str, sequence: int, text: str, translation: str) -> None:
+        if not text.strip() or not translation.strip():
+            return
+        with self._lock:
+            directions = self._streams.setdefault(stream_id, {})
+            self._streams.move_to_end(stream_id)
+            phrases = directions.setdefault((source, target), [])
+            phrases[:] = [p for p in phrases if p[0] != sequence]
+            phrases.append((sequence, text, translation))
+            phrases.sort(key=lambda p: p[0])
+            del phrases[: -self.keep]
+            while len(self._streams) > self.max_streams:
+                self._streams.popitem(last=False)
+
+    def previous(
+        self, stream_id: str, source: str, target: str, before: int | None = None, limit: int = 2
+    ) -> tuple[tuple[str, str], ...]:
+        """Up to `limit` (source text, translation) phrases of the direction numbered below `before`, oldest
+        first."""
+        with self._lock:
+            phrases = self._streams.get(stream_id, {}).get((source, target), [])
+            earlier = [(text, tr) for seq, text, tr in phrases if before is None or seq < before]
+        return tuple(earlier[-limit:]) if limit > 0 else ()
+
+    def forget(self, stream_id: str) -> None:
+        with self._lock:
+            self._streams.pop(stream_id, None)
+
+    def __len__(self) -> int:
+        return len(self._streams)

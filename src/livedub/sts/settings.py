@@ -13,6 +13,7 @@ from typing import Literal, get_args
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from livedub.sts.glossary import load_glossary_file
 from livedub.sts.languages import VoiceRef, parse_pair
 from livedub.sts.tts.registry import TTS_BACKENDS
 
@@ -72,14 +73,15 @@ class StsSettings(BaseSettings):
         True,
         validation_alias="STS_FAST_VOICE",
         description="A phrase that its voice could not speak in time (a busy machine) is spoken by the language's fast "
-        "voice (language table: espeak-ng, or Piper for English; cheap, less natural, understood less well). false: "
-        "such phrases keep the original speech.",
+        "voice (language table: SVOX Pico for Spanish, French and Italian, Piper for English; cheap, less natural, "
+        "understood less well). false: such phrases keep the original speech.",
     )
     cpu_threads: int = Field(
         0,
         ge=0,
         validation_alias="STS_CPU_THREADS",
-        description="Threads each model may use for inference; 0 = number of CPU cores.",
+        description="Threads each model may use for inference; 0 = the CPU cores shared out among the"
+        " STS_WORKER_THREADS (2 cores, 2 workers: one each, so that two phrases in different stages run at once).",
     )
 
     # ASR.
@@ -147,6 +149,22 @@ class StsSettings(BaseSettings):
         description="Google Cloud Translation (Basic, v2) endpoint.",
     )
     apertium_binary: str = Field("apertium", validation_alias="STS_APERTIUM_BINARY", description="apertium command.")
+    context_phrases: int = Field(
+        1,
+        ge=0,
+        le=4,
+        validation_alias="STS_CONTEXT_PHRASES",
+        description="How many of the stream's previous phrases the LLM sees with each sentence (pronouns, gender and "
+        "terms stay consistent). Each costs prompt time (~0.5 s per phrase on 2 cores); 0: none.",
+    )
+    glossary_file: str = Field(
+        "",
+        validation_alias="STS_GLOSSARY_FILE",
+        description="Terms every translator must translate a given way (or keep: translation = term), per pair: "
+        'JSON `{"en-es": [{"source": "voicemail", "target": "buzón de voz"}]}` (a `.json` file) or '
+        "TSV lines `en-es<TAB>term<TAB>translation`. Checked at start; a stream's `config.glossary` overrides it per "
+        "term.",
+    )
 
     # Speech synthesis.
     tts_voices: str = Field(
@@ -197,6 +215,17 @@ class StsSettings(BaseSettings):
             if backend not in TTS_BACKENDS:
                 raise ValueError(f"unknown TTS backend {backend!r} in {voice!r} (have {', '.join(TTS_BACKENDS)})")
         return value
+
+    @field_validator("glossary_file")
+    @classmethod
+    def _check_glossary_file(cls, value: str) -> str:
+        if value.strip():
+            load_glossary_file(value.strip())  # GlossaryFileError (a ValueError) names the bad line
+        return value.strip()
+
+    def glossary(self) -> dict[tuple[str, str], tuple[tuple[str, str], ...]]:
+        """STS_GLOSSARY_FILE as {(source, target): ((term, translation), ...)}; {} without one."""
+        return load_glossary_file(self.glossary_file) if self.glossary_file else {}
 
     def translator_override_map(self) -> dict[tuple[str, str], str]:
         """STS_TRANSLATOR_OVERRIDES as {(source, target): translator}."""

@@ -59,6 +59,20 @@ function ratioText(stream) {
   return entries.map(([code, value]) => `${code} ${pct(value)}`).join(" · ");
 }
 
+// Of the dubbed speech per target language: the share in the main translator's words (the LLM) and the share in a
+// natural voice (the rest: Apertium's words, the fast voice, when the main ones could not be on time).
+function tierText(stream) {
+  const perLanguage = stream.languages || {};
+  const codes = stream.target_languages || [];
+  return codes
+    .map((code) => {
+      const tiers = (perLanguage[code] || {}).tiers || {};
+      const text = `${pct(tiers.main_words)} / ${pct(tiers.usual_voice)}`;
+      return codes.length > 1 ? `${code} ${text}` : text;
+    })
+    .join(" · ");
+}
+
 function stsCell(stream) {
   const sts = stream.sts || {};
   if (!stream.sts) return "–";
@@ -160,6 +174,7 @@ function streamRow(stream) {
     languages(stream),
     secs(stream.lag_s),
     ratioText(stream),
+    tierText(stream),
     num(stream.dubs_dropped),
     stsCell(stream),
     stream.problems.map((p) => p.message).join(" "),

@@ -112,6 +112,9 @@ function fillLine(line, phrase) {
   }
   if (typeof phrase.round_trip_ms === "number") parts.push(`round trip ${(phrase.round_trip_ms / 1000).toFixed(2)} s`);
   if (phrase.voice) parts.push(phrase.voice);
+  // Which tiers made it, when not the best ones: the fast translator (Apertium) or the fast voice.
+  if (phrase.translator === "fast") parts.push("fast translator");
+  if (phrase.voice_tier === "fast") parts.push("fast voice");
   line.querySelector(".stages").textContent = parts.join(" · ");
 }
 

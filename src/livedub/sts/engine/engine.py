@@ -10,17 +10,32 @@ learnt as the engine runs): work that cannot finish in time stops at once with `
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from livedub.sts.audio import fit_duration, resample
 from livedub.sts.deadline import NO_DEADLINE, Deadline, DeadlineExceeded
+from livedub.sts.engine.chunks import CLAUSE_PAUSE_S, DubChunk, OnChunk, assemble, clauses_on_a_lane
 from livedub.sts.engine.costs import StageCosts, Work
 from livedub.sts.engine.stages import Fit, Place, Recognise, Synthesise, Translate, silence
-from livedub.sts.engine.values import Dub, DubProgress, Slot, StageFailed, TooLate, Transcript, Utterance
-from livedub.sts.interfaces import ASRBackend, Translator, TTSBackend
+from livedub.sts.engine.tiers import FAST_TRANSLATION, FAST_VOICE, MAIN_TRANSLATION, USUAL_VOICE, TierPolicy
+from livedub.sts.engine.values import (
+    Dub,
+    DubProgress,
+    Slot,
+    Speech,
+    StageFailed,
+    TooLate,
+    Transcript,
+    Translation,
+    Utterance,
+)
+from livedub.sts.interfaces import NO_CONTEXT, ASRBackend, FloatAudio, TranslationContext, Translator, TTSBackend
 from livedub.sts.languages import LANGUAGES, VoiceRef
 from livedub.sts.tts.bank import VoiceBank
 
@@ -30,8 +45,8 @@ T = TypeVar("T")
 WARMUP_SOURCE_S = 5.0  # about how long the warm-up sentence takes to say
 STAGES = ("asr", "translation", "tts", "fit")  # in order; deadline checks sum the cost of the ones left
 # Under deadline pressure the fast translator (Apertium) stands in for the main one (the LLM), and the language's
-# fast voice (espeak-ng) for its usual voices (Kokoro): a dub in plainer words or a plainer voice beats the original.
-FAST_STAGES = ("asr", "translation_fast", "tts", "fit")
+# fast voice (SVOX Pico) for its usual voices (Kokoro): a dub in plainer words or a plainer voice beats the original.
+# Which tier a phrase gets: livedub.sts.engine.tiers.
 # Work on a phrase may take this much longer than the phrase lasts and still keep up: phrases are cut at pauses, so a
 # stream is not speech from end to end (the fixtures' speech fills ~70 % of their time).
 REAL_TIME_HEADROOM = 1.3
@@ -72,6 +87,9 @@ class DubEngine:
         self.pairs = tuple(translators)
         self.warm_pairs: set[tuple[str, str]] = set()
         self._heard_voices: set[tuple[str, VoiceRef]] = set()
+        self._locks: dict[int, threading.Lock] = {}  # per backend: one phrase at a time on each
+        self._ratios: dict[tuple[str, str], float] = {}  # translation length per transcript length, per direction
+        self._locks_lock = threading.Lock()
 
     def dub(
         self,
@@ -98,11 +116,16 @@ class DubEngine:
         voice: VoiceRef | str | Callable[[str], VoiceRef | str | None] | None = "default",
         overrun_s: float = 0.0,
         deadline: Deadline = NO_DEADLINE,
+        context: Callable[[str], TranslationContext] | None = None,
+        on_chunk: OnChunk | None = None,
     ) -> Iterator[TargetDub]:
         """Transcribe once, then translate and speak for each target in turn, yielding each target's answer (a
         `Dub`, or the `StageFailed` that stopped it, with its progress) as soon as it is ready. A failed target does
         not stop the next; a failed ASR fails them all. `voice` is one of the target's voices (`self.voices`; a
-        VoiceRef or its `backend:voice` text; anything else: the default), or a function of the target."""
+        VoiceRef or its `backend:voice` text; anything else: the default), or a function of the target. `context`
+        gives each target's translation context (the stream's previous phrases, its glossary). With `on_chunk`, each
+        dub is also spoken clause by clause as its words come, each chunk handed over as soon as it is made
+        (`livedub.sts.engine.chunks`); its answer is then the chunks together."""
         heard = DubProgress()
         try:
             transcript = self._hear(utterance, source, targets[0], deadline, heard)
@@ -115,21 +138,39 @@ class DubEngine:
         main_for = self._main_translations_affordable(len(targets))
         # When time runs short the later targets take the fast voice: the ones that lose most in it speak first.
         by_loss = sorted(targets, key=lambda t: -self._fast_voice_loss(t))
+        reserves = [self._reserve_s(transcript, utterance, source, target) for target in by_loss]
         for index, target in enumerate(by_loss):
             progress = DubProgress(transcript=transcript, slot=slot, seconds=dict(heard.seconds))
             spoken_by = voice(target) if callable(voice) else voice
             prefer_fast = index >= main_for
+            told = context(target) if context is not None else NO_CONTEXT
+            later_s = sum(reserves[index + 1 :])
             try:
-                dub = self._speak(utterance, transcript, slot, target, spoken_by, deadline, progress, prefer_fast)
+                dub = self._speak(
+                    utterance, transcript, slot, target, spoken_by, deadline, progress, prefer_fast, told, later_s,
+                    on_chunk,
+                )  # fmt: skip
                 yield TargetDub(target, dub)
             except StageFailed as exc:
                 exc.progress = progress
                 yield TargetDub(target, exc)
 
+    def _reserve_s(self, transcript: Transcript, utterance: Utterance, source: str, target: str) -> float:
+        """The least a target costs once the transcript is known: kept free while the targets before it speak."""
+        return self.tiers.cheapest_after_asr(
+            Work(utterance.duration_s, len(transcript.text)),
+            has_fast_translator=(source, target) in self.translate_fast.translators,
+            has_fast_voice=self.voices.fast_voice(target) is not None,
+        )
+
     def _fast_voice_loss(self, target: str) -> float:
         """What a phrase loses in the target's fast voice (its round-trip WER); everything without one."""
         has_fast_voice = self.voices.fast_voice(target) is not None and target in LANGUAGES
         return LANGUAGES[target].fast_voice_wer if has_fast_voice else 1.0
+
+    @property
+    def tiers(self) -> TierPolicy:
+        return TierPolicy(self.costs)
 
     def usual_time_s(self, audio_s: float) -> float:
         """What dubbing `audio_s` of audio usually takes on the cheapest path (learnt average costs). Work started
@@ -149,7 +190,10 @@ class DubEngine:
         one. One target always may: its deadline decides alone, as before."""
         if targets <= 1:
             return targets
-        main, fast = self.costs.expected(STAGES[1:], 1.0), self.costs.expected(FAST_STAGES[1:], 1.0)
+        # The voice is given up before the words: the targets' cheapest voice counts here.
+        voice = FAST_VOICE if any(self.voices.fast_voice(t) for t in self.voices.languages) else USUAL_VOICE
+        main = self.costs.expected((MAIN_TRANSLATION, *voice), 1.0)
+        fast = self.costs.expected((FAST_TRANSLATION, *voice), 1.0)
         asr = self.costs.expected(("asr",), 1.0)
         for main_count in range(targets, -1, -1):
             if asr + main_count * main + (targets - main_count) * fast <= REAL_TIME_HEADROOM:
@@ -158,16 +202,26 @@ class DubEngine:
 
     def _run(
         self, stage: str, left: tuple[str, ...], work: Work, deadline: Deadline, progress: DubProgress,
-        call: Callable[[], T], done: Callable[[T], Work] | None = None,
+        call: Callable[[], T], done: Callable[[T], Work] | None = None, backend: object = None,
     ) -> T:  # fmt: skip
-        """One stage: check the deadline against the stages `left` (this one first), run it, learn its cost (on
-        the work `done` says it did, by default `work`)."""
+        """One stage: check the deadline against the stages `left` (this one first), run it on `backend` once no
+        other phrase uses it, learn its cost (on the work `done` says it did, by default `work`). Phrases on
+        several threads share the backends: the wait for one counts against the deadline, not as its cost."""
         self._check(deadline, left, work)
-        started = time.perf_counter()
-        value = _as_stage(stage, call)
-        progress.seconds[stage] = elapsed = time.perf_counter() - started
+        with self._backend_lock(backend):
+            if backend is not None:
+                self._check(deadline, left, work)  # the wait may have used up the time
+            started = time.perf_counter()
+            value = _as_stage(stage, call)
+            progress.seconds[stage] = elapsed = time.perf_counter() - started
         self.costs.observe(stage, elapsed, done(value) if done else work)
         return value
+
+    def _backend_lock(self, backend: object) -> contextlib.AbstractContextManager[object]:
+        if backend is None:
+            return contextlib.nullcontext()
+        with self._locks_lock:
+            return self._locks.setdefault(id(backend), threading.Lock())
 
     def _path(self, source: str, target: str) -> tuple[str, ...]:
         """The cheapest way through, until the translator and the voice are chosen."""
@@ -178,8 +232,9 @@ class DubEngine:
     ) -> Transcript:
         path = self._path(source, first_target)
         transcript = self._run(
-            "asr", path, Work(utterance.duration_s), deadline, progress, lambda: self.recognise(utterance, source)
-        )
+            "asr", path, Work(utterance.duration_s), deadline, progress, lambda: self.recognise(utterance, source),
+            backend=self.recognise.asr,
+        )  # fmt: skip
         progress.transcript = transcript
         return transcript
 
@@ -193,45 +248,175 @@ class DubEngine:
         deadline: Deadline,
         progress: DubProgress,
         prefer_fast: bool = False,
+        context: TranslationContext = NO_CONTEXT,
+        later_s: float = 0.0,
+        on_chunk: OnChunk | None = None,
     ) -> Dub:
+        """Translate and speak for one target, in the best tiers that the deadline affords (`TierPolicy`), with
+        `later_s` kept for the targets still to come; clause by clause when `on_chunk` takes the chunks."""
         if slot is None:  # no words heard: nothing to say
             return Dub(transcript, None, None, silence(utterance), progress.seconds)
         work = Work(utterance.duration_s, len(transcript.text))  # the words to say are known from here on
         synthesise = self.synthesise[target]
         usual_voice = synthesise.voice(target, voice)
         fast_voice = self.voices.fast_voice(target, like=usual_voice)
-        may_switch_voice = fast_voice is not None and fast_voice != usual_voice
-        # Where a fast voice could stand in, the usual voice must be on time in all but its slowest runs: a dub past its
-        # deadline loses the whole phrase, the fast voice only naturalness (with the average alone, 2 of 15 phrases
-        # were lost on a 2-core VM with one core loaded).
-        cost = self.costs.likely_max if may_switch_voice else self.costs.expected
-        voice_s = cost(("tts", "fit"), work)
+        has_fast_voice = fast_voice is not None and fast_voice != usual_voice
         has_fast = (transcript.language, target) in self.translate_fast.translators
-        # The main translator only when it is expected to be on time, and affordable, with time left for the usual
-        # voice: a natural voice matters more than the better words.
-        main_s = cost(("translation",), work) + voice_s
-        fast = has_fast and (prefer_fast or deadline.remaining() <= main_s)
-        translation_stage = "translation_fast" if fast else "translation"
-        translate = self.translate_fast if fast else self.translate
-        tts_stage = "tts_fast" if may_switch_voice else "tts"  # until the voice is chosen, the cheapest way on
+        share = first_share(transcript.text) if on_chunk is not None else 1.0
+        main = not (has_fast and prefer_fast) and self.tiers.main_translator(
+            work, deadline, has_fast_translator=has_fast, has_fast_voice=has_fast_voice, later_s=later_s, share=share
+        )
+        translation_stage = MAIN_TRANSLATION if main else FAST_TRANSLATION
+        translate = self.translate if main else self.translate_fast
+        if on_chunk is not None:
+            chosen = Chosen(translation_stage, translate, voice, fast_voice if has_fast_voice else None, share)
+            return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress, context,
+                                         later_s, on_chunk)  # fmt: skip
+        voice_stages = FAST_VOICE if has_fast_voice else USUAL_VOICE  # until the voice is chosen, the cheapest way on
 
-        def run(stage: str, call: Callable[[], T], done: Callable[[T], Work] | None = None) -> T:
-            path = ("asr", translation_stage, tts_stage, "fit")
-            return self._run(stage, path[path.index(stage) :], work, deadline, progress, call, done)
+        def run(stage: str, call: Callable[[], T], done: Callable[[T], Work] | None = None, on: object = None) -> T:
+            path = ("asr", translation_stage, *voice_stages)
+            return self._run(stage, path[path.index(stage) :], work, deadline, progress, call, done, on)
 
-        translation = progress.translation = run(translation_stage, lambda: translate(transcript, target))
-        # The usual voice only when it is likely to be on time on the dub its pace predicts; else the fast one.
-        work = replace(work, dub_s=synthesise.predicted_s(translation, slot, voice))
-        if may_switch_voice and deadline.remaining() > cost(("tts", "fit"), work):
-            tts_stage = "tts"
-        spoken_by = fast_voice if tts_stage == "tts_fast" else voice
-        if tts_stage == "tts_fast":
-            work = replace(work, dub_s=synthesise.predicted_s(translation, slot, fast_voice))
+        translator = translate.translators[(transcript.language, target)]
+        translation = progress.translation = run(
+            translation_stage, lambda: translate(transcript, target, context), on=translator
+        )
+        self._learn_length(transcript, translation)
+        usual = replace(work, dub_s=synthesise.predicted_s(translation, slot, voice))
+        fast = replace(work, dub_s=synthesise.predicted_s(translation, slot, fast_voice)) if has_fast_voice else usual
+        if self.tiers.usual_voice(usual, fast, deadline, has_fast_voice=has_fast_voice, later_s=later_s):
+            voice_stages, spoken_by, work = USUAL_VOICE, voice, usual
+        else:
+            spoken_by, work = fast_voice, fast
         speech = run(
-            tts_stage, lambda: synthesise(translation, slot, spoken_by), lambda s: replace(work, dub_s=s.duration_s)
+            voice_stages[0],
+            lambda: synthesise(translation, slot, spoken_by),
+            lambda s: replace(work, dub_s=s.duration_s),
+            on=self.voices.backend(target, synthesise.voice(target, spoken_by)),
         )
         fitted = run("fit", lambda: self.fit(speech, slot, utterance))
         return Dub(transcript, translation, slot, fitted, progress.seconds, speech.voice)
+
+    def _speak_in_chunks(
+        self,
+        utterance: Utterance,
+        transcript: Transcript,
+        slot: Slot,
+        target: str,
+        chosen: Chosen,
+        deadline: Deadline,
+        progress: DubProgress,
+        context: TranslationContext,
+        later_s: float,
+        on_chunk: OnChunk,
+    ) -> Dub:
+        """The translation on a lane thread, clause by clause; each clause spoken here as it comes and handed to
+        `on_chunk` at once. The voice is chosen before the words are known, on the dub's predicted length."""
+        voice = self._chunk_voice(utterance, transcript, slot, target, chosen, deadline, later_s)
+        translator = chosen.translate.translators[(transcript.language, target)]
+
+        def produce() -> Iterator[str]:
+            with self._backend_lock(translator):
+                started = time.perf_counter()
+                yield from chosen.translate.clauses(transcript, target, context)
+                progress.seconds[chosen.translation_stage] = time.perf_counter() - started
+
+        chunks: list[DubChunk] = []
+        seconds = {voice.stage: 0.0, "fit": 0.0}
+        try:
+            for index, (clause, last) in enumerate(clauses_on_a_lane(produce)):
+                start_s = chunks[-1].end_s + CLAUSE_PAUSE_S if chunks else slot.start_s
+                # A later clause is due when the ones before it have played.
+                audio = self._speak_clause(clause, voice, deadline.later(start_s - slot.start_s), seconds)
+                audio = self._squeeze(audio, utterance.duration_s + slot.overrun_s - start_s, voice)
+                if len(audio) == 0:
+                    break  # no room left for more of the dub
+                chunks.append(DubChunk(index, start_s, audio, voice.rate, clause, final=last))
+                on_chunk(target, chunks[-1])
+        except Exception as exc:
+            if not chunks:
+                raise exc if isinstance(exc, StageFailed) else StageFailed(chosen.translation_stage, repr(exc)) from exc
+            log.info("dub stopped after %d chunks: %s", len(chunks), exc)  # what was spoken stands
+        return self._chunked_dub(utterance, transcript, slot, target, chunks, chosen, voice, seconds, progress)
+
+    def _chunk_voice(
+        self, utterance: Utterance, transcript: Transcript, slot: Slot, target: str, chosen: Chosen,
+        deadline: Deadline, later_s: float,
+    ) -> ChunkVoice:  # fmt: skip
+        """The voice of a dub in chunks, its rate and time-stretch: chosen on the length the transcript predicts."""
+        synthesise = self.synthesise[target]
+        work = Work(utterance.duration_s, len(transcript.text))
+        # The words are not known yet: about as many characters as translations into `target` usually have.
+        guess = Translation("x" * round(self._length_ratio(transcript.language, target) * len(transcript.text)), target)
+        usual = replace(work, dub_s=synthesise.predicted_s(guess, slot, chosen.voice))
+        fast = usual
+        if chosen.fast_voice is not None:
+            fast = replace(work, dub_s=synthesise.predicted_s(guess, slot, chosen.fast_voice))
+        use_usual = self.tiers.usual_voice_in_chunks(
+            usual, fast, chosen.translation_stage, deadline, share=chosen.share,
+            has_fast_voice=chosen.fast_voice is not None, later_s=later_s,
+        )  # fmt: skip
+        stage = "tts" if use_usual or chosen.fast_voice is None else "tts_fast"
+        ref = synthesise.voice(target, chosen.voice if stage == "tts" else chosen.fast_voice)
+        self._check(deadline, (chosen.translation_stage, stage, "fit"), usual if stage == "tts" else fast)
+        speed = synthesise.speed_for(guess, slot, ref)
+        stretch = clamp_ratio(synthesise.pace_of(ref).predict_s(guess.text, speed), slot, self.fit)
+        return ChunkVoice(stage, ref, synthesise, speed, stretch, utterance.sample_rate, slot, target)
+
+    def _squeeze(self, audio: FloatAudio, room_s: float, voice: ChunkVoice) -> FloatAudio:
+        """A chunk that would run past the room left for the dub: sped up further, within the fit's cap, then cut."""
+        room = max(0, round(room_s * voice.rate))
+        if len(audio) <= room:
+            return audio
+        if room > 0 and voice.stretch < self.fit.max_speedup:
+            audio = fit_duration(audio, voice.rate, room, self.fit.max_speedup / voice.stretch, 1.0).audio
+        return audio[:room]
+
+    def _length_ratio(self, source: str, target: str) -> float:
+        """Characters of translation per character of transcript, learnt per direction (Spanish ~1.15 x English)."""
+        return self._ratios.get((source, target), 1.1)
+
+    def _learn_length(self, transcript: Transcript, translation: Translation) -> None:
+        if len(transcript.text) >= 10:
+            key = (transcript.language, translation.language)
+            ratio = len(translation.text) / len(transcript.text)
+            self._ratios[key] = 0.3 * ratio + 0.7 * self._ratios.get(key, ratio)
+
+    def _speak_clause(self, clause: str, voice: ChunkVoice, due: Deadline, seconds: dict[str, float]) -> FloatAudio:
+        """One clause in the dub's voice, at its rate and stretch, at the utterance's rate (timed in `seconds`)."""
+        text = Translation(clause, voice.target)
+        predicted = voice.synthesise.predicted_s(text, voice.slot, voice.ref)
+        self._check(due, (voice.stage, "fit"), Work(predicted, len(clause), dub_s=predicted))
+        with self._backend_lock(self.voices.backend(voice.target, voice.ref)):
+            started = time.perf_counter()
+            speech = _as_stage(voice.stage, lambda: voice.synthesise(text, voice.slot, voice.ref, voice.speed))
+            seconds[voice.stage] += time.perf_counter() - started
+        started = time.perf_counter()
+        audio = _as_stage("fit", lambda: stretch_to(speech, voice.rate, voice.stretch, self.fit))
+        seconds["fit"] += time.perf_counter() - started
+        return audio
+
+    def _chunked_dub(
+        self, utterance: Utterance, transcript: Transcript, slot: Slot, target: str, chunks: list[DubChunk],
+        chosen: Chosen, voice: ChunkVoice, seconds: dict[str, float], progress: DubProgress,
+    ) -> Dub:  # fmt: skip
+        """The dub that the chunks make together, with the stage costs learnt from it."""
+        translation = progress.translation = Translation(" ".join(chunk.text for chunk in chunks), target)
+        self._learn_length(transcript, translation)
+        progress.seconds.update(seconds)
+        rate = utterance.sample_rate
+        said = Work(utterance.duration_s, len(transcript.text))
+        if chosen.translation_stage in progress.seconds:
+            self.costs.observe(chosen.translation_stage, progress.seconds[chosen.translation_stage], said)
+        spoken = replace(said, dub_s=sum(len(chunk.audio) for chunk in chunks) / rate)
+        for stage, spent in seconds.items():
+            self.costs.observe(stage, spent, spoken)
+        total = len(utterance.audio)
+        if slot.overrun_s > 0:
+            total = min(total + round(slot.overrun_s * rate), max(total, round(chunks[-1].end_s * rate)))
+        fitted = assemble(chunks, slot, total, rate, voice.stretch)
+        return Dub(transcript, translation, slot, fitted, progress.seconds, str(voice.ref))
 
     def _check(self, deadline: Deadline, left: tuple[str, ...], work: Work) -> None:
         if deadline.at is None:
@@ -294,6 +479,55 @@ class DubEngine:
         value = call()
         self.costs.observe(stage, time.perf_counter() - started, done(value) if done else work)
         return value
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A target's translator tier (decided before its words) and the voices it may speak in."""
+
+    translation_stage: str
+    translate: Translate
+    voice: VoiceRef | str | None  # the usual voice asked for
+    fast_voice: VoiceRef | None  # its stand-in, if the language has one
+    share: float  # the part of the dub due by the deadline
+
+
+@dataclass(frozen=True)
+class ChunkVoice:
+    """How every clause of a dub in chunks is spoken: one voice, one rate, one time-stretch."""
+
+    stage: str  # "tts" (the usual voice) or "tts_fast"
+    ref: VoiceRef
+    synthesise: Synthesise
+    speed: float  # the rate asked of the voice
+    stretch: float  # the time-stretch of each chunk
+    rate: int  # the utterance's sample rate
+    slot: Slot
+    target: str
+
+
+FIRST_CLAUSE_CHARS = 40  # about what a first clause says: a dub in chunks is due by its deadline only that far
+
+
+def first_share(text: str) -> float:
+    """The share of a dub in chunks that must be out by the deadline: its first clause, about."""
+    return min(1.0, FIRST_CLAUSE_CHARS / max(1, len(text)))
+
+
+def clamp_ratio(predicted_s: float, slot: Slot, fit: Fit) -> float:
+    """The time-stretch of every chunk of a dub: the one that brings its predicted length to the speech span,
+    within the caps (chunks cannot be stretched as a whole: they are out before the last is made)."""
+    if predicted_s <= 0 or slot.span_s <= 0:
+        return 1.0
+    return min(fit.max_speedup, max(1.0 / fit.max_slowdown, predicted_s / slot.span_s))
+
+
+def stretch_to(speech: Speech, rate: int, ratio: float, fit: Fit) -> FloatAudio:
+    """`speech` at the utterance's `rate`, played `ratio` times faster (pitch kept)."""
+    audio = resample(speech.audio, speech.sample_rate, rate)
+    if abs(ratio - 1.0) < 0.01 or len(audio) == 0:
+        return audio
+    return fit_duration(audio, rate, max(1, round(len(audio) / ratio)), fit.max_speedup, fit.max_slowdown).audio
 
 
 def _said(language: str) -> Transcript:

@@ -19,6 +19,7 @@ from livedub.sts.languages import LANGUAGES, VoiceRef, check_pair
 from livedub.sts.settings import StsSettings
 from livedub.sts.translate.registry import TranslatorCapabilities
 from livedub.sts.tts.bank import VoiceBank
+from livedub.sts.tts.pico import voice_of as voice_of_pico
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def voices_of(settings: StsSettings, language: str) -> list[VoiceRef]:
 
 def _resolve_pin(ref: VoiceRef, language: str) -> VoiceRef:
     """A pinned voice with its gender from the table; `default`: the table's first voice of that backend for the
-    language, else the backend's own default (Kokoro: its first style; espeak-ng: the language's voice)."""
+    language, else the backend's own default (Kokoro: its first style; espeak-ng, Pico: the language's voice)."""
     row = LANGUAGES[language]
     if ref.voice == "default":
         same_backend = [v for v in row.voices if v.backend == ref.backend]
@@ -82,7 +83,11 @@ def _resolve_pin(ref: VoiceRef, language: str) -> VoiceRef:
             raise ValueError(f"no Piper voice is known for {language!r}: pin one as piper:<model name or .onnx path>")
         if ref.backend == "espeak-ng":
             return VoiceRef("espeak-ng", row.espeak, "male")
-    known = {(v.backend, v.voice): v.gender for r in LANGUAGES.values() for v in r.voices}
+        if ref.backend == "pico":  # its one (female) speaker of the language
+            return VoiceRef("pico", voice_of_pico(ref.voice, language)[0], "female")
+    known = {(v.backend, v.voice): v.gender for r in LANGUAGES.values() for v in (*r.voices, *r.fast_voices)}
+    if ref.backend == "pico" and ref.gender == "unknown":  # one female speaker per language, `+low` lower
+        ref = VoiceRef("pico", ref.voice, "male" if voice_of_pico(ref.voice, language)[1] < 1.0 else "female")
     return VoiceRef(ref.backend, ref.voice, known.get((ref.backend, ref.voice), ref.gender))
 
 
@@ -98,7 +103,7 @@ class _Builders:
         from livedub.sts.model_files import cpu_threads
 
         self.settings = settings
-        self.threads = cpu_threads(settings.cpu_threads)
+        self.threads = cpu_threads(settings.cpu_threads, settings.worker_threads)
         self._built: dict[str, Any] = {}
 
     def _once(self, key: str, build: Callable[[], Any]) -> Any:
@@ -127,6 +132,7 @@ class _Builders:
         builders: dict[str, tuple[str, Callable[[], Any]]] = {
             "piper": (f"piper:{voice.voice}", lambda: tts.PiperTTS(resolve_model(voice.voice))),
             "kokoro": ("kokoro", lambda: tts.KokoroTTS(resolve_model_dir(s.kokoro_model), cpu_threads=self.threads)),
+            "pico": ("pico", tts.PicoTTS),
             "espeak-ng": ("espeak-ng", lambda: tts.EspeakTTS(s.espeak_binary)),
         }
         if voice.backend not in builders:
@@ -136,6 +142,8 @@ class _Builders:
         capabilities = getattr(backend, "capabilities", None)
         if capabilities is not None and not capabilities.speaks(language):
             raise ValueError(f"{voice} does not speak {language!r}")
+        if voice.backend == "pico":  # one lingware per language: `pico:fr-FR` cannot speak Spanish
+            voice_of_pico(voice.voice, language)
         return backend  # type: ignore[no-any-return]
 
 

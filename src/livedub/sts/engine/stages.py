@@ -11,6 +11,8 @@ Backend exceptions propagate; the engine maps them to `StageFailed` of the stage
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 from livedub.sts.audio import (
@@ -29,8 +31,17 @@ from livedub.sts.engine.values import (
     Translation,
     Utterance,
 )
-from livedub.sts.interfaces import ASRBackend, FloatAudio, Translator, TTSBackend
+from livedub.sts.interfaces import (
+    NO_CONTEXT,
+    ASRBackend,
+    ClauseTranslator,
+    FloatAudio,
+    TranslationContext,
+    Translator,
+    TTSBackend,
+)
 from livedub.sts.languages import VoiceRef
+from livedub.sts.translate.base import split_clauses
 from livedub.sts.tts.bank import ANY_LANGUAGE, UnknownVoiceError, VoiceBank
 
 ASR_WINDOW_S = 28.0  # Whisper decodes 30 s windows; longer utterances are transcribed window by window
@@ -82,12 +93,30 @@ class Translate:
     def __init__(self, translators: dict[tuple[str, str], Translator]) -> None:
         self.translators = translators
 
-    def __call__(self, transcript: Transcript, target: str) -> Translation:
+    def __call__(self, transcript: Transcript, target: str, context: TranslationContext = NO_CONTEXT) -> Translation:
         translator = self.translators[(transcript.language, target)]
-        text = translator.translate(transcript.text, transcript.language, target).strip()
+        text = translator.translate(transcript.text, transcript.language, target, context).strip()
         if not text:
             raise StageFailed(self.stage, "empty translation", retryable=True)
         return Translation(text=text, language=target)
+
+    def clauses(self, transcript: Transcript, target: str, context: TranslationContext = NO_CONTEXT) -> Iterator[str]:
+        """The translation clause by clause: as the translator makes them where it can (`ClauseTranslator`), else its
+        whole translation split into clauses."""
+        translator = self.translators[(transcript.language, target)]
+        if isinstance(translator, ClauseTranslator):
+            produced: Iterable[str] = translator.translate_clauses(
+                transcript.text, transcript.language, target, context
+            )
+        else:
+            produced = split_clauses(translator.translate(transcript.text, transcript.language, target, context))
+        said = False
+        for clause in produced:
+            if clause.strip():
+                said = True
+                yield clause.strip()
+        if not said:
+            raise StageFailed(self.stage, "empty translation", retryable=True)
 
 
 class Synthesise:
@@ -136,15 +165,24 @@ class Synthesise:
         ref = self.voice(translation.language, voice)
         return self.pace_of(ref).predict_s(translation.text, self._speed(translation, slot, ref))
 
+    def speed_for(self, translation: Translation, slot: Slot, ref: VoiceRef) -> float:
+        """The rate `ref` will be asked for to make `translation` last the slot's span (1 without rate control)."""
+        return self._speed(translation, slot, ref)
+
     def _speed(self, translation: Translation, slot: Slot, ref: VoiceRef) -> float:
         rated = self.voices.capabilities(translation.language, ref).speaking_rate
         return choose_speed(self.pace_of(ref).predict_s(translation.text), slot) if rated else 1.0
 
-    def __call__(self, translation: Translation, slot: Slot, voice: VoiceRef | str | None = None) -> Speech:
+    def __call__(
+        self, translation: Translation, slot: Slot, voice: VoiceRef | str | None = None, speed: float | None = None
+    ) -> Speech:
+        """`speed`: the rate to ask for (a clause of a longer dub: the whole dub's rate); default: the one that
+        makes `translation` last the slot's span."""
         language = translation.language
         ref = self.voice(language, voice)
         pace = self.pace_of(ref)
-        speed = self._speed(translation, slot, ref)
+        if speed is None or not self.voices.capabilities(language, ref).speaking_rate:
+            speed = self._speed(translation, slot, ref)
         voiced = self.voices.synthesize(translation.text, language, ref, speed)
         audio = trim_silence(voiced.audio)
         if len(audio) == 0:

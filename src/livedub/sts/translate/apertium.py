@@ -1,19 +1,30 @@
 """Rule-based translation with the Debian apertium packages (`apertium-eng-spa`, `apertium-fr-es`): fast (~0.1 s),
 lower quality than the LLM. The pairs with a mode (`apertium -l` lists the installed ones), and English ↔ French
 through Spanish (two modes in a row: poorer still, but ~30x cheaper than the LLM when a second target language must
-keep up)."""
+keep up).
+
+Glossary terms are protected: each is replaced by a placeholder apertium does not know (`Zqx0`, `Zqx1`, ...; with
+`-u` an unknown word passes through unchanged and unmarked, and it blocks reordering around it), and the required
+translation is put back in its place afterwards."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 
+from livedub.sts import glossary
+from livedub.sts.interfaces import NO_CONTEXT, TranslationContext
 from livedub.sts.translate.base import TranslationError
 from livedub.sts.translate.registry import TranslatorCapabilities
 
 # (source, target) -> apertium mode: apertium-eng-spa (eng-spa, spa-eng) and apertium-fr-es (fr-es, es-fr).
 MODES = {("en", "es"): "eng-spa", ("es", "en"): "spa-eng", ("fr", "es"): "fr-es", ("es", "fr"): "es-fr"}
 PIVOT = "es"  # the language every installed mode shares
+
+
+def placeholder(index: int) -> str:
+    """A word no apertium dictionary holds: it comes out as it went in."""
+    return f"Zqx{index}"
 
 
 def _chain(source: str, target: str) -> tuple[str, ...]:
@@ -42,13 +53,14 @@ class ApertiumTranslator:
     def supports(self, source: str, target: str) -> bool:
         return self.capabilities.supports(source, target)
 
-    def translate(self, text: str, source: str, target: str) -> str:
+    def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
         chain = CHAINS.get((source, target))
         if chain is None:
             raise TranslationError(f"apertium has no {source}->{target} mode")
+        text, translations = glossary.protect(text, context.glossary, placeholder)
         for mode in chain:
             text = self._run(mode, text)
-        return text
+        return glossary.restore(text, translations, placeholder)
 
     def _run(self, mode: str, text: str) -> str:
         if not text.strip():

@@ -1,13 +1,23 @@
-"""DeepL API translation over HTTP (needs DEEPL_API_KEY)."""
+"""DeepL API translation over HTTP (needs DEEPL_API_KEY).
+
+Glossary terms are protected with XML markup: the text is sent with `tag_handling: xml` and each term replaced by
+`<keep>required translation</keep>`, a tag in `ignore_tags` (DeepL leaves its content untranslated); the markup is
+taken out of the answer."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import httpx
 
+from livedub.sts import glossary
+from livedub.sts.interfaces import NO_CONTEXT, TranslationContext
 from livedub.sts.translate.base import TranslationError
 from livedub.sts.translate.registry import TranslatorCapabilities
 
 # DeepL's target codes (it wants a regional variant for English targets); its list is longer.
+_KEEP = re.compile(r"<keep>(.*?)</keep>", re.DOTALL)
 _TARGET_CODES = {"de": "DE", "en": "EN-US", "es": "ES", "fr": "FR", "it": "IT", "nl": "NL", "pl": "PL", "ru": "RU"}
 
 
@@ -34,12 +44,33 @@ class DeepLTranslator:
     def supports(self, source: str, target: str) -> bool:
         return self.capabilities.supports(source, target)
 
-    def translate(self, text: str, source: str, target: str) -> str:
+    def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
         if not self.supports(source, target):
             raise TranslationError(f"deepl: unsupported pair {source}->{target}")
         if not text.strip():
             return ""
-        payload = {"text": [text], "source_lang": source.upper(), "target_lang": _TARGET_CODES[target]}
+        payload: dict[str, object] = {
+            "text": [text],
+            "source_lang": source.upper(),
+            "target_lang": _TARGET_CODES[target],
+        }
+        marked = glossary.find(text, context.glossary)
+        if marked:
+            parts, last = [], 0
+            for match in marked:
+                parts += [
+                    html.escape(text[last : match.start], quote=False),
+                    f"<keep>{html.escape(match.translation)}</keep>",
+                ]
+                last = match.end
+            parts.append(html.escape(text[last:], quote=False))
+            payload.update(text=["".join(parts)], tag_handling="xml", ignore_tags=["keep"])
+        answer = self._post(payload)
+        if marked:
+            answer = html.unescape(_KEEP.sub(lambda m: m.group(1), answer))
+        return answer
+
+    def _post(self, payload: dict[str, object]) -> str:
         try:
             response = self._client.post(self.api_url, json=payload)
         except httpx.HTTPError as exc:

@@ -1,9 +1,10 @@
-"""Speech synthesis backends: Piper (neural, English), Kokoro-82M (neural, any language via espeak-ng IPA),
-espeak-ng; `VoiceBank` holds several voices per language over them."""
+"""Speech synthesis backends: Piper (neural, English), Kokoro-82M (neural, any language via espeak-ng IPA), SVOX
+Pico (es, fr, it, en, de; small and fast), espeak-ng; `VoiceBank` holds several voices per language over them."""
 
 from livedub.sts.tts.bank import UnknownVoiceError, VoiceBank, Voiced
 from livedub.sts.tts.espeak import EspeakTTS
 from livedub.sts.tts.kokoro import KokoroTTS
+from livedub.sts.tts.pico import PicoTTS
 from livedub.sts.tts.piper import PiperTTS
 from livedub.sts.tts.registry import TTS_BACKENDS, TTSCapabilities
 
@@ -11,6 +12,7 @@ __all__ = [
     "TTS_BACKENDS",
     "EspeakTTS",
     "KokoroTTS",
+    "PicoTTS",
     "PiperTTS",
     "TTSCapabilities",
     "UnknownVoiceError",

@@ -20,4 +20,4 @@ class TTSCapabilities:
 
 
 # The backends livedub can build (livedub.sts.engine.models builds them); a new one is one entry here and a builder.
-TTS_BACKENDS = ("piper", "kokoro", "espeak-ng")
+TTS_BACKENDS = ("piper", "kokoro", "pico", "espeak-ng")
