@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -46,8 +47,9 @@ class EchoInvertedFrench(EchoPipeline):
     """The echo, but French comes back with its samples negated (pcm_s16le)."""
 
     def process_each(
-        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE, on_chunk: Any = None
     ) -> Iterator[FragmentProcessed]:
+        # Whole answers only (no chunks, even when asked): the inverted French dub is what this test recognises.
         for answer in super().process_each(fragment, config, deadline):
             if answer.target_language == "fr" and answer.dubbed_audio is not None:
                 pcm = np.frombuffer(answer.dubbed_audio.decode_bytes(), "<i2").astype(np.int32)

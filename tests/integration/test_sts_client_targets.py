@@ -33,9 +33,9 @@ class SlowFrench(EchoPipeline):
     """Echo, with the French answer SLOW_S after the others (a slow translator or TTS)."""
 
     def process_each(
-        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE, on_chunk: Any = None
     ) -> Iterator[FragmentProcessed]:
-        for answer in super().process_each(fragment, config, deadline):
+        for answer in super().process_each(fragment, config, deadline, on_chunk):
             if answer.target_language == "fr":
                 time.sleep(SLOW_S)
             yield answer
@@ -51,11 +51,13 @@ def make_client(port: int, targets: str) -> StsClient:
     return StsClient("s1", settings, fresh_metrics(), backoff=FAST_BACKOFF, connect_timeout_s=5)
 
 
-async def dub_all(client: StsClient, seq: int, deadline_s: float | None = None) -> list[tuple[float, DubOutcome]]:
+async def dub_all(
+    client: StsClient, seq: int, deadline_s: float | None = None, seconds: float = 1.0
+) -> list[tuple[float, DubOutcome]]:
     """Every target's outcome with the time it arrived (seconds after the call)."""
     started = time.monotonic()
     got: list[tuple[float, DubOutcome]] = []
-    segment = noise_segment(seq, seconds=1.0)
+    segment = noise_segment(seq, seconds=seconds)
     if deadline_s is not None:
         segment = type(segment)(**{**segment.__dict__, "deadline_s": deadline_s})
     await client.dub_targets(segment, lambda outcome: got.append((time.monotonic() - started, outcome)))
@@ -88,7 +90,9 @@ async def test_a_target_missing_its_deadline_times_out_alone() -> None:
         await client.start()
         try:
             assert await client.wait_ready(10)
-            got = await dub_all(client, 0, deadline_s=0.8)
+            # The STS makes dub chunks: a dub is due by its deadline with its first chunk, its answer by the deadline
+            # + the dub's length (0.5 + 0.5 s here), still before the slow French one.
+            got = await dub_all(client, 0, deadline_s=0.5, seconds=0.5)
         finally:
             await client.close()
     outcomes = {o.language: o for _, o in got}

@@ -28,8 +28,9 @@ the capability, before any fragment; a seed STS never sees it set). The STS then
 the whole dub is and handed to `dub_targets`' `on_chunk`, in order, all before that target's outcome. A malformed
 piece (does not validate, out of order, does not decode) is an error (`errors{type="sts_bad_chunk"}` or
 `sts_invalid_event`) and ends the pieces of that target (the whole dub still comes with the outcome); one for a
-fragment no longer waited for is ignored. Each piece gives its target STS_TIMEOUT_MS more to finish (the rest of a
-dub that already plays stays useful past the dub's deadline).
+fragment no longer waited for is ignored. In such a session the STS owes a dub's first chunk by the fragment's deadline
+and the rest as it plays: its `fragment:processed` by the deadline + the dub's longest length (the fragment + the
+overrun), and the client waits for it as long (the muxer decides on its own clock whether a dub still plays).
 """
 
 from __future__ import annotations
@@ -120,7 +121,6 @@ class _Chunks:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # pieces, then the answer, handled in arrival order
     next_index: int = 0
     handed_on: int = 0
-    last_at: float | None = None  # loop time of the last piece
     broken: bool = False  # a malformed piece came: no more pieces for this target
 
 
@@ -131,6 +131,7 @@ class _Pending:
     segment: AudioSegment | None = None
     on_chunk: OnChunk | None = None
     chunks: dict[str, _Chunks] = field(default_factory=dict)  # per target language served
+    answer_after_s: float = 0.0  # how long after the deadline the STS may answer (a session with dub chunks)
 
     def pieces(self, language: str) -> _Chunks:
         return self.chunks.setdefault(language, _Chunks())
@@ -385,6 +386,8 @@ class StsClient:
             futures={language: loop.create_future() for language in served},
             segment=segment,
             on_chunk=on_chunk,
+            # With chunks the first is due by the deadline, the rest as the dub plays (at most the fragment + overrun)
+            answer_after_s=(segment.duration_ms + self._dub_overrun_ms) / 1000 if self._dub_chunks else 0.0,
         )
         self._pending[fragment.fragment_id] = pending
         self._update_inflight()
@@ -413,32 +416,22 @@ class StsClient:
         sent_at: float,
         emit: OnOutcome,
     ) -> list[StsVerdict]:
-        """Hand each target's answer on as it comes; at the deadline the missing ones time out (a target whose dub
-        comes in pieces: STS_TIMEOUT_MS after its last piece, if that is later). The verdicts."""
+        """Hand each target's answer on as it comes; at the deadline (+ `answer_after_s` in a session with dub chunks)
+        the missing ones time out. The verdicts."""
         loop = asyncio.get_running_loop()
         waiting = {future: language for language, future in pending.futures.items()}
         verdicts: list[StsVerdict] = []
-
-        def until(language: str) -> float:
-            pieces = pending.chunks.get(language)
-            if pieces is None or pieces.last_at is None:
-                return deadline
-            return max(deadline, pieces.last_at + self._timeout_s)
-
+        answer_by = deadline + pending.answer_after_s
         while waiting:
-            soonest = min(until(language) for language in waiting.values())
             done, _ = await asyncio.wait(
-                waiting, timeout=max(0.0, soonest - loop.time()), return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=max(0.0, answer_by - loop.time()), return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
-                expired = [future for future, language in waiting.items() if until(language) <= loop.time()]
-                if not expired:
-                    continue  # a piece came meanwhile: its target waits on
                 verdicts.append(StsVerdict.FAULT if self._owed_answer(useful_until, sent_at) else StsVerdict.LATE)
                 self.metrics.errors.labels(stream_id=self.stream_id, type="sts_timeout").inc()
-                for future in expired:
-                    emit(self._chunked(self._fallback(segment, FallbackReason.TIMEOUT, waiting.pop(future)), pending))
-                continue
+                for language in waiting.values():
+                    emit(self._chunked(self._fallback(segment, FallbackReason.TIMEOUT, language), pending))
+                break
             for future in done:
                 language = waiting.pop(future)
                 lost = future.exception()
@@ -762,7 +755,6 @@ class StsClient:
                 self._bad_chunk(chunk, pieces, f"index {chunk.index} where {pieces.next_index} was due")
                 return
             pieces.next_index += 1
-            pieces.last_at = asyncio.get_running_loop().time()
             segment = pending.segment
             assert segment is not None
             try:

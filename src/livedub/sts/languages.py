@@ -120,9 +120,8 @@ LANGUAGES: dict[str, Language] = {
             voices=(  # WER mean 15.7 % (20 prompts; the human recordings 16.2 %, espeak-ng 95 %)
                 VoiceRef("pico", "fr-FR", "female"),
                 VoiceRef("pico", "fr-FR+low", "male"),  # 16.2 %
-                # Kept for speaker matching, though far below the rule: Kokoro's Japanese styles speak French badly.
-                VoiceRef("kokoro", "jf_gongitsune", "female"),  # 38.8 %
-                VoiceRef("kokoro", "jm_kumo", "male"),  # 41.7 % (jf_nezumi 49.7 %: dropped)
+                # Kokoro's Japanese styles speak French far worse (jf_gongitsune 38.8 %, jm_kumo 41.7 %, jf_nezumi
+                # 49.7 %): speaker matching chooses only among voices understood about as well as the best.
             ),
             example="Pourriez-vous me dire où se trouve la gare ?",
             warmup="Merci de votre appel. Veuillez laisser votre message après le bip et nous vous rappellerons.",

@@ -109,11 +109,14 @@ def voice_of(voice: str, language: str) -> tuple[str, float]:
 # The child process that runs Pico: a JSON request a line in, `<status u8><length u32><PCM or error>` out.
 # M_MMAP_THRESHOLD (-3) fixed at 1 MiB: each call's 2.5 MB Pico arena is then always fresh mmap'd (zeroed) pages.
 # glibc otherwise raises the threshold after the first free and hands back a used heap block, and Pico, which reads
-# memory it never wrote, can then loop forever (seen: `x` * 1000 after a long text).
+# memory it never wrote, can then loop forever (seen: `x` * 1000 after a long text). A parent that dies takes it along
+# (end of stdin; PR_SET_PDEATHSIG for a hang).
 _WORKER = r"""
 import ctypes, json, struct, sys
 try:
-    ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 1 << 20)
+    libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: never outlive the STS, even in a hang
 except (OSError, AttributeError):
     pass
 from py_nanotts import NanoTTS
