@@ -12,7 +12,8 @@ reports, per run:
   in its busiest 10 s (sampled every second: how much of the machine it uses while speech is dense);
 - which tier made the dubs, as shares of the dubbed speech (the STS's answers in its monitor room: `metadata.translator`
   main = LLM, fast = Apertium; `metadata.voice_tier` usual = the language's voice, fast = its fast voice);
-- how long after its phrase ended the dub was back (the STS's processing time, queue included: p50 / p95).
+- how long after its phrase ended the dub's first audio was back (the STS's time to its first `fragment:chunk`, or to
+  its answer without chunks; queue included: p50 / p95), and the share of dubs that came in chunks.
 
     python bench/live_bench.py                              # delays 2,3,4,6,8 s + the fixed 6 s mode, 1 stream
     python bench/live_bench.py --delays 4 --streams 2       # two streams at once
@@ -59,7 +60,8 @@ class StreamResult:
     asr_bleu: float | None
     heard: str
     tiers: dict[str, float] = field(default_factory=dict)  # share of dubbed speech per "translator+voice" tier
-    answer_s: tuple[float, float] | None = None  # p50 / p95 of the STS's time per phrase, until its dub was back
+    answer_s: tuple[float, float] | None = None  # p50 / p95 of the STS's time per phrase to its dub's first audio
+    chunked: float = 0.0  # share of the dubs that came in chunks
 
 
 class CpuSampler:
@@ -105,11 +107,37 @@ def tier_shares(answers: list[dict], target: str) -> dict[str, float]:
     return {tier: s / total for tier, s in sorted(seconds.items())} if total else {}
 
 
+def first_audio(monitor: StsMonitor, stream_id: str) -> list[dict]:
+    """The stream's answers, each with `first_audio_s`: how long after the fragment reached the STS its dub's first
+    audio left (its first `fragment:chunk`, else the answer itself)."""
+    firsts: dict[tuple[int, str], float] = {}
+    for event in monitor.of("fragment:chunk"):
+        key = (event.data.get("sequence_number"), event.data.get("target_language"))
+        if event.data.get("stream_id") == stream_id and event.data.get("index") == 0:
+            firsts.setdefault(key, event.received_at)
+    answers = []
+    for event in monitor.of("fragment:processed"):
+        data = dict(event.data)
+        if data.get("stream_id") != stream_id:
+            continue
+        total_s = float(data.get("processing_time_ms") or 0.0) / 1000
+        chunk_at = firsts.get((data.get("sequence_number"), data.get("target_language")))
+        data["first_audio_s"] = total_s - (event.received_at - chunk_at) if chunk_at is not None else total_s
+        data["chunked"] = chunk_at is not None
+        answers.append(data)
+    return answers
+
+
+def chunked_share(answers: list[dict], target: str) -> float:
+    dubs = [a for a in answers if a.get("target_language", target) == target and a.get("translated_text")]
+    return sum(1 for a in dubs if a.get("chunked")) / len(dubs) if dubs else 0.0
+
+
 def answer_times(answers: list[dict], target: str) -> tuple[float, float] | None:
     import numpy as np
 
     times = [
-        float(a.get("processing_time_ms") or 0.0) / 1000
+        float(a["first_audio_s"])
         for a in answers
         if a.get("status") != "failed" and a.get("target_language", target) == target and a.get("translated_text")
     ]
@@ -206,7 +234,7 @@ def run_once(cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedPr
             while time.monotonic() < ends and any(name.endswith("/out") for name in rtmp_streams(stack.stat_url)):
                 time.sleep(0.5)  # the output plays out the delay line
             time.sleep(1.0)  # the worker child is reaped: its CPU is in the media-service's cutime
-        answers = {sid: [e for e in monitor.processed() if e.get("stream_id") == sid] for sid in ids}
+        answers = {sid: first_audio(monitor, sid) for sid in ids}
         wall = time.monotonic() - t0
         cpu = {
             "media": (cpu_seconds(media_proc.pid) - cpu0["media"]) / wall,
@@ -242,6 +270,7 @@ def run_once(cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedPr
                     heard=heard,
                     tiers=tier_shares(answers[sid], target),
                     answer_s=answer_times(answers[sid], target),
+                    chunked=chunked_share(answers[sid], target),
                 )
             )
     return {"cfg": cfg, "streams": results, "cpu": cpu}
@@ -259,7 +288,7 @@ def table(rows: list[dict]) -> str:
     lines = [
         "| run | delay line | streams | target | speech dubbed | phrases kept original (reason: count) | ASR-BLEU |"
         " added lag p50 / p95 s | CPU media / STS (% of a core) | STS cores, busiest 10 s |"
-        " dubbed speech by tier | dub back after phrase end p50 / p95 s |",
+        " dubbed speech by tier | first dub audio after phrase end p50 / p95 s (in chunks) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -271,7 +300,7 @@ def table(rows: list[dict]) -> str:
             cpu = f"{100 * row['cpu']['media']:.0f} / {100 * row['cpu']['sts']:.0f}" if i == 0 else "″"
             busiest = f"{row['cpu']['sts_busiest']:.2f}" if i == 0 else "″"
             tiers = ", ".join(f"{tier} {100 * share:.0f} %" for tier, share in r.tiers.items()) or "—"
-            back = f"{r.answer_s[0]:.2f} / {r.answer_s[1]:.2f}" if r.answer_s else "—"
+            back = f"{r.answer_s[0]:.2f} / {r.answer_s[1]:.2f} ({100 * r.chunked:.0f} %)" if r.answer_s else "—"
             stream = i // len(cfg.targets)
             lines.append(
                 f"| {cfg.label}{f' #{stream + 1}' if cfg.streams > 1 else ''} | {cfg.delay_ms / 1000:g} s |"

@@ -25,6 +25,7 @@ MONITORED_EVENTS = (
     "stream:ready",
     "fragment:ack",
     "fragment:processed",
+    "fragment:chunk",
     "backpressure",
     "stream:complete",
     "error",

@@ -360,14 +360,23 @@ def test_phrase_memory_per_stream_and_direction_in_sequence_order() -> None:
     memory.remember("a", "en", "fr", 1, "one", "un")
     memory.remember("a", "en", "es", 3, "three", "tres")
     memory.remember("a", "en", "es", 4, "four", "")  # nothing translated: not remembered
-    assert memory.previous("a", "en", "es", before=4) == (("two", "dos"), ("three", "tres"))
-    assert memory.previous("a", "en", "es", before=3) == (("one", "uno"), ("two", "dos"))  # out of order: earlier ones
-    assert memory.previous("a", "en", "es", before=1) == ()
+    assert memory.previous("a", "en", "es", before=4, limit=3) == (("one", "uno"), ("two", "dos"), ("three", "tres"))
+    assert memory.previous("a", "en", "es", before=3, limit=3) == (("one", "uno"), ("two", "dos"))  # out of order
+    assert memory.previous("a", "en", "es", before=1, limit=3) == ()
     assert memory.previous("a", "en", "fr", limit=5) == (("one", "un"),)
-    memory.remember("a", "en", "es", 5, "five", "cinco")
-    assert memory.previous("a", "en", "es", limit=5) == (("two", "dos"), ("three", "tres"), ("five", "cinco"))
     memory.remember("b", "en", "es", 1, "x", "y")
     memory.remember("c", "en", "es", 1, "x", "y")  # over max_streams: the least recently used (a) goes
     assert memory.previous("a", "en", "es") == () and len(memory) == 2
     memory.forget("b")
     assert memory.previous("b", "en", "es") == () and len(memory) == 1
+
+
+def test_the_context_window_grows_then_starts_again_so_the_llm_reuses_its_evaluated_prompt() -> None:
+    # Each phrase's context is the previous phrase's context plus that phrase: the prompt begins with the previous
+    # call's whole prompt and answer (llama.cpp keeps it evaluated). Full after 3, it starts again from the newest.
+    memory = PhraseMemory()
+    windows = []
+    for seq, (text, tr) in enumerate([("a", "A"), ("b", "B"), ("c", "C"), ("d", "D"), ("e", "E")]):
+        windows.append([t for t, _ in memory.previous("s", "en", "es", before=seq, limit=3)])
+        memory.remember("s", "en", "es", seq, text, tr)
+    assert windows == [[], ["a"], ["a", "b"], ["a", "b", "c"], ["d"]]

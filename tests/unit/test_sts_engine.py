@@ -587,3 +587,40 @@ def test_a_translation_that_fails_after_a_chunk_keeps_what_was_spoken() -> None:
     eng = DubEngine(FakeASR(), {("en", "es"): Dead([])}, {"es": PacedTTS()}, max_speedup=1.35, max_slowdown=1.35)
     failed = next(eng.dub_each(utterance(), "en", ["es"], on_chunk=lambda _, c: None)).result
     assert isinstance(failed, StageFailed) and failed.stage == "translation"
+
+
+def test_a_main_translator_without_a_clause_in_time_is_stopped_and_the_fast_one_stands_in() -> None:
+    class Stalling(FakeTranslator):
+        """Writes token after token and never finishes a clause (a slow LLM on a busy machine)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.tokens = 0
+
+        def translate_clauses(
+            self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT
+        ) -> Iterator[str]:
+            while self.tokens < 500:
+                time.sleep(0.01)
+                self.tokens += 1
+                yield ""
+            yield "demasiado tarde"
+
+    stalling, fast = Stalling(), FakeTranslator()
+    priors = {"asr": 0.0, "translation": 0.01, "translation_fast": 0.01, "tts": 0.01, "tts_fast": 0.01, "fit": 0.0}
+    eng = DubEngine(
+        FakeASR(), {("en", "es"): stalling}, {"es": PacedTTS()}, max_speedup=1.35, max_slowdown=1.35,
+        costs=StageCosts(priors=priors), fast_translators={("en", "es"): fast},
+    )  # fmt: skip
+    chunks: list[DubChunk] = []
+    started = time.monotonic()
+    answer = next(
+        eng.dub_each(utterance(), "en", ["es"], deadline=Deadline.after(1.0), on_chunk=lambda _, c: chunks.append(c))
+    )
+    assert isinstance(answer.result, Dub) and fast.calls == 1 and chunks
+    assert "translation_fast" in answer.result.seconds and time.monotonic() - started < 1.0
+    time.sleep(0.05)
+    stopped_at = stalling.tokens
+    time.sleep(0.1)
+    assert stalling.tokens == stopped_at < 500  # the main translator was stopped, not left running
+    assert eng.costs.rate("translation") > 0.01  # and its estimate learnt that it was slow

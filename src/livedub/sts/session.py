@@ -486,14 +486,19 @@ class PhraseMemory:
     """The last phrases each stream translated, per direction: the translation context of its next phrases.
 
     Only successful translations are remembered, with their sequence number: a phrase's context is the phrases of
-    lower numbers (fragments may finish out of order when several run at once). Bounded: `keep` phrases per
-    direction, `max_streams` streams (the least recently used is forgotten first); `forget` at stream end.
-    Thread-safe (inference threads remember, the server forgets)."""
+    lower numbers (fragments may finish out of order when several run at once). The context is a window that grows
+    a phrase at a time and starts again from the newest phrase when it is full: each call's prompt then begins with
+    the previous call's whole prompt and answer, which llama.cpp still holds evaluated, so the context costs only the
+    new phrase's tokens (a window sliding by one would change the prompt after the example every time: measured
+    ~0.7 s more per phrase on 2 cores). Bounded: `keep` phrases per direction, `max_streams` streams (the least
+    recently used is forgotten first); `forget` at stream end. Thread-safe (inference threads remember, the server
+    forgets)."""
 
-    def __init__(self, keep: int = 4, max_streams: int = 256) -> None:
+    def __init__(self, keep: int = 8, max_streams: int = 256) -> None:
         self.keep = keep
         self.max_streams = max_streams
-        self._streams: OrderedDict[str, dict[tuple[str, str], list[tuple[int, str, str]]]] = OrderedDict()
+        # per stream and direction: how many phrases were kept in all, and the last ones (sequence, text, translation)
+        self._streams: OrderedDict[str, dict[tuple[str, str], tuple[int, list[tuple[int, str, str]]]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def remember(self, stream_id: str, source: str, target: str, sequence: int, text: str, translation: str) -> None:
@@ -502,23 +507,29 @@ class PhraseMemory:
         with self._lock:
             directions = self._streams.setdefault(stream_id, {})
             self._streams.move_to_end(stream_id)
-            phrases = directions.setdefault((source, target), [])
-            phrases[:] = [p for p in phrases if p[0] != sequence]
+            count, phrases = directions.get((source, target), (0, []))
+            if any(p[0] == sequence for p in phrases):
+                return  # a retry of a phrase already kept
             phrases.append((sequence, text, translation))
             phrases.sort(key=lambda p: p[0])
             del phrases[: -self.keep]
+            directions[(source, target)] = (count + 1, phrases)
             while len(self._streams) > self.max_streams:
                 self._streams.popitem(last=False)
 
     def previous(
         self, stream_id: str, source: str, target: str, before: int | None = None, limit: int = 2
     ) -> tuple[tuple[str, str], ...]:
-        """Up to `limit` (source text, translation) phrases of the direction numbered below `before`, oldest
-        first."""
+        """The context window of a phrase numbered `before`: the last (source text, translation) phrases of the
+        direction numbered below it, as many as the window holds now (1 to `limit`, growing by one per phrase kept
+        and starting again after `limit`), oldest first."""
+        if limit <= 0:
+            return ()
         with self._lock:
-            phrases = self._streams.get(stream_id, {}).get((source, target), [])
+            count, phrases = self._streams.get(stream_id, {}).get((source, target), (0, []))
             earlier = [(text, tr) for seq, text, tr in phrases if before is None or seq < before]
-        return tuple(earlier[-limit:]) if limit > 0 else ()
+        window = (count - 1) % limit + 1 if count else 0
+        return tuple(earlier[-window:]) if window else ()
 
     def forget(self, stream_id: str) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from livedub.sts.engine.values import FitStatus, FittedDub, Slot
 from livedub.sts.interfaces import FloatAudio
 
 CLAUSE_PAUSE_S = 0.12  # between two chunks: a breath at the clause boundary
+LAST_CLAUSE_WAIT_S = 0.03  # how long a clause waits to learn whether it is the last (the end follows it at once)
 _END = object()
 
 
@@ -49,29 +51,50 @@ OnChunk = Callable[[str, DubChunk], None]
 """(target language, chunk): called on the phrase's thread as soon as each chunk is spoken."""
 
 
-def clauses_on_a_lane(produce: Callable[[], Iterator[str]], name: str = "sts-lane") -> Iterator[tuple[str, bool]]:
+class FirstClauseLate(Exception):
+    """The translation gave no clause by the time its first one was due: it was stopped."""
+
+
+def clauses_on_a_lane(
+    produce: Callable[[], Iterator[str]], first_by: float | None = None, name: str = "sts-lane"
+) -> Iterator[tuple[str, bool]]:
     """Run `produce` (a translation, clause by clause) on a thread of its own and yield `(clause, last)` as each
-    comes, so that the caller speaks clause n while clause n + 1 is being translated. An exception of the producer
-    is raised here, after the clauses before it."""
+    comes, so that the caller speaks clause n while clause n + 1 is being translated. `produce` may yield "" while it
+    works (a token without a clause end): it is stopped there when its first clause has not come by `first_by`
+    (time.monotonic), and FirstClauseLate is raised. `last` is true on the last clause when the end follows it at
+    once (it does for a translator that ends with its last clause). An exception of the producer is raised here,
+    after the clauses before it."""
     items: queue.Queue[object] = queue.Queue()
+    stop = threading.Event()
 
     def run() -> None:
         try:
             for clause in produce():
-                items.put(clause)
+                if stop.is_set():
+                    return  # closing the generator stops the translator (the LLM stops generating)
+                if clause:
+                    items.put(clause)
         except BaseException as exc:  # handed to the consumer, raised there
             items.put(exc)
         finally:
             items.put(_END)
 
     threading.Thread(target=run, name=name, daemon=True).start()
-    pending = items.get()
+    try:
+        timeout = None if first_by is None else max(0.0, first_by - time.monotonic())
+        pending = items.get(timeout=timeout)
+    except queue.Empty:
+        stop.set()
+        raise FirstClauseLate("no clause by the time the first was due") from None
     while pending is not _END:
         if isinstance(pending, BaseException):
             raise pending
-        following = items.get()
+        try:
+            following: object = items.get(timeout=LAST_CLAUSE_WAIT_S)
+        except queue.Empty:
+            following = None  # still being written: not the last
         yield str(pending), following is _END
-        pending = following
+        pending = following if following is not None else items.get()
 
 
 def assemble(chunks: list[DubChunk], slot: Slot, total_samples: int, rate: int, speed_ratio: float) -> FittedDub:
@@ -96,4 +119,4 @@ def assemble(chunks: list[DubChunk], slot: Slot, total_samples: int, rate: int, 
     )
 
 
-__all__ = ["CLAUSE_PAUSE_S", "DubChunk", "OnChunk", "assemble", "clauses_on_a_lane"]
+__all__ = ["CLAUSE_PAUSE_S", "DubChunk", "FirstClauseLate", "OnChunk", "assemble", "clauses_on_a_lane"]

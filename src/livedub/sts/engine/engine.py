@@ -20,7 +20,14 @@ from typing import TypeVar
 
 from livedub.sts.audio import fit_duration, resample
 from livedub.sts.deadline import NO_DEADLINE, Deadline, DeadlineExceeded
-from livedub.sts.engine.chunks import CLAUSE_PAUSE_S, DubChunk, OnChunk, assemble, clauses_on_a_lane
+from livedub.sts.engine.chunks import (
+    CLAUSE_PAUSE_S,
+    DubChunk,
+    FirstClauseLate,
+    OnChunk,
+    assemble,
+    clauses_on_a_lane,
+)
 from livedub.sts.engine.costs import StageCosts, Work
 from livedub.sts.engine.stages import Fit, Place, Recognise, Synthesise, Translate, silence
 from livedub.sts.engine.tiers import FAST_TRANSLATION, FAST_VOICE, MAIN_TRANSLATION, USUAL_VOICE, TierPolicy
@@ -264,14 +271,22 @@ class DubEngine:
         has_fast = (transcript.language, target) in self.translate_fast.translators
         share = first_share(transcript.text) if on_chunk is not None else 1.0
         main = not (has_fast and prefer_fast) and self.tiers.main_translator(
-            work, deadline, has_fast_translator=has_fast, has_fast_voice=has_fast_voice, later_s=later_s, share=share
-        )
+            work, deadline, has_fast_translator=has_fast, has_fast_voice=has_fast_voice, later_s=later_s, share=share,
+            stoppable=on_chunk is not None,
+        )  # fmt: skip
         translation_stage = MAIN_TRANSLATION if main else FAST_TRANSLATION
         translate = self.translate if main else self.translate_fast
         if on_chunk is not None:
-            chosen = Chosen(translation_stage, translate, voice, fast_voice if has_fast_voice else None, share)
-            return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress, context,
-                                         later_s, on_chunk)  # fmt: skip
+            fast_ref = fast_voice if has_fast_voice else None
+            chosen = Chosen(translation_stage, translate, voice, fast_ref, share, may_fall_back=main and has_fast)
+            try:
+                return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress,
+                                             context, later_s, on_chunk)  # fmt: skip
+            except FirstClauseLate:  # the main translator was stopped: the fast one says it, still in time
+                log.info("%s: the main translator gave no clause in time; the fast one stands in", target)
+                chosen = Chosen(FAST_TRANSLATION, self.translate_fast, voice, fast_ref, share, may_fall_back=False)
+                return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress,
+                                             context, later_s, on_chunk)  # fmt: skip
         voice_stages = FAST_VOICE if has_fast_voice else USUAL_VOICE  # until the voice is chosen, the cheapest way on
 
         def run(stage: str, call: Callable[[], T], done: Callable[[T], Work] | None = None, on: object = None) -> T:
@@ -319,13 +334,17 @@ class DubEngine:
         def produce() -> Iterator[str]:
             with self._backend_lock(translator):
                 started = time.perf_counter()
-                yield from chosen.translate.clauses(transcript, target, context)
-                progress.seconds[chosen.translation_stage] = time.perf_counter() - started
+                try:
+                    yield from chosen.translate.clauses(transcript, target, context)
+                finally:  # a stopped translation too: it took at least this long
+                    progress.seconds[chosen.translation_stage] = time.perf_counter() - started
 
         chunks: list[DubChunk] = []
         seconds = {voice.stage: 0.0, "fit": 0.0}
+        first_by = self._first_clause_by(utterance, transcript, deadline) if chosen.may_fall_back else None
+        asked_at = time.monotonic()
         try:
-            for index, (clause, last) in enumerate(clauses_on_a_lane(produce)):
+            for index, (clause, last) in enumerate(clauses_on_a_lane(produce, first_by)):
                 start_s = chunks[-1].end_s + CLAUSE_PAUSE_S if chunks else slot.start_s
                 # A later clause is due when the ones before it have played.
                 audio = self._speak_clause(clause, voice, deadline.later(start_s - slot.start_s), seconds)
@@ -334,11 +353,24 @@ class DubEngine:
                     break  # no room left for more of the dub
                 chunks.append(DubChunk(index, start_s, audio, voice.rate, clause, final=last))
                 on_chunk(target, chunks[-1])
+        except FirstClauseLate:
+            # It ran at least this long without a clause: what its cost estimate should learn.
+            self.costs.observe(chosen.translation_stage, time.monotonic() - asked_at, Work(1.0, len(transcript.text)))
+            raise
         except Exception as exc:
             if not chunks:
                 raise exc if isinstance(exc, StageFailed) else StageFailed(chosen.translation_stage, repr(exc)) from exc
             log.info("dub stopped after %d chunks: %s", len(chunks), exc)  # what was spoken stands
         return self._chunked_dub(utterance, transcript, slot, target, chunks, chosen, voice, seconds, progress)
+
+    def _first_clause_by(self, utterance: Utterance, transcript: Transcript, deadline: Deadline) -> float | None:
+        """When the main translator's first clause must have come (time.monotonic) for the fast translator and voice
+        to still say the phrase in time, should it be stopped then (their likely cost, and a margin)."""
+        if deadline.at is None:
+            return None
+        work = Work(utterance.duration_s, len(transcript.text))
+        reserve = self.costs.likely_max((FAST_TRANSLATION, *FAST_VOICE), work) + FALLBACK_MARGIN_S
+        return time.monotonic() + deadline.remaining() - reserve
 
     def _chunk_voice(
         self, utterance: Utterance, transcript: Transcript, slot: Slot, target: str, chosen: Chosen,
@@ -490,6 +522,7 @@ class Chosen:
     voice: VoiceRef | str | None  # the usual voice asked for
     fast_voice: VoiceRef | None  # its stand-in, if the language has one
     share: float  # the part of the dub due by the deadline
+    may_fall_back: bool = False  # the fast translator stands in if this one gives no clause in time
 
 
 @dataclass(frozen=True)
@@ -504,6 +537,9 @@ class ChunkVoice:
     rate: int  # the utterance's sample rate
     slot: Slot
     target: str
+
+
+FALLBACK_MARGIN_S = 0.3  # kept for the stand-in after a stopped translation (its start, the first chunk's trip)
 
 
 FIRST_CLAUSE_CHARS = 40  # about what a first clause says: a dub in chunks is due by its deadline only that far

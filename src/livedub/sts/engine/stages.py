@@ -101,8 +101,8 @@ class Translate:
         return Translation(text=text, language=target)
 
     def clauses(self, transcript: Transcript, target: str, context: TranslationContext = NO_CONTEXT) -> Iterator[str]:
-        """The translation clause by clause: as the translator makes them where it can (`ClauseTranslator`), else its
-        whole translation split into clauses."""
+        """The translation clause by clause: as the translator makes them where it can (`ClauseTranslator`, with ""
+        while it writes one), else its whole translation split into clauses."""
         translator = self.translators[(transcript.language, target)]
         if isinstance(translator, ClauseTranslator):
             produced: Iterable[str] = translator.translate_clauses(
@@ -112,9 +112,8 @@ class Translate:
             produced = split_clauses(translator.translate(transcript.text, transcript.language, target, context))
         said = False
         for clause in produced:
-            if clause.strip():
-                said = True
-                yield clause.strip()
+            said = said or bool(clause.strip())
+            yield clause.strip()  # "" while a clause is being written: a moment the caller may stop it
         if not said:
             raise StageFailed(self.stage, "empty translation", retryable=True)
 

@@ -46,16 +46,21 @@ class TierPolicy:
         has_fast_voice: bool,
         later_s: float = 0.0,
         share: float = 1.0,
+        stoppable: bool = False,
     ) -> bool:
         """The main translator (LLM) when it is likely on time with the cheapest voice after it and `later_s` (the
         cheapest work of the targets still to come) after that; always when there is no stand-in. `share`: the part
-        of the dub due by the deadline (a dub spoken in chunks: its first clause; the rest is due as it plays)."""
+        of the dub due by the deadline (a dub spoken in chunks: its first clause; the rest is due as it plays).
+        `stoppable`: the main translator is stopped if its first clause is late and the stand-in says the phrase
+        (a dub in chunks): then its average cost is enough, with the stand-in's likely cost kept in reserve."""
         if not has_fast_translator:
             return True
-        voice_s = self.costs.expected(FAST_VOICE if has_fast_voice else USUAL_VOICE, work)
-        main_s = self.costs.likely_max((MAIN_TRANSLATION,), work)
+        voice = FAST_VOICE if has_fast_voice else USUAL_VOICE
+        voice_s = self.costs.expected(voice, work)
+        main_s = (self.costs.expected if stoppable else self.costs.likely_max)((MAIN_TRANSLATION,), work)
+        reserve_s = self.costs.likely_max((FAST_TRANSLATION, *voice), work) if stoppable else 0.0
         extra_s = main_s - self.costs.expected((FAST_TRANSLATION,), work)
-        return deadline.affords(share * (main_s + voice_s) + later_s, extra_s)
+        return deadline.affords(share * (main_s + voice_s) + reserve_s + later_s, extra_s)
 
     def usual_voice(
         self, usual: Work, fast: Work, deadline: Deadline, *, has_fast_voice: bool, later_s: float = 0.0

@@ -207,7 +207,8 @@ class LlmTranslator:
 
     def _stream(self, messages: list[dict[str, str]], sentence: str, source: str, target: str) -> Iterator[str]:
         """The answer to `messages` clause by clause as the model writes it (each complete clause at once, the rest
-        at the end). The model stays locked until the answer is complete: the caller speaks the clauses meanwhile."""
+        at the end; "" for a token that completes none). The model stays locked until the answer is complete or the
+        caller stops iterating: the caller speaks the clauses meanwhile."""
         max_tokens = 12 + 3 * len(sentence.split())
         pending = ""
         with self._lock:
@@ -224,7 +225,7 @@ class LlmTranslator:
             for part in parts:
                 pending += str(part["choices"][0]["delta"].get("content") or "")  # type: ignore[index, union-attr]
                 done, pending = complete_clauses(pending.lstrip().lstrip('"“«'))
-                yield from done
+                yield from done or [""]  # "": a token, no clause yet (the caller may stop here)
         pending = pending.strip().strip('"“”«»').strip()
         if pending:
             yield pending
@@ -252,7 +253,7 @@ class LlmTranslator:
             for clause in clauses:
                 if clause:
                     said.append(clause)
-                    yield clause
+                yield clause
             if not said:
                 raise TranslationError(f"llm returned an empty translation for {sentence!r}", retryable=True)
             translated.append((sentence, " ".join(said)))
