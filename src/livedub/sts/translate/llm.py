@@ -190,25 +190,15 @@ class LlmTranslator:
         return out
 
     def _complete(self, messages: list[dict[str, str]], sentence: str, source: str, target: str) -> str:
-        # Bounded output: room for a translation ~2x longer in tokens than the source words, plus slack.
-        max_tokens = 12 + 3 * len(sentence.split())
-        with self._lock:
-            self._switch_to((source, target))
-            result = self._llm.create_chat_completion(
-                messages=messages,  # type: ignore[arg-type]
-                temperature=0.0,
-                top_k=1,
-                seed=0,
-                max_tokens=max_tokens,
-                stop=["\n"],
-            )
-        text = str(result["choices"][0]["message"]["content"] or "")  # type: ignore[index]
+        """The whole answer to `messages` (one way of decoding for both: the clauses of `_stream`, joined)."""
+        text = " ".join(clause for clause in self._stream(messages, sentence, source, target) if clause)
         return text.strip().strip('"“”«»').strip()
 
     def _stream(self, messages: list[dict[str, str]], sentence: str, source: str, target: str) -> Iterator[str]:
         """The answer to `messages` clause by clause as the model writes it (each complete clause at once, the rest
         at the end; "" for a token that completes none). The model stays locked until the answer is complete or the
         caller stops iterating: the caller speaks the clauses meanwhile."""
+        # Bounded output: room for a translation ~2x longer in tokens than the source words, plus slack.
         max_tokens = 12 + 3 * len(sentence.split())
         pending = ""
         with self._lock:
