@@ -4,8 +4,10 @@ context; the stream's memory of its last phrases."""
 from __future__ import annotations
 
 import json
+import re
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -300,9 +302,11 @@ class ScriptedLlm:
     def __init__(self, answers: list[str]) -> None:
         self.answers, self.prompts = answers, []
 
-    def create_chat_completion(self, messages: list[dict[str, str]], **_: Any) -> dict[str, Any]:
+    def create_chat_completion(self, messages: list[dict[str, str]], **_: Any) -> Iterator[dict[str, Any]]:
+        """Streamed as llama-cpp-python streams: a delta per token (here: per word)."""
         self.prompts.append(messages)
-        return {"choices": [{"message": {"content": self.answers.pop(0)}}]}
+        answer = self.answers.pop(0)
+        return iter([{"choices": [{"delta": {"content": token}}]} for token in re.findall(r"\s*\S+", answer)])
 
     def save_state(self) -> object:
         return object()
