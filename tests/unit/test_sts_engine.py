@@ -624,3 +624,19 @@ def test_a_main_translator_without_a_clause_in_time_is_stopped_and_the_fast_one_
     time.sleep(0.1)
     assert stalling.tokens == stopped_at < 500  # the main translator was stopped, not left running
     assert eng.costs.rate("translation") > 0.01  # and its estimate learnt that it was slow
+
+
+def test_the_last_chunk_ends_the_dub_where_the_speech_ends_as_a_whole_dub_would() -> None:
+    # One clause, its length mispredicted (a voice twice as slow as its pace says): the chunk is fitted to the
+    # speech span as the whole dub is, not stretched by the prediction alone.
+    class Slow(PacedTTS):
+        def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
+            return super().synthesize(text + " " + text[: len(text) // 3], language, voice, speed)
+
+    eng = DubEngine(FakeASR(), {("en", "es"): FakeTranslator()}, {"es": Slow(chars_per_s=20.0)}, max_speedup=1.35,
+                    max_slowdown=1.35)  # fmt: skip
+    chunks: list[DubChunk] = []
+    answer = next(eng.dub_each(utterance(), "en", ["es"], on_chunk=lambda _, c: chunks.append(c)))
+    dub = answer.result
+    assert isinstance(dub, Dub) and len(chunks) == 1 and chunks[0].final
+    assert dub.fitted.status.value == "success", dub.fitted.variance_percent  # within 10 % of the 4 s span

@@ -347,7 +347,9 @@ class DubEngine:
             for index, (clause, last) in enumerate(clauses_on_a_lane(produce, first_by)):
                 start_s = chunks[-1].end_s + CLAUSE_PAUSE_S if chunks else slot.start_s
                 # A later clause is due when the ones before it have played.
-                audio = self._speak_clause(clause, voice, deadline.later(start_s - slot.start_s), seconds)
+                # The last clause ends the dub where the speech it replaces ends (within the fit's caps).
+                ends_in_s = slot.start_s + slot.span_s - start_s if last else None
+                audio = self._speak_clause(clause, voice, deadline.later(start_s - slot.start_s), seconds, ends_in_s)
                 audio = self._squeeze(audio, utterance.duration_s + slot.overrun_s - start_s, voice)
                 if len(audio) == 0:
                     break  # no room left for more of the dub
@@ -415,8 +417,11 @@ class DubEngine:
             ratio = len(translation.text) / len(transcript.text)
             self._ratios[key] = 0.3 * ratio + 0.7 * self._ratios.get(key, ratio)
 
-    def _speak_clause(self, clause: str, voice: ChunkVoice, due: Deadline, seconds: dict[str, float]) -> FloatAudio:
-        """One clause in the dub's voice, at its rate and stretch, at the utterance's rate (timed in `seconds`)."""
+    def _speak_clause(
+        self, clause: str, voice: ChunkVoice, due: Deadline, seconds: dict[str, float], lasts_s: float | None = None
+    ) -> FloatAudio:
+        """One clause in the dub's voice, at its rate, at the utterance's rate (timed in `seconds`): stretched as
+        every clause of the dub, or (`lasts_s`, the last clause) to last that long, within the fit's caps."""
         text = Translation(clause, voice.target)
         predicted = voice.synthesise.predicted_s(text, voice.slot, voice.ref)
         self._check(due, (voice.stage, "fit"), Work(predicted, len(clause), dub_s=predicted))
@@ -425,7 +430,15 @@ class DubEngine:
             speech = _as_stage(voice.stage, lambda: voice.synthesise(text, voice.slot, voice.ref, voice.speed))
             seconds[voice.stage] += time.perf_counter() - started
         started = time.perf_counter()
-        audio = _as_stage("fit", lambda: stretch_to(speech, voice.rate, voice.stretch, self.fit))
+        stretch = voice.stretch
+        if lasts_s is not None:
+            natural_s = len(speech.audio) / speech.sample_rate
+            stretch = (
+                clamp_ratio(natural_s, replace(voice.slot, span_s=lasts_s), self.fit)
+                if lasts_s > 0
+                else self.fit.max_speedup
+            )
+        audio = _as_stage("fit", lambda: stretch_to(speech, voice.rate, stretch, self.fit))
         seconds["fit"] += time.perf_counter() - started
         return audio
 
@@ -559,8 +572,9 @@ def clamp_ratio(predicted_s: float, slot: Slot, fit: Fit) -> float:
 
 
 def stretch_to(speech: Speech, rate: int, ratio: float, fit: Fit) -> FloatAudio:
-    """`speech` at the utterance's `rate`, played `ratio` times faster (pitch kept)."""
+    """`speech` at the utterance's `rate`, played `ratio` times faster (pitch kept), within the fit's caps."""
     audio = resample(speech.audio, speech.sample_rate, rate)
+    ratio = min(fit.max_speedup, max(1.0 / fit.max_slowdown, ratio))
     if abs(ratio - 1.0) < 0.01 or len(audio) == 0:
         return audio
     return fit_duration(audio, rate, max(1, round(len(audio) / ratio)), fit.max_speedup, fit.max_slowdown).audio
