@@ -29,7 +29,7 @@ from livedub.sts.engine.chunks import (
     clauses_on_a_lane,
 )
 from livedub.sts.engine.costs import StageCosts, Work
-from livedub.sts.engine.stages import Fit, Place, Recognise, Synthesise, Translate, silence
+from livedub.sts.engine.stages import Fit, Place, Recognise, Synthesise, Translate, dub_samples, silence
 from livedub.sts.engine.tiers import FAST_TRANSLATION, FAST_VOICE, MAIN_TRANSLATION, USUAL_VOICE, TierPolicy
 from livedub.sts.engine.values import (
     Dub,
@@ -284,7 +284,8 @@ class DubEngine:
                                              context, later_s, on_chunk)  # fmt: skip
             except FirstClauseLate:  # the main translator was stopped: the fast one says it, still in time
                 log.info("%s: the main translator gave no clause in time; the fast one stands in", target)
-                chosen = Chosen(FAST_TRANSLATION, self.translate_fast, voice, fast_ref, share, may_fall_back=False)
+                chosen = replace(chosen, translation_stage=FAST_TRANSLATION, translate=self.translate_fast,
+                                 may_fall_back=False)  # fmt: skip
                 return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress,
                                              context, later_s, on_chunk)  # fmt: skip
         voice_stages = FAST_VOICE if has_fast_voice else USUAL_VOICE  # until the voice is chosen, the cheapest way on
@@ -457,9 +458,7 @@ class DubEngine:
         spoken = replace(said, dub_s=sum(len(chunk.audio) for chunk in chunks) / rate)
         for stage, spent in seconds.items():
             self.costs.observe(stage, spent, spoken)
-        total = len(utterance.audio)
-        if slot.overrun_s > 0:
-            total = min(total + round(slot.overrun_s * rate), max(total, round(chunks[-1].end_s * rate)))
+        total = dub_samples(utterance, slot, round(chunks[-1].end_s * rate))
         fitted = assemble(chunks, slot, total, rate, voice.stretch)
         return Dub(transcript, translation, slot, fitted, progress.seconds, str(voice.ref))
 

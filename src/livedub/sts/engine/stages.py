@@ -210,9 +210,7 @@ class Fit:
         target_s = fit_target(len(audio) / rate, slot.span_s, slot.limit_s, self.max_speedup)
         fit = fit_duration(audio, rate, max(1, round(target_s * rate)), self.max_speedup, self.max_slowdown)
         start = round(slot.start_s * rate)
-        total = len(utterance.audio)
-        if slot.overrun_s > 0:
-            total = min(total + round(slot.overrun_s * rate), max(total, start + len(fit.audio)))
+        total = dub_samples(utterance, slot, start + len(fit.audio))
         return FittedDub(
             audio=place(fit.audio, total, start),
             sample_rate=rate,
@@ -222,6 +220,15 @@ class Fit:
             variance_percent=fit.variance_percent,
             status=FitStatus(fit.status.value),  # the one success/partial/failed rule: sts.audio.duration_status
         )
+
+
+def dub_samples(utterance: Utterance, slot: Slot, speech_end: int) -> int:
+    """How long a dub whose speech ends at sample `speech_end` is: the utterance's length, or with overrun as long
+    as the speech needs, at most the utterance plus the overrun."""
+    total = len(utterance.audio)
+    if slot.overrun_s > 0:
+        total = min(total + round(slot.overrun_s * utterance.sample_rate), max(total, speech_end))
+    return total
 
 
 def silence(utterance: Utterance) -> FittedDub:

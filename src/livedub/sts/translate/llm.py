@@ -140,16 +140,6 @@ class LlmTranslator:
     def supports(self, source: str, target: str) -> bool:
         return self.capabilities.supports(source, target)
 
-    def _messages(
-        self,
-        sentence: str,
-        source: str,
-        target: str,
-        context: TranslationContext = NO_CONTEXT,
-        earlier: tuple[tuple[str, str], ...] = (),
-    ) -> list[dict[str, str]]:
-        return build_messages(sentence, source, target, context, earlier)
-
     def _switch_to(self, direction: tuple[str, str]) -> None:
         """Keep the evaluated prompt prefix of each direction: save the current context, restore the other's."""
         if self._direction == direction:
@@ -169,7 +159,7 @@ class LlmTranslator:
         earlier: tuple[tuple[str, str], ...] = (),
     ) -> str:
         """One sentence, checked: the example must not leak in, the glossary's translations must be there."""
-        out = self._complete(self._messages(sentence, source, target, context, earlier), sentence, source, target)
+        out = self._complete(build_messages(sentence, source, target, context, earlier), sentence, source, target)
         if leaked_example(out, sentence, source, target):
             stripped = strip_example(out, target)
             if stripped and not leaked_example(stripped, sentence, source, target):
@@ -177,12 +167,12 @@ class LlmTranslator:
             elif context.previous or earlier:  # once more with the prompt the example was chosen for
                 log.info("llm: the one-shot example leaked into %r; asking again without context", out)
                 no_context = TranslationContext(glossary=context.glossary)
-                out = self._complete(self._messages(sentence, source, target, no_context), sentence, source, target)
+                out = self._complete(build_messages(sentence, source, target, no_context), sentence, source, target)
         required = glossary.present(sentence, context.glossary)
         if out and glossary.missing(out, required):
             # Asked again with the terms already in the target language (the model keeps what it is given).
             given = glossary.substitute(sentence, required)
-            again = self._complete(self._messages(given, source, target, context, earlier), given, source, target)
+            again = self._complete(build_messages(given, source, target, context, earlier), given, source, target)
             if again and len(glossary.missing(again, required)) < len(glossary.missing(out, required)):
                 out = again
             if glossary.missing(out, required):
@@ -234,7 +224,7 @@ class LlmTranslator:
             if glossary.present(sentence, context.glossary):
                 clauses = split_clauses(self._translate_sentence(sentence, source, target, context, earlier))
             else:
-                messages = self._messages(sentence, source, target, context, earlier)
+                messages = build_messages(sentence, source, target, context, earlier)
                 clauses = (
                     self._unleaked(c, sentence, source, target)
                     for c in self._stream(messages, sentence, source, target)
