@@ -300,7 +300,7 @@ def separator_cpu(mixes: list[Mixture]) -> list[tuple[str, list[float], float]]:
 
 
 def resampled(audio: Audio, rate: int) -> Audio:
-    from livedub.sts.audio import resample
+    from livedub.dubbing.audio import resample
 
     return resample(audio.astype(np.float32), RATE, rate).astype(np.float64)
 

@@ -147,8 +147,8 @@ def answer_times(answers: list[dict], target: str) -> tuple[float, float] | None
 def transcribe(path: Path, language: str) -> str:
     from faster_whisper import WhisperModel
 
+    from livedub.dubbing.audio import decode_audio
     from livedub.models.cache import model_dir
-    from livedub.sts.audio import decode_audio
 
     audio = decode_audio(path.read_bytes(), "m4a", 16000, 1, 16000) if path.suffix == ".m4a" else None
     if audio is None:

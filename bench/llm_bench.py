@@ -38,8 +38,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # llm_draft: the bench's own draft model
 
 from livedub import corpus
+from livedub.dubbing.translate.llm import LlmTranslator
 from livedub.models.cache import is_installed, model_dir, model_path
-from livedub.sts.translate.llm import LlmTranslator
 
 MAIN_MODEL = "qwen2.5-coder-1.5b-instruct-gguf"
 DRAFT_MODEL = "qwen2.5-coder-0.5b-instruct-gguf"
@@ -172,7 +172,7 @@ def run_variant(
         try:
             for source, target, name, text in items:
                 if context:  # the stream's last phrases of this worker, as the pipeline passes them
-                    from livedub.sts.interfaces import TranslationContext
+                    from livedub.dubbing.interfaces import TranslationContext
 
                     previous = tuple(history.setdefault((source, target), [])[-context:])
                     out = translator.translate(text, source, target, TranslationContext(previous=previous))

@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from livedub.corpus import SOUNDS_DIR, TRANSCRIPTS, WORD_FOLDERS, clean_text, read_wav
-from livedub.sts.engine.voices import reference_sentence
-from livedub.sts.speaker import (
+from livedub.dubbing.speaker import (
     SpeakerEmbedder,
     SpeakerProfile,
     SpeakerSample,
@@ -45,6 +44,7 @@ from livedub.sts.speaker import (
     median_pitch,
     voice_key,
 )
+from livedub.dubbing.voices import reference_sentence
 
 RATE = 16000
 HUMANS = {"en": ("asterisk-en-Allison", "female"), "es": ("asterisk-es-Allison", "female")}
@@ -58,7 +58,7 @@ PIPER_JOE = "piper-en_US-joe-medium"
 
 @dataclass(frozen=True)
 class Ref:
-    """A stock voice (the shape of livedub.sts.languages.VoiceRef)."""
+    """A stock voice (the shape of livedub.languages.VoiceRef)."""
 
     backend: str
     voice: str
@@ -121,7 +121,7 @@ class Voices:
     def backend(self, voice: Ref):  # type: ignore[no-untyped-def]
         key = f"piper:{voice.voice}" if voice.backend == "piper" else voice.backend  # a Piper model per voice
         if key not in self._backends:
-            from livedub.sts import tts
+            from livedub.dubbing import tts
             from livedub.sts.model_files import resolve_model, resolve_model_dir
 
             builders: dict[str, Callable[[], object]] = {
@@ -159,7 +159,7 @@ def synthetic_speakers() -> list[tuple[str, Ref, str]]:
 def candidates(language: str, pool: str = "table") -> list[Ref]:
     """The target language's stock voices: the language table's (those understood well), or with `pool` "all"
     every voice here that speaks it (all Kokoro styles, espeak-ng male and female, Piper joe for English)."""
-    from livedub.sts.languages import LANGUAGES
+    from livedub.languages import LANGUAGES
 
     if pool == "table":
         return [Ref(v.backend, v.voice, v.gender) for v in LANGUAGES[language].voices]
@@ -173,7 +173,7 @@ def candidates(language: str, pool: str = "table") -> list[Ref]:
 
 
 def pitch_of(audio: list[np.ndarray]) -> float:
-    """Median pitch over a voice's phrases (livedub.sts.speaker.median_pitch, YIN): a check of the gender labels."""
+    """Median pitch over a voice's phrases (livedub.dubbing.speaker.median_pitch, YIN): a check of the gender labels."""
     pitches = [median_pitch(a, log_mel(a)[1]) for a in audio]
     found = [p for p in pitches if p]
     return float(np.median(found)) if found else float("nan")
@@ -260,7 +260,7 @@ def intruder_test(speakers: list[Speaker], threshold: float) -> int:
 
 def collect(voices: Voices, phrases: int) -> list[Speaker]:
     """Every voice's phrases as 16 kHz audio (embedded later, once per feature band)."""
-    from livedub.sts.audio import resample
+    from livedub.dubbing.audio import resample
 
     speakers: list[Speaker] = []
     for language, (name, gender) in HUMANS.items():
@@ -282,7 +282,7 @@ def embedded(embedder: SpeakerEmbedder, speakers: list[Speaker]) -> list[Speaker
 
 def other_languages(voices: Voices) -> dict[str, dict[str, list[np.ndarray]]]:
     """Two Kokoro styles (a female, the male) saying 6 sentences in each language."""
-    from livedub.sts.audio import resample
+    from livedub.dubbing.audio import resample
 
     spoken: dict[str, dict[str, list[np.ndarray]]] = {}
     for style in ("jf_alpha", "jm_kumo"):
@@ -398,7 +398,7 @@ def measure(
     spoken: dict[str, dict[str, list[np.ndarray]]],
     cache: Path,
 ) -> dict[str, object]:
-    from livedub.sts.speaker import CHANGE_THRESHOLD
+    from livedub.dubbing.speaker import CHANGE_THRESHOLD
 
     embedder = SpeakerEmbedder(band_hz=band)
     speakers = embedded(embedder, audio)

@@ -51,9 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dnsmos import dnsmos_scores
 from livedub import corpus
+from livedub.dubbing.audio import decode_audio, mono_payload, resample
+from livedub.dubbing.interfaces import ASRBackend, Translator, TTSBackend
 from livedub.protocol import AudioFormat, FragmentData, StreamConfig
-from livedub.sts.audio import decode_audio, mono_payload, resample
-from livedub.sts.interfaces import ASRBackend, Translator, TTSBackend
 from livedub.sts.pipeline import DubbingPipeline
 from livedub.sts.settings import StsSettings
 
@@ -95,7 +95,7 @@ class Models:
         return self._cache[key]
 
     def asr(self) -> ASRBackend:
-        from livedub.sts.asr import WhisperASR
+        from livedub.dubbing.asr import WhisperASR
         from livedub.sts.model_files import cpu_threads, resolve_model_dir
 
         s = self.settings
@@ -114,7 +114,7 @@ class Models:
     def listener(self) -> ASRBackend:
         """The ASR that scores dubs (ASR-BLEU), fixed (beam 5, VAD, full 30 s window) so that tuning the pipeline's
         ASR does not move the score."""
-        from livedub.sts.asr import WhisperASR
+        from livedub.dubbing.asr import WhisperASR
         from livedub.sts.model_files import cpu_threads, resolve_model_dir
 
         s = self.settings
@@ -124,7 +124,7 @@ class Models:
         )
 
     def translator(self, kind: str) -> Translator:
-        from livedub.sts import translate
+        from livedub.dubbing import translate
         from livedub.sts.model_files import cpu_threads, resolve_model
 
         s = self.settings
@@ -136,8 +136,8 @@ class Models:
 
     def tts(self, kind: str, language: str = "es") -> TTSBackend:
         """The synthesiser `kind` speaking with the language table's first voice of that backend for `language`."""
-        from livedub.sts import tts
-        from livedub.sts.languages import LANGUAGES
+        from livedub.dubbing import tts
+        from livedub.languages import LANGUAGES
         from livedub.sts.model_files import cpu_threads, resolve_model, resolve_model_dir
 
         s = self.settings
@@ -474,9 +474,9 @@ def run_context(models: Models, n: int, directions: list[tuple[str, str]], gloss
     ways: no context, the two previous prompts as context, the glossary, both."""
     import sacrebleu
 
-    from livedub.sts import glossary as glossaries
-    from livedub.sts.interfaces import TranslationContext
-    from livedub.sts.translate.llm import leaked_example
+    from livedub.dubbing import glossary as glossaries
+    from livedub.dubbing.interfaces import TranslationContext
+    from livedub.dubbing.translate.llm import leaked_example
 
     translator = models.translator("llm")
     raw: list[tuple[str, str, str, str]] = []  # (sentence, answer, source, target) of every completion
@@ -570,8 +570,8 @@ def run_tts(
     """With `all_voices`, every Kokoro voice style is scored (the configured one is the default)."""
     import jiwer
 
+    from livedub.dubbing.tts import KokoroTTS
     from livedub.sts.model_files import resolve_model_dir
-    from livedub.sts.tts import KokoroTTS
 
     asr = models.asr()
     # Sentences (3+ words) short enough that even a slow synthesiser stays inside one 30 s Whisper window.

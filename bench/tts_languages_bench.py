@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from livedub import corpus
-from livedub.sts.audio import resample
-from livedub.sts.interfaces import ASRBackend, TTSBackend
-from livedub.sts.languages import LANGUAGES, VoiceRef
+from livedub.dubbing.audio import resample
+from livedub.dubbing.interfaces import ASRBackend, TTSBackend
+from livedub.languages import LANGUAGES, VoiceRef
 from livedub.sts.settings import StsSettings
 
 LANGS = tuple(LANGUAGES)
@@ -81,7 +81,7 @@ class VoiceScore:
 
 class Backends:
     def __init__(self, settings: StsSettings) -> None:
-        from livedub.sts.asr import WhisperASR
+        from livedub.dubbing.asr import WhisperASR
         from livedub.sts.model_files import cpu_threads, resolve_model_dir
 
         self.settings = settings
@@ -94,7 +94,7 @@ class Backends:
         self._tts: dict[str, TTSBackend] = {}
 
     def tts(self, ref: VoiceRef) -> TTSBackend:
-        from livedub.sts import tts
+        from livedub.dubbing import tts
         from livedub.sts.model_files import resolve_model, resolve_model_dir
 
         key = f"piper:{ref.voice}" if ref.backend == "piper" else ref.backend
@@ -112,7 +112,7 @@ class Backends:
 
     def candidates(self, language: str, only: set[str] | None = None) -> list[VoiceRef]:
         """Every voice that ships for `language`; `only`: those whose backend or `backend:voice` is named."""
-        from livedub.sts.tts.pico import PICO_VOICES, PicoTTS
+        from livedub.dubbing.tts.pico import PICO_VOICES, PicoTTS
 
         def wanted(backend: str, voice: str = "") -> bool:
             return not only or backend in only or f"{backend}:{voice}" in only
@@ -211,8 +211,8 @@ def wer_table(scores: dict[str, list[VoiceScore]], n: int) -> str:
 def bleu_section(backends: Backends, names: list[str], voices: dict[str, VoiceRef]) -> str:
     import sacrebleu
 
+    from livedub.dubbing.translate import LlmTranslator
     from livedub.sts.model_files import resolve_model
-    from livedub.sts.translate import LlmTranslator
 
     llm = LlmTranslator(resolve_model(backends.settings.llm_model), backends.settings.llm_context, backends.threads)
     lines = [

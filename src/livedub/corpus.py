@@ -76,7 +76,7 @@ def read_wav(path: str | Path, sample_rate: int | None = None) -> npt.NDArray[np
     if channels > 1:
         audio = audio.reshape(-1, channels).mean(axis=1)
     if sample_rate and sample_rate != rate:
-        from livedub.sts.audio import resample  # PyAV; imported here so reading texts needs no audio stack
+        from livedub.dubbing.audio import resample  # PyAV; imported here so reading texts needs no audio stack
 
         audio = resample(audio, rate, sample_rate)
     return audio

@@ -29,9 +29,9 @@ from e2e.helpers.stream_analyzer import decode_audio, probe
 from e2e.helpers.stream_publisher import publish_file
 from e2e.test_full_pipeline import normalize
 from livedub.fixture_music import MusicFixture, ensure_music_fixture
+from livedub.languages import LANGUAGES
 from livedub.models.cache import model_dir
 from livedub.stack import Stack, StackConfig, StreamRecorder, wait_for_stream
-from livedub.sts.languages import LANGUAGES
 
 pytestmark = pytest.mark.e2e
 

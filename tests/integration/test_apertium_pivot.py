@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from livedub.sts.translate.apertium import CHAINS, ApertiumTranslator
+from livedub.dubbing.translate.apertium import CHAINS, ApertiumTranslator
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from livedub import corpus
-from livedub.sts.audio import resample
+from livedub.dubbing.audio import resample
 from livedub.sts.dub_file import RATE, cli_main, cut_points
 
 pytestmark = pytest.mark.integration

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from livedub.sts.glossary import contains
-from livedub.sts.interfaces import TranslationContext
+from livedub.dubbing.glossary import contains
+from livedub.dubbing.interfaces import TranslationContext
+from livedub.dubbing.translate import ApertiumTranslator, LlmTranslator
+from livedub.dubbing.translate.llm import leaked_example
 from livedub.sts.settings import StsSettings
-from livedub.sts.translate import ApertiumTranslator, LlmTranslator
-from livedub.sts.translate.llm import leaked_example
 
 pytestmark = pytest.mark.integration
 

@@ -26,13 +26,13 @@ from media_testkit import fresh_metrics, serve_asgi
 
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
 from livedub.analysis.harness import StreamRecorder, publish, read_packets
+from livedub.dubbing.deadline import NO_DEADLINE, Deadline
 from livedub.media.settings import MediaSettings
 from livedub.media.sts_client import StsClient
 from livedub.media.worker import WorkerRunner
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.protocol import FragmentData, FragmentProcessed, StreamConfig
 from livedub.stack import free_port
-from livedub.sts.deadline import NO_DEADLINE, Deadline
 from livedub.sts.pipeline import EchoPipeline
 from livedub.sts.server import create_app
 from livedub.sts.settings import StsSettings

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from livedub.corpus import read_wav
+from livedub.dubbing.audio import resample
 from livedub.media.separation import MODEL_RATE, BedSeparator, DeepFilterNet
-from livedub.sts.audio import resample
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from livedub import corpus
-from livedub.sts.engine.voices import VoicePicker
-from livedub.sts.speaker import SpeakerEmbedder
+from livedub.dubbing.speaker import SpeakerEmbedder
+from livedub.dubbing.voices import VoicePicker
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,8 @@ def embedder() -> SpeakerEmbedder:
 
 @pytest.fixture(scope="module")
 def bank():  # type: ignore[no-untyped-def]
+    from livedub.dubbing.models import load_voices
     from livedub.models import ModelMissingError
-    from livedub.sts.engine.models import load_voices
     from livedub.sts.settings import StsSettings
 
     try:

@@ -26,6 +26,7 @@ from media_testkit import (
     serve_asgi,
 )
 
+from livedub.dubbing.deadline import NO_DEADLINE, Deadline
 from livedub.media.backoff import ExponentialBackoff
 from livedub.media.circuit_breaker import BreakerState
 from livedub.media.sts_client import StsClient
@@ -33,7 +34,6 @@ from livedub.media.types import AudioSegment, DubStatus
 from livedub.protocol import ErrorCode, FragmentData, FragmentProcessed, StreamConfig
 from livedub.protocol.codec import downmix_to_mono
 from livedub.stack import free_port
-from livedub.sts.deadline import NO_DEADLINE, Deadline
 from livedub.sts.pipeline import EchoPipeline
 from livedub.sts.server import create_app
 from livedub.sts.session import failed_result

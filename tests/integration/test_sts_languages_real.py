@@ -1,5 +1,5 @@
 """The new languages with the real models: the LLM translates English into French and Italian (the content words
-arrive), and each language's default voice (livedub.sts.languages) is understood by Whisper.
+arrive), and each language's default voice (livedub.languages) is understood by Whisper.
 
 The WER bounds come from runs of this test (3 of the bench's prompts; docs/benchmarks-languages.md has all 10), with
 margin. About 20 s on 2 cores.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from livedub import corpus
-from livedub.sts.audio import resample
-from livedub.sts.languages import LANGUAGES
+from livedub.dubbing.audio import resample
+from livedub.languages import LANGUAGES
 from livedub.sts.settings import StsSettings
 
 pytestmark = pytest.mark.integration
@@ -39,15 +39,15 @@ def settings() -> StsSettings:
 
 @pytest.fixture(scope="module")
 def llm(settings: StsSettings):  # type: ignore[no-untyped-def]
+    from livedub.dubbing.translate import LlmTranslator
     from livedub.sts.model_files import cpu_threads, resolve_model
-    from livedub.sts.translate import LlmTranslator
 
     return LlmTranslator(resolve_model(settings.llm_model), settings.llm_context, cpu_threads(settings.cpu_threads))
 
 
 @pytest.fixture(scope="module")
 def whisper(settings: StsSettings):  # type: ignore[no-untyped-def]
-    from livedub.sts.asr import WhisperASR
+    from livedub.dubbing.asr import WhisperASR
     from livedub.sts.model_files import cpu_threads, resolve_model_dir
 
     s = settings
@@ -70,7 +70,7 @@ def test_the_llm_translates_english_into_french_and_italian(llm, target: str, ex
 def test_the_default_voice_is_understood(settings: StsSettings, whisper, language: str) -> None:  # type: ignore[no-untyped-def]
     import jiwer
 
-    from livedub.sts.engine.models import load_voices
+    from livedub.dubbing.models import load_voices
 
     bank = load_voices(settings, [language])
     assert bank.default(language) == LANGUAGES[language].voices[0]

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from livedub import corpus
-from livedub.sts.audio import resample
-from livedub.sts.languages import LANGUAGES
+from livedub.dubbing.audio import resample
+from livedub.dubbing.tts import PicoTTS
+from livedub.dubbing.tts.pico import PicoMarkupOnlyError, PicoTimeoutError
+from livedub.languages import LANGUAGES
 from livedub.sts.settings import StsSettings
-from livedub.sts.tts import PicoTTS
-from livedub.sts.tts.pico import PicoMarkupOnlyError, PicoTimeoutError
 
 pytestmark = pytest.mark.integration
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,7 +42,7 @@ def pico():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def whisper():  # type: ignore[no-untyped-def]
-    from livedub.sts.asr import WhisperASR
+    from livedub.dubbing.asr import WhisperASR
     from livedub.sts.model_files import cpu_threads, resolve_model_dir
 
     s = StsSettings()

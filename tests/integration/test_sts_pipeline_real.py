@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from livedub import corpus
+from livedub.dubbing.audio import decode_audio, mono_payload, resample
 from livedub.protocol import (
     AudioFormat,
     AudioPayload,
@@ -23,7 +24,6 @@ from livedub.protocol import (
     FragmentStatus,
     StreamConfig,
 )
-from livedub.sts.audio import decode_audio, mono_payload, resample
 from livedub.sts.pipeline import DubbingPipeline
 from livedub.sts.settings import StsSettings
 
@@ -132,7 +132,7 @@ def test_undecodable_audio_fails_with_invalid_audio_format(dubber: DubbingPipeli
 
 
 def test_the_llm_keeps_each_directions_prompt_prefix(dubber: DubbingPipeline) -> None:
-    from livedub.sts.translate import LlmTranslator
+    from livedub.dubbing.translate import LlmTranslator
 
     llm = dubber.engine.translate.translators[("en", "es")]
     if not isinstance(llm, LlmTranslator) or llm is not dubber.engine.translate.translators[("es", "en")]:

@@ -19,6 +19,9 @@ import pytest
 import socketio
 from sts_testkit import Recorder, init_payload, pcm_fragment, running_server
 
+from livedub.dubbing.audio import encode_audio
+from livedub.dubbing.deadline import NO_DEADLINE, Deadline
+from livedub.dubbing.interfaces import UnsupportedLanguageError
 from livedub.protocol import (
     AudioFormat,
     AudioPayload,
@@ -31,9 +34,6 @@ from livedub.protocol import (
     StageTimings,
     StreamConfig,
 )
-from livedub.sts.audio import encode_audio
-from livedub.sts.deadline import NO_DEADLINE, Deadline
-from livedub.sts.interfaces import UnsupportedLanguageError
 from livedub.sts.pipeline import EchoPipeline
 
 pytestmark = pytest.mark.integration

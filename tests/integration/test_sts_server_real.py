@@ -21,10 +21,10 @@ import pytest
 from sts_testkit import Recorder, init_payload
 
 from livedub.corpus import SpeechClip, speech_clips
+from livedub.dubbing.asr import WhisperASR
+from livedub.dubbing.audio import decode_audio, mono_payload, resample
 from livedub.protocol import AudioFormat, FragmentProcessed
 from livedub.stack import free_port
-from livedub.sts.asr import WhisperASR
-from livedub.sts.audio import decode_audio, mono_payload, resample
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from livedub.dubbing.deadline import Deadline
 from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, ErrorSimulation, FragmentData
-from livedub.sts.deadline import Deadline
 from livedub.sts.error_simulation import ErrorSimulator
 
 pytestmark = pytest.mark.unit

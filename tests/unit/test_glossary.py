@@ -15,15 +15,15 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from livedub.dubbing import glossary
+from livedub.dubbing.glossary import GlossaryFileError, load_glossary_file, parse_glossary
+from livedub.dubbing.interfaces import NO_CONTEXT, TranslationContext
+from livedub.dubbing.translate import ApertiumTranslator, DeepLTranslator, GoogleTranslator
+from livedub.dubbing.translate.llm import LlmTranslator, build_messages, leaked_example, strip_example
+from livedub.languages import LANGUAGES
 from livedub.protocol import GLOSSARY_MAX_ENTRIES, GLOSSARY_MAX_TERM_CHARS, StreamConfig, StreamInit
-from livedub.sts import glossary
-from livedub.sts.glossary import GlossaryFileError, load_glossary_file, parse_glossary
-from livedub.sts.interfaces import NO_CONTEXT, TranslationContext
-from livedub.sts.languages import LANGUAGES
 from livedub.sts.session import PhraseMemory
 from livedub.sts.settings import StsSettings
-from livedub.sts.translate import ApertiumTranslator, DeepLTranslator, GoogleTranslator
-from livedub.sts.translate.llm import LlmTranslator, build_messages, leaked_example, strip_example
 
 pytestmark = pytest.mark.unit
 

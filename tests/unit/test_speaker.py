@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livedub.sts import speaker
-from livedub.sts.speaker import SpeakerSample, SpeakerTracker, VoiceMatcher, cosine
+from livedub.dubbing import speaker
+from livedub.dubbing.speaker import SpeakerSample, SpeakerTracker, VoiceMatcher, cosine
 
 pytestmark = pytest.mark.unit
 

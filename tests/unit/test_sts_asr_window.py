@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livedub.sts.asr.whisper import FULL_WINDOW_FRAMES, TRAILING_PAD_FRAMES, _short_window_model
+from livedub.dubbing.asr.whisper import FULL_WINDOW_FRAMES, TRAILING_PAD_FRAMES, _short_window_model
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livedub.protocol import FragmentStatus
-from livedub.sts.audio import (
+from livedub.dubbing.audio import (
     decode_audio,
     duration_status,
     encode_audio,
@@ -15,7 +14,8 @@ from livedub.sts.audio import (
     resample,
     time_stretch,
 )
-from livedub.sts.interfaces import InvalidAudioError
+from livedub.dubbing.interfaces import InvalidAudioError
+from livedub.protocol import FragmentStatus
 
 pytestmark = pytest.mark.unit
 

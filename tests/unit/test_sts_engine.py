@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from livedub.sts.deadline import Deadline
-from livedub.sts.engine import (
+from livedub.dubbing import (
     Dub,
     DubEngine,
     Fit,
@@ -26,12 +25,13 @@ from livedub.sts.engine import (
     Utterance,
     choose_speed,
 )
-from livedub.sts.engine.chunks import CLAUSE_PAUSE_S, DubChunk
-from livedub.sts.engine.costs import CHARS_PER_SPEECH_S, OPTIMISM, Work
-from livedub.sts.engine.values import Slot
-from livedub.sts.interfaces import NO_CONTEXT, FloatAudio, TranslationContext
-from livedub.sts.languages import VoiceRef
-from livedub.sts.tts.bank import VoiceBank
+from livedub.dubbing.chunks import CLAUSE_PAUSE_S, DubChunk
+from livedub.dubbing.costs import CHARS_PER_SPEECH_S, OPTIMISM, Work
+from livedub.dubbing.deadline import Deadline
+from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, TranslationContext
+from livedub.dubbing.tts.bank import VoiceBank
+from livedub.dubbing.values import Slot
+from livedub.languages import VoiceRef
 
 pytestmark = pytest.mark.unit
 

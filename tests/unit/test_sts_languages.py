@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livedub.sts.interfaces import FloatAudio, UnsupportedLanguageError
-from livedub.sts.languages import LANGUAGES, VoiceRef, check_pair, language, parse_pair, supported_pairs
-from livedub.sts.settings import StsSettings, parse_assignments
-from livedub.sts.translate import (
+from livedub.dubbing.interfaces import FloatAudio, UnsupportedLanguageError
+from livedub.dubbing.translate import (
     ApertiumTranslator,
     DeepLTranslator,
     GoogleTranslator,
     LlmTranslator,
     TranslatorCapabilities,
 )
-from livedub.sts.tts import EspeakTTS, KokoroTTS, TTSCapabilities, UnknownVoiceError, VoiceBank
+from livedub.dubbing.tts import EspeakTTS, KokoroTTS, TTSCapabilities, UnknownVoiceError, VoiceBank
+from livedub.languages import LANGUAGES, VoiceRef, check_pair, language, parse_pair, supported_pairs
+from livedub.sts.settings import StsSettings, parse_assignments
 
 pytestmark = pytest.mark.unit
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livedub.sts.engine.models import fast_translator_kind, load_engine, translator_kind, tts_kind, voices_of
-from livedub.sts.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext, UnsupportedLanguageError
-from livedub.sts.languages import LANGUAGES, VoiceRef
+from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext, UnsupportedLanguageError
+from livedub.dubbing.models import fast_translator_kind, load_engine, translator_kind, tts_kind, voices_of
+from livedub.languages import LANGUAGES, VoiceRef
 from livedub.sts.settings import StsSettings
 
 pytestmark = pytest.mark.unit

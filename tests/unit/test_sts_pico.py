@@ -1,15 +1,15 @@
-"""SVOX Pico's text is markup: hostile text must reach it as plain words (livedub.sts.tts.pico), and its voices are
+"""SVOX Pico's text is markup: hostile text must reach it as plain words (livedub.dubbing.tts.pico), and its voices are
 named and registered like the other backends'."""
 
 from __future__ import annotations
 
 import pytest
 
-from livedub.sts.engine.models import voices_of
-from livedub.sts.languages import LANGUAGES, VoiceRef
+from livedub.dubbing.models import voices_of
+from livedub.dubbing.tts import TTS_BACKENDS, PicoTTS
+from livedub.dubbing.tts.pico import PicoMarkupOnlyError, sanitise, speakable, voice_of
+from livedub.languages import LANGUAGES, VoiceRef
 from livedub.sts.settings import StsSettings
-from livedub.sts.tts import TTS_BACKENDS, PicoTTS
-from livedub.sts.tts.pico import PicoMarkupOnlyError, sanitise, speakable, voice_of
 
 pytestmark = pytest.mark.unit
 

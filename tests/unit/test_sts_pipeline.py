@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from livedub.dubbing import SpeakingPace
+from livedub.dubbing.audio import decode_audio, encode_audio
+from livedub.dubbing.deadline import Deadline
+from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext, UnsupportedLanguageError
+from livedub.dubbing.translate import TranslationError
 from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, FragmentData, FragmentStatus, StreamConfig
-from livedub.sts.audio import decode_audio, encode_audio
-from livedub.sts.deadline import Deadline
-from livedub.sts.engine import SpeakingPace
-from livedub.sts.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext, UnsupportedLanguageError
 from livedub.sts.pipeline import DubbingPipeline, EchoPipeline, build_processor, fit_target
 from livedub.sts.settings import StsSettings
-from livedub.sts.translate import TranslationError
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from livedub.sts.translate import DeepLTranslator, TranslationError
+from livedub.dubbing.translate import DeepLTranslator, TranslationError
 
 pytestmark = pytest.mark.unit
 

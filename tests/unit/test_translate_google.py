@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from livedub.sts.translate import GoogleTranslator, TranslationError
+from livedub.dubbing.translate import GoogleTranslator, TranslationError
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The per-stream voice stage (livedub.sts.engine.voices) over fake embeddings and a fake voice bank."""
+"""The per-stream voice stage (livedub.dubbing.voices) over fake embeddings and a fake voice bank."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from livedub.sts.engine import voices as voices_module
-from livedub.sts.engine.voices import VoicePicker, pin_of
-from livedub.sts.interfaces import NO_CONTEXT, TranslationContext
-from livedub.sts.languages import VoiceRef
-from livedub.sts.speaker import SpeakerSample, _unit
+from livedub.dubbing import voices as voices_module
+from livedub.dubbing.interfaces import NO_CONTEXT, TranslationContext
+from livedub.dubbing.speaker import SpeakerSample, _unit
+from livedub.dubbing.voices import VoicePicker, pin_of
+from livedub.languages import VoiceRef
 
 pytestmark = pytest.mark.unit
 
@@ -166,7 +166,7 @@ def test_an_embedder_failure_keeps_the_voice(picker: VoicePicker, monkeypatch: p
 
 
 def test_reference_sentence_comes_from_the_language_table() -> None:
-    from livedub.sts.languages import LANGUAGES
+    from livedub.languages import LANGUAGES
 
     assert voices_module.reference_sentence("fr").startswith(LANGUAGES["fr"].warmup)
 
@@ -207,14 +207,14 @@ class PrefixEmbedder(FakeEmbedder):
 
 def test_the_engine_speaks_each_target_with_the_streams_voice(tmp_path: Path) -> None:
     """The wiring proposed for the pipeline: observe the fragment, then `dub_each(voice=stream)`."""
-    from livedub.sts.engine import DubEngine, Utterance
-    from livedub.sts.tts.bank import VoiceBank
+    from livedub.dubbing import DubEngine, Utterance
+    from livedub.dubbing.tts.bank import VoiceBank
 
     class ASR:
         name, sample_rate = "asr", 16000
 
         def transcribe(self, audio: np.ndarray, language: str):  # type: ignore[no-untyped-def]
-            from livedub.sts.engine.values import Transcript
+            from livedub.dubbing.values import Transcript
 
             return Transcript("hello there", language, [(0.2, 2.8, "hello there")])
 

@@ -62,7 +62,7 @@ class Rendition:
 
 def display_name(code: str) -> str:
     try:
-        from livedub.sts.languages import LANGUAGES
+        from livedub.languages import LANGUAGES
     except ImportError:  # the table is optional here: only names come from it
         return code
     lang = LANGUAGES.get(code)

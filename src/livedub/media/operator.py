@@ -199,7 +199,7 @@ def publish_url(settings: Any, request_host: str | None) -> str:
 
 def _language_names() -> dict[str, str]:
     try:
-        from livedub.sts.languages import LANGUAGES
+        from livedub.languages import LANGUAGES
     except ImportError:
         return {}
     return {code: getattr(lang, "native_name", code) for code, lang in LANGUAGES.items()}

@@ -29,6 +29,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from livedub.dubbing.audio import time_stretch
 from livedub.media.aligner import chunk_clip, dub_clip, fallback_reason
 from livedub.media.background import make_background
 from livedub.media.dubtrack import DubTrack
@@ -40,7 +41,6 @@ from livedub.media.publisher import FlvPublisher, Publisher
 from livedub.media.segmenter import Segmenter, make_segmenter
 from livedub.media.settings import MediaSettings
 from livedub.media.types import AudioSegment, DubChunkAudio, DubClient, DubOutcome, DubStatus, MultiDubClient
-from livedub.sts.audio import time_stretch
 
 log = logging.getLogger(__name__)
 

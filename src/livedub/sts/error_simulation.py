@@ -14,8 +14,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from livedub.dubbing.deadline import NO_DEADLINE, Deadline
 from livedub.protocol import ErrorSimulation, ErrorSimulationRule, FragmentData
-from livedub.sts.deadline import NO_DEADLINE, Deadline
 
 # A bit past the deadline, so that the server's TIMEOUT answer is out before the held fragment returns.
 _PAST_DEADLINE_S = 0.05

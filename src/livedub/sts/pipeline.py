@@ -1,8 +1,8 @@
 """The STS edge of the dubbing engine: fragment payloads in, `fragment:processed` out.
 
-`DubbingPipeline` decodes a fragment's audio, runs the engine (`livedub.sts.engine`: ASR → translation → TTS →
+`DubbingPipeline` decodes a fragment's audio, runs the engine (`livedub.dubbing`: ASR → translation → TTS →
 fit) and maps the engine's typed answer, or its failure, to the protocol; `EchoPipeline` returns each fragment's
-audio unchanged (A/V tests). Both implement `livedub.sts.interfaces.FragmentProcessor`; `build_processor(settings)`
+audio unchanged (A/V tests). Both implement `livedub.dubbing.interfaces.FragmentProcessor`; `build_processor(settings)`
 picks one.
 
 Duration rule (the engine's `Fit`): the dub replaces the speech the ASR found in the fragment (first segment start
@@ -36,6 +36,24 @@ from typing import Any
 
 import numpy as np
 
+from livedub.dubbing import Dub, DubEngine, DubProgress, StageFailed, TooLate, Utterance, fit_target, load_engine
+from livedub.dubbing.audio import decode_audio, encode_audio
+from livedub.dubbing.chunks import DubChunk as EngineChunk
+from livedub.dubbing.deadline import NO_DEADLINE, Deadline
+from livedub.dubbing.glossary import merge, stream_entries
+from livedub.dubbing.interfaces import (
+    ASRBackend,
+    FloatAudio,
+    FragmentProcessor,
+    InvalidAudioError,
+    TranslationContext,
+    Translator,
+    TTSBackend,
+    UnsupportedLanguageError,
+)
+from livedub.dubbing.speaker import EmbedderMissingError
+from livedub.dubbing.voices import VoicePicker
+from livedub.languages import parse_pair, supported_pairs
 from livedub.protocol import (
     AudioPayload,
     DubChunk,
@@ -48,26 +66,8 @@ from livedub.protocol import (
     StageTimings,
     StreamConfig,
 )
-from livedub.sts.audio import decode_audio, encode_audio
-from livedub.sts.deadline import NO_DEADLINE, Deadline
-from livedub.sts.engine import Dub, DubEngine, DubProgress, StageFailed, TooLate, Utterance, fit_target, load_engine
-from livedub.sts.engine.chunks import DubChunk as EngineChunk
-from livedub.sts.engine.voices import VoicePicker
-from livedub.sts.glossary import merge, stream_entries
-from livedub.sts.interfaces import (
-    ASRBackend,
-    FloatAudio,
-    FragmentProcessor,
-    InvalidAudioError,
-    TranslationContext,
-    Translator,
-    TTSBackend,
-    UnsupportedLanguageError,
-)
-from livedub.sts.languages import parse_pair, supported_pairs
 from livedub.sts.session import PhraseMemory
 from livedub.sts.settings import StsSettings
-from livedub.sts.speaker import EmbedderMissingError
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from livedub.dubbing.deadline import Deadline
+from livedub.dubbing.interfaces import FragmentProcessor, UnsupportedLanguageError, answers_of
 from livedub.protocol import (
     AudioFormat,
     Capability,
@@ -50,9 +52,7 @@ from livedub.protocol import (
     StreamInit,
     StreamReady,
 )
-from livedub.sts.deadline import Deadline
 from livedub.sts.fanout import client_manager
-from livedub.sts.interfaces import FragmentProcessor, UnsupportedLanguageError, answers_of
 from livedub.sts.metrics import METRICS_CONTENT_TYPE, StsMetrics
 from livedub.sts.scheduler import DeadlineExpired, DeadlineRunner
 from livedub.sts.session import (

@@ -1,7 +1,7 @@
 """STS service settings: environment variables or a `.env` file.
 
 Defaults follow the quality measured on this machine (docs/benchmarks-sts.md, docs/benchmarks-languages.md): the
-LLM translates better than apertium, and each language's voices (livedub.sts.languages) are those understood best.
+LLM translates better than apertium, and each language's voices (livedub.languages) are those understood best.
 Backends are named per language or pair by a few settings (STS_TRANSLATOR, STS_TRANSLATOR_OVERRIDES,
 STS_TTS_VOICES), not one setting per pair.
 """
@@ -13,9 +13,9 @@ from typing import Literal, get_args
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from livedub.sts.glossary import load_glossary_file
-from livedub.sts.languages import VoiceRef, parse_pair
-from livedub.sts.tts.registry import TTS_BACKENDS
+from livedub.dubbing.glossary import load_glossary_file
+from livedub.dubbing.tts.registry import TTS_BACKENDS
+from livedub.languages import VoiceRef, parse_pair
 
 TranslatorName = Literal["llm", "apertium", "deepl", "google"]
 TRANSLATOR_NAMES: tuple[str, ...] = get_args(TranslatorName)
@@ -114,7 +114,7 @@ class StsSettings(BaseSettings):
         "llm",
         validation_alias="STS_TRANSLATOR",
         description="Translator of every language pair (unless overridden); a pair it cannot translate gets the "
-        "first of the target language's preferred translators that can (livedub.sts.languages).",
+        "first of the target language's preferred translators that can (livedub.languages).",
     )
     translator_overrides: str = Field(
         "",
@@ -175,7 +175,7 @@ class StsSettings(BaseSettings):
         description="Pinned voices per language, e.g. `fr=espeak-ng:fr-fr,en=piper:default,en=kokoro:jf_alpha` "
         "(backend:voice, or a backend alone for its default voice; a language named twice keeps both voices, the "
         "first is its default). Languages not named speak with the voices of the language table "
-        "(livedub.sts.languages, chosen by round-trip intelligibility).",
+        "(livedub.languages, chosen by round-trip intelligibility).",
     )
     kokoro_model: str = Field(
         "kokoro-82m-int8",

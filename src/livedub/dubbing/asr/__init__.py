@@ -1,0 +1,5 @@
+"""Speech recognition backends."""
+
+from livedub.dubbing.asr.whisper import WhisperASR
+
+__all__ = ["WhisperASR"]

@@ -1,0 +1,45 @@
+"""Piper neural TTS (piper-tts) with any voice .onnx (+ .onnx.json next to it)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from livedub.dubbing.interfaces import FloatAudio
+from livedub.dubbing.tts.registry import TTSCapabilities
+
+
+class PiperTTS:
+    name = "piper"
+
+    def __init__(self, voice_file: str | Path) -> None:
+        from piper import PiperVoice
+
+        self.voice_file = Path(voice_file)
+        if not self.voice_file.is_file():
+            raise FileNotFoundError(f"Piper voice {self.voice_file} not found")
+        self._voice = PiperVoice.load(self.voice_file)
+        self.sample_rate = int(self._voice.config.sample_rate)
+        # A Piper voice speaks the one language it was trained on (its config names it, e.g. en_US).
+        code = str(getattr(self._voice.config, "espeak_voice", "") or "en").split("-")[0].split("_")[0]
+        self.capabilities = TTSCapabilities(languages=frozenset({code}), speaking_rate=True)
+        self.name = f"piper:{self.voice_file.stem}"
+        self._lock = threading.Lock()  # the voice's phonemizer (espeak-ng) is process-global and not thread-safe
+
+    def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
+        """`speed` < 1 speaks slower (Piper's length scale), with natural prosody rather than a time-stretch."""
+        from piper import SynthesisConfig
+
+        if not text.strip():
+            return np.zeros(0, dtype=np.float32)
+        length_scale = (self._voice.config.length_scale or 1.0) / speed
+        with self._lock:
+            chunks = [
+                chunk.audio_float_array
+                for chunk in self._voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale))
+            ]
+        if not chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)

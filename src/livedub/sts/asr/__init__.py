@@ -1,5 +1,0 @@
-"""Speech recognition backends."""
-
-from livedub.sts.asr.whisper import WhisperASR
-
-__all__ = ["WhisperASR"]
