@@ -147,7 +147,7 @@ def answer_times(answers: list[dict], target: str) -> tuple[float, float] | None
 def transcribe(path: Path, language: str) -> str:
     from faster_whisper import WhisperModel
 
-    from livedub.dubbing.audio import decode_audio
+    from livedub.sts.payload_audio import decode_audio
     from livedub.models.cache import model_dir
 
     audio = decode_audio(path.read_bytes(), "m4a", 16000, 1, 16000) if path.suffix == ".m4a" else None

@@ -51,9 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dnsmos import dnsmos_scores
 from livedub import corpus
-from livedub.dubbing.audio import decode_audio, mono_payload, resample
+from livedub.dubbing.audio import resample
 from livedub.dubbing.interfaces import ASRBackend, Translator, TTSBackend
 from livedub.protocol import AudioFormat, FragmentData, StreamConfig
+from livedub.sts.payload_audio import decode_audio, mono_payload
 from livedub.sts.pipeline import DubbingPipeline
 from livedub.sts.settings import StsSettings
 

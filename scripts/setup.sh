@@ -55,7 +55,7 @@ fi
 # Each voice's reference embedding (the dub's voice follows the speaker): synthesised once, then read from the cache.
 if [ ! -d "${LIVEDUB_HOME:-$HOME/.cache/livedub}/models/speaker-references" ]; then
   echo "[setup] measuring the voices for speaker matching (once, 20-40 s)"
-  .venv/bin/python -m livedub.dubbing.voices >/dev/null
+  .venv/bin/python -m livedub.sts.backends >/dev/null
 fi
 
 # hls.js for the operator page (/ui/vendor/hls.min.js), from the npm registry into .cache/npm (git-ignored).

@@ -17,9 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from livedub.dubbing.interfaces import UnsupportedLanguageError
-
 Gender = Literal["female", "male", "unknown"]
+
+
+class UnsupportedLanguageError(ValueError):
+    """A language (or pair) that the table does not hold, or that no configured backend serves (the STS answers
+    it with UNSUPPORTED_LANGUAGE)."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ __all__ = [
     "LANGUAGES",
     "Gender",
     "Language",
+    "UnsupportedLanguageError",
     "VoiceRef",
     "check_pair",
     "language",

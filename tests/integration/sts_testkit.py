@@ -12,7 +12,7 @@ from typing import Any
 import socketio
 from media_testkit import serve_asgi
 
-from livedub.dubbing.interfaces import FragmentProcessor
+from livedub.sts.processor import FragmentProcessor
 from livedub.sts.server import StsServer, create_app
 from livedub.sts.settings import StsSettings
 

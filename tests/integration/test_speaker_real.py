@@ -35,8 +35,8 @@ def embedder() -> SpeakerEmbedder:
 
 @pytest.fixture(scope="module")
 def bank():  # type: ignore[no-untyped-def]
-    from livedub.dubbing.models import load_voices
     from livedub.models import ModelMissingError
+    from livedub.sts.backends import load_voices
     from livedub.sts.settings import StsSettings
 
     try:

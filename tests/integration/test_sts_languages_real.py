@@ -70,7 +70,7 @@ def test_the_llm_translates_english_into_french_and_italian(llm, target: str, ex
 def test_the_default_voice_is_understood(settings: StsSettings, whisper, language: str) -> None:  # type: ignore[no-untyped-def]
     import jiwer
 
-    from livedub.dubbing.models import load_voices
+    from livedub.sts.backends import load_voices
 
     bank = load_voices(settings, [language])
     assert bank.default(language) == LANGUAGES[language].voices[0]

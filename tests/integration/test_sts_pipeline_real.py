@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from livedub import corpus
-from livedub.dubbing.audio import decode_audio, mono_payload, resample
+from livedub.dubbing.audio import resample
 from livedub.protocol import (
     AudioFormat,
     AudioPayload,
@@ -24,6 +24,7 @@ from livedub.protocol import (
     FragmentStatus,
     StreamConfig,
 )
+from livedub.sts.payload_audio import decode_audio, mono_payload
 from livedub.sts.pipeline import DubbingPipeline
 from livedub.sts.settings import StsSettings
 

@@ -16,12 +16,13 @@ import pytest
 from pydantic import ValidationError
 
 from livedub.dubbing import glossary
-from livedub.dubbing.glossary import GlossaryFileError, load_glossary_file, parse_glossary
 from livedub.dubbing.interfaces import NO_CONTEXT, TranslationContext
 from livedub.dubbing.translate import ApertiumTranslator, DeepLTranslator, GoogleTranslator
 from livedub.dubbing.translate.llm import LlmTranslator, build_messages, leaked_example, strip_example
 from livedub.languages import LANGUAGES
 from livedub.protocol import GLOSSARY_MAX_ENTRIES, GLOSSARY_MAX_TERM_CHARS, StreamConfig, StreamInit
+from livedub.sts import glossary_file
+from livedub.sts.glossary_file import GlossaryFileError, load_glossary_file, parse_glossary
 from livedub.sts.session import PhraseMemory
 from livedub.sts.settings import StsSettings
 
@@ -39,8 +40,8 @@ def test_stream_config_takes_a_glossary_per_target_language() -> None:
     )
     assert config.glossary is not None
     assert [(e.source, e.target) for e in config.glossary["es"]] == [VOICEMAIL]
-    assert glossary.stream_entries(config.glossary, "es") == (VOICEMAIL,)
-    assert glossary.stream_entries(config.glossary, "fr") == ()
+    assert glossary_file.stream_entries(config.glossary, "es") == (VOICEMAIL,)
+    assert glossary_file.stream_entries(config.glossary, "fr") == ()
     assert StreamConfig().glossary is None and "glossary" not in StreamConfig().to_wire()  # additive: seed clients
     # Through stream:init, as the media-service sends it.
     init = StreamInit.model_validate(
@@ -150,8 +151,8 @@ def test_a_missing_glossary_file_is_an_error_at_start(tmp_path: Path) -> None:
 
 
 def test_the_file_is_bounded_per_direction() -> None:
-    lines = "".join(f"en-es\tterm{i}\tt{i}\n" for i in range(glossary.FILE_MAX_ENTRIES + 1))
-    with pytest.raises(GlossaryFileError, match=f"more than {glossary.FILE_MAX_ENTRIES} entries"):
+    lines = "".join(f"en-es\tterm{i}\tt{i}\n" for i in range(glossary_file.FILE_MAX_ENTRIES + 1))
+    with pytest.raises(GlossaryFileError, match=f"more than {glossary_file.FILE_MAX_ENTRIES} entries"):
         parse_glossary(lines)
 
 

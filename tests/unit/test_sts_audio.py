@@ -5,17 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livedub.dubbing.audio import (
-    decode_audio,
-    duration_status,
-    encode_audio,
-    fit_duration,
-    place,
-    resample,
-    time_stretch,
-)
-from livedub.dubbing.interfaces import InvalidAudioError
-from livedub.protocol import FragmentStatus
+from livedub.dubbing.audio import duration_status, fit_duration, place, resample, time_stretch
+from livedub.dubbing.values import FitStatus
+from livedub.sts.payload_audio import InvalidAudioError, decode_audio, encode_audio
 
 pytestmark = pytest.mark.unit
 
@@ -101,7 +93,7 @@ def test_fit_speeds_up_a_long_dub_to_its_target() -> None:
     fit = fit_duration(tone(7.5, rate), rate, 6 * rate, max_speedup=1.35)
     assert fit.speed_ratio == pytest.approx(1.25, abs=1e-3)
     assert abs(fit.variance_percent) < 2
-    assert fit.status is FragmentStatus.SUCCESS
+    assert fit.status is FitStatus.SUCCESS
 
 
 def test_fit_caps_the_speedup_and_reports_the_remaining_variance() -> None:
@@ -109,16 +101,16 @@ def test_fit_caps_the_speedup_and_reports_the_remaining_variance() -> None:
     partial = fit_duration(tone(9.0, rate), rate, 6 * rate, max_speedup=1.35)  # 9/1.35 = 6.67 s: +11 %
     assert partial.speed_ratio == pytest.approx(1.35)
     assert 10 < partial.variance_percent < 13
-    assert partial.status is FragmentStatus.PARTIAL
+    assert partial.status is FitStatus.PARTIAL
     failed = fit_duration(tone(12.0, rate), rate, 6 * rate, max_speedup=1.35)  # 8.9 s: +48 %
-    assert failed.status is FragmentStatus.FAILED
+    assert failed.status is FitStatus.FAILED
 
 
 def test_fit_slows_down_a_short_dub_only_as_far_as_allowed() -> None:
     rate = 16000
     fit = fit_duration(tone(5.0, rate), rate, 6 * rate, max_speedup=1.35, max_slowdown=1.35)
     assert fit.speed_ratio == pytest.approx(5 / 6, abs=1e-3)
-    assert fit.status is FragmentStatus.SUCCESS
+    assert fit.status is FitStatus.SUCCESS
     unchanged = fit_duration(tone(5.0, rate), rate, 6 * rate, max_speedup=1.35)  # no slow-down allowed
     assert unchanged.speed_ratio == 1.0
     assert len(unchanged.audio) == 5 * rate
@@ -128,15 +120,15 @@ def test_fit_slows_down_a_short_dub_only_as_far_as_allowed() -> None:
 @pytest.mark.parametrize(
     ("variance", "status"),
     [
-        (0.0, FragmentStatus.SUCCESS),
-        (-10.0, FragmentStatus.SUCCESS),
-        (10.5, FragmentStatus.PARTIAL),
-        (-20.0, FragmentStatus.PARTIAL),
-        (20.1, FragmentStatus.FAILED),
-        (-35.0, FragmentStatus.FAILED),
+        (0.0, FitStatus.SUCCESS),
+        (-10.0, FitStatus.SUCCESS),
+        (10.5, FitStatus.PARTIAL),
+        (-20.0, FitStatus.PARTIAL),
+        (20.1, FitStatus.FAILED),
+        (-35.0, FitStatus.FAILED),
     ],
 )
-def test_duration_status_rule(variance: float, status: FragmentStatus) -> None:
+def test_duration_status_rule(variance: float, status: FitStatus) -> None:
     assert duration_status(variance) is status
 
 

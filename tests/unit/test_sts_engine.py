@@ -30,6 +30,7 @@ from livedub.dubbing.costs import CHARS_PER_SPEECH_S, OPTIMISM, Work
 from livedub.dubbing.deadline import Deadline
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, TranslationContext
 from livedub.dubbing.tts.bank import VoiceBank
+from livedub.dubbing.tts.registry import TTSCapabilities
 from livedub.dubbing.values import Slot
 from livedub.languages import VoiceRef
 
@@ -78,6 +79,7 @@ class PacedTTS:
     """Speaks `chars_per_s` characters per second at speed 1; `speed` scales that, like Kokoro's speed input."""
 
     name, sample_rate = "paced-tts", 24000
+    capabilities = TTSCapabilities(languages=None, speaking_rate=True)
 
     def __init__(self, chars_per_s: float = 5.0) -> None:
         self.chars_per_s, self.speeds = chars_per_s, []  # type: ignore[var-annotated]

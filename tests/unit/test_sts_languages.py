@@ -110,12 +110,11 @@ def test_bad_backend_settings_fail_at_startup(env: dict[str, str]) -> None:
 
 
 class Tone:
-    """A synthesiser that records what it was asked; `rate` says whether it declares rate control."""
+    """A synthesiser that records what it was asked; `rate`: whether it declares rate control."""
 
-    def __init__(self, name: str, sample_rate: int, rate: bool | None) -> None:
+    def __init__(self, name: str, sample_rate: int, rate: bool) -> None:
         self.name, self.sample_rate, self.calls = name, sample_rate, []  # type: ignore[var-annotated]
-        if rate is not None:
-            self.capabilities = TTSCapabilities(languages=None, speaking_rate=rate)
+        self.capabilities = TTSCapabilities(languages=None, speaking_rate=rate)
 
     def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
         self.calls.append((text, language, voice, speed))
@@ -143,7 +142,7 @@ def test_the_voice_bank_holds_several_backends_per_language() -> None:
 
 
 def test_an_injected_backend_is_a_one_voice_bank() -> None:
-    plain = Tone("fake", 16000, None)  # declares nothing: its `speed` parameter says it can change the rate
+    plain = Tone("fake", 16000, True)  # a backend declares its rate control (no probing of its signature)
     bank = VoiceBank.of({"es": plain})
     assert bank.voices("es") == [VoiceRef("fake", "default")]
     assert bank.capabilities("es").speaking_rate

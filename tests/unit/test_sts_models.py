@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext, UnsupportedLanguageError
-from livedub.dubbing.models import fast_translator_kind, load_engine, translator_kind, tts_kind, voices_of
+from livedub.dubbing.tts.registry import TTSCapabilities
 from livedub.languages import LANGUAGES, VoiceRef
+from livedub.sts.backends import fast_translator_kind, load_engine, translator_kind, tts_kind, voices_of
 from livedub.sts.settings import StsSettings
 
 pytestmark = pytest.mark.unit
@@ -59,6 +60,7 @@ def test_voices_come_from_the_table_unless_pinned() -> None:
 
 class Stand:
     name, sample_rate = "stand-in", 16000
+    capabilities = TTSCapabilities(languages=None, speaking_rate=False)
 
     def transcribe(self, audio: FloatAudio, language: str) -> Transcript:
         return Transcript("", language)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from livedub.dubbing.models import voices_of
 from livedub.dubbing.tts import TTS_BACKENDS, PicoTTS
 from livedub.dubbing.tts.pico import PicoMarkupOnlyError, sanitise, speakable, voice_of
 from livedub.languages import LANGUAGES, VoiceRef
+from livedub.sts.backends import voices_of
 from livedub.sts.settings import StsSettings
 
 pytestmark = pytest.mark.unit

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from livedub.dubbing import SpeakingPace
-from livedub.dubbing.audio import decode_audio, encode_audio
 from livedub.dubbing.deadline import Deadline
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext, UnsupportedLanguageError
 from livedub.dubbing.translate import TranslationError
+from livedub.dubbing.tts.registry import TTSCapabilities
 from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, FragmentData, FragmentStatus, StreamConfig
+from livedub.sts.payload_audio import decode_audio, encode_audio
 from livedub.sts.pipeline import DubbingPipeline, EchoPipeline, build_processor, fit_target
 from livedub.sts.settings import StsSettings
 
@@ -52,6 +53,8 @@ class FakeTranslator:
 
 class FakeTTS:
     """Speaks a tone of `seconds` (plus silence around it, which the pipeline trims)."""
+
+    capabilities = TTSCapabilities(languages=None, speaking_rate=False)  # no rate control: time-stretched only
 
     name = "fake-tts"
     sample_rate = 24000
@@ -254,6 +257,7 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class SpeedTTS(FakeTTS):
+    capabilities = TTSCapabilities(languages=None, speaking_rate=True)
     """A synthesiser that can speak slower: `speed` < 1 lengthens the speech."""
 
     def __init__(self, seconds: float) -> None:

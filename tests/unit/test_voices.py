@@ -12,6 +12,7 @@ import pytest
 from livedub.dubbing import voices as voices_module
 from livedub.dubbing.interfaces import NO_CONTEXT, TranslationContext
 from livedub.dubbing.speaker import SpeakerSample, _unit
+from livedub.dubbing.tts.registry import TTSCapabilities
 from livedub.dubbing.voices import VoicePicker, pin_of
 from livedub.languages import VoiceRef
 
@@ -188,6 +189,7 @@ class MarkedTTS:
     """Speech whose first DIM samples carry the voice's direction (what PrefixEmbedder reads), then a tone."""
 
     name, sample_rate = "marked", 24000
+    capabilities = TTSCapabilities(languages=None, speaking_rate=True)
 
     def __init__(self, seed: int) -> None:
         self.seed = seed

@@ -1,4 +1,4 @@
-"""Audio helpers of the STS pipeline: decode/encode fragment payloads and fit a dub to its fragment's duration.
+"""Audio helpers of the engine: resample, and fit a dub to the duration of the speech it replaces.
 
 Resampling and time-stretching run in FFmpeg (through PyAV): `aresample` via `av.AudioResampler`, `atempo` via a
 filter graph. Audio inside the pipeline is mono float32 in [-1, 1].
@@ -13,8 +13,8 @@ import av
 import av.error
 import numpy as np
 
-from livedub.dubbing.interfaces import FloatAudio, InvalidAudioError
-from livedub.protocol import AudioFormat, AudioPayload, FragmentStatus, codec
+from livedub.dubbing.interfaces import FloatAudio
+from livedub.dubbing.values import FitStatus
 
 # Status rule of a dub's duration against the speech it replaces (in percent of that duration).
 SUCCESS_VARIANCE_PERCENT = 10.0
@@ -55,35 +55,6 @@ def resample(audio: FloatAudio, rate_in: int, rate_out: int) -> FloatAudio:
     return _frames_to_mono(out)
 
 
-def decode_audio(
-    data: bytes, fmt: AudioFormat | str, sample_rate_hz: int, channels: int, target_rate: int
-) -> FloatAudio:
-    """Decode a fragment payload (raw pcm_s16le or an m4a/AAC file) to mono float32 at `target_rate` (the payload
-    codec of `livedub.protocol.codec`).
-
-    Raises InvalidAudioError when the bytes do not decode or do not match the declared format.
-    """
-    if not data:
-        raise InvalidAudioError("empty audio payload")
-    try:
-        pcm = codec.decode_bytes(data, fmt, sample_rate_hz, channels, rate=target_rate, to_channels=1)
-    except ValueError as exc:  # PayloadDecodeError, or an unknown format
-        raise InvalidAudioError(str(exc)) from exc
-    if len(pcm) == 0:
-        raise InvalidAudioError(f"{AudioFormat(fmt)} payload decodes to no audio")
-    return codec.pcm_to_float(pcm)[:, 0]
-
-
-def encode_audio(audio: FloatAudio, sample_rate: int, fmt: AudioFormat | str, channels: int = 1) -> bytes:
-    """Encode mono float audio as raw pcm_s16le or as an m4a (AAC in MP4) file, copied to `channels` channels."""
-    return codec.encode_bytes(codec.match_channels(codec.float_to_pcm(audio), channels), sample_rate, fmt)
-
-
-def mono_payload(audio: FloatAudio, sample_rate: int, fmt: AudioFormat) -> AudioPayload:
-    """Mono float audio encoded as an `AudioPayload` of `fmt` (duration from its sample count)."""
-    return codec.encode_payload(codec.float_to_pcm(audio), sample_rate, fmt)
-
-
 def time_stretch(audio: FloatAudio, sample_rate: int, speed: float) -> FloatAudio:
     """Change tempo without changing pitch (FFmpeg `atempo`); speed > 1 makes the audio shorter."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -114,18 +85,18 @@ class FitResult:
     variance_percent: float  # (stretched length - target) / target * 100
 
     @property
-    def status(self) -> FragmentStatus:
+    def status(self) -> FitStatus:
         return duration_status(self.variance_percent)
 
 
-def duration_status(variance_percent: float) -> FragmentStatus:
+def duration_status(variance_percent: float) -> FitStatus:
     """success within ±10 % of the target duration, partial within ±20 %, failed beyond."""
     deviation = abs(variance_percent)
     if deviation <= SUCCESS_VARIANCE_PERCENT:
-        return FragmentStatus.SUCCESS
+        return FitStatus.SUCCESS
     if deviation <= PARTIAL_VARIANCE_PERCENT:
-        return FragmentStatus.PARTIAL
-    return FragmentStatus.FAILED
+        return FitStatus.PARTIAL
+    return FitStatus.FAILED
 
 
 def fit_duration(

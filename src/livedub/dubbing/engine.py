@@ -29,7 +29,15 @@ from livedub.dubbing.chunks import (
 )
 from livedub.dubbing.costs import StageCosts, Work
 from livedub.dubbing.deadline import NO_DEADLINE, Deadline, DeadlineExceeded
-from livedub.dubbing.interfaces import NO_CONTEXT, ASRBackend, FloatAudio, TranslationContext, Translator, TTSBackend
+from livedub.dubbing.interfaces import (
+    NO_CONTEXT,
+    ASRBackend,
+    BackendError,
+    FloatAudio,
+    TranslationContext,
+    Translator,
+    TTSBackend,
+)
 from livedub.dubbing.stages import Fit, Place, Recognise, Synthesise, Translate, dub_samples, silence
 from livedub.dubbing.tiers import FAST_TRANSLATION, FAST_VOICE, MAIN_TRANSLATION, USUAL_VOICE, TierPolicy
 from livedub.dubbing.tts.bank import VoiceBank
@@ -42,7 +50,9 @@ from livedub.dubbing.values import (
     TooLate,
     Transcript,
     Translation,
+    TranslatorTier,
     Utterance,
+    VoiceTier,
 )
 from livedub.languages import LANGUAGES, VoiceRef
 
@@ -312,7 +322,8 @@ class DubEngine:
             on=self.voices.backend(target, synthesise.voice(target, spoken_by)),
         )
         fitted = run("fit", lambda: self.fit(speech, slot, utterance))
-        return Dub(transcript, translation, slot, fitted, progress.seconds, speech.voice)
+        tiers = _tiers(translation_stage, voice_stages[0])
+        return Dub(transcript, translation, slot, fitted, progress.seconds, speech.voice, *tiers)
 
     def _speak_in_chunks(
         self,
@@ -460,7 +471,8 @@ class DubEngine:
             self.costs.observe(stage, spent, spoken)
         total = dub_samples(utterance, slot, round(chunks[-1].end_s * rate))
         fitted = assemble(chunks, slot, total, rate, voice.stretch)
-        return Dub(transcript, translation, slot, fitted, progress.seconds, str(voice.ref))
+        tiers = _tiers(chosen.translation_stage, voice.stage)
+        return Dub(transcript, translation, slot, fitted, progress.seconds, str(voice.ref), *tiers)
 
     def _check(self, deadline: Deadline, left: tuple[str, ...], work: Work) -> None:
         if deadline.at is None:
@@ -579,6 +591,12 @@ def stretch_to(speech: Speech, rate: int, ratio: float, fit: Fit) -> FloatAudio:
     return fit_duration(audio, rate, max(1, round(len(audio) / ratio)), fit.max_speedup, fit.max_slowdown).audio
 
 
+def _tiers(translation_stage: str, voice_stage: str) -> tuple[TranslatorTier, VoiceTier]:
+    """The typed tiers of a dub made by these stages."""
+    translator = TranslatorTier.FAST if translation_stage == FAST_TRANSLATION else TranslatorTier.MAIN
+    return translator, VoiceTier.FAST if voice_stage == FAST_VOICE[0] else VoiceTier.USUAL
+
+
 def _said(language: str) -> Transcript:
     return Transcript(LANGUAGES[language].warmup, language)
 
@@ -594,7 +612,7 @@ def _as_stage(stage: str, call: Callable[[], T]) -> T:
     except StageFailed:
         raise
     except Exception as exc:
-        retryable = bool(getattr(exc, "retryable", True))  # unknown failures may be transient: let the client retry
+        retryable = exc.retryable if isinstance(exc, BackendError) else True  # others may be transient: retry
         raise StageFailed(stage, f"{type(exc).__name__}: {exc}", retryable) from exc
 
 

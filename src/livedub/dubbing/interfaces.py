@@ -1,34 +1,24 @@
-"""Small interfaces between the STS server, its pipeline and the model backends.
+"""Small interfaces between the engine and its model backends: the three backend protocols and what they exchange.
 
-The server only knows `FragmentProcessor`; the pipeline only knows the three backend protocols.
+Nothing here knows the wire: the STS maps its fragments to the engine's values (livedub.sts.pipeline).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline
-from livedub.protocol import DubChunk, ErrorCode, FragmentData, FragmentProcessed, StreamConfig
+from livedub.languages import UnsupportedLanguageError
+
+if TYPE_CHECKING:
+    from livedub.dubbing.tts.registry import TTSCapabilities
 
 FloatAudio = npt.NDArray[np.float32]
 """Mono float32 PCM in [-1, 1]."""
-
-
-class UnsupportedLanguageError(ValueError):
-    """The language pair has no configured backends (maps to UNSUPPORTED_LANGUAGE)."""
-
-    code = ErrorCode.UNSUPPORTED_LANGUAGE
-
-
-class InvalidAudioError(ValueError):
-    """Audio that does not decode or does not match its declared format (INVALID_AUDIO_FORMAT)."""
-
-    code = ErrorCode.INVALID_AUDIO_FORMAT
 
 
 @dataclass
@@ -81,66 +71,34 @@ class ClauseTranslator(Translator, Protocol):
 
 @runtime_checkable
 class TTSBackend(Protocol):
+    """A voice backend. It declares what it can do (`capabilities`): with `speaking_rate`, `synthesize` takes a
+    `speed` (> 1 faster) and the engine asks it for the rate; without, the engine time-stretches only."""
+
     name: str
     sample_rate: int
+    capabilities: TTSCapabilities
 
-    def synthesize(self, text: str, language: str, voice: str = "default") -> FloatAudio: ...
-
-
-@runtime_checkable
-class FragmentProcessor(Protocol):
-    """What the STS server runs per fragment. Blocking and CPU-bound: the server calls it off the event loop.
-
-    `process` never raises for bad audio or a failing stage: it returns a `FragmentProcessed` with
-    status `failed` and an `error` instead.
-    """
-
-    def check_languages(self, source: str, target: str) -> None:
-        """Raise UnsupportedLanguageError if the pair cannot be served."""
-
-    def process(
-        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
-    ) -> FragmentProcessed:
-        """Dub one fragment. Work that cannot be back before `deadline` stops before its next stage and is answered
-        at once with status failed, error TIMEOUT (stage `timeout`, retryable)."""
-        ...
-
-    def process_each(
-        self,
-        fragment: FragmentData,
-        config: StreamConfig,
-        deadline: Deadline = NO_DEADLINE,
-        on_chunk: Callable[[DubChunk], object] | None = None,
-    ) -> Iterator[FragmentProcessed]:
-        """One answer per target of `config.targets`, each yielded as soon as it is ready (same rules as
-        `process`); `on_chunk` takes each dub's chunks as they are made, before its answer. Optional: a processor
-        without it answers the main target only (`answers_of`)."""
-        ...
-
-    def warmup(self) -> None:
-        """Load every model and run one tiny inference, so the first fragment is not slow."""
-
-    def describe(self) -> dict[str, Any]:
-        """Model names and status, for /health and `stream:ready` capabilities."""
+    def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio: ...
 
 
-def answers_of(
-    processor: FragmentProcessor,
-    fragment: FragmentData,
-    config: StreamConfig,
-    deadline: Deadline = NO_DEADLINE,
-    on_chunk: Callable[[DubChunk], object] | None = None,
-) -> Iterator[FragmentProcessed]:
-    """The processor's answers for every target, each stamped with its `target_language`; with `on_chunk`, the
-    dubs' chunks as they are made (`config.dub_chunks`; a processor without chunks sends none)."""
-    each = getattr(processor, "process_each", None)
-    if each is None:
-        answers: Iterator[FragmentProcessed] = iter([processor.process(fragment, config, deadline)])
-    elif on_chunk is not None:  # only for sessions that asked for chunks: a processor of ours
-        answers = each(fragment, config, deadline, on_chunk=on_chunk)
-    else:
-        answers = each(fragment, config, deadline)
-    for answer in answers:
-        yield (
-            answer if answer.target_language else answer.model_copy(update={"target_language": config.target_language})
-        )
+class BackendError(RuntimeError):
+    """A backend's failure that says whether trying again may help (`retryable`); any other exception of a
+    backend is taken as possibly transient."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+__all__ = [
+    "NO_CONTEXT",
+    "ASRBackend",
+    "BackendError",
+    "ClauseTranslator",
+    "FloatAudio",
+    "TTSBackend",
+    "Transcript",
+    "TranslationContext",
+    "Translator",
+    "UnsupportedLanguageError",
+]

@@ -1,51 +1,42 @@
-"""Build a `DubEngine` from the language table (livedub.languages) and the STS settings: the backends they
-name, each loaded once and shared (one Kokoro for every language and voice, one Piper per voice model).
+"""Build a `DubEngine` from the language table (livedub.languages) and the engine settings
+(livedub.dubbing.settings): the backends they name, each built once through its registration and shared (one
+Kokoro for every language and voice, one Piper per voice model).
 
-Translator of a pair: STS_TRANSLATOR_OVERRIDES for that pair, else STS_TRANSLATOR, else the target language's
-preferred translators, the first whose declared capabilities include the pair. The fast stand-in
-(STS_FAST_TRANSLATOR) only on the pairs it can translate. Voices of a language: STS_TTS_VOICES pins, else the
-table's (best understood first); its fast voice (STS_FAST_VOICE) the table's.
+Translator of a pair: the override for that pair, else the main translator, else the target language's preferred
+translators, the first whose declared capabilities include the pair. The fast stand-in only on the pairs it can
+translate. Voices of a language: the pins, else the table's (best understood first); its fast voices the table's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
+from livedub.dubbing import translate as _translators  # noqa: F401  (registers the built-in translators)
+from livedub.dubbing import tts as _voices  # noqa: F401  (registers the built-in voices)
 from livedub.dubbing.engine import DubEngine
 from livedub.dubbing.interfaces import ASRBackend, Translator, TTSBackend, UnsupportedLanguageError
-from livedub.dubbing.translate.registry import TranslatorCapabilities
+from livedub.dubbing.settings import EngineSettings
+from livedub.dubbing.translate.registry import TranslatorCapabilities, translator_spec
 from livedub.dubbing.tts.bank import VoiceBank
-from livedub.dubbing.tts.pico import voice_of as voice_of_pico
+from livedub.dubbing.tts.registry import backend_spec
 from livedub.languages import LANGUAGES, VoiceRef, check_pair
-from livedub.sts.settings import StsSettings
 
 log = logging.getLogger(__name__)
 
 
 def translator_capabilities(name: str) -> TranslatorCapabilities:
-    """What the translator `name` declares (its class attribute: known before it is built)."""
-    from livedub.dubbing import translate
-
-    classes: dict[str, Any] = {
-        "llm": translate.LlmTranslator,
-        "apertium": translate.ApertiumTranslator,
-        "deepl": translate.DeepLTranslator,
-        "google": translate.GoogleTranslator,
-    }
-    if name not in classes:
-        raise ValueError(f"unknown translator {name!r} (have {', '.join(classes)})")
-    return classes[name].capabilities
+    """What the translator `name` declares in its registration (known before it is built)."""
+    return translator_spec(name).capabilities
 
 
-def translator_kind(settings: StsSettings, source: str, target: str) -> str:
+def translator_kind(settings: EngineSettings, source: str, target: str) -> str:
     """The translator for the pair (see the module doc); UnsupportedLanguageError when none can translate it."""
     check_pair(source, target)
-    override = settings.translator_override_map().get((source, target))
+    override = settings.translator_overrides.get((source, target))
     if override is not None:  # named for this very pair: a translator that cannot do it is a mistake
         if not translator_capabilities(override).supports(source, target):
-            raise ValueError(f"STS_TRANSLATOR_OVERRIDES: {override} cannot translate {source}->{target}")
+            raise ValueError(f"translator override: {override} cannot translate {source}->{target}")
         return override
     candidates = [settings.translator, *LANGUAGES[target].translators]
     for name in dict.fromkeys(candidates):
@@ -56,98 +47,72 @@ def translator_kind(settings: StsSettings, source: str, target: str) -> str:
     raise UnsupportedLanguageError(f"no translator for {source}->{target} among {candidates}")
 
 
-def fast_translator_kind(settings: StsSettings, source: str, target: str) -> str | None:
-    """The stand-in under deadline pressure: STS_FAST_TRANSLATOR where it translates the pair and is not the main."""
+def fast_translator_kind(settings: EngineSettings, source: str, target: str) -> str | None:
+    """The stand-in under deadline pressure: the fast translator where it translates the pair and is not the main."""
     name = settings.fast_translator
     if not name or name == translator_kind(settings, source, target):
         return None
     return name if translator_capabilities(name).supports(source, target) else None
 
 
-def voices_of(settings: StsSettings, language: str) -> list[VoiceRef]:
-    """The language's voices, best first: the STS_TTS_VOICES pins (with `default` resolved), else the table's."""
+def voices_of(settings: EngineSettings, language: str) -> list[VoiceRef]:
+    """The language's voices, best first: the pins (with `default` resolved), else the table's."""
     row = LANGUAGES[language]
-    pins = settings.voice_pins().get(language)
+    pins = settings.voice_pins.get(language)
     return [_resolve_pin(ref, language) for ref in pins] if pins else list(row.voices)
 
 
 def _resolve_pin(ref: VoiceRef, language: str) -> VoiceRef:
     """A pinned voice with its gender from the table; `default`: the table's first voice of that backend for the
-    language, else the backend's own default (Kokoro: its first style; espeak-ng, Pico: the language's voice)."""
+    language, else the backend's own default for it (its registration's `default_voice`)."""
     row = LANGUAGES[language]
+    spec = backend_spec(ref.backend)
     if ref.voice == "default":
         same_backend = [v for v in row.voices if v.backend == ref.backend]
         if same_backend:
             return same_backend[0]
-        if ref.backend == "piper":
-            raise ValueError(f"no Piper voice is known for {language!r}: pin one as piper:<model name or .onnx path>")
-        if ref.backend == "espeak-ng":
-            return VoiceRef("espeak-ng", row.espeak, "male")
-        if ref.backend == "pico":  # its one (female) speaker of the language
-            return VoiceRef("pico", voice_of_pico(ref.voice, language)[0], "female")
+        if spec.default_voice is not None:
+            return spec.default_voice(language)
     known = {(v.backend, v.voice): v.gender for r in LANGUAGES.values() for v in (*r.voices, *r.fast_voices)}
-    if ref.backend == "pico" and ref.gender == "unknown":  # one female speaker per language, `+low` lower
-        ref = VoiceRef("pico", ref.voice, "male" if voice_of_pico(ref.voice, language)[1] < 1.0 else "female")
+    ref = spec.complete(ref, language)
     return VoiceRef(ref.backend, ref.voice, known.get((ref.backend, ref.voice), ref.gender))
 
 
-def tts_kind(settings: StsSettings, language: str) -> str:
+def tts_kind(settings: EngineSettings, language: str) -> str:
     """The default voice of `language`, as `backend:voice`."""
     return str(voices_of(settings, language)[0])
 
 
 class _Builders:
-    """Each backend built once: translators by name, synthesisers by backend (Piper: by voice model)."""
+    """Each backend built once through its registration: translators by name, voices by backend and instance key
+    (Piper: by voice model)."""
 
-    def __init__(self, settings: StsSettings) -> None:
-        from livedub.sts.model_files import cpu_threads
-
+    def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
-        self.threads = cpu_threads(settings.cpu_threads, settings.worker_threads)
         self._built: dict[str, Any] = {}
 
-    def _once(self, key: str, build: Callable[[], Any]) -> Any:
-        if key not in self._built:
-            self._built[key] = build()
-        return self._built[key]
-
     def translator(self, name: str) -> Translator:
-        from livedub.dubbing import translate
-        from livedub.sts.model_files import resolve_model
-
-        s = self.settings
-        builders: dict[str, Callable[[], Any]] = {
-            "llm": lambda: translate.LlmTranslator(resolve_model(s.llm_model), s.llm_context, self.threads),
-            "apertium": lambda: translate.ApertiumTranslator(s.apertium_binary),
-            "deepl": lambda: translate.DeepLTranslator(s.deepl_api_key, s.deepl_api_url),
-            "google": lambda: translate.GoogleTranslator(s.google_api_key, s.google_translate_url),
-        }
-        return self._once(f"mt:{name}", builders[name])  # type: ignore[no-any-return]
+        spec = translator_spec(name)
+        key = f"mt:{name}"
+        if key not in self._built:
+            self._built[key] = spec.build(self.settings.backend_settings(name, spec.settings))
+        return self._built[key]  # type: ignore[no-any-return]
 
     def synthesiser(self, voice: VoiceRef, language: str) -> TTSBackend:
-        from livedub.dubbing import tts
-        from livedub.sts.model_files import resolve_model, resolve_model_dir
-
-        s = self.settings
-        builders: dict[str, tuple[str, Callable[[], Any]]] = {
-            "piper": (f"piper:{voice.voice}", lambda: tts.PiperTTS(resolve_model(voice.voice))),
-            "kokoro": ("kokoro", lambda: tts.KokoroTTS(resolve_model_dir(s.kokoro_model), cpu_threads=self.threads)),
-            "pico": ("pico", tts.PicoTTS),
-            "espeak-ng": ("espeak-ng", lambda: tts.EspeakTTS(s.espeak_binary)),
-        }
-        if voice.backend not in builders:
-            raise ValueError(f"unknown TTS backend {voice.backend!r} (have {', '.join(builders)})")
-        key, build = builders[voice.backend]
-        backend = self._once(key, build)
-        capabilities = getattr(backend, "capabilities", None)
-        if capabilities is not None and not capabilities.speaks(language):
+        spec = backend_spec(voice.backend)
+        key = f"tts:{voice.backend}:{spec.instance_of(voice)}"
+        if key not in self._built:
+            self._built[key] = spec.build(self.settings.backend_settings(voice.backend, spec.settings), voice)
+        backend: TTSBackend = self._built[key]
+        if not spec.capabilities.speaks(language) or not backend.capabilities.speaks(language):
             raise ValueError(f"{voice} does not speak {language!r}")
-        if voice.backend == "pico":  # one lingware per language: `pico:fr-FR` cannot speak Spanish
-            voice_of_pico(voice.voice, language)
-        return backend  # type: ignore[no-any-return]
+        spec.check(voice, language)
+        return backend
 
 
-def load_voices(settings: StsSettings, languages: set[str] | list[str], builders: _Builders | None = None) -> VoiceBank:
+def load_voices(
+    settings: EngineSettings, languages: set[str] | list[str], builders: _Builders | None = None
+) -> VoiceBank:
     """The voice bank of `languages` (every voice the table or the pins name for them, and their fast voices)."""
     builders = builders or _Builders(settings)
     return VoiceBank(
@@ -160,9 +125,9 @@ def load_voices(settings: StsSettings, languages: set[str] | list[str], builders
 
 
 def fast_voices(
-    settings: StsSettings, languages: set[str] | list[str], builders: _Builders
+    settings: EngineSettings, languages: set[str] | list[str], builders: _Builders
 ) -> dict[str, list[tuple[VoiceRef, TTSBackend]]]:
-    """Each language's fast voices (the table's), unless STS_FAST_VOICE is off."""
+    """Each language's fast voices (the table's), unless the fast voice is off."""
     if not settings.fast_voice:
         return {}
     return {
@@ -172,7 +137,7 @@ def fast_voices(
 
 
 def load_engine(
-    settings: StsSettings,
+    settings: EngineSettings,
     pairs: tuple[tuple[str, str], ...],
     *,
     asr: ASRBackend | None = None,
@@ -181,18 +146,12 @@ def load_engine(
 ) -> DubEngine:
     """The engine for `pairs`; backends given here (tests, benchmarks) are used as they are, the rest are built.
     `tts` may be one backend per language (its default voice) or a whole voice bank."""
-    from livedub.dubbing import asr as asr_backends
-    from livedub.sts.model_files import resolve_model_dir
-
     s = settings
     for pair in pairs:
         check_pair(*pair)
     builders = _Builders(s)
     if asr is None:
-        asr = asr_backends.WhisperASR(
-            resolve_model_dir(s.asr_model), s.asr_device, s.asr_beam_size, s.asr_vad, builders.threads,
-            s.asr_min_window_s,
-        )  # fmt: skip
+        asr = _whisper(s)
     injected = dict(translators or {})
     chosen = {pair: injected.get(pair) or builders.translator(translator_kind(s, *pair)) for pair in pairs}
     fast: dict[tuple[str, str], Translator] = {}
@@ -220,3 +179,22 @@ def load_engine(
         max_slowdown=s.max_slowdown,
         fast_translators=fast,
     )
+
+
+def _whisper(settings: EngineSettings) -> ASRBackend:
+    from livedub.dubbing.asr import WhisperASR
+    from livedub.dubbing.model_files import resolve_model_dir
+
+    w = settings.asr
+    return WhisperASR(resolve_model_dir(w.model), w.device, w.beam_size, w.vad, w.threads, w.min_window_s)
+
+
+__all__ = [
+    "fast_translator_kind",
+    "load_engine",
+    "load_voices",
+    "translator_capabilities",
+    "translator_kind",
+    "tts_kind",
+    "voices_of",
+]

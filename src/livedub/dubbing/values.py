@@ -22,7 +22,9 @@ __all__ = [
     "TooLate",
     "Transcript",
     "Translation",
+    "TranslatorTier",
     "Utterance",
+    "VoiceTier",
 ]
 
 
@@ -109,6 +111,20 @@ class DubProgress:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+class TranslatorTier(StrEnum):
+    """Which translator made a dub's words: the main one (the LLM, or the configured one) or its fast stand-in."""
+
+    MAIN = "main"
+    FAST = "fast"
+
+
+class VoiceTier(StrEnum):
+    """Which voice spoke a dub: one of the language's usual voices, or its fast stand-in."""
+
+    USUAL = "usual"
+    FAST = "fast"
+
+
 @dataclass(frozen=True)
 class Dub:
     """The engine's answer. `translation` is None when the utterance held no speech (the dub is then silence)."""
@@ -119,6 +135,8 @@ class Dub:
     fitted: FittedDub
     seconds: dict[str, float]
     voice: str = ""  # the voice that spoke the dub, `backend:voice` (empty when nothing was said)
+    translator: TranslatorTier = TranslatorTier.MAIN
+    voice_tier: VoiceTier = VoiceTier.USUAL
 
 
 class StageFailed(Exception):

@@ -241,31 +241,4 @@ class VoicePicker:
             self._streams.pop(stream_id, None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m livedub.dubbing.voices [en,es,fr,it]`: hear each voice's reference once and cache it (a setup
-    step: the STS then starts without it). Measured on 2 cores: the four languages' 14 voices in 19 s when quiet,
-    en+es alone 33 s with the other core busy; from the cache ~20 ms."""
-    import argparse
-    import time
-
-    from livedub.dubbing.models import load_voices
-    from livedub.sts.settings import StsSettings
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("languages", nargs="?", default=",".join(LANGUAGES), help="comma-separated (default: all)")
-    languages = [code.strip() for code in parser.parse_args(argv).languages.split(",") if code.strip()]
-    started = time.perf_counter()
-    picker = VoicePicker(load_voices(StsSettings(), languages))
-    ready = picker.warm_up(languages)
-    print(
-        f"voice references {ready} in {picker.matcher.cache_dir if picker.matcher else '-'} "
-        f"({time.perf_counter() - started:.1f} s)"
-    )
-    return 0
-
-
 __all__ = ["SWITCH_MARGIN", "StreamVoices", "VoiceDecision", "VoicePicker", "pin_of", "reference_sentence"]
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

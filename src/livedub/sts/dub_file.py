@@ -21,10 +21,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from livedub.dubbing.audio import encode_audio, resample
-from livedub.dubbing.interfaces import FloatAudio, UnsupportedLanguageError
-from livedub.languages import LANGUAGES, check_pair
+from livedub.dubbing.audio import resample
+from livedub.dubbing.interfaces import FloatAudio
+from livedub.languages import LANGUAGES, UnsupportedLanguageError, check_pair
 from livedub.protocol import AudioFormat
+from livedub.sts.payload_audio import encode_audio
 from livedub.sts.settings import TRANSLATOR_NAMES, TTS_BACKENDS, StsSettings
 
 RATE = 48000  # the pipeline runs on 48 kHz fragments, like the live media-service sends
@@ -114,7 +115,8 @@ def write_video(source: Path, path: Path, audio: FloatAudio, audio_start_s: floa
 
 def dub_audio(audio: FloatAudio, source: str, target: str, chunk_s: float, settings: StsSettings) -> FloatAudio:
     """Each piece through the dubbing engine (the live pipeline's, without the wire), joined in place."""
-    from livedub.dubbing import StageFailed, Utterance, load_engine
+    from livedub.dubbing import StageFailed, Utterance
+    from livedub.sts.backends import load_engine
 
     check_pair(source, target)  # UnsupportedLanguageError
     engine = load_engine(settings, ((source, target),))  # loads only this direction's models

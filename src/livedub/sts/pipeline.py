@@ -2,7 +2,7 @@
 
 `DubbingPipeline` decodes a fragment's audio, runs the engine (`livedub.dubbing`: ASR → translation → TTS →
 fit) and maps the engine's typed answer, or its failure, to the protocol; `EchoPipeline` returns each fragment's
-audio unchanged (A/V tests). Both implement `livedub.dubbing.interfaces.FragmentProcessor`; `build_processor(settings)`
+audio unchanged (A/V tests). Both implement `livedub.sts.processor.FragmentProcessor`; `build_processor(settings)`
 picks one.
 
 Duration rule (the engine's `Fit`): the dub replaces the speech the ASR found in the fragment (first segment start
@@ -36,24 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from livedub.dubbing import Dub, DubEngine, DubProgress, StageFailed, TooLate, Utterance, fit_target, load_engine
-from livedub.dubbing.audio import decode_audio, encode_audio
+from livedub.dubbing import Dub, DubEngine, DubProgress, StageFailed, TooLate, Utterance, fit_target
 from livedub.dubbing.chunks import DubChunk as EngineChunk
 from livedub.dubbing.deadline import NO_DEADLINE, Deadline
-from livedub.dubbing.glossary import merge, stream_entries
-from livedub.dubbing.interfaces import (
-    ASRBackend,
-    FloatAudio,
-    FragmentProcessor,
-    InvalidAudioError,
-    TranslationContext,
-    Translator,
-    TTSBackend,
-    UnsupportedLanguageError,
-)
+from livedub.dubbing.glossary import merge
+from livedub.dubbing.interfaces import ASRBackend, FloatAudio, TranslationContext, Translator, TTSBackend
 from livedub.dubbing.speaker import EmbedderMissingError
 from livedub.dubbing.voices import VoicePicker
-from livedub.languages import parse_pair, supported_pairs
+from livedub.languages import UnsupportedLanguageError, parse_pair, supported_pairs
 from livedub.protocol import (
     AudioPayload,
     DubChunk,
@@ -66,6 +56,10 @@ from livedub.protocol import (
     StageTimings,
     StreamConfig,
 )
+from livedub.sts.backends import load_engine
+from livedub.sts.glossary_file import stream_entries
+from livedub.sts.payload_audio import InvalidAudioError, decode_audio, encode_audio
+from livedub.sts.processor import FragmentProcessor
 from livedub.sts.session import PhraseMemory
 from livedub.sts.settings import StsSettings
 
@@ -503,8 +497,8 @@ class DubbingPipeline:
                 speech_end_ms=_ms(dub.slot.start_s + dub.slot.span_s),
                 speech_duration_ms=_ms(dub.slot.span_s),
                 dubbed_speech_duration_ms=_ms(fitted.speech_s),
-                translator="fast" if "translation_fast" in dub.seconds else "main",
-                voice_tier="fast" if "tts_fast" in dub.seconds else "usual",
+                translator=dub.translator.value,
+                voice_tier=dub.voice_tier.value,
             )
         return FragmentProcessed(
             fragment_id=fragment.fragment_id,

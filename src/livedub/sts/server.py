@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from livedub.dubbing.deadline import Deadline
-from livedub.dubbing.interfaces import FragmentProcessor, UnsupportedLanguageError, answers_of
+from livedub.sts.processor import FragmentProcessor, UnsupportedLanguageError, answers_of
 from livedub.protocol import (
     AudioFormat,
     Capability,

@@ -13,7 +13,7 @@ from typing import Literal, get_args
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from livedub.dubbing.glossary import load_glossary_file
+from livedub.sts.glossary_file import load_glossary_file
 from livedub.dubbing.tts.registry import TTS_BACKENDS
 from livedub.languages import VoiceRef, parse_pair
 

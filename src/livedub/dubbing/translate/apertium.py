@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 from livedub.dubbing import glossary
 from livedub.dubbing.interfaces import NO_CONTEXT, TranslationContext
 from livedub.dubbing.translate.base import TranslationError
-from livedub.dubbing.translate.registry import TranslatorCapabilities
+from livedub.dubbing.translate.registry import TranslatorCapabilities, TranslatorSpec, register
 
 # (source, target) -> apertium mode: apertium-eng-spa (eng-spa, spa-eng) and apertium-fr-es (fr-es, es-fr).
 MODES = {("en", "es"): "eng-spa", ("es", "en"): "spa-eng", ("fr", "es"): "fr-es", ("es", "fr"): "es-fr"}
@@ -80,3 +81,18 @@ class ApertiumTranslator:
         if result.returncode != 0:
             raise TranslationError(f"apertium {mode} failed: {result.stderr.strip()[:300]}")
         return " ".join(result.stdout.split())
+
+
+@dataclass(frozen=True)
+class ApertiumSettings:
+    binary: str = "apertium"
+
+
+register(
+    TranslatorSpec(
+        "apertium",
+        ApertiumTranslator.capabilities,
+        ApertiumSettings,
+        build=lambda settings: ApertiumTranslator(settings.binary),
+    )
+)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import re
 
+from livedub.dubbing.interfaces import BackendError
+
 # A sentence ends at . ! ? … followed by space; Spanish opening marks stay with their sentence.
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 
 
-class TranslationError(RuntimeError):
+class TranslationError(BackendError):
     """A translator could not produce a translation (maps to TRANSLATION_FAILED)."""
-
-    def __init__(self, message: str, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 def split_sentences(text: str) -> list[str]:

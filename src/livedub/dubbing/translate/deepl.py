@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 
 import httpx
 
 from livedub.dubbing import glossary
 from livedub.dubbing.interfaces import NO_CONTEXT, TranslationContext
 from livedub.dubbing.translate.base import TranslationError
-from livedub.dubbing.translate.registry import TranslatorCapabilities
+from livedub.dubbing.translate.registry import TranslatorCapabilities, TranslatorSpec, register
 
 # DeepL's target codes (it wants a regional variant for English targets); its list is longer.
 _KEEP = re.compile(r"<keep>(.*?)</keep>", re.DOTALL)
@@ -86,3 +87,19 @@ class DeepLTranslator:
 
     def close(self) -> None:
         self._client.close()
+
+
+@dataclass(frozen=True)
+class DeepLSettings:
+    api_key: str = ""
+    api_url: str = "https://api-free.deepl.com/v2/translate"
+
+
+register(
+    TranslatorSpec(
+        "deepl",
+        DeepLTranslator.capabilities,
+        DeepLSettings,
+        build=lambda settings: DeepLTranslator(settings.api_key, settings.api_url),
+    )
+)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 
 import httpx
 
 from livedub.dubbing import glossary
 from livedub.dubbing.interfaces import NO_CONTEXT, TranslationContext
 from livedub.dubbing.translate.base import TranslationError
-from livedub.dubbing.translate.registry import TranslatorCapabilities
+from livedub.dubbing.translate.registry import TranslatorCapabilities, TranslatorSpec, register
 
 # Google's v2 takes plain ISO 639-1 codes; these are some of the languages it translates (its own list is longer).
 _LANGUAGES = frozenset({"ar", "de", "en", "es", "fr", "hi", "it", "ja", "ko", "nl", "pl", "pt", "ru", "tr", "uk", "zh"})
@@ -85,3 +86,19 @@ class GoogleTranslator:
 
     def close(self) -> None:
         self._client.close()
+
+
+@dataclass(frozen=True)
+class GoogleSettings:
+    api_key: str = ""
+    api_url: str = "https://translation.googleapis.com/language/translate/v2"
+
+
+register(
+    TranslatorSpec(
+        "google",
+        GoogleTranslator.capabilities,
+        GoogleSettings,
+        build=lambda settings: GoogleTranslator(settings.api_key, settings.api_url),
+    )
+)

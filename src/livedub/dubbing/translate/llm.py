@@ -21,13 +21,15 @@ import re
 import threading
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from livedub.dubbing import glossary
 from livedub.dubbing.interfaces import NO_CONTEXT, TranslationContext
+from livedub.dubbing.model_files import resolve_model
 from livedub.dubbing.translate.base import TranslationError, complete_clauses, split_clauses, split_sentences
-from livedub.dubbing.translate.registry import TranslatorCapabilities
+from livedub.dubbing.translate.registry import TranslatorCapabilities, TranslatorSpec, register
 from livedub.languages import LANGUAGES
 
 log = logging.getLogger(__name__)
@@ -258,3 +260,20 @@ class LlmTranslator:
                 raise TranslationError(f"llm returned an empty translation for {sentence!r}", retryable=True)
             translated.append((sentence, out))
         return " ".join(out for _, out in translated)
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    model: str = "qwen2.5-coder-1.5b-instruct-gguf"  # a GGUF file, or the name of one in the livedub cache
+    context: int = 1024  # context length
+    threads: int = 0  # llama.cpp threads (0: its default)
+
+
+register(
+    TranslatorSpec(
+        "llm",
+        LlmTranslator.capabilities,
+        LlmSettings,
+        build=lambda settings: LlmTranslator(resolve_model(settings.model), settings.context, settings.threads),
+    )
+)

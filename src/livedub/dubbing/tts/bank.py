@@ -12,7 +12,6 @@ fast voice (`fast_voice(language, like)`): not one to pick, the stand-in when th
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -95,13 +94,8 @@ class VoiceBank:
         return self._backends[(self._key(language), self.resolve(language, voice))]
 
     def capabilities(self, language: str, voice: VoiceRef | str | None = None) -> TTSCapabilities:
-        backend = self.backend(language, voice)
-        declared = getattr(backend, "capabilities", None)
-        if isinstance(declared, TTSCapabilities):
-            return declared
-        # An undeclared backend (a test's stand-in) can change the rate if its synthesize takes `speed`.
-        has_speed = "speed" in inspect.signature(backend.synthesize).parameters
-        return TTSCapabilities(languages=None, speaking_rate=has_speed)
+        """What the voice's backend declares (its rate control decides between a rate and a time-stretch)."""
+        return self.backend(language, voice).capabilities
 
     def resolve(self, language: str, voice: VoiceRef | str | None = None) -> VoiceRef:
         """The voice to use: the default for None/"default", else one of the language's voices (a VoiceRef or its
@@ -120,7 +114,7 @@ class VoiceBank:
         ref = self.resolve(language, voice)
         backend = self.backend(language, ref)
         if self.capabilities(language, ref).speaking_rate and speed != 1.0:
-            raw = backend.synthesize(text, language, ref.voice, speed=speed)  # type: ignore[call-arg]
+            raw = backend.synthesize(text, language, ref.voice, speed=speed)
         else:
             raw, speed = backend.synthesize(text, language, ref.voice), 1.0
         return Voiced(np.asarray(raw, dtype=np.float32), int(backend.sample_rate), ref, speed)

@@ -6,12 +6,13 @@ import io
 import shutil
 import subprocess
 import wave
+from dataclasses import dataclass
 
 import numpy as np
 
 from livedub.dubbing.interfaces import FloatAudio
-from livedub.dubbing.tts.registry import TTSCapabilities
-from livedub.languages import LANGUAGES
+from livedub.dubbing.tts.registry import TTSCapabilities, VoiceBackendSpec, register
+from livedub.languages import LANGUAGES, VoiceRef
 
 
 class EspeakTTS:
@@ -48,3 +49,19 @@ class EspeakTTS:
         if rate != self.sample_rate:
             raise RuntimeError(f"espeak-ng produced {rate} Hz, expected {self.sample_rate}")
         return np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+
+
+@dataclass(frozen=True)
+class EspeakSettings:
+    binary: str = "espeak-ng"
+
+
+register(
+    VoiceBackendSpec(
+        "espeak-ng",
+        EspeakTTS.capabilities,
+        EspeakSettings,
+        build=lambda settings, _voice: EspeakTTS(settings.binary),
+        default_voice=lambda language: VoiceRef("espeak-ng", LANGUAGES[language].espeak, "male"),
+    )
+)

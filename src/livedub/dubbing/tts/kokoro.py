@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from livedub.dubbing.interfaces import FloatAudio
+from livedub.dubbing.model_files import resolve_model_dir
 from livedub.dubbing.translate.base import split_sentences
-from livedub.dubbing.tts.registry import TTSCapabilities
+from livedub.dubbing.tts.registry import TTSCapabilities, VoiceBackendSpec, register
 from livedub.languages import LANGUAGES
 
 MODEL_FILE = "kokoro-v1.0.int8.onnx"
@@ -104,3 +106,19 @@ class KokoroTTS:
         if not pieces:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(pieces)
+
+
+@dataclass(frozen=True)
+class KokoroSettings:
+    model: str = "kokoro-82m-int8"  # a model directory, or the name of one in the livedub cache
+    cpu_threads: int = 0  # onnxruntime's intra-op threads (0: its default)
+
+
+register(
+    VoiceBackendSpec(
+        "kokoro",
+        KokoroTTS.capabilities,
+        KokoroSettings,
+        build=lambda settings, _voice: KokoroTTS(resolve_model_dir(settings.model), cpu_threads=settings.cpu_threads),
+    )
+)

@@ -25,13 +25,15 @@ import sys
 import threading
 import time
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from livedub.dubbing.interfaces import FloatAudio
 from livedub.dubbing.translate.base import split_sentences
-from livedub.dubbing.tts.registry import TTSCapabilities
+from livedub.dubbing.tts.registry import TTSCapabilities, VoiceBackendSpec, register
+from livedub.languages import VoiceRef
 
 # The Pico lingware of each language of livedub.languages that it speaks (de-DE and en-GB also ship).
 PICO_VOICES = {"es": "es-ES", "fr": "fr-FR", "it": "it-IT", "en": "en-US", "de": "de-DE"}
@@ -219,10 +221,11 @@ class PicoTTS:
         with self._lock:
             self._worker.close()
 
+    _worker: _Worker | None = None  # none until __init__ has started one (a failed __init__ leaves none to close)
+
     def __del__(self) -> None:
-        worker = getattr(self, "_worker", None)
-        if worker is not None:
-            worker.close()
+        if self._worker is not None:
+            self._worker.close()
 
     def worker_cpu_s(self) -> float:
         """CPU seconds of Pico's process so far (benchmarks: it is not a finished child of this one)."""
@@ -247,6 +250,36 @@ class PicoTTS:
                 pcm = self._worker.speak(request, self.timeout_s)
             pieces.append(np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0)
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PicoSettings:
+    timeout_s: float = 10.0  # the most one call may take before Pico's process is stopped
+
+
+def _default_voice(language: str) -> VoiceRef:
+    """Its one (female) speaker of the language."""
+    return VoiceRef("pico", voice_of("default", language)[0], "female")
+
+
+def _complete(ref: VoiceRef, language: str) -> VoiceRef:
+    """One female speaker per language; `+low` speaks lower: the stand-in for a male speaker."""
+    if ref.gender != "unknown":
+        return ref
+    return VoiceRef("pico", ref.voice, "male" if voice_of(ref.voice, language)[1] < 1.0 else "female")
+
+
+register(
+    VoiceBackendSpec(
+        "pico",
+        PicoTTS.capabilities,
+        PicoSettings,
+        build=lambda settings, _voice: PicoTTS(settings.timeout_s),
+        default_voice=_default_voice,
+        complete=_complete,
+        check=lambda ref, language: voice_of(ref.voice, language),  # one lingware per language
+    )
+)
 
 
 __all__ = [

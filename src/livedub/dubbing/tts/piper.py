@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from livedub.dubbing.interfaces import FloatAudio
-from livedub.dubbing.tts.registry import TTSCapabilities
+from livedub.dubbing.model_files import resolve_model
+from livedub.dubbing.tts.registry import TTSCapabilities, VoiceBackendSpec, register
+from livedub.languages import VoiceRef
 
 
 class PiperTTS:
     name = "piper"
+    capabilities: TTSCapabilities  # the language of its voice model
 
     def __init__(self, voice_file: str | Path) -> None:
         from piper import PiperVoice
@@ -23,7 +27,7 @@ class PiperTTS:
         self._voice = PiperVoice.load(self.voice_file)
         self.sample_rate = int(self._voice.config.sample_rate)
         # A Piper voice speaks the one language it was trained on (its config names it, e.g. en_US).
-        code = str(getattr(self._voice.config, "espeak_voice", "") or "en").split("-")[0].split("_")[0]
+        code = str(self._voice.config.espeak_voice or "en").split("-")[0].split("_")[0]
         self.capabilities = TTSCapabilities(languages=frozenset({code}), speaking_rate=True)
         self.name = f"piper:{self.voice_file.stem}"
         self._lock = threading.Lock()  # the voice's phonemizer (espeak-ng) is process-global and not thread-safe
@@ -43,3 +47,25 @@ class PiperTTS:
         if not chunks:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class PiperSettings:
+    """Piper has no settings of its own: each voice names its model (a cache name or an .onnx path)."""
+
+
+def _no_default_voice(language: str) -> VoiceRef:
+    raise ValueError(f"no Piper voice is known for {language!r}: pin one as piper:<model name or .onnx path>")
+
+
+register(
+    VoiceBackendSpec(
+        "piper",
+        # Each Piper voice speaks the one language of its model (the built backend's own capabilities say which).
+        TTSCapabilities(languages=None, speaking_rate=True),
+        PiperSettings,
+        build=lambda _settings, voice: PiperTTS(resolve_model(voice.voice)),
+        instance_of=lambda voice: voice.voice,  # one backend per voice model
+        default_voice=_no_default_voice,
+    )
+)

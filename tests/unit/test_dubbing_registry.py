@@ -1,0 +1,104 @@
+"""A voice or a translator is one module and its registration: a backend registered from here (a test module) is
+built by the engine's builders, and the voice bank and the tier policy pick it up by what it declares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext
+from livedub.dubbing.models import load_engine, load_voices, translator_kind, voices_of
+from livedub.dubbing.settings import EngineSettings
+from livedub.dubbing.translate import registry as translators
+from livedub.dubbing.tts import registry as voices
+from livedub.dubbing.tts.registry import TTSCapabilities, VoiceBackendSpec
+from livedub.languages import VoiceRef
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass(frozen=True)
+class HumSettings:
+    pitch_hz: float = 120.0
+
+
+class HumTTS:
+    """A voice that hums at its settings' pitch, as long as the text, at the rate asked."""
+
+    name, sample_rate = "hum", 16000
+    capabilities = TTSCapabilities(languages=frozenset({"es", "fr"}), speaking_rate=True)
+
+    def __init__(self, settings: HumSettings) -> None:
+        self.settings, self.speeds = settings, []  # type: ignore[var-annotated]
+
+    def synthesize(self, text: str, language: str, voice: str = "default", speed: float = 1.0) -> FloatAudio:
+        self.speeds.append(speed)
+        t = np.arange(round(self.sample_rate * len(text) / 15 / speed)) / self.sample_rate
+        return (0.3 * np.sin(2 * np.pi * self.settings.pitch_hz * t)).astype(np.float32)
+
+
+class EchoTranslator:
+    name = "echo-mt"
+    capabilities = translators.TranslatorCapabilities(pairs=frozenset({("en", "es")}))
+
+    def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
+        return f"[{target}] {text}"
+
+
+class WordsASR:
+    name, sample_rate = "words", 16000
+
+    def transcribe(self, audio: FloatAudio, language: str) -> Transcript:
+        return Transcript("hello there my friend", language, [(0.2, 1.8, "hello there my friend")])
+
+
+@pytest.fixture
+def hum() -> Iterator[VoiceBackendSpec]:
+    spec = voices.register(
+        VoiceBackendSpec(
+            "hum",
+            HumTTS.capabilities,
+            HumSettings,
+            build=lambda settings, _voice: HumTTS(settings),
+            default_voice=lambda language: VoiceRef("hum", f"{language}-low", "male"),
+        )
+    )
+    translators.register(
+        translators.TranslatorSpec("echo-mt", EchoTranslator.capabilities, type(None), lambda _: EchoTranslator())
+    )
+    yield spec
+    voices.unregister("hum")
+    translators.unregister("echo-mt")
+
+
+def test_a_registered_voice_is_built_with_its_own_settings_and_declares_its_rate(hum: VoiceBackendSpec) -> None:
+    settings = EngineSettings(
+        voice_pins={"es": (VoiceRef("hum", "default"),)}, fast_voice=False, backends={"hum": HumSettings(200.0)}
+    )
+    assert "hum" in voices.backend_names()
+    assert voices_of(settings, "es") == [VoiceRef("hum", "es-low", "male")]  # its default_voice
+    bank = load_voices(settings, ["es"])
+    backend = bank.backend("es")
+    assert isinstance(backend, HumTTS) and backend.settings.pitch_hz == 200.0
+    assert bank.capabilities("es").speaking_rate  # declared, not probed
+    assert bank.synthesize("hola amigo", "es", speed=1.2).speed == 1.2
+    with pytest.raises(ValueError, match="does not speak"):
+        load_voices(EngineSettings(voice_pins={"it": (VoiceRef("hum", "it-x"),)}, fast_voice=False), ["it"])
+
+
+def test_a_registered_translator_is_chosen_by_its_declared_pairs_and_dubs(hum: VoiceBackendSpec) -> None:
+    settings = EngineSettings(
+        translator="echo-mt", fast_translator="", voice_pins={"es": (VoiceRef("hum", "default"),)}, fast_voice=False
+    )
+    assert translator_kind(settings, "en", "es") == "echo-mt"
+    assert translator_kind(settings, "en", "fr") != "echo-mt"  # not a pair it declares
+    engine = load_engine(settings, (("en", "es"),), asr=WordsASR())
+    from livedub.dubbing import Utterance
+
+    dub = engine.dub(Utterance(np.zeros(32000, np.float32), 16000), "en", "es")
+    assert dub.translation is not None and dub.translation.text == "[es] hello there my friend"
+    assert dub.voice == "hum:es-low"
+    assert dub.translator.value == "main" and dub.voice_tier.value == "usual"
