@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from livedub.corpus import read_wav
 from livedub.media.separation import DEFAULT_ATTEN_LIM_DB, BedSeparator
+from livedub.testing.corpus import read_wav
 
 Audio = npt.NDArray[np.float64]
 RATE = 48000

@@ -33,12 +33,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from livedub.analysis.harness import StreamRecorder as PacketReader
+from livedub.analysis.recorder import StreamRecorder as PacketReader
 from livedub.demo import added_latency
-from livedub.fixture_music import MusicFixture, ensure_music_fixture
 from livedub.observe import Metrics, StsMonitor, cpu_seconds
 from livedub.paths import runtime_dir
 from livedub.stack import FilePublisher, ManagedProcess, Stack, StackConfig, free_ports, http_get, rtmp_streams
+from livedub.testing.fixture_music import MusicFixture, ensure_music_fixture
 
 
 @dataclass
@@ -147,8 +147,8 @@ def answer_times(answers: list[dict], target: str) -> tuple[float, float] | None
 def transcribe(path: Path, language: str) -> str:
     from faster_whisper import WhisperModel
 
-    from livedub.sts.payload_audio import decode_audio
     from livedub.models.cache import model_dir
+    from livedub.sts.payload_audio import decode_audio
 
     audio = decode_audio(path.read_bytes(), "m4a", 16000, 1, 16000) if path.suffix == ".m4a" else None
     if audio is None:
@@ -175,7 +175,7 @@ def asr_bleu(heard: str, fixture: MusicFixture, language: str) -> float:
     """BLEU of what Whisper heard against the prompts' transcripts in `language`."""
     import sacrebleu
 
-    from livedub import corpus
+    from livedub.testing import corpus
 
     prompts = corpus.load_prompts(language)
     references = " ".join(prompts[p.name].text for p in fixture.prompts)

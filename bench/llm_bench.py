@@ -37,9 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # llm_draft: the bench's own draft model
 
-from livedub import corpus
 from livedub.dubbing.translate.llm import LlmTranslator
 from livedub.models.cache import is_installed, model_dir, model_path
+from livedub.testing import corpus
 
 MAIN_MODEL = "qwen2.5-coder-1.5b-instruct-gguf"
 DRAFT_MODEL = "qwen2.5-coder-0.5b-instruct-gguf"

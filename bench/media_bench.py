@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
-from livedub.analysis.harness import PacketInfo, StreamRecorder, publish
+from livedub.analysis.recorder import PacketInfo, StreamRecorder
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.stack import free_port
+from livedub.testing.media import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench-media"
@@ -43,11 +44,11 @@ CACHE = ROOT / ".cache" / "bench-media"
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
-    from livedub.analysis.harness import EchoDubClient
     from livedub.media.metrics import WorkerMetrics
     from livedub.media.settings import MediaSettings
     from livedub.media.types import DubClient
     from livedub.media.worker import WorkerRunner
+    from livedub.testing.media import EchoDubClient
 
     settings = MediaSettings(
         rtmp_base_url=args.rtmp_base,

@@ -21,12 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from livedub.analysis.harness import StreamRecorder
+from livedub.analysis.recorder import StreamRecorder
 from livedub.demo import added_latency
-from livedub.fixture_music import ensure_music_fixture
 from livedub.observe import Metrics, cpu_seconds, rss_mib
 from livedub.paths import runtime_dir
 from livedub.stack import FilePublisher, ManagedProcess, Stack, StackConfig, free_ports, http_get, rtmp_streams
+from livedub.testing.fixture_music import ensure_music_fixture
 
 
 @dataclass

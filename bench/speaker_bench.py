@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from livedub.corpus import SOUNDS_DIR, TRANSCRIPTS, WORD_FOLDERS, clean_text, read_wav
 from livedub.dubbing.speaker import (
     SpeakerEmbedder,
     SpeakerProfile,
@@ -45,6 +44,7 @@ from livedub.dubbing.speaker import (
     voice_key,
 )
 from livedub.dubbing.voices import reference_sentence
+from livedub.testing.corpus import SOUNDS_DIR, TRANSCRIPTS, WORD_FOLDERS, clean_text, read_wav
 
 RATE = 16000
 HUMANS = {"en": ("asterisk-en-Allison", "female"), "es": ("asterisk-es-Allison", "female")}
@@ -437,7 +437,7 @@ def measure(
 def over_music(embedder: SpeakerEmbedder, speakers: list[Speaker]) -> list[dict[str, object]]:
     """The human speakers over the speech-over-music fixture's music bed (livedub.fixture_music), 8 dB under the
     speech as in the fixture and 3 dB under: false changes within one speaker, and the female-to-male change."""
-    from livedub.fixture_music import music_bed
+    from livedub.testing.fixture_music import music_bed
 
     bed = music_bed(RATE, 200.0)
 

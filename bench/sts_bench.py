@@ -50,13 +50,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dnsmos import dnsmos_scores
-from livedub import corpus
 from livedub.dubbing.audio import resample
 from livedub.dubbing.interfaces import ASRBackend, Translator, TTSBackend
 from livedub.protocol import AudioFormat, FragmentData, StreamConfig
 from livedub.sts.payload_audio import decode_audio, mono_payload
 from livedub.sts.pipeline import DubbingPipeline
 from livedub.sts.settings import StsSettings
+from livedub.testing import corpus
 
 RATE = 48000
 SECTIONS = ("latency", "asr", "mt", "context", "tts")

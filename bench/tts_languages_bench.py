@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from livedub import corpus
 from livedub.dubbing.audio import resample
 from livedub.dubbing.interfaces import ASRBackend, TTSBackend
 from livedub.languages import LANGUAGES, VoiceRef
 from livedub.sts.settings import StsSettings
+from livedub.testing import corpus
 
 LANGS = tuple(LANGUAGES)
 

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from livedub.analysis.harness import PacketInfo
-from livedub.analysis.harness import StreamRecorder as PacketReader
+from livedub.analysis.recorder import PacketInfo, StreamRecorder
 from livedub.fixture import ensure_fixture
 from livedub.mediaserver.urls import ffmpeg_rtmp_args
 from livedub.observe import Metrics, ObservedEvent, StsMonitor
@@ -27,7 +26,6 @@ from livedub.stack import (
     ServiceError,
     Stack,
     StackConfig,
-    StreamRecorder,
     add_stack_arguments,
     config_from_args,
     free_ports,
@@ -158,7 +156,7 @@ def cli_main(argv: list[str]) -> int:
     media_metrics: Metrics | None = None
     result: Path | None = None
     latency: tuple[float, float, int] | None = None
-    readers: list[PacketReader] = []
+    source_reader: StreamRecorder | None = None
     code = 0
 
     with terminate_on_signals():
@@ -172,14 +170,15 @@ def cli_main(argv: list[str]) -> int:
                     print(_fragment_line(event.data), flush=True)
 
             monitor.listeners.append(live)
+            # Arrival times of every packet on both paths, for the added latency; the output's copied to `flv`.
             recorder = StreamRecorder(
-                stack.output_url(sid), flv, stack.log_dir / "recorder.log", stat_url=stack.stat_url
-            ).start()
-            # Arrival times of every packet on both paths, for the added latency.
-            readers = [
-                PacketReader(stack.input_url(sid), open_timeout_s=30),
-                PacketReader(stack.output_url(sid), open_timeout_s=90),
-            ]
+                stack.output_url(sid),
+                flv,
+                stack.log_dir / "recorder.log",
+                stat_url=stack.stat_url,
+                open_timeout_s=90,
+            )
+            source_reader = StreamRecorder(stack.input_url(sid), open_timeout_s=30)
             publisher = FilePublisher(source, stack.input_url(sid), stack.log_dir / "publisher.log").start()
             started = time.monotonic()
             out_url = stack.output_url(sid)
@@ -200,7 +199,7 @@ def cli_main(argv: list[str]) -> int:
                 _say("the output did not end cleanly; keeping what was recorded")
             with contextlib.suppress(Exception):
                 media_metrics = Metrics.fetch(stack.media_url + "/metrics")
-            latency = _collect_latency(readers)
+            latency = _collect_latency(source_reader, recorder)
             if flv.exists() and flv.stat().st_size > 0:
                 remux(flv, out)
                 flv.unlink()
@@ -215,8 +214,8 @@ def cli_main(argv: list[str]) -> int:
             _say(f"error: {exc}")
             code = 1
         finally:
-            for reader in readers:
-                reader.stop_event.set()
+            if source_reader is not None:
+                source_reader.stop_event.set()
             if publisher is not None:
                 publisher.stop()
             if recorder is not None:
@@ -234,11 +233,10 @@ def cli_main(argv: list[str]) -> int:
     return code
 
 
-def _collect_latency(readers: list[PacketReader]) -> tuple[float, float, int] | None:
-    for reader in readers:
-        reader.stop_event.set()
+def _collect_latency(source: StreamRecorder, output: StreamRecorder) -> tuple[float, float, int] | None:
+    source.stop_event.set()
     try:
-        inp, out = (reader.join(timeout=10) for reader in readers)
+        inp, out = source.join(timeout=10), output.join(timeout=10)
     except Exception as exc:  # the report goes on without it
         _say(f"could not measure the added latency: {exc}")
         return None

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from livedub.mediaserver.nginx import port_open
 from livedub.mediaserver.stat import RtmpStream, parse_rtmp_stat
-from livedub.mediaserver.urls import ffmpeg_rtmp_args, rtmp_options
+from livedub.mediaserver.urls import ffmpeg_rtmp_args
 from livedub.paths import runtime_dir
 
 Progress = Callable[[str], None]
@@ -491,108 +491,6 @@ class FilePublisher:
 
     def stop(self) -> None:
         self.proc.stop(timeout=3, sig=signal.SIGINT)
-
-
-class StreamRecorder:
-    """Record an RTMP stream to an FLV file with ffmpeg (`-c copy`), from before it starts until it ends.
-
-    Start it before the stream is published: nginx-rtmp holds the player until a publisher arrives, so nothing
-    at the start is lost. nginx-rtmp does not tell a player that the publisher left, so a watcher thread follows
-    the stream in /stat (`stat_url`) and `stop_when_unpublished` stops ffmpeg once the publisher has gone (SIGINT
-    twice: the second interrupts a blocked read; with -flush_packets every packet is already on disk).
-    """
-
-    def __init__(self, url: str, out_path: Path, log_path: Path, stat_url: str | None = None) -> None:
-        self.url = url
-        self.out_path = out_path
-        self.stat_url = stat_url
-        self.stream_name = _stream_name(url)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-y", *ffmpeg_rtmp_args(url)]
-        # FLV keeps the RTMP packets as they are; -flush_packets: a stop that interrupts ffmpeg loses nothing.
-        argv += ["-i", url, "-map", "0", "-c", "copy", "-flush_packets", "1", "-f", "flv", str(out_path)]
-        self.proc = ManagedProcess("recorder", argv, log_path)
-        self.first_publish_at: float | None = None
-        self.unpublished_at: float | None = None
-        self._ended = threading.Event()
-        self._stop_watch = threading.Event()
-        self._watcher: threading.Thread | None = None
-
-    def start(self) -> StreamRecorder:
-        self.proc.start()
-        if self.stat_url:
-            self.watch(self.stat_url)
-        return self
-
-    def watch(self, stat_url: str) -> None:
-        """Follow the stream's publisher in /stat (first publish, then unpublish) on a background thread."""
-        if self._watcher is not None:
-            return
-        self.stat_url = stat_url
-
-        def run() -> None:
-            while not self._stop_watch.is_set():
-                stream = rtmp_streams(stat_url).get(self.stream_name)
-                published = stream is not None and stream.publishing
-                now = time.monotonic()
-                if published and self.first_publish_at is None:
-                    self.first_publish_at = now
-                if self.first_publish_at is not None and not published:
-                    self.unpublished_at = now
-                    self._ended.set()
-                    return
-                self._stop_watch.wait(0.1)
-
-        self._watcher = threading.Thread(target=run, name=f"watch-{self.stream_name}", daemon=True)
-        self._watcher.start()
-
-    def running(self) -> bool:
-        return self.proc.running()
-
-    def stop(self) -> int | None:
-        self._stop_watch.set()
-        proc = self.proc.process
-        if proc is None:
-            return None
-        for _ in range(3):
-            if proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=1.5)
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc.stop(timeout=3)
-        return proc.returncode
-
-    def stop_when_unpublished(
-        self,
-        stat_url: str,
-        timeout: float = 60.0,
-        grace_s: float = 1.0,
-        should_abort: Callable[[], bool] | None = None,
-    ) -> bool:
-        """Block until the stream was published and then unpublished (True) or `timeout` passes (False); stop."""
-        self.watch(stat_url)
-        deadline = time.monotonic() + timeout
-        while not self._ended.is_set() and time.monotonic() < deadline:
-            if should_abort is not None and should_abort():
-                break
-            if not self.running():
-                break
-            self._ended.wait(0.2)
-        ended = self._ended.is_set()
-        if ended:
-            time.sleep(grace_s)
-        self.stop()
-        return ended
-
-
-def _stream_name(url: str) -> str:
-    """`abc/out` for rtmp://host:port/live/abc/out."""
-    options = rtmp_options(url)
-    return options.get("rtmp_playpath", url.rsplit("/", 2)[-2] + "/" + url.rsplit("/", 1)[-1]).split("?")[0]
 
 
 def remux(src: Path, dst: Path) -> None:

@@ -27,9 +27,9 @@ from e2e import config
 from e2e.helpers.services_manager import ServicesManager
 from e2e.helpers.socketio_monitor import StsMonitor
 from e2e.helpers.stream_publisher import Publication, StreamRecorder, publish_file
-from livedub.fixture_music import MusicFixture, ensure_music_fixture
 from livedub.paths import runtime_dir
 from livedub.stack import ServiceError, leftover_processes
+from livedub.testing.fixture_music import MusicFixture, ensure_music_fixture
 
 SESSION_STARTED = time.monotonic()
 _SERVICES: list[ServicesManager] = []

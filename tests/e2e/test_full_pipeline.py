@@ -44,9 +44,9 @@ from e2e.helpers.stream_analyzer import (
 )
 from e2e.helpers.stream_publisher import Publication, StreamRecorder, publish_file
 from livedub.analysis import AvSyncReport, PatternSpec, measure_av_sync, write_pattern
-from livedub.fixture_music import MusicFixture, ensure_music_fixture
 from livedub.models.cache import model_dir
 from livedub.stack import Stack, wait_for_stream
+from livedub.testing.fixture_music import MusicFixture, ensure_music_fixture
 
 # ------------------------------------------------------------------------------------------------ text helpers
 

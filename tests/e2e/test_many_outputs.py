@@ -26,12 +26,12 @@ import pytest
 from e2e.helpers.live_outputs import HlsWatcher, SseCollector, VttCue, playlist_uris
 from e2e.helpers.services_manager import ServicesManager
 from e2e.helpers.stream_analyzer import decode_audio, probe
-from e2e.helpers.stream_publisher import publish_file
+from e2e.helpers.stream_publisher import StreamRecorder, publish_file
 from e2e.test_full_pipeline import normalize
-from livedub.fixture_music import MusicFixture, ensure_music_fixture
 from livedub.languages import LANGUAGES
 from livedub.models.cache import model_dir
-from livedub.stack import Stack, StackConfig, StreamRecorder, wait_for_stream
+from livedub.stack import Stack, StackConfig, wait_for_stream
+from livedub.testing.fixture_music import MusicFixture, ensure_music_fixture
 
 pytestmark = pytest.mark.e2e
 

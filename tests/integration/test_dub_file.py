@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from livedub import corpus
 from livedub.dubbing.audio import resample
 from livedub.sts.dub_file import RATE, cli_main, cut_points
+from livedub.testing import corpus
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from livedub.fixture_music import MusicFixture, ensure_music_fixture, level_dbfs, music_fixture_paths
+from livedub.testing.fixture_music import MusicFixture, ensure_music_fixture, level_dbfs, music_fixture_paths
 
 pytestmark = [
     pytest.mark.integration,

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from test_media_ingest import corrupt_aac_burst
 
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
-from livedub.analysis.harness import EchoDubClient, PacketInfo, StreamRecorder, publish, read_packets
+from livedub.analysis.recorder import PacketInfo, StreamRecorder, read_packets
 from livedub.media.manager import WorkerManager
 from livedub.media.metrics import WorkerMetrics
 from livedub.media.settings import MediaSettings
@@ -32,6 +32,7 @@ from livedub.media.types import DubClient
 from livedub.media.worker import WorkerRunner
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.stack import free_port
+from livedub.testing.media import EchoDubClient, publish
 
 pytestmark = pytest.mark.integration
 

@@ -34,7 +34,7 @@ from media_testkit import (
     write_input,
 )
 
-from livedub.analysis.harness import StreamRecorder, publish, stop_process
+from livedub.analysis.recorder import StreamRecorder
 from livedub.media.app import create_app
 from livedub.media.backoff import ExponentialBackoff
 from livedub.media.circuit_breaker import BreakerState
@@ -46,6 +46,7 @@ from livedub.media.types import DubClient
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.mediaserver.nginx import RTMP_MODULE
 from livedub.stack import free_port
+from livedub.testing.media import publish, stop_process
 
 pytestmark = [
     pytest.mark.integration,

@@ -25,7 +25,7 @@ import pytest
 from media_testkit import fresh_metrics, serve_asgi
 
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
-from livedub.analysis.harness import StreamRecorder, publish, read_packets
+from livedub.analysis.recorder import StreamRecorder, read_packets
 from livedub.dubbing.deadline import NO_DEADLINE, Deadline
 from livedub.media.settings import MediaSettings
 from livedub.media.sts_client import StsClient
@@ -36,6 +36,7 @@ from livedub.stack import free_port
 from livedub.sts.pipeline import EchoPipeline
 from livedub.sts.server import create_app
 from livedub.sts.settings import StsSettings
+from livedub.testing.media import publish
 
 pytestmark = pytest.mark.integration
 

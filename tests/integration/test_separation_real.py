@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livedub.corpus import read_wav
 from livedub.dubbing.audio import resample
 from livedub.media.separation import MODEL_RATE, BedSeparator, DeepFilterNet
+from livedub.testing.corpus import read_wav
 
 pytestmark = pytest.mark.integration
 

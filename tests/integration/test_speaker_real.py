@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livedub import corpus
 from livedub.dubbing.speaker import SpeakerEmbedder
 from livedub.dubbing.voices import VoicePicker
+from livedub.testing import corpus
 
 pytestmark = pytest.mark.integration
 

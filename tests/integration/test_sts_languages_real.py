@@ -13,10 +13,10 @@ import unicodedata
 import numpy as np
 import pytest
 
-from livedub import corpus
 from livedub.dubbing.audio import resample
 from livedub.languages import LANGUAGES
 from livedub.sts.settings import StsSettings
+from livedub.testing import corpus
 
 pytestmark = pytest.mark.integration
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livedub import corpus
 from livedub.dubbing.audio import resample
 from livedub.dubbing.tts import PicoTTS
 from livedub.dubbing.tts.pico import PicoMarkupOnlyError, PicoTimeoutError
 from livedub.languages import LANGUAGES
 from livedub.sts.settings import StsSettings
+from livedub.testing import corpus
 
 pytestmark = pytest.mark.integration
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

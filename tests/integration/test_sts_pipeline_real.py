@@ -13,7 +13,6 @@ import unicodedata
 import numpy as np
 import pytest
 
-from livedub import corpus
 from livedub.dubbing.audio import resample
 from livedub.protocol import (
     AudioFormat,
@@ -27,6 +26,7 @@ from livedub.protocol import (
 from livedub.sts.payload_audio import decode_audio, mono_payload
 from livedub.sts.pipeline import DubbingPipeline
 from livedub.sts.settings import StsSettings
+from livedub.testing import corpus
 
 pytestmark = pytest.mark.integration
 

@@ -36,13 +36,14 @@ from redis_testkit import REDIS_SERVER, running_redis
 from sts_testkit import Recorder
 
 import livedub.sts.server as sts_server
-from livedub.analysis.harness import PacketInfo, StreamRecorder, publish, stop_process
+from livedub.analysis.recorder import PacketInfo, StreamRecorder
 from livedub.media.app import create_app
 from livedub.media.manager import WorkerManager
 from livedub.media.sts_client import StsClient
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.mediaserver.nginx import RTMP_MODULE
 from livedub.stack import free_port
+from livedub.testing.media import publish, stop_process
 
 pytestmark = [
     pytest.mark.integration,

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from sts_testkit import Recorder, init_payload
 
-from livedub.corpus import SpeechClip, speech_clips
 from livedub.dubbing.asr import WhisperASR
 from livedub.dubbing.audio import resample
-from livedub.sts.payload_audio import decode_audio, mono_payload
 from livedub.protocol import AudioFormat, FragmentProcessed
 from livedub.stack import free_port
+from livedub.sts.payload_audio import decode_audio, mono_payload
+from livedub.testing.corpus import SpeechClip, speech_clips
 
 pytestmark = pytest.mark.integration
 

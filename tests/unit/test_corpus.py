@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from livedub import corpus, fixture
+from livedub import fixture
+from livedub.testing import corpus
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livedub import corpus, fixture_music
-from livedub.fixture_music import GAPS_S, PROMPTS, level_dbfs, mix_tracks, trim_silence
+from livedub.testing import corpus, fixture_music
+from livedub.testing.fixture_music import GAPS_S, PROMPTS, level_dbfs, mix_tracks, trim_silence
 
 pytestmark = pytest.mark.unit
 

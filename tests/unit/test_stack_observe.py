@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from livedub.analysis.recorder import stream_name as _stream_name
 from livedub.fixture import GAP_S, NUM_SLOTS, SLOT_PROMPTS, SLOT_S, load_transcripts
 from livedub.observe import Metrics
-from livedub.stack import StackConfig, _stream_name, parse_rtmp_stat
+from livedub.stack import StackConfig, parse_rtmp_stat
 
 pytestmark = pytest.mark.unit
 

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from livedub import corpus, fixture, fixture_music
+from livedub import fixture
 from livedub.dubbing.translate.apertium import MODES as APERTIUM_MODES
 from livedub.mediaserver.nginx import RTMP_MODULE
 from livedub.stack import publish_argv
 from livedub.sts.settings import StsSettings
+from livedub.testing import corpus, fixture_music
 
 pytestmark = [
     pytest.mark.unit,

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from livedub.stack import FilePublisher, Stack, StreamRecorder
+from livedub.analysis.recorder import StreamRecorder
+from livedub.stack import FilePublisher, Stack
 
 __all__ = ["FilePublisher", "Publication", "StreamRecorder", "publish_file"]
 

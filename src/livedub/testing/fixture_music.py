@@ -12,9 +12,9 @@ Next to the video, cached in ``$LIVEDUB_HOME/fixtures/`` like the sample fixture
 as wav files (the exact signals that were summed, at the sources' 8 kHz) and a JSON sidecar with each prompt's
 times, English text, Spanish reference and levels, and each pause's music level.
 
-    python -m livedub.fixture_music                  # build (if missing) and print the timeline
-    python -m livedub.fixture_music --language es    # the same prompts spoken in Spanish
-    python -m livedub.fixture_music --force          # rebuild
+    python -m livedub.testing.fixture_music                  # build (if missing) and print the timeline
+    python -m livedub.testing.fixture_music --language es    # the same prompts spoken in Spanish
+    python -m livedub.testing.fixture_music --force          # rebuild
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from livedub import corpus
 from livedub.fixture import encode_video, fixtures_dir
+from livedub.testing import corpus
 
 MUSIC_DIR = Path("/usr/share/asterisk/moh")
 MUSIC_PACKAGE = "asterisk-moh-opsound-wav"
@@ -325,7 +325,8 @@ def ensure_music_fixture(directory: Path | None = None, force: bool = False, lan
 
 
 def cli_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m livedub.fixture_music", description=__doc__.split("\n\n")[0])
+    description = __doc__.split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m livedub.testing.fixture_music", description=description)
     parser.add_argument("--dir", type=Path, default=None, help="output directory (default $LIVEDUB_HOME/fixtures)")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument("--language", default="en", choices=corpus.LANGUAGES, help="the language spoken (default en)")

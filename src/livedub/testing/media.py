@@ -1,0 +1,58 @@
+"""Helpers for the media tests and the benchmarks: an ffmpeg publisher and an echo DubClient (the recorder is
+livedub.analysis.recorder, which the demo uses too)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+from livedub.media.types import AudioSegment, DubOutcome, DubStatus
+from livedub.stack import publish_argv
+
+
+def publish(path: Path, url: str, loop: bool = False, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """ffmpeg publishing `path` to `url` in real time (-re), streams copied."""
+    out = log.open("ab") if log else subprocess.DEVNULL
+    return subprocess.Popen(publish_argv(path, url, loop=loop), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+
+def stop_process(proc: subprocess.Popen[bytes], wait_s: float = 0.0, timeout: float = 5.0) -> None:
+    """Let the process end by itself for `wait_s`, then terminate it, then kill it."""
+    try:
+        proc.wait(timeout=wait_s)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class EchoDubClient:
+    """A DubClient that returns the segment's own audio after `delay_s` (the STS echo pipeline, without STS)."""
+
+    def __init__(self, delay_s: float = 0.05, length_error: int = 0) -> None:
+        self.delay_s = delay_s
+        self.length_error = length_error  # samples added (>0) or removed (<0), like a real TTS that is never exact
+        self.calls = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def dub(self, segment: AudioSegment) -> DubOutcome:
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        pcm = segment.pcm
+        if self.length_error > 0:
+            pcm = pcm.copy()
+            pcm.resize((pcm.shape[0] + self.length_error, pcm.shape[1]), refcheck=False)
+        elif self.length_error < 0:
+            pcm = pcm[: self.length_error]
+        return DubOutcome(segment.sequence_number, DubStatus.DUBBED, pcm=pcm, sts_status="success", round_trip_s=0)
+
+    async def close(self) -> None:
+        return None
