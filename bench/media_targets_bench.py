@@ -1,15 +1,15 @@
 """CPU of the media side per target language: the paced muxer rendering and encoding N languages.
 
-Offline and faster than real time (a simulated clock), so it measures the work, not the waiting: the flash/beep
-pattern (H.264 copied, AAC decoded once) goes through `PacedMuxer` exactly as the worker builds it — one lane per
-target with its RTMP outputs (FLV files here: `out` + `out/<first>`, `out/<lang>` for the others), optionally the
-HLS presentation (original + every target, WebVTT) — with a dub placed on every phrase in every language (1.5 s of
-every 2 s, so the mix path runs most of the time). Ingest, segmentation and the STS client are the same for any
-number of languages and are not included.
+Offline and faster than real time (a simulated clock), so it measures the work, not the waiting: the flash/beep pattern
+(H.264 copied, AAC decoded once) goes through `PacedMuxer` exactly as the worker builds it — one lane per target with
+its RTMP outputs (FLV files here: `out` + `out/<first>`, `out/<lang>` for the others), optionally the HLS presentation
+(original + every target, WebVTT), each language AAC-encoded once for all of its outputs — with a dub placed on every
+phrase in every language (1.5 s of every 2 s, so the mix path runs most of the time). Ingest, segmentation and the STS
+client are the same for any number of languages and are not included.
 
 CPU share = process CPU seconds / media seconds (100 % = one core at real time).
 
-Usage: python bench/media_targets_bench.py [--seconds 60] [--languages 1,2,3,4] [--repeat 3]
+Usage: python bench/media_targets_bench.py [--seconds 60] [--languages 1,2,3,4] [--repeat 3] [--encoders output]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from livedub.media.dubtrack import DubClip, DubTrack
 from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import WorkerMetrics
 from livedub.media.muxer import Lane, PacedMuxer, Presentation
-from livedub.media.publisher import FlvPublisher, Publisher
+from livedub.media.publisher import AacEncoder, FlvPublisher, Publisher
 from livedub.media.types import AudioSegment
 
 LANGS = ["es", "fr", "it", "de", "pt", "ru"]
@@ -68,26 +68,41 @@ def run(
     hls: bool,
     out_dir: Path,
     seed_layout: bool = False,
+    encoder_per_output: bool = False,
 ) -> float:
-    """CPU seconds to write every output for the whole input."""
+    """CPU seconds to write every output for the whole input. `encoder_per_output`: each output encodes its own audio
+    (as before one encoder per language was shared), for a comparison in one run."""
     metrics = WorkerMetrics(CollectorRegistry())
     layout = StreamLayout(video=vstream, audio_channels=2, sample_rate=RATE, audio_offset_ms=0)
     started = time.process_time()
     targets = LANGS[:languages]
     lanes = []
+    encoders = {lang: AacEncoder(RATE, 2) for lang in targets}  # one per language, as the worker: shared by its outputs
+
+    def encoder(lang: str) -> AacEncoder:
+        return AacEncoder(RATE, 2) if encoder_per_output else encoders[lang]
+
     for i, lang in enumerate(targets):
         names = ["out"] * (i == 0) + ([] if seed_layout else [f"out-{lang}"])
-        outs: list[Publisher] = [FlvPublisher(str(out_dir / f"{n}.flv"), vstream, 2, RATE) for n in names]
+        outs: list[Publisher] = [FlvPublisher(str(out_dir / f"{n}.flv"), vstream, encoder(lang)) for n in names]
         lanes.append(Lane(lang, DubTrack(RATE, stretch=lambda a, _s: a, fade_s=0.05), outs))
     presentation: Presentation | None = None
     if hls:
         from livedub.media.hls import HlsPresentation, renditions_for
 
         renditions = renditions_for("en", targets)
-        presentation = HlsPresentation(out_dir / "hls", vstream, RATE, 2, renditions, renditions)
+        presentation = HlsPresentation(
+            out_dir / "hls",
+            vstream,
+            RATE,
+            2,
+            renditions,
+            renditions,
+            shared_encoders=None if encoder_per_output else encoders,
+        )
     now = [0.0]
     mux = PacedMuxer(
-        "bench", layout, None, 1.0, metrics, clock=lambda: now[0], background=DuckedBackground(-15),
+        "bench", layout, 1.0, metrics, clock=lambda: now[0], background=DuckedBackground(-15),
         lanes=lanes, presentation=presentation, original_language="en" if hls else "",
     )  # fmt: skip
     rng = np.random.default_rng(0)
@@ -126,7 +141,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--languages", default="1,2,3,4")
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
+    parser.add_argument(
+        "--encoders",
+        choices=["language", "output"],
+        default="language",
+        help="one AAC encoder per language shared by its outputs (the worker's), or one per output (before)",
+    )
     args = parser.parse_args()
+    per_output = args.encoders == "output"
     with tempfile.TemporaryDirectory() as tmp:
         source = write_pattern(Path(tmp) / "pattern.flv", PatternSpec(duration_s=args.seconds, width=640, height=360))
         vstream, video, audio = load(source)
@@ -134,7 +156,8 @@ def main() -> None:
         rows = [("seed layout: `out` only", 1, False, True)]
         for n in (int(x) for x in args.languages.split(",")):
             rows += [(f"{n} target(s), RTMP only", n, False, False), (f"{n} target(s), RTMP + HLS", n, True, False)]
-        print(f"media: {media_s:.1f} s of 640x360 H.264 + 48 kHz stereo AAC; median of {args.repeat} runs")
+        print(f"media: {media_s:.1f} s of 640x360 H.264 + 48 kHz stereo AAC; median of {args.repeat} runs;"
+              f" one AAC encoder per {args.encoders}")  # fmt: skip
         print("| outputs | CPU s | CPU share of one core at real time |")
         print("|---|---|---|")
         for label, n, hls, seed in rows:
@@ -142,7 +165,7 @@ def main() -> None:
             for r in range(args.repeat):
                 out_dir = Path(tmp) / f"run-{n}-{hls}-{seed}-{r}"
                 out_dir.mkdir()
-                cpu.append(run(vstream, video, audio, n, hls, out_dir, seed_layout=seed))
+                cpu.append(run(vstream, video, audio, n, hls, out_dir, seed_layout=seed, encoder_per_output=per_output))
             median = sorted(cpu)[len(cpu) // 2]
             print(f"| {label} | {median:.2f} | {100 * median / media_s:.2f} % |", flush=True)
 

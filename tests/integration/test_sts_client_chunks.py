@@ -235,7 +235,7 @@ async def test_the_output_has_each_chunk_where_it_belongs_once(bad: str | None) 
         out = FakeOutput()
         layout = StreamLayout(video=None, audio_channels=1, sample_rate=RATE, audio_offset_ms=0)
         track = DubTrack(RATE, stretch=lambda a, _s: a, fade_s=0.01, max_late_s=1.0)
-        muxer = PacedMuxer("s1", layout, None, 2.0, metrics, background=DuckedBackground(-20),
+        muxer = PacedMuxer("s1", layout, 2.0, metrics, background=DuckedBackground(-20),
                            lanes=[Lane("es", track, [out])])  # fmt: skip
         recorder = PhraseRecorder(OutputTimeline(RATE, 0), "en", None, lambda *cue: cues.append(cue))
         runner._recorder = recorder

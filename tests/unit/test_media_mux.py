@@ -14,7 +14,7 @@ from livedub.media.background import DuckedBackground
 from livedub.media.dubtrack import DubClip, DubTrack
 from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import WorkerMetrics
-from livedub.media.muxer import SHIFT_MS, OutputTimeline, PacedMuxer
+from livedub.media.muxer import SHIFT_MS, Lane, OutputTimeline, PacedMuxer
 from livedub.media.types import AudioSegment, DubOutcome, DubStatus, Pcm
 
 pytestmark = pytest.mark.unit
@@ -95,7 +95,9 @@ def make_muxer(
     metrics = WorkerMetrics(CollectorRegistry())
     clock = (lambda: now[0]) if now is not None else (lambda: 0.0)
     dubs = DubTrack(RATE, stretch=lambda a, speed: a[: round(len(a) / speed)], **{"fade_s": 0.01, **track})
-    mux = PacedMuxer("s", layout, pub, delay_s, metrics, clock=clock, track=dubs, background=DuckedBackground(-20))
+    mux = PacedMuxer(
+        "s", layout, delay_s, metrics, clock=clock, lanes=[Lane("", dubs, [pub])], background=DuckedBackground(-20)
+    )
     mux.has_video = True
     return mux, pub, metrics
 
@@ -130,7 +132,7 @@ def test_muxer_paces_by_the_delay_line_and_keeps_the_original_where_no_dub_came(
     feed_realtime(mux, total, value=1000, video_ms=3700)
     for i, (start, n) in enumerate(zip(starts, lengths, strict=True)):
         mux.add_phrase(speech(i, start, n))
-    mux.resolve(0, DubClip(0, 4800, np.full(40000, 0.25, dtype=np.float32)))  # speech 0.1 s into phrase 0
+    mux.resolve(0, DubClip(0, 4800, np.full(40000, 0.25, dtype=np.float32)), language="")  # speech 0.1 s into phrase 0
 
     mux.step(1.999)  # nothing is due before arrival + delay
     assert pub.log == []
@@ -141,7 +143,7 @@ def test_muxer_paces_by_the_delay_line_and_keeps_the_original_where_no_dub_came(
     written_ms = [ts for _, ts, _ in pub.log]
     assert max(written_ms) <= SHIFT_MS + 2900  # nothing ahead of the clock
     # phrase 1 (1.04 s..2.5 s) is past its latest start (+1.5 s): a dub for it now is ignored
-    mux.resolve(1, DubClip(1, 50000, np.full(1000, 0.5, dtype=np.float32)))
+    mux.resolve(1, DubClip(1, 50000, np.full(1000, 0.5, dtype=np.float32)), language="")
     mux.finish()
     mux.step(10.0)
     assert mux.done()
@@ -170,12 +172,12 @@ def test_late_dub_starts_late_sped_up_and_one_queued_too_long_is_dropped() -> No
     mux.add_phrase(speech(2, 4 * RATE, RATE))
     mux.step(1.5)  # 0.5 s of output written: phrase 0's place has passed
     assert mux.latest_start_s(speech(0, 0, 2 * RATE)) == pytest.approx(1.0 + 1.0 - (1024 + 480) / RATE)
-    mux.resolve(0, DubClip(0, 0, np.full(3 * RATE, 0.25, dtype=np.float32)))  # a long dub, 3 s
-    placed = mux.track.placed[0]
+    mux.resolve(0, DubClip(0, 0, np.full(3 * RATE, 0.25, dtype=np.float32)), language="")  # a long dub, 3 s
+    placed = mux.lanes[0].track.placed[0]
     earliest = 24576 + 1024 + 480  # the frame after the one being written, and the fade
     assert placed.start == earliest and placed.speed == pytest.approx(3 * RATE / (3 * RATE - earliest))
     mux.step(2.5)  # phrase 1 (at 2 s) is not due yet, but the long dub plays until ~3 s
-    mux.resolve(1, DubClip(1, 2 * RATE, np.full(RATE, 0.25, dtype=np.float32)))
+    mux.resolve(1, DubClip(1, 2 * RATE, np.full(RATE, 0.25, dtype=np.float32)), language="")
     assert mux.stats.dubbed == 1 and mux.stats.dropped == 1 and mux.stats.fallbacks == 1
     assert metrics.fallbacks.labels(stream_id="s", reason="dropped")._value.get() == 1
     assert mux.stats.schedule_lag_s == pytest.approx(earliest / RATE)
@@ -192,7 +194,7 @@ def test_phrases_without_speech_or_with_no_words_do_not_count() -> None:
     mux.add_phrase(silent, wants_dub=False)
     assert mux.sealed(0)
     mux.add_phrase(speech(1, RATE, RATE))
-    mux.resolve(1, None, "no_speech")  # STS heard no words (music)
+    mux.resolve(1, None, "no_speech", language="")  # STS heard no words (music)
     assert mux.sealed(1) and mux.stats.phrases == 0 and mux.stats.speech_dubbed_ratio is None
 
 
@@ -268,7 +270,9 @@ def test_delay_shorter_than_a_phrase_never_holds_the_output_and_dubs_start_late(
             mux.add_audio(chunk(start, min(1024, 4 * RATE - start), arrival=t, value=500))
         if phrases < 2 and t >= (phrases + 1) * 2.0:  # the segmenter cuts when the last sample arrived
             mux.add_phrase(speech(phrases, phrases * phrase_len, phrase_len))
-            mux.resolve(phrases, DubClip(phrases, phrases * phrase_len, np.full(phrase_len, 0.1, np.float32)))
+            mux.resolve(
+                phrases, DubClip(phrases, phrases * phrase_len, np.full(phrase_len, 0.1, np.float32)), language=""
+            )
             phrases += 1
         if t >= 6.0:
             mux.finish()
@@ -277,7 +281,7 @@ def test_delay_shorter_than_a_phrase_never_holds_the_output_and_dubs_start_late(
             first_write_at = t
     assert first_write_at == pytest.approx(1.0, abs=0.02)  # the delay line, not held for the phrase
     assert mux.stats.dubbed == 2 and mux.stats.fallbacks == 0
-    assert all(p.speed > 1.0 for p in mux.track.placed) or mux.stats.caught_up == 2
+    assert all(p.speed > 1.0 for p in mux.lanes[0].track.placed) or mux.stats.caught_up == 2
     assert len([k for k, _, _ in pub.log if k == "v"]) == 100  # all video written, none dropped
 
 
@@ -285,6 +289,6 @@ def test_the_muxer_warns_when_the_sts_does_not_keep_up(caplog: pytest.LogCapture
     mux, _, _ = make_muxer()
     for seq in range(4):
         mux.add_phrase(speech(seq, seq * RATE, RATE))
-        mux.resolve(seq, None, "late")
+        mux.resolve(seq, None, "late", language="")
     assert [r.levelname for r in caplog.records if "does not keep up" in r.message] == ["WARNING"]  # once per 30 s
     assert "0 % of the speech dubbed" in caplog.text

@@ -80,7 +80,7 @@ def make(now: list[float], presentation: FakePresentation | None = None) -> tupl
     outs = {"out": FakeOutput(), "es": FakeOutput(), "fr": FakeOutput()}
     layout = StreamLayout(video=None, audio_channels=2, sample_rate=RATE, audio_offset_ms=0)
     mux = PacedMuxer(
-        "s", layout, None, 1.0, WorkerMetrics(CollectorRegistry()), clock=lambda: now[0],
+        "s", layout, 1.0, WorkerMetrics(CollectorRegistry()), clock=lambda: now[0],
         background=DuckedBackground(-20), lanes=[lane("es", [outs["out"], outs["es"]]), lane("fr", [outs["fr"]])],
         presentation=presentation, original_language="en" if presentation is not None else "",
     )  # fmt: skip

@@ -8,15 +8,23 @@
 - `/health` is open (container health checks, load balancers); it names no stream. The operator page's files
   (`/ui/`) decide for themselves (media/operator.py: loopback, or a remote operator once MONITOR_TOKEN is set); the
   data they show goes through the rule above.
+- The operator page (`page_access`): loopback always; other machines only once MONITOR_TOKEN is set. Its controls
+  (`control_access`: stop, start, next languages) need `Authorization: Bearer MONITOR_TOKEN`, from loopback too; none
+  configured: controls off.
+- Publishing (`PublishPolicy`, asked by the media server's publish hook): loopback always; others need the stream key
+  (`key` = PUBLISH_KEY), or publish the output of a worker this service runs.
+
+Every check of a secret is here, in constant time (`_matches`).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
 
-from livedub.media.hooks import is_loopback
+from livedub.media.hooks import StreamName, StreamRole
 
 HOOK_SECRET_HEADER = "x-livedub-hook-secret"
 HOOK_SECRET_PARAM = "hook_secret"
@@ -44,6 +52,16 @@ def endpoint_kind(path: str) -> EndpointKind:
     if path.startswith(HOOK_PREFIXES):
         return EndpointKind.HOOK
     return EndpointKind.CONTROL
+
+
+def is_loopback(addr: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr.strip().strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def _matches(given: str | None, secret: str) -> bool:
@@ -83,3 +101,51 @@ class ApiAccess:
         return AccessDecision(
             False, "this endpoint needs loopback or Authorization: Bearer MEDIA_API_TOKEN (or MONITOR_TOKEN)", 401
         )
+
+
+# ---- the operator page ---------------------------------------------------------------------------------------------
+def page_access(client_host: str, monitor_token: str) -> AccessDecision:
+    """The page itself (no data in it): loopback always; other machines only once an operator token exists."""
+    if is_loopback(client_host):
+        return AccessDecision(True, "loopback")
+    if monitor_token:
+        return AccessDecision(True, "operator token set: data and controls need it")
+    return AccessDecision(False, "the operator page is served to loopback only (set MONITOR_TOKEN to open it)", 403)
+
+
+def control_access(authorization: str | None, monitor_token: str) -> AccessDecision:
+    """Controls need the operator token, from loopback too; without one configured they are off."""
+    if not monitor_token:
+        return AccessDecision(False, "controls are off: the media-service has no MONITOR_TOKEN (read-only page)", 403)
+    if _matches(bearer_token(authorization), monitor_token):
+        return AccessDecision(True, "operator token")
+    return AccessDecision(False, "this control needs Authorization: Bearer MONITOR_TOKEN", 401)
+
+
+# ---- publishing ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PublishDecision:
+    allowed: bool
+    reason: str
+
+
+class PublishPolicy:
+    """Who may publish: loopback always; others need `key` = PUBLISH_KEY, and no PUBLISH_KEY means loopback only.
+
+    The media-service's own output publisher may run on another host (containers): publishing `/out` is also
+    allowed while this service runs a worker for that stream.
+    """
+
+    def __init__(self, publish_key: str) -> None:
+        self._publish_key = publish_key
+
+    def authorize(self, name: StreamName, addr: str, key: str | None, *, own_worker_active: bool) -> PublishDecision:
+        if is_loopback(addr):
+            return PublishDecision(True, "loopback publisher")
+        if name.role is StreamRole.OUTPUT and own_worker_active:
+            return PublishDecision(True, "output of a running worker")
+        if not self._publish_key:
+            return PublishDecision(False, "only loopback may publish (no PUBLISH_KEY configured)")
+        if _matches(key, self._publish_key):
+            return PublishDecision(True, "valid stream key")
+        return PublishDecision(False, "missing or wrong stream key")

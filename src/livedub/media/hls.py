@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -32,7 +32,7 @@ import av
 import av.error
 
 from livedub.media.captions import Cue, mark_ended, vtt_document
-from livedub.media.publisher import MAX_INTERLEAVE_DELTA_US
+from livedub.media.publisher import MAX_INTERLEAVE_DELTA_US, AacEncoder
 
 log = logging.getLogger(__name__)
 
@@ -323,8 +323,10 @@ class HlsPresentation:
         segment_s: float = 2.0,
         window: int = 6,
         audio_bit_rate: int = 128_000,
-        aac_coder: str = "fast",  # as the FLV publisher: FFmpeg's default "twoloop" costs 2.3x the CPU
+        shared_encoders: Mapping[str, AacEncoder] | None = None,
     ) -> None:
+        """`shared_encoders`: the encoders of languages that other outputs carry too (the RTMP publishers' ones), so
+        that each language is encoded once; a rendition without one (the original) gets its own."""
         _check_unique(renditions, "audio")
         _check_unique(subtitles, "subtitle")
         if video_template is None and not renditions:
@@ -353,15 +355,14 @@ class HlsPresentation:
         if video_template is not None:
             self.video = self.container.add_stream_from_template(video_template)
             self.video_info = _video_info(video_template)
+        shared = shared_encoders or {}
+        self.encoders = {
+            r.language: shared.get(r.language) or AacEncoder(sample_rate, self.channels, audio_bit_rate)
+            for r in self.renditions
+        }
         self.audio: dict[str, av.AudioStream] = {}
         for r in self.renditions:
-            stream = self.container.add_stream(
-                "aac",
-                rate=sample_rate,
-                layout="mono" if self.channels == 1 else "stereo",
-                options={"aac_coder": aac_coder},
-            )
-            stream.bit_rate = audio_bit_rate
+            stream = self.encoders[r.language].add_stream(self.container)
             stream.metadata["language"] = r.language
             self.audio[r.language] = stream
         self.subtitles = {r.language: VttRendition(self.directory, r, segment_s, window) for r in subtitles}
@@ -440,10 +441,11 @@ class HlsPresentation:
         if self._wall0 is None:
             self._start()
         try:
-            packets = stream.encode(frame)
+            packets = self.encoders[language].packets(frame)
         except av.error.FFmpegError as e:
             raise HlsError(f"AAC encoding failed ({language}): {e}") from e
         for packet in packets:
+            packet.stream = stream
             self._mux(packet)
         if frame is not None and frame.pts is not None:
             self._advance((frame.pts + frame.samples) / self.sample_rate)
@@ -493,8 +495,9 @@ class HlsPresentation:
         self.closed = True
         try:
             if self._wall0 is not None:
-                for language in self.audio:
-                    for packet in self.audio[language].encode(None):
+                for language, stream in self.audio.items():
+                    for packet in self.encoders[language].packets(None):
+                        packet.stream = stream
                         self._mux(packet)
             self.container.close()
         except av.error.FFmpegError as e:

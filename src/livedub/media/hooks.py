@@ -1,4 +1,4 @@
-"""Decisions behind the media server hooks: which stream a name means, and who may publish it.
+"""Which stream a media server hook's name means (who may publish it: `access.PublishPolicy`).
 
 Names: nginx-rtmp reports `<stream_id>/in` (application `live` separately), MediaMTX reports the path
 `live/<stream_id>/in`. `/in` is a viewer's input (starts a worker), `/out` and `/out/<lang>` are the media-service's
@@ -7,8 +7,6 @@ dubbed outputs (the first target, and each target language): publishing them sta
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,12 +27,6 @@ class StreamName:
     stream_id: str
     role: StreamRole
     language: str | None = None  # of an output `out/<lang>`; None: `in`, or `out` (the first target)
-
-
-@dataclass(frozen=True)
-class PublishDecision:
-    allowed: bool
-    reason: str
 
 
 def parse_stream_name(name: str) -> StreamName | None:
@@ -61,39 +53,7 @@ def _parse_parts(parts: list[str]) -> StreamName | None:
         return None
 
 
-def is_loopback(addr: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(addr.strip().strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
 def key_from_query(query: str) -> str | None:
     """The `key` parameter of a query string such as `key=secret&x=1` (a leading `?` is fine)."""
     values = parse_qs(query.lstrip("?")).get("key")
     return values[0] if values else None
-
-
-class PublishPolicy:
-    """Who may publish: loopback always; others need `key` = PUBLISH_KEY, and no PUBLISH_KEY means loopback only.
-
-    The media-service's own output publisher may run on another host (containers): publishing `/out` is also
-    allowed while this service runs a worker for that stream.
-    """
-
-    def __init__(self, publish_key: str) -> None:
-        self._publish_key = publish_key
-
-    def authorize(self, name: StreamName, addr: str, key: str | None, *, own_worker_active: bool) -> PublishDecision:
-        if is_loopback(addr):
-            return PublishDecision(True, "loopback publisher")
-        if name.role is StreamRole.OUTPUT and own_worker_active:
-            return PublishDecision(True, "output of a running worker")
-        if not self._publish_key:
-            return PublishDecision(False, "only loopback may publish (no PUBLISH_KEY configured)")
-        if key is not None and hmac.compare_digest(key.encode(), self._publish_key.encode()):
-            return PublishDecision(True, "valid stream key")
-        return PublishDecision(False, "missing or wrong stream key")

@@ -3,9 +3,10 @@
 - Output timestamps: video dts = media ms + SHIFT_MS; audio frame pts = (audio offset + SHIFT) in samples + the
   sample counter. The same constant shift keeps the AAC encoder's priming packet (pts - 1024 samples) positive
   (pitfall 4) without moving audio against video.
-- One AAC encoder fed 1024-sample frames rendered just before they are written (pitfall 6): the input's audio where
-  no dub plays; where one does, the background (`background.py`: ducked original or the separated bed) plus the dub,
-  placed by the dub track (`dubtrack.py`). Rendering at write time lets a late dub start up to the last moment.
+- Per language one AAC encoder (`publisher.AacEncoder`) fed 1024-sample frames rendered just before they are written
+  (pitfall 6): the input's audio where no dub plays; where one does, the background (`background.py`: ducked
+  original or the separated bed) plus the dub, placed by the dub track (`dubtrack.py`). Rendering at write time lets
+  a late dub start up to the last moment.
 - Every item is written at `base + media time` (wall clock), `base` chosen so that each item waits `delay_s` after it
   arrived; input that comes in later than half the delay moves `base` (the output pauses rather than bursts).
 - A phrase whose dub has not come by the last moment it could start keeps the original voice (fallback `late`). The
@@ -14,9 +15,11 @@
   dropped as too late) and the dub starts on it; the later chunks extend it on the dub track (`DubTrack.extend`,
   counted in `language_dub_chunks_total{outcome}`); its final answer (`resolve`) places nothing again.
 - Several target languages: one delay line, one clock and the input's audio kept once; one `Lane` per language with
-  its own dub track, undecided phrases and counts. Each AAC frame is rendered per lane (original + background + that
-  language's dubs) and written to the lane's outputs (RTMP `out`, `out/<lang>`), each with a copy of every video
-  packet; the optional presentation (HLS) gets the video once, the original audio and every lane's audio.
+  its own dub track, undecided phrases and counts (`Lane`, built from the stream's plan; every call names its
+  language). Each AAC frame is rendered per lane (original + background + that language's dubs) and the same frame
+  object handed to each of the lane's outputs (RTMP `out`, `out/<lang>`, each with a copy of every video packet) and
+  to the presentation (HLS: the video once, the original audio and every lane's audio): the language's one encoder
+  encodes it at the first of them, the others mux the same packets.
 """
 
 from __future__ import annotations
@@ -144,6 +147,8 @@ class Presentation(Protocol):
 
     def write_audio(self, language: str, frame: av.AudioFrame) -> None: ...
 
+    def add_cue(self, language: str, start_s: float, end_s: float, text: str) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -166,35 +171,26 @@ class PacedMuxer:
         self,
         stream_id: str,
         layout: StreamLayout,
-        publisher: Publisher | None,
         delay_s: float,
         metrics: WorkerMetrics = METRICS,
         clock: Callable[[], float] = time.monotonic,
         *,
-        track: DubTrack | None = None,
+        lanes: Sequence[Lane],
         background: Background | None = None,
-        language: str = "",
-        lanes: Sequence[Lane] = (),
         presentation: Presentation | None = None,
         original_language: str = "",
         on_decided: Callable[[Decision], None] | None = None,
     ) -> None:
-        """`publisher`/`track`/`language`: the first lane (`out`), `lanes` the other target languages; or, without
-        `publisher` and `track`, `lanes` are every language (the first on `out`)."""
+        """`lanes`: one per target language, in the stream's order (the first is the one on `out`)."""
+        if not lanes:
+            raise ValueError("a muxer needs at least one lane (target language)")
         self.stream_id = stream_id
         self.layout = layout
-        self.publisher = publisher
         self.delay_s = delay_s
         self.metrics = metrics
         self.clock = clock
         self.timeline = OutputTimeline(layout.sample_rate, layout.audio_offset_ms)
-        own = publisher is not None or track is not None or not lanes  # else `lanes` are all the languages
-        first = Lane(
-            language,
-            track or DubTrack(layout.sample_rate, stretch=lambda a, _s: a),
-            [publisher] if publisher is not None else [],
-        )
-        self.lanes: list[Lane] = [first, *lanes] if own else list(lanes)
+        self.lanes: list[Lane] = list(lanes)
         first = self.lanes[0]
         self.presentation = presentation
         self.original_language = original_language
@@ -207,7 +203,6 @@ class PacedMuxer:
             presentation is not None or any(out.video is not None for out in outputs)
         )
         self.channels = max(1, layout.audio_channels)
-        self.track = first.track
         self.background: Background = background or DuckedBackground()
         self.video: deque[VideoPacket] = deque()
         self.original = PcmBuffer(self.channels)
@@ -221,16 +216,9 @@ class PacedMuxer:
         self._waiter: asyncio.Future[None] | None = None
         self._sleeping_until: float | None = None  # media time the writer waits for (None: for input)
 
-    def lane(self, language: str | None) -> Lane | None:
-        """The lane of `language` (None: the first)."""
-        if language is None:
-            return self.lanes[0]
+    def lane(self, language: str) -> Lane | None:
+        """The lane of `language` (None: not a language of this stream)."""
         return next((lane for lane in self.lanes if lane.language == language), None)
-
-    @property
-    def pending(self) -> dict[int, AudioSegment]:
-        """The first lane's undecided phrases."""
-        return self.lanes[0].pending
 
     # ---- input side ------------------------------------------------------------------------------------------
     def _arrived(self, arrival: float, media_s: float) -> None:
@@ -291,9 +279,9 @@ class PacedMuxer:
                 lane.pending[segment.sequence_number] = segment
 
     def resolve(
-        self, sequence_number: int, clip: DubClip | None, reason: str | None = None, language: str | None = None
+        self, sequence_number: int, clip: DubClip | None, reason: str | None = None, *, language: str
     ) -> PlacedDub | None:
-        """A phrase's dub in `language` (None: the first lane) came back (`clip`), or will not (`reason`). Placed
+        """A phrase's dub in `language` came back (`clip`), or will not (`reason`). Placed
         on that language's dub track if it still can be; the placed dub is returned. A phrase whose dub came in
         chunks was decided by its first chunk: its final answer only ends the dub's growth (nothing placed again)."""
         lane = self.lane(language)
@@ -312,7 +300,7 @@ class PacedMuxer:
         return self._place_first(lane, segment, clip, grows=False)
 
     def add_chunk(
-        self, sequence_number: int, clip: DubClip | None, language: str | None = None, final: bool = False
+        self, sequence_number: int, clip: DubClip | None, language: str, final: bool = False
     ) -> tuple[int, int] | None:
         """A chunk of a phrase's dub in `language` came (`clip`: its sound, None when silent). The first decides the
         phrase as `resolve()` does a whole dub (placed if it can still start in time, else dropped); the later
@@ -342,7 +330,7 @@ class PacedMuxer:
         self.metrics.language_dub_chunks.labels(**labels, outcome=outcome).inc()
         return span
 
-    def growing(self, sequence_number: int, language: str | None = None) -> bool:
+    def growing(self, sequence_number: int, language: str) -> bool:
         """Whether the phrase's dub in `language` started on a chunk and may still grow."""
         lane = self.lane(language)
         return lane is not None and sequence_number in lane.track.growing

@@ -14,7 +14,6 @@ The data endpoints sit behind the service's access guard (media/access.py) like 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -29,8 +28,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, field_validator
 
-from livedub.media.access import bearer_token
-from livedub.media.hooks import STREAM_ID_RE, is_loopback
+from livedub.media.access import AccessDecision, control_access, is_loopback, page_access
+from livedub.media.hooks import STREAM_ID_RE
+from livedub.media.settings import MediaSettings
+from livedub.media.sts_probe import StsProbe
 from livedub.mediaserver.stat import RtmpStream, parse_rtmp_stat
 from livedub.paths import livedub_home
 
@@ -67,7 +68,6 @@ class OperatorState:
     """What the operator did that the worker manager does not remember."""
 
     stopped: dict[str, float] = field(default_factory=dict)  # stream id -> when the operator stopped its worker
-    next_targets: dict[str, list[str]] = field(default_factory=dict)
     sts: StsWatch = field(default_factory=StsWatch)
     probe: Any = None
 
@@ -87,41 +87,12 @@ def _manager(request: Request) -> Any:
     return request.app.state.manager
 
 
-def monitor_token(settings: Any) -> str:
-    """MONITOR_TOKEN (MediaSettings.monitor_token); empty: controls off."""
-    return str(getattr(settings, "monitor_token", "") or "")
+def monitor_token(settings: MediaSettings) -> str:
+    """MONITOR_TOKEN; empty: controls off."""
+    return settings.monitor_token
 
 
-# ---------------------------------------------------------------------------------------------------- access
-
-
-@dataclass(frozen=True)
-class Verdict:
-    allowed: bool
-    status_code: int
-    reason: str
-
-
-def page_access(client_host: str, token: str) -> Verdict:
-    """The page itself (no data in it): loopback always; other machines only once an operator token exists."""
-    if is_loopback(client_host):
-        return Verdict(True, 200, "loopback")
-    if token:
-        return Verdict(True, 200, "operator token set: data and controls need it")
-    return Verdict(False, 403, "the operator page is served to loopback only (set MONITOR_TOKEN to open it)")
-
-
-def control_access(authorization: str | None, token: str) -> Verdict:
-    """Controls need the operator token, from loopback too; without one configured they are off."""
-    if not token:
-        return Verdict(False, 403, "controls are off: the media-service has no MONITOR_TOKEN (read-only page)")
-    given = bearer_token(authorization)
-    if given is not None and hmac.compare_digest(given.encode(), token.encode()):
-        return Verdict(True, 200, "operator token")
-    return Verdict(False, 401, "this control needs Authorization: Bearer MONITOR_TOKEN")
-
-
-def _refusal(verdict: Verdict) -> JSONResponse:
+def _refusal(verdict: AccessDecision) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if verdict.status_code == 401 else None
     return JSONResponse({"detail": verdict.reason}, status_code=verdict.status_code, headers=headers)
 
@@ -285,8 +256,10 @@ def stream_row(
     errors: dict[str, float],
     settings: Any,
     state: OperatorState,
+    next_targets: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One line of the stream list: the worker's status (if any) with what the page needs, named plainly."""
+    """One line of the stream list: the worker's status (if any) with what the page needs, named plainly;
+    `next_targets`: the languages the operator chose for the stream's next start (the manager keeps them)."""
     entry = dict(entry or {})
     if not entry:
         entry["state"] = "stopped" if stream_id in state.stopped else "no worker"
@@ -296,7 +269,7 @@ def stream_row(
         "stream_id": stream_id,
         "source_language": entry.get("source_language") or settings.source_language,
         "target_languages": list(targets),
-        "next_target_languages": state.next_targets.get(stream_id),
+        "next_target_languages": next_targets,
         "lag_s": entry.get("output_lag_s"),
         "dubbed_ratio_1m": entry.get("speech_dubbed_ratio_1m"),
         "dubs_dropped": entry.get("dubs_dropped"),
@@ -331,8 +304,6 @@ async def rtmp_inputs(stat_url: str) -> dict[str, RtmpStream]:
 
 async def sts_health(request: Request, state: OperatorState) -> dict[str, Any]:
     if state.probe is None:
-        from livedub.media.app import StsProbe  # late: app.py includes this router
-
         state.probe = StsProbe(_settings(request).sts_service_url, cache_s=2.0)
     health = dict(await state.probe.check())
     state.sts.update(bool(health.get("ready")))
@@ -358,6 +329,7 @@ async def overview(request: Request) -> dict[str, Any]:
             {kind: _error_count(view, stream_id, kind) for kind in PROBLEMS},
             settings,
             state,
+            manager.next_targets(stream_id),
         )
         for stream_id in ids
     ]
@@ -435,15 +407,6 @@ async def start_stream(request: Request, stream_id: str) -> JSONResponse:
 async def configure_stream(request: Request, stream_id: str, update: StreamConfigUpdate) -> JSONResponse:
     if (refused := _guard_control(request, stream_id)) is not None:
         return refused
-    setter = getattr(_manager(request), "set_next_targets", None)
-    if setter is None:
-        detail = "this media-service cannot choose languages per stream yet (WorkerManager.set_next_targets)"
-        return JSONResponse({"detail": detail}, status_code=501)
-    setter(stream_id, update.target_languages)
-    state = _state(request)
-    if update.target_languages:
-        state.next_targets[stream_id] = update.target_languages
-    else:
-        state.next_targets.pop(stream_id, None)
+    _manager(request).set_next_targets(stream_id, update.target_languages)  # kept there only: rows read them back
     body = {"stream_id": stream_id, "target_languages": update.target_languages, "applies": "at the next start"}
     return JSONResponse(body)

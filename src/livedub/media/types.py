@@ -67,7 +67,8 @@ class DubOutcome:
     translated_text: str | None = None
     round_trip_s: float | None = None
     extra: dict[str, object] = field(default_factory=dict)
-    language: str | None = None  # the target language of this dub; None: the stream's first target
+    language: str | None = None  # the target language of this dub; None only from a client of one language
+    # (`DubClient.dub`), whose answer the worker names itself (`WorkerRunner._dub_one_language`)
     voice: str | None = None  # the voice that spoke the dub (STS metadata)
     speech_start_ms: float | None = None  # where STS's ASR found speech, from the fragment's start
     speech_end_ms: float | None = None

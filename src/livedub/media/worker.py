@@ -37,10 +37,19 @@ from livedub.media.ingest import AudioChunk, Ingest, IngestEnd, IngestItem, Stre
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.muxer import Lane, MuxStats, OutputTimeline, PacedMuxer, Presentation
 from livedub.media.phrase_log import PhraseRecorder
-from livedub.media.publisher import FlvPublisher, Publisher
+from livedub.media.plan import StreamPlan
+from livedub.media.publisher import AacEncoder, FlvPublisher, Publisher
 from livedub.media.segmenter import Segmenter, make_segmenter
 from livedub.media.settings import MediaSettings
-from livedub.media.types import AudioSegment, DubChunkAudio, DubClient, DubOutcome, DubStatus, MultiDubClient
+from livedub.media.types import (
+    AudioSegment,
+    DubChunkAudio,
+    DubClient,
+    DubOutcome,
+    DubStatus,
+    MultiDubClient,
+    OnOutcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +69,9 @@ class WorkerRunner:
         self.dub_client = dub_client
         self.metrics = metrics
         self.input_url = settings.input_url(stream_id)
-        self.output_url = settings.output_url(stream_id)
-        self.languages = settings.targets  # the first is on `out`
-        self.output_urls = {"out": self.output_url} | {
-            lang: settings.output_url(stream_id, lang) for lang in self.languages
-        }
+        self.plan = StreamPlan.for_stream(stream_id, settings)  # targets, outputs, delay line: fixed for the run
+        self.output_urls = self.plan.rtmp_urls()
+        self.output_url = self.output_urls["out"]
         self._recorder: PhraseRecorder | None = None
         self._hls_path: str | None = None
         self.state = "starting"
@@ -105,7 +112,7 @@ class WorkerRunner:
             "input_url": self.input_url,
             "output_url": self.output_url,
             "source_language": self.settings.source_language,
-            "target_languages": list(self.languages),
+            "target_languages": list(self.plan.targets),
             "outputs": {
                 "rtmp": dict(self.output_urls),
                 "hls": self._hls_path,
@@ -133,7 +140,7 @@ class WorkerRunner:
         """Per target language: what its output dubbed (the top-level numbers are the first target's)."""
         lanes = {lane.language: lane for lane in self._muxer.lanes} if self._muxer else {}
         out: dict[str, dict[str, Any]] = {}
-        for language in self.languages:
+        for language in self.plan.targets:
             lane = lanes.get(language)
             stats = lane.stats if lane is not None else None
             tiers = self._recorder.tiers.shares(language) if self._recorder is not None else {}
@@ -190,8 +197,9 @@ class WorkerRunner:
             # The input is read meanwhile (arrival times are kept), so nothing of the new publish is lost either.
             log.info("stream %s: waiting for the previous worker to play out its output", self.stream_id)
             await self._output_free.wait()
+        encoders = self._encoders(layout)
         try:
-            outputs = await asyncio.to_thread(self._open_rtmp, layout)
+            outputs = await asyncio.to_thread(self._open_rtmp, layout, encoders)
         except Exception as exc:
             log.error("stream %s: cannot publish the outputs: %s", self.stream_id, exc)
             self.metrics.errors.labels(stream_id=self.stream_id, type="publish_failed").inc()
@@ -204,13 +212,13 @@ class WorkerRunner:
                 " time: phrases will keep the original voice",
                 self.stream_id, s.output_delay_ms + s.dub_max_late_ms, longest_ms,
             )  # fmt: skip
-        presentation = await self._open_hls(layout)
-        lanes = [Lane(language, self._track(layout.sample_rate), outs) for language, outs in zip(
-            self.languages, outputs, strict=True)]  # fmt: skip
+        presentation = await self._open_hls(layout, encoders)
+        rate = layout.sample_rate
+        lanes = [Lane(language, self._track(rate), outputs.get(language, [])) for language in self.plan.targets]
         timeline = OutputTimeline(layout.sample_rate, layout.audio_offset_ms)
         recorder = self._recorder = self._open_recorder(timeline)
         muxer = PacedMuxer(
-            self.stream_id, layout, None, s.output_delay_ms / 1000, self.metrics,
+            self.stream_id, layout, self.plan.delay_s, self.metrics,
             background=make_background(s, layout.sample_rate, layout.audio_channels),
             lanes=lanes, presentation=presentation,
             original_language=s.source_language if presentation is not None and layout.audio_channels else "",
@@ -298,21 +306,29 @@ class WorkerRunner:
 
             if isinstance(self.dub_client, MultiDubClient):
                 await self.dub_client.dub_targets(fragment, place, play)
-                return
-            for language in self.languages[1:]:  # a client of one language: the others keep the original voice
-                place(DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="target_unsupported",
-                                 language=language))  # fmt: skip
-            try:
-                outcome = await self.dub_client.dub(fragment)
-            except Exception as exc:  # the client should not raise; the phrase keeps its original voice
-                log.warning("stream %s: dub of phrase %d raised: %s", self.stream_id, segment.sequence_number, exc)
-                outcome = DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="failed")
+            else:
+                await self._dub_one_language(segment, fragment, place)
+
+    async def _dub_one_language(self, segment: AudioSegment, fragment: AudioSegment, place: OnOutcome) -> None:
+        """A client of one language dubs the stream's first target (its answers name none); the others keep the
+        original voice."""
+        first, *others = self.plan.targets
+        for language in others:
+            place(DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="target_unsupported",
+                             language=language))  # fmt: skip
+        try:
+            outcome = await self.dub_client.dub(fragment)
+        except Exception as exc:  # the client should not raise; the phrase keeps its original voice
+            log.warning("stream %s: dub of phrase %d raised: %s", self.stream_id, segment.sequence_number, exc)
+            outcome = DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="failed")
+        outcome.language = first
         place(outcome)
 
     def _place(self, segment: AudioSegment, outcome: DubOutcome, muxer: PacedMuxer) -> None:
         """One language's answer: captions and the phrase log learn what it said, the muxer places its dub."""
-        language = outcome.language or self.languages[0]
-        outcome.language = language
+        language = outcome.language
+        if language is None:  # every client path names the language (MultiDubClient, `_dub_one_language`)
+            raise ValueError(f"phrase {segment.sequence_number}: an answer that names no target language")
         end = self._chunk_ends.pop((segment.sequence_number, language), None)
         if end is not None and outcome.pcm is not None and muxer.growing(segment.sequence_number, language):
             # Its chunks stopped short of the last (one was malformed): the rest of the whole dub ends it.
@@ -324,12 +340,12 @@ class WorkerRunner:
             except Exception:  # captions are a side output: the dub is placed regardless
                 log.exception("stream %s: recording the answer for phrase %d failed", self.stream_id,
                               segment.sequence_number)  # fmt: skip
-        muxer.resolve(segment.sequence_number, dub_clip(segment, outcome), fallback_reason(outcome), language)
+        muxer.resolve(segment.sequence_number, dub_clip(segment, outcome), fallback_reason(outcome), language=language)
 
     def _place_chunk(self, segment: AudioSegment, chunk: DubChunkAudio, muxer: PacedMuxer) -> None:
         """A piece of one language's dub: the first decides the phrase, the later ones extend its dub; each gets a
         translation caption where it plays."""
-        language = chunk.language or self.languages[0]
+        language = chunk.language
         key = (segment.sequence_number, language)
         if chunk.final:
             self._chunk_ends.pop(key, None)
@@ -356,20 +372,23 @@ class WorkerRunner:
             fade_s=s.duck_fade_ms / 1000,
         )
 
-    def _open_rtmp(self, layout: StreamLayout) -> list[list[Publisher]]:
-        """Per language its RTMP publishers: `out` + `out/<lang>` for the first, `out/<lang>` for the others. All or
-        none: a refused output fails the start (runs in a thread: FFmpeg connects at open)."""
+    def _encoders(self, layout: StreamLayout) -> dict[str, AacEncoder]:
+        """One AAC encoder per target language, shared by all of that language's outputs (none without audio)."""
+        if not layout.audio_channels:
+            return {}
+        return {language: AacEncoder(layout.sample_rate, layout.audio_channels) for language in self.plan.targets}
+
+    def _open_rtmp(self, layout: StreamLayout, encoders: dict[str, AacEncoder]) -> dict[str, list[Publisher]]:
+        """Per language its RTMP publishers (the plan's: `out` + `out/<lang>` for the first, `out/<lang>` for the
+        others), all of one language on its one encoder. All or none: a refused output fails the start (runs in a
+        thread: FFmpeg connects at open)."""
         opened: list[FlvPublisher] = []
-
-        def publisher(url: str) -> FlvPublisher:
-            opened.append(FlvPublisher(url, layout.video, layout.audio_channels, layout.sample_rate))
-            return opened[-1]
-
         try:
-            lanes: list[list[Publisher]] = []
-            for language in self.languages:
-                urls = [self.output_url] if not lanes else []
-                lanes.append([publisher(url) for url in [*urls, self.output_urls[language]]])
+            lanes: dict[str, list[Publisher]] = {}
+            for language in self.plan.targets:
+                for output in self.plan.outputs_of(language):
+                    opened.append(FlvPublisher(output.url, layout.video, encoders.get(language)))
+                    lanes.setdefault(language, []).append(opened[-1])
             return lanes
         except Exception:
             for out in opened:
@@ -377,19 +396,20 @@ class WorkerRunner:
                     out.close()
             raise
 
-    async def _open_hls(self, layout: StreamLayout) -> Presentation | None:
+    async def _open_hls(self, layout: StreamLayout, encoders: dict[str, AacEncoder]) -> Presentation | None:
         """The HLS presentation, or None (disabled, or it cannot be written: the RTMP outputs go on without it)."""
         s = self.settings
-        if not s.hls_enabled:
+        if not self.plan.hls:
             return None
         from livedub.media.hls import HlsPresentation, renditions_for, subtitles_for
 
-        renditions = renditions_for(s.source_language, self.languages)  # "Original (English)", "Español", ...
-        subtitles = subtitles_for(s.source_language, self.languages)  # "English", "Español", ...
+        plan = self.plan
+        renditions = renditions_for(plan.source_language, plan.targets)  # "Original (English)", "Español", ...
+        subtitles = subtitles_for(plan.source_language, plan.targets)  # "English", "Español", ...
         try:
             presentation = await asyncio.to_thread(
                 HlsPresentation, s.stream_dir(self.stream_id), layout.video, layout.sample_rate,
-                layout.audio_channels, renditions if layout.audio_channels else [], subtitles,
+                layout.audio_channels, renditions if layout.audio_channels else [], subtitles, shared_encoders=encoders,
             )  # fmt: skip
         except Exception as exc:
             log.error("stream %s: no HLS presentation: %s", self.stream_id, exc)
@@ -417,9 +437,8 @@ class WorkerRunner:
 
     @staticmethod
     def _add_cue(muxer: PacedMuxer, language: str, start_s: float, end_s: float, text: str) -> None:
-        add_cue = getattr(muxer.presentation, "add_cue", None)
-        if add_cue is not None:
-            add_cue(language, start_s, end_s, text)
+        if muxer.presentation is not None:  # none, or dropped after it failed
+            muxer.presentation.add_cue(language, start_s, end_s, text)
 
     async def _cancel_dubs(self) -> None:
         tasks = list(self._dub_tasks)
