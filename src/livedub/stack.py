@@ -10,6 +10,7 @@ Every service runs in its own session (process group), so stopping it also stops
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import secrets
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from livedub.lifetime import spawn
 from livedub.mediaserver.nginx import port_open
 from livedub.mediaserver.stat import RtmpStream, parse_rtmp_stat
 from livedub.mediaserver.urls import ffmpeg_rtmp_args
@@ -99,6 +101,24 @@ def _session_processes(sids: Iterable[int]) -> list[str]:
     return left
 
 
+def _stop_started_sessions() -> None:
+    """At exit: whatever a ManagedProcess started and nobody stopped goes too (TERM, then KILL)."""
+    if os.getpid() != _OWNER_PID:  # a forked copy inherits this hook but owns none of the sessions
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [sid for sid in _STARTED_SESSIONS if _session_members(sid)]
+        for sid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(sid, sig)
+        deadline = time.monotonic() + 3
+        while alive and any(_session_members(sid) for sid in alive) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+_OWNER_PID = os.getpid()
+atexit.register(_stop_started_sessions)
+
+
 def leftover_processes() -> list[str]:
     """Processes still alive in any session a `ManagedProcess` of this process started (stack, ffmpeg, ...)."""
     return _session_processes(sorted(_STARTED_SESSIONS))
@@ -128,7 +148,8 @@ class ManagedProcess:
         with self.log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%H:%M:%S')} starting: {' '.join(self.argv)}\n".encode())
             log.flush()
-            self.process = subprocess.Popen(
+            # Tied to this process: the kernel stops it if we die without stopping it (SIGKILL, a crash).
+            self.process = spawn(
                 self.argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -27,12 +27,19 @@ from e2e import config
 from e2e.helpers.services_manager import ServicesManager
 from e2e.helpers.socketio_monitor import StsMonitor
 from e2e.helpers.stream_publisher import Publication, StreamRecorder, publish_file
+from livedub.lifetime import interrupt_on_termination
 from livedub.paths import runtime_dir
 from livedub.stack import ServiceError, leftover_processes
 from livedub.testing.fixture_music import MusicFixture, ensure_music_fixture
 
 SESSION_STARTED = time.monotonic()
 _SERVICES: list[ServicesManager] = []
+
+
+def pytest_configure() -> None:
+    # pytest dies of SIGTERM (what `timeout` and CI runners send) without tearing fixtures down: as KeyboardInterrupt
+    # it stops the session cleanly, and `e2e_services` stops both stacks. (A SIGKILL is covered by PR_SET_PDEATHSIG.)
+    interrupt_on_termination()
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +68,9 @@ def e2e_services(e2e_log_dir: Path) -> Iterator[ServicesManager]:
         manager.start()
     except ServiceError as exc:
         pytest.fail(f"services did not start: {exc}", pytrace=False)
+    except KeyboardInterrupt:  # stopped (Ctrl-C, SIGTERM) while the models warm up
+        manager.stop()
+        raise
     yield manager
     manager.stop()
     left = manager.orphans()

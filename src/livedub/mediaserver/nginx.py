@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+from livedub.lifetime import spawn
 from livedub.paths import runtime_dir
 
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
@@ -147,7 +148,8 @@ class NginxRtmpServer:
                 raise RuntimeError(f"port {port} is already in use; pick another (--rtmp-port/--http-port)")
         conf = self.write_config()
         out = self.log_path.open("ab") if self.log_path else None
-        self.process = subprocess.Popen(
+        # `daemon off; master_process off;`: one nginx process, tied to this one (it stops if we die, even by SIGKILL).
+        self.process = spawn(
             ["nginx", "-c", str(conf), "-p", str(self.workdir), "-e", "stderr"],
             stdout=out or subprocess.DEVNULL,
             stderr=out or None,
