@@ -40,8 +40,7 @@ def _watch_disconnect(client: Recorder) -> asyncio.Event:
 
 
 async def test_the_server_disconnects_a_client_after_its_stream_completed() -> None:
-    async with running_server(FakeProcessor()) as srv:
-        srv.server.disconnect_after_complete_s = 0.5
+    async with running_server(FakeProcessor(), auto_disconnect_delay_s=0.5) as srv:
         done = await Recorder().connect(srv.url)
         done_gone = _watch_disconnect(done)
         await _ready(done, init_payload("done"))
@@ -65,6 +64,40 @@ async def test_the_server_disconnects_a_client_after_its_stream_completed() -> N
         assert (await busy.count("fragment:processed", 1))[0]["stream_id"] == "second"
         await busy.close()
     assert 0.4 <= closed_after_s < 2.0
+
+
+async def _complete_one_stream(url: str, stream_id: str) -> tuple[Recorder, asyncio.Event, float]:
+    """A client that opens a stream, has one fragment dubbed and ends it: (client, its disconnect, completed at)."""
+    client = await Recorder().connect(url)
+    gone = _watch_disconnect(client)
+    await _ready(client, init_payload(stream_id))
+    await client.emit("fragment:data", pcm_fragment(stream_id, 0))
+    await client.count("fragment:processed", 1)
+    await client.emit("stream:end", {"stream_id": stream_id})
+    await client.next_event("stream:complete", 0)
+    return client, gone, time.monotonic()
+
+
+async def test_auto_disconnect_delay_set_as_the_seed_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seed's echo suite (`test_stream_complete_auto_disconnect`): delay 1 s, disconnected within 3 s."""
+    monkeypatch.setenv("AUTO_DISCONNECT_DELAY", "1")
+    async with running_server(FakeProcessor()) as srv:
+        assert srv.server.settings.auto_disconnect_delay_s == 1.0
+        _client, gone, completed_at = await _complete_one_stream(srv.url, "seed")
+        await asyncio.wait_for(gone.wait(), 3.0)
+        closed_after_s = time.monotonic() - completed_at
+    assert 0.8 <= closed_after_s < 3.0
+
+
+async def test_auto_disconnect_delay_defaults_to_five_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTO_DISCONNECT_DELAY", raising=False)
+    async with running_server(FakeProcessor()) as srv:
+        client, gone, completed_at = await _complete_one_stream(srv.url, "default")
+        await asyncio.sleep(3.0)
+        assert client.sio.connected and not gone.is_set()
+        await asyncio.wait_for(gone.wait(), 5.0)
+        closed_after_s = time.monotonic() - completed_at
+    assert 4.5 <= closed_after_s < 7.0
 
 
 # ---------------------------------------------------------------- 2. top-level max_inflight / timeout_ms

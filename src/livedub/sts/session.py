@@ -29,13 +29,13 @@ from livedub.protocol import (
     EventName,
     FragmentData,
     FragmentError,
-    FragmentMetadata,
     FragmentProcessed,
     FragmentStatus,
     StreamComplete,
     StreamConfig,
 )
 from livedub.sts.metrics import StsMetrics
+from livedub.sts.replies import failed_result as failed_result  # where tests and callers have found it
 
 log = logging.getLogger(__name__)
 
@@ -227,21 +227,6 @@ def dub_length_s(fragment: FragmentData, config: StreamConfig) -> float:
     return (fragment.audio.duration_ms + config.dub_overrun_ms) / 1000.0
 
 
-def failed_result(
-    fragment: FragmentData, stage: str, code: ErrorCode, message: str, *, retryable: bool, processing_time_ms: float
-) -> FragmentProcessed:
-    """A `failed` fragment:processed produced by the server itself (timeout, crash of the processor)."""
-    return FragmentProcessed(
-        fragment_id=fragment.fragment_id,
-        stream_id=fragment.stream_id,
-        sequence_number=fragment.sequence_number,
-        status=FragmentStatus.FAILED,
-        processing_time_ms=processing_time_ms,
-        error=FragmentError.model_validate({"stage": stage, "code": code, "message": message, "retryable": retryable}),
-        metadata=FragmentMetadata(original_duration_ms=fragment.audio.duration_ms),
-    )
-
-
 class StreamSession:
     """One `stream:init`ed stream, owned by one Socket.IO client (`sid`)."""
 
@@ -290,6 +275,39 @@ class StreamSession:
         self.session_id = previous.session_id
         self.stats = previous.stats
         self.started_at = previous.started_at
+
+    # ------------------------------------------------------------ state
+
+    def pause(self) -> bool:
+        """`stream:pause`: fragments are refused (STREAM_PAUSED) until resumed; True when it paused the stream."""
+        return self._move(SessionState.ACTIVE, SessionState.PAUSED)
+
+    def resume(self) -> bool:
+        """`stream:resume`: fragments are accepted again; True when the stream was paused."""
+        return self._move(SessionState.PAUSED, SessionState.ACTIVE)
+
+    def begin_end(self) -> bool:
+        """`stream:end`: no more fragments; True the first time (the caller then drains and completes it)."""
+        if self.state in (SessionState.ENDING, SessionState.CLOSED):
+            return False
+        self.state = SessionState.ENDING
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self.state is SessionState.CLOSED
+
+    def _move(self, before: SessionState, after: SessionState) -> bool:
+        if self.state is not before:
+            return False
+        self.state = after
+        log.info("stream %s %s", self.stream_id, "paused" if after is SessionState.PAUSED else "resumed")
+        return True
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep `task` (work of this stream) until it ends; `close` cancels it."""
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # ------------------------------------------------------------ acceptance
 
@@ -424,9 +442,7 @@ class StreamSession:
 
     def _on_gap_timeout(self) -> None:
         self._gap_timer = None
-        task = asyncio.get_running_loop().create_task(self._release_gap())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.track(asyncio.get_running_loop().create_task(self._release_gap()))
 
     async def _release_gap(self) -> None:
         async with self._emit_lock:

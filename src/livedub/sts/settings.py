@@ -1,4 +1,4 @@
-"""STS service settings: environment variables or a `.env` file.
+"""STS service settings: environment variables (the seed's names where they exist) or a `.env` file.
 
 Defaults follow the quality measured on this machine (docs/benchmarks-sts.md, docs/benchmarks-languages.md): the
 LLM translates better than apertium, and each language's voices (livedub.languages) are those understood best.
@@ -13,9 +13,9 @@ from typing import Literal, get_args
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from livedub.sts.glossary_file import load_glossary_file
 from livedub.dubbing.tts.registry import TTS_BACKENDS
 from livedub.languages import VoiceRef, parse_pair
+from livedub.sts.glossary_file import load_glossary_file
 
 TranslatorName = Literal["llm", "apertium", "deepl", "google"]
 TRANSLATOR_NAMES: tuple[str, ...] = get_args(TranslatorName)
@@ -75,6 +75,13 @@ class StsSettings(BaseSettings):
         description="A phrase that its voice could not speak in time (a busy machine) is spoken by the language's fast "
         "voice (language table: SVOX Pico for Spanish, French and Italian, Piper for English; cheap, less natural, "
         "understood less well). false: such phrases keep the original speech.",
+    )
+    auto_disconnect_delay_s: float = Field(
+        5.0,
+        ge=0.0,
+        validation_alias="AUTO_DISCONNECT_DELAY",
+        description="Seconds after a stream's `stream:complete` at which the server closes its connection, unless "
+        "the connection has opened another stream by then (the seed's name and default); 0: never.",
     )
     cpu_threads: int = Field(
         0,
