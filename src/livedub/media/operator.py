@@ -69,7 +69,7 @@ class OperatorState:
 
     stopped: dict[str, float] = field(default_factory=dict)  # stream id -> when the operator stopped its worker
     sts: StsWatch = field(default_factory=StsWatch)
-    probe: Any = None
+    probe: StsProbe | None = None
 
 
 def _state(request: Request) -> OperatorState:
