@@ -247,6 +247,7 @@ class DroppingPublisher:
         self.drop_at_s, self.drop_s = drop_at_s, drop_s
         self.current: ManagedProcess | None = None
         self.starts = 0
+        self.dropped = threading.Event()  # off at some time since the last `state()`
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="soak-publisher", daemon=True)
 
@@ -259,6 +260,7 @@ class DroppingPublisher:
         if self.current is not None:
             self.current.stop(timeout=3, sig=signal.SIGINT)
             self.current = None
+            self.dropped.set()
 
     def _run(self) -> None:
         self._start()
@@ -269,9 +271,12 @@ class DroppingPublisher:
             return
         self._start()
 
-    @property
-    def on_air(self) -> bool:
-        return self.current is not None and self.current.running()
+    def state(self) -> str:
+        """`on`, `off`, or `dropped` (gone and back within the interval since the last call)."""
+        on_air = self.current is not None and self.current.running()
+        was_dropped = self.dropped.is_set()
+        self.dropped.clear()
+        return "off" if not on_air else "dropped" if was_dropped else "on"
 
     def __enter__(self) -> DroppingPublisher:
         self.thread.start()
@@ -320,7 +325,7 @@ def run_soak(stack: Stack, stream_id: str, soak: SoakInput, plan: SoakPlan, log_
         for tick in range(1, int(plan.duration_s // plan.interval_s) + 1):
             time.sleep(max(0.0, t0 + tick * plan.interval_s - time.monotonic()))
             stack.check_alive()
-            sample: dict = {"t s": time.monotonic() - t0, "publisher": "on" if publisher.on_air else "off"}
+            sample: dict = {"t s": time.monotonic() - t0, "publisher": publisher.state()}
             sample.update(sample_processes(stack.services))
             sample.update(directory_sizes(stream_dir))
             sample.update(packets.take())
