@@ -12,8 +12,17 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from livedub.dubbing.values import Stage
+
 # Seconds per second of audio before anything was measured (the default path on 2 cores). Warm-up replaces them.
-PRIORS = {"asr": 0.1, "translation": 0.15, "translation_fast": 0.03, "tts": 0.15, "tts_fast": 0.01, "fit": 0.02}
+PRIORS = {
+    Stage.ASR: 0.1,
+    Stage.TRANSLATION: 0.15,
+    Stage.FAST_TRANSLATION: 0.03,
+    Stage.TTS: 0.15,
+    Stage.FAST_TTS: 0.01,
+    Stage.FIT: 0.02,
+}
 # Work is dropped only when even a run this much faster than the average could not be on time: the averages include
 # cold first runs and busy moments, and a wrong drop costs a phrase (measured: with the plain average, a 2-core run
 # whose warm-up ran beside other work dropped every phrase and, dropping, never learnt better).
@@ -24,8 +33,8 @@ RELAX = 0.85  # per drop on the estimate alone (not on an expired deadline)
 # to twice its average (2-core VM, one core loaded by stress-ng). At 2.0 a single slow run after warm-up sent 10 of
 # 15 phrases of a quiet run to the fast voice (its overrun decays only as the usual voice runs again).
 OVERRUN_WEIGHT = 1.0
-TEXT_STAGES = frozenset({"translation", "translation_fast", "tts", "tts_fast"})
-SPEECH_STAGES = frozenset({"tts", "tts_fast"})
+TEXT_STAGES = frozenset({Stage.TRANSLATION, Stage.FAST_TRANSLATION, Stage.TTS, Stage.FAST_TTS})
+SPEECH_STAGES = frozenset({Stage.TTS, Stage.FAST_TTS})
 CHARS_PER_SPEECH_S = 15.0  # characters (spaces included) of usual speech per second: English and Spanish prompts 14-18
 
 

@@ -39,13 +39,14 @@ from livedub.dubbing.interfaces import (
     TTSBackend,
 )
 from livedub.dubbing.stages import Fit, Place, Recognise, Synthesise, Translate, dub_samples, silence
-from livedub.dubbing.tiers import FAST_TRANSLATION, FAST_VOICE, MAIN_TRANSLATION, USUAL_VOICE, TierPolicy
+from livedub.dubbing.tiers import Offer, TierPolicy, voice_path
 from livedub.dubbing.tts.bank import VoiceBank
 from livedub.dubbing.values import (
     Dub,
     DubProgress,
     Slot,
     Speech,
+    Stage,
     StageFailed,
     TooLate,
     Transcript,
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WARMUP_SOURCE_S = 5.0  # about how long the warm-up sentence takes to say
-STAGES = ("asr", "translation", "tts", "fit")  # in order; deadline checks sum the cost of the ones left
+STAGES = (Stage.ASR, Stage.TRANSLATION, Stage.TTS, Stage.FIT)  # in order; deadline checks sum the cost of the ones left
 # Under deadline pressure the fast translator (Apertium) stands in for the main one (the LLM), and the language's
 # fast voice (SVOX Pico) for its usual voices (Kokoro): a dub in plainer words or a plainer voice beats the original.
 # Which tier a phrase gets: livedub.dubbing.tiers.
@@ -174,16 +175,20 @@ class DubEngine:
 
     def _reserve_s(self, transcript: Transcript, utterance: Utterance, source: str, target: str) -> float:
         """The least a target costs once the transcript is known: kept free while the targets before it speak."""
-        return self.tiers.cheapest_after_asr(
-            Work(utterance.duration_s, len(transcript.text)),
-            has_fast_translator=(source, target) in self.translate_fast.translators,
-            has_fast_voice=self.voices.fast_voice(target) is not None,
+        offer = Offer.of(
+            fast_translator=(source, target) in self.translate_fast.translators,
+            fast_voice=self.voices.fast_voice(target) is not None,
         )
+        return self.tiers.cheapest_after_asr(Work(utterance.duration_s, len(transcript.text)), offer)
 
     def _fast_voice_loss(self, target: str) -> float:
         """What a phrase loses in the target's fast voice (its round-trip WER); everything without one."""
         has_fast_voice = self.voices.fast_voice(target) is not None and target in LANGUAGES
         return LANGUAGES[target].fast_voice_wer if has_fast_voice else 1.0
+
+    def _translate_of(self, tier: TranslatorTier) -> Translate:
+        """The translation stage over the translators of `tier`."""
+        return self.translate if tier is TranslatorTier.MAIN else self.translate_fast
 
     @property
     def tiers(self) -> TierPolicy:
@@ -195,11 +200,10 @@ class DubEngine:
         cheapest = self._cheapest(bool(self.translate_fast.translators), self.voices.languages)
         return self.costs.expected(cheapest, audio_s)
 
-    def _cheapest(self, fast_translation: bool, targets: Iterable[str]) -> tuple[str, ...]:
+    def _cheapest(self, fast_translation: bool, targets: Iterable[str]) -> tuple[Stage, ...]:
         """The cheapest stages there are: with the fast translator if it serves, a fast voice if a target has one."""
         fast_voice = any(self.voices.fast_voice(target) for target in targets)
-        translation = "translation_fast" if fast_translation else "translation"
-        return ("asr", translation, "tts_fast" if fast_voice else "tts", "fit")
+        return Offer.of(fast_translator=fast_translation, fast_voice=fast_voice).cheapest_path()
 
     def _main_translations_affordable(self, targets: int) -> int:
         """How many targets (the first ones) can have the main translator while the work on a phrase still keeps up
@@ -208,17 +212,18 @@ class DubEngine:
         if targets <= 1:
             return targets
         # The voice is given up before the words: the targets' cheapest voice counts here.
-        voice = FAST_VOICE if any(self.voices.fast_voice(t) for t in self.voices.languages) else USUAL_VOICE
-        main = self.costs.expected((MAIN_TRANSLATION, *voice), 1.0)
-        fast = self.costs.expected((FAST_TRANSLATION, *voice), 1.0)
-        asr = self.costs.expected(("asr",), 1.0)
+        fast_voice = any(self.voices.fast_voice(t) for t in self.voices.languages)
+        voice = voice_path(VoiceTier.FAST if fast_voice else VoiceTier.USUAL)
+        main = self.costs.expected((Stage.TRANSLATION, *voice), 1.0)
+        fast = self.costs.expected((Stage.FAST_TRANSLATION, *voice), 1.0)
+        asr = self.costs.expected((Stage.ASR,), 1.0)
         for main_count in range(targets, -1, -1):
             if asr + main_count * main + (targets - main_count) * fast <= REAL_TIME_HEADROOM:
                 return main_count
         return 0
 
     def _run(
-        self, stage: str, left: tuple[str, ...], work: Work, deadline: Deadline, progress: DubProgress,
+        self, stage: Stage, left: tuple[Stage, ...], work: Work, deadline: Deadline, progress: DubProgress,
         call: Callable[[], T], done: Callable[[T], Work] | None = None, backend: object = None,
     ) -> T:  # fmt: skip
         """One stage: check the deadline against the stages `left` (this one first), run it on `backend` once no
@@ -240,7 +245,7 @@ class DubEngine:
         with self._locks_lock:
             return self._locks.setdefault(id(backend), threading.Lock())
 
-    def _path(self, source: str, target: str) -> tuple[str, ...]:
+    def _path(self, source: str, target: str) -> tuple[Stage, ...]:
         """The cheapest way through, until the translator and the voice are chosen."""
         return self._cheapest((source, target) in self.translate_fast.translators, [target])
 
@@ -249,7 +254,7 @@ class DubEngine:
     ) -> Transcript:
         path = self._path(source, first_target)
         transcript = self._run(
-            "asr", path, Work(utterance.duration_s), deadline, progress, lambda: self.recognise(utterance, source),
+            Stage.ASR, path, Work(utterance.duration_s), deadline, progress, lambda: self.recognise(utterance, source),
             backend=self.recognise.asr,
         )  # fmt: skip
         progress.transcript = transcript
@@ -278,52 +283,56 @@ class DubEngine:
         usual_voice = synthesise.voice(target, voice)
         fast_voice = self.voices.fast_voice(target, like=usual_voice)
         has_fast_voice = fast_voice is not None and fast_voice != usual_voice
-        has_fast = (transcript.language, target) in self.translate_fast.translators
+        offer = Offer.of(
+            fast_translator=(transcript.language, target) in self.translate_fast.translators,
+            fast_voice=has_fast_voice,
+        )
         share = first_share(transcript.text) if on_chunk is not None else 1.0
-        main = not (has_fast and prefer_fast) and self.tiers.main_translator(
-            work, deadline, has_fast_translator=has_fast, has_fast_voice=has_fast_voice, later_s=later_s, share=share,
-            stoppable=on_chunk is not None,
-        )  # fmt: skip
-        translation_stage = MAIN_TRANSLATION if main else FAST_TRANSLATION
-        translate = self.translate if main else self.translate_fast
+        if prefer_fast:  # this phrase's later targets cannot all afford the main translator
+            translator = offer.cheapest_translator
+        else:
+            translator = self.tiers.translator(
+                work, deadline, offer, later_s=later_s, share=share, stoppable=on_chunk is not None
+            )
+        translate = self._translate_of(translator)
         if on_chunk is not None:
             fast_ref = fast_voice if has_fast_voice else None
-            chosen = Chosen(translation_stage, translate, voice, fast_ref, share, may_fall_back=main and has_fast)
+            may_fall_back = translator is TranslatorTier.MAIN and offer.cheapest_translator is not TranslatorTier.MAIN
+            chosen = Chosen(translator, translate, voice, fast_ref, share, offer, may_fall_back=may_fall_back)
             try:
                 return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress,
                                              context, later_s, on_chunk)  # fmt: skip
             except FirstClauseLate:  # the main translator was stopped: the fast one says it, still in time
                 log.info("%s: the main translator gave no clause in time; the fast one stands in", target)
-                chosen = replace(chosen, translation_stage=FAST_TRANSLATION, translate=self.translate_fast,
+                stand_in = chosen.offer.cheapest_translator
+                chosen = replace(chosen, translator=stand_in, translate=self._translate_of(stand_in),
                                  may_fall_back=False)  # fmt: skip
                 return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress,
                                              context, later_s, on_chunk)  # fmt: skip
-        voice_stages = FAST_VOICE if has_fast_voice else USUAL_VOICE  # until the voice is chosen, the cheapest way on
+        voice_tier = offer.cheapest_voice  # until the voice is chosen, the cheapest way on
+        translation_stage = Stage.of_translator(translator)
 
-        def run(stage: str, call: Callable[[], T], done: Callable[[T], Work] | None = None, on: object = None) -> T:
-            path = ("asr", translation_stage, *voice_stages)
+        def run(stage: Stage, call: Callable[[], T], done: Callable[[T], Work] | None = None, on: object = None) -> T:
+            path = (Stage.ASR, translation_stage, *voice_path(voice_tier))
             return self._run(stage, path[path.index(stage) :], work, deadline, progress, call, done, on)
 
-        translator = translate.translators[(transcript.language, target)]
+        backend = translate.translators[(transcript.language, target)]
         translation = progress.translation = run(
-            translation_stage, lambda: translate(transcript, target, context), on=translator
+            translation_stage, lambda: translate(transcript, target, context), on=backend
         )
         self._learn_length(transcript, translation)
         usual = replace(work, dub_s=synthesise.predicted_s(translation, slot, voice))
         fast = replace(work, dub_s=synthesise.predicted_s(translation, slot, fast_voice)) if has_fast_voice else usual
-        if self.tiers.usual_voice(usual, fast, deadline, has_fast_voice=has_fast_voice, later_s=later_s):
-            voice_stages, spoken_by, work = USUAL_VOICE, voice, usual
-        else:
-            spoken_by, work = fast_voice, fast
+        voice_tier = self.tiers.voice(usual, fast, deadline, offer, later_s=later_s)
+        spoken_by, work = (voice, usual) if voice_tier is VoiceTier.USUAL else (fast_voice, fast)
         speech = run(
-            voice_stages[0],
+            Stage.of_voice(voice_tier),
             lambda: synthesise(translation, slot, spoken_by),
             lambda s: replace(work, dub_s=s.duration_s),
             on=self.voices.backend(target, synthesise.voice(target, spoken_by)),
         )
-        fitted = run("fit", lambda: self.fit(speech, slot, utterance))
-        tiers = _tiers(translation_stage, voice_stages[0])
-        return Dub(transcript, translation, slot, fitted, progress.seconds, speech.voice, *tiers)
+        fitted = run(Stage.FIT, lambda: self.fit(speech, slot, utterance))
+        return Dub(transcript, translation, slot, fitted, progress.seconds, speech.voice, translator, voice_tier)
 
     def _speak_in_chunks(
         self,
@@ -349,10 +358,10 @@ class DubEngine:
                 try:
                     yield from chosen.translate.clauses(transcript, target, context)
                 finally:  # a stopped translation too: it took at least this long
-                    progress.seconds[chosen.translation_stage] = time.perf_counter() - started
+                    progress.seconds[chosen.stage] = time.perf_counter() - started
 
         chunks: list[DubChunk] = []
-        seconds = {voice.stage: 0.0, "fit": 0.0}
+        seconds = {voice.stage: 0.0, Stage.FIT: 0.0}
         first_by = self._first_clause_by(utterance, transcript, deadline) if chosen.may_fall_back else None
         asked_at = time.monotonic()
         try:
@@ -369,11 +378,11 @@ class DubEngine:
                 on_chunk(target, chunks[-1])
         except FirstClauseLate:
             # It ran at least this long without a clause: what its cost estimate should learn.
-            self.costs.observe(chosen.translation_stage, time.monotonic() - asked_at, Work(1.0, len(transcript.text)))
+            self.costs.observe(chosen.stage, time.monotonic() - asked_at, Work(1.0, len(transcript.text)))
             raise
         except Exception as exc:
             if not chunks:
-                raise exc if isinstance(exc, StageFailed) else StageFailed(chosen.translation_stage, repr(exc)) from exc
+                raise exc if isinstance(exc, StageFailed) else StageFailed(chosen.stage, repr(exc)) from exc
             log.info("dub stopped after %d chunks: %s", len(chunks), exc)  # what was spoken stands
         return self._chunked_dub(utterance, transcript, slot, target, chunks, chosen, voice, seconds, progress)
 
@@ -383,7 +392,8 @@ class DubEngine:
         if deadline.at is None:
             return None
         work = Work(utterance.duration_s, len(transcript.text))
-        reserve = self.costs.likely_max((FAST_TRANSLATION, *FAST_VOICE), work) + FALLBACK_MARGIN_S
+        stand_in = (Stage.of_translator(TranslatorTier.FAST), *voice_path(VoiceTier.FAST))
+        reserve = self.costs.likely_max(stand_in, work) + FALLBACK_MARGIN_S
         return time.monotonic() + deadline.remaining() - reserve
 
     def _chunk_voice(
@@ -399,16 +409,15 @@ class DubEngine:
         fast = usual
         if chosen.fast_voice is not None:
             fast = replace(work, dub_s=synthesise.predicted_s(guess, slot, chosen.fast_voice))
-        use_usual = self.tiers.usual_voice_in_chunks(
-            usual, fast, chosen.translation_stage, deadline, share=chosen.share,
-            has_fast_voice=chosen.fast_voice is not None, later_s=later_s,
-        )  # fmt: skip
-        stage = "tts" if use_usual or chosen.fast_voice is None else "tts_fast"
-        ref = synthesise.voice(target, chosen.voice if stage == "tts" else chosen.fast_voice)
-        self._check(deadline, (chosen.translation_stage, stage, "fit"), usual if stage == "tts" else fast)
+        tier = self.tiers.voice_in_chunks(
+            usual, fast, chosen.translator, deadline, chosen.offer, share=chosen.share, later_s=later_s
+        )
+        usual_tier = tier is VoiceTier.USUAL
+        ref = synthesise.voice(target, chosen.voice if usual_tier else chosen.fast_voice)
+        self._check(deadline, (chosen.stage, *voice_path(tier)), usual if usual_tier else fast)
         speed = synthesise.speed_for(guess, slot, ref)
         stretch = clamp_ratio(synthesise.pace_of(ref).predict_s(guess.text, speed), slot, self.fit)
-        return ChunkVoice(stage, ref, synthesise, speed, stretch, utterance.sample_rate, slot, target)
+        return ChunkVoice(tier, ref, synthesise, speed, stretch, utterance.sample_rate, slot, target)
 
     def _squeeze(self, audio: FloatAudio, room_s: float, voice: ChunkVoice) -> FloatAudio:
         """A chunk that would run past the room left for the dub: sped up further, within the fit's cap, then cut."""
@@ -436,7 +445,7 @@ class DubEngine:
         every clause of the dub, or (`lasts_s`, the last clause) to last that long, within the fit's caps."""
         text = Translation(clause, voice.target)
         predicted = voice.synthesise.predicted_s(text, voice.slot, voice.ref)
-        self._check(due, (voice.stage, "fit"), Work(predicted, len(clause), dub_s=predicted))
+        self._check(due, voice_path(voice.tier), Work(predicted, len(clause), dub_s=predicted))
         with self._backend_lock(self.voices.backend(voice.target, voice.ref)):
             started = time.perf_counter()
             speech = _as_stage(voice.stage, lambda: voice.synthesise(text, voice.slot, voice.ref, voice.speed))
@@ -450,8 +459,8 @@ class DubEngine:
                 if lasts_s > 0
                 else self.fit.max_speedup
             )
-        audio = _as_stage("fit", lambda: stretch_to(speech, voice.rate, stretch, self.fit))
-        seconds["fit"] += time.perf_counter() - started
+        audio = _as_stage(Stage.FIT, lambda: stretch_to(speech, voice.rate, stretch, self.fit))
+        seconds[Stage.FIT] += time.perf_counter() - started
         return audio
 
     def _chunked_dub(
@@ -464,17 +473,18 @@ class DubEngine:
         progress.seconds.update(seconds)
         rate = utterance.sample_rate
         said = Work(utterance.duration_s, len(transcript.text))
-        if chosen.translation_stage in progress.seconds:
-            self.costs.observe(chosen.translation_stage, progress.seconds[chosen.translation_stage], said)
+        if chosen.stage in progress.seconds:
+            self.costs.observe(chosen.stage, progress.seconds[chosen.stage], said)
         spoken = replace(said, dub_s=sum(len(chunk.audio) for chunk in chunks) / rate)
         for stage, spent in seconds.items():
             self.costs.observe(stage, spent, spoken)
         total = dub_samples(utterance, slot, round(chunks[-1].end_s * rate))
         fitted = assemble(chunks, slot, total, rate, voice.stretch)
-        tiers = _tiers(chosen.translation_stage, voice.stage)
-        return Dub(transcript, translation, slot, fitted, progress.seconds, str(voice.ref), *tiers)
+        return Dub(
+            transcript, translation, slot, fitted, progress.seconds, str(voice.ref), chosen.translator, voice.tier
+        )
 
-    def _check(self, deadline: Deadline, left: tuple[str, ...], work: Work) -> None:
+    def _check(self, deadline: Deadline, left: tuple[Stage, ...], work: Work) -> None:
         if deadline.at is None:
             return
         stage = left[0]
@@ -500,9 +510,9 @@ class DubEngine:
     def _warm_pair(self, source: str, target: str) -> None:
         sentence = _said(source)
         said = Work(WARMUP_SOURCE_S, len(sentence.text))
-        translation = self._timed("translation", said, lambda: self.translate(sentence, target))
+        translation = self._timed(Stage.TRANSLATION, said, lambda: self.translate(sentence, target))
         if (source, target) in self.translate_fast.translators:
-            self._timed("translation_fast", said, lambda: self.translate_fast(sentence, target))
+            self._timed(Stage.FAST_TRANSLATION, said, lambda: self.translate_fast(sentence, target))
         synthesise = self.synthesise[target]
         for voice in self.voices.voices(target):  # each voice's pace, heard once at its natural rate
             if (target, voice) not in self._heard_voices:
@@ -512,7 +522,7 @@ class DubEngine:
         spoken = Utterance(natural.audio, natural.sample_rate)
         slot = _slot(0.9 * natural.duration_s)  # a dub that needs a faster rate, as most do
         speech = self._timed(
-            "tts", said, lambda: synthesise(translation, slot, None), lambda s: replace(said, dub_s=s.duration_s)
+            Stage.TTS, said, lambda: synthesise(translation, slot, None), lambda s: replace(said, dub_s=s.duration_s)
         )
         for fast_voice in self.voices.fast_voices(target):  # each one's pace at its natural rate (once)
             if (target, fast_voice) not in self._heard_voices:
@@ -521,16 +531,16 @@ class DubEngine:
         fast_voice = self.voices.fast_voice(target)
         if fast_voice is not None:  # its cost on the same dub
             self._timed(
-                "tts_fast",
+                Stage.FAST_TTS,
                 said,
                 lambda: synthesise(translation, slot, fast_voice),
                 lambda s: replace(said, dub_s=s.duration_s),
             )
         heard = Work(natural.duration_s)
-        self._timed("fit", heard, lambda: self.fit(speech, slot, spoken))
-        self._timed("asr", heard, lambda: self.recognise(spoken, target))
+        self._timed(Stage.FIT, heard, lambda: self.fit(speech, slot, spoken))
+        self._timed(Stage.ASR, heard, lambda: self.recognise(spoken, target))
 
-    def _timed(self, stage: str, work: Work, call: Callable[[], T], done: Callable[[T], Work] | None = None) -> T:
+    def _timed(self, stage: Stage, work: Work, call: Callable[[], T], done: Callable[[T], Work] | None = None) -> T:
         started = time.perf_counter()
         value = call()
         self.costs.observe(stage, time.perf_counter() - started, done(value) if done else work)
@@ -541,19 +551,24 @@ class DubEngine:
 class Chosen:
     """A target's translator tier (decided before its words) and the voices it may speak in."""
 
-    translation_stage: str
+    translator: TranslatorTier
     translate: Translate
     voice: VoiceRef | str | None  # the usual voice asked for
     fast_voice: VoiceRef | None  # its stand-in, if the language has one
     share: float  # the part of the dub due by the deadline
+    offer: Offer  # the tiers that serve the target
     may_fall_back: bool = False  # the fast translator stands in if this one gives no clause in time
+
+    @property
+    def stage(self) -> Stage:
+        return Stage.of_translator(self.translator)
 
 
 @dataclass(frozen=True)
 class ChunkVoice:
     """How every clause of a dub in chunks is spoken: one voice, one rate, one time-stretch."""
 
-    stage: str  # "tts" (the usual voice) or "tts_fast"
+    tier: VoiceTier  # the usual voice or the fast one
     ref: VoiceRef
     synthesise: Synthesise
     speed: float  # the rate asked of the voice
@@ -561,6 +576,10 @@ class ChunkVoice:
     rate: int  # the utterance's sample rate
     slot: Slot
     target: str
+
+    @property
+    def stage(self) -> Stage:
+        return Stage.of_voice(self.tier)
 
 
 FALLBACK_MARGIN_S = 0.3  # kept for the stand-in after a stopped translation (its start, the first chunk's trip)
@@ -591,12 +610,6 @@ def stretch_to(speech: Speech, rate: int, ratio: float, fit: Fit) -> FloatAudio:
     return fit_duration(audio, rate, max(1, round(len(audio) / ratio)), fit.max_speedup, fit.max_slowdown).audio
 
 
-def _tiers(translation_stage: str, voice_stage: str) -> tuple[TranslatorTier, VoiceTier]:
-    """The typed tiers of a dub made by these stages."""
-    translator = TranslatorTier.FAST if translation_stage == FAST_TRANSLATION else TranslatorTier.MAIN
-    return translator, VoiceTier.FAST if voice_stage == FAST_VOICE[0] else VoiceTier.USUAL
-
-
 def _said(language: str) -> Transcript:
     return Transcript(LANGUAGES[language].warmup, language)
 
@@ -605,7 +618,7 @@ def _slot(span_s: float) -> Slot:
     return Slot(start_s=0.0, span_s=span_s, room_s=span_s + 0.5)
 
 
-def _as_stage(stage: str, call: Callable[[], T]) -> T:
+def _as_stage(stage: Stage, call: Callable[[], T]) -> T:
     """Run one stage; any exception becomes a StageFailed of that stage."""
     try:
         return call()

@@ -24,81 +24,113 @@ from dataclasses import dataclass
 
 from livedub.dubbing.costs import StageCosts, Work
 from livedub.dubbing.deadline import Deadline
+from livedub.dubbing.values import Stage, TranslatorTier, VoiceTier
 
-MAIN_TRANSLATION = "translation"
-FAST_TRANSLATION = "translation_fast"
-USUAL_VOICE = ("tts", "fit")
-FAST_VOICE = ("tts_fast", "fit")
+
+@dataclass(frozen=True)
+class Offer:
+    """The tiers that serve one target, best first: its translators (a fast one where a translator registered as
+    the stand-in serves the pair) and its voices (a fast one where a voice registered as the language's stand-in
+    differs from the usual voice). The cheapest of each is the last."""
+
+    translators: tuple[TranslatorTier, ...] = (TranslatorTier.MAIN,)
+    voices: tuple[VoiceTier, ...] = (VoiceTier.USUAL,)
+
+    @classmethod
+    def of(cls, *, fast_translator: bool, fast_voice: bool) -> Offer:
+        return cls(
+            (TranslatorTier.MAIN, TranslatorTier.FAST) if fast_translator else (TranslatorTier.MAIN,),
+            (VoiceTier.USUAL, VoiceTier.FAST) if fast_voice else (VoiceTier.USUAL,),
+        )
+
+    @property
+    def cheapest_translator(self) -> TranslatorTier:
+        return self.translators[-1]
+
+    @property
+    def cheapest_voice(self) -> VoiceTier:
+        return self.voices[-1]
+
+    def cheapest_path(self) -> tuple[Stage, ...]:
+        """The cheapest way through the stages for this target."""
+        return (Stage.ASR, Stage.of_translator(self.cheapest_translator), *voice_path(self.cheapest_voice))
+
+
+def voice_path(tier: VoiceTier) -> tuple[Stage, ...]:
+    """The stages after the words in a voice of `tier`."""
+    return Stage.of_voice(tier), Stage.FIT
 
 
 @dataclass(frozen=True)
 class TierPolicy:
-    """Decides per target: the main or the fast translator, then the usual or the fast voice."""
+    """Decides per target, among the tiers its `Offer` holds: the main or the fast translator, then the usual or
+    the fast voice. A target offered one tier of a kind always gets it."""
 
     costs: StageCosts
 
-    def main_translator(
+    def translator(
         self,
         work: Work,
         deadline: Deadline,
+        offer: Offer,
         *,
-        has_fast_translator: bool,
-        has_fast_voice: bool,
         later_s: float = 0.0,
         share: float = 1.0,
         stoppable: bool = False,
-    ) -> bool:
+    ) -> TranslatorTier:
         """The main translator (LLM) when it is likely on time with the cheapest voice after it and `later_s` (the
         cheapest work of the targets still to come) after that; always when there is no stand-in. `share`: the part
         of the dub due by the deadline (a dub spoken in chunks: its first clause; the rest is due as it plays).
         `stoppable`: the main translator is stopped if its first clause is late and the stand-in says the phrase
         (a dub in chunks): then its average cost is enough, with the stand-in's likely cost kept in reserve."""
-        if not has_fast_translator:
-            return True
-        voice = FAST_VOICE if has_fast_voice else USUAL_VOICE
+        fast = offer.cheapest_translator
+        if fast is TranslatorTier.MAIN:
+            return TranslatorTier.MAIN
+        main_stage, fast_stage = Stage.of_translator(TranslatorTier.MAIN), Stage.of_translator(fast)
+        voice = voice_path(offer.cheapest_voice)
         voice_s = self.costs.expected(voice, work)
-        main_s = (self.costs.expected if stoppable else self.costs.likely_max)((MAIN_TRANSLATION,), work)
-        reserve_s = self.costs.likely_max((FAST_TRANSLATION, *voice), work) if stoppable else 0.0
-        extra_s = main_s - self.costs.expected((FAST_TRANSLATION,), work)
-        return deadline.affords(share * (main_s + voice_s) + reserve_s + later_s, extra_s)
+        main_s = (self.costs.expected if stoppable else self.costs.likely_max)((main_stage,), work)
+        reserve_s = self.costs.likely_max((fast_stage, *voice), work) if stoppable else 0.0
+        extra_s = main_s - self.costs.expected((fast_stage,), work)
+        affords = deadline.affords(share * (main_s + voice_s) + reserve_s + later_s, extra_s)
+        return TranslatorTier.MAIN if affords else fast
 
-    def usual_voice(
-        self, usual: Work, fast: Work, deadline: Deadline, *, has_fast_voice: bool, later_s: float = 0.0
-    ) -> bool:
+    def voice(self, usual: Work, fast: Work, deadline: Deadline, offer: Offer, *, later_s: float = 0.0) -> VoiceTier:
         """The usual (natural) voice when it is likely on time on the dub its pace predicts (`usual`), with `later_s`
         left for the targets still to come; always when there is no fast voice."""
-        if not has_fast_voice:
-            return True
-        usual_s = self.costs.likely_max(USUAL_VOICE, usual)
-        extra_s = usual_s - self.costs.expected(FAST_VOICE, fast)
-        return deadline.affords(usual_s + later_s, extra_s)
+        stand_in = offer.cheapest_voice
+        if stand_in is VoiceTier.USUAL:
+            return VoiceTier.USUAL
+        usual_s = self.costs.likely_max(voice_path(VoiceTier.USUAL), usual)
+        extra_s = usual_s - self.costs.expected(voice_path(stand_in), fast)
+        return VoiceTier.USUAL if deadline.affords(usual_s + later_s, extra_s) else stand_in
 
-    def usual_voice_in_chunks(
+    def voice_in_chunks(
         self,
         usual: Work,
         fast: Work,
-        translation: str,
+        translator: TranslatorTier,
         deadline: Deadline,
+        offer: Offer,
         *,
         share: float,
-        has_fast_voice: bool,
         later_s: float = 0.0,
-    ) -> bool:
-        """For a dub spoken clause by clause as `translation` makes the words (chosen before they are known, on the
+    ) -> VoiceTier:
+        """For a dub spoken clause by clause as `translator` makes the words (chosen before they are known, on the
         dub's predicted length): the usual voice when its first clause (`share` of the dub) is likely out by the
         deadline and it speaks faster than the dub plays (the later clauses are due as the earlier ones play)."""
-        if not has_fast_voice:
-            return True
-        usual_s = self.costs.likely_max(USUAL_VOICE, usual)
+        stand_in = offer.cheapest_voice
+        if stand_in is VoiceTier.USUAL:
+            return VoiceTier.USUAL
+        usual_s = self.costs.likely_max(voice_path(VoiceTier.USUAL), usual)
         keeps_pace = usual.dub_s is None or usual_s <= usual.dub_s
-        first_s = share * (self.costs.likely_max((translation,), usual) + usual_s)
-        extra_s = usual_s - self.costs.expected(FAST_VOICE, fast)
-        return keeps_pace and deadline.affords(first_s + later_s, extra_s)
+        first_s = share * (self.costs.likely_max((Stage.of_translator(translator),), usual) + usual_s)
+        extra_s = usual_s - self.costs.expected(voice_path(stand_in), fast)
+        return VoiceTier.USUAL if keeps_pace and deadline.affords(first_s + later_s, extra_s) else stand_in
 
-    def cheapest_after_asr(self, work: Work, *, has_fast_translator: bool, has_fast_voice: bool) -> float:
+    def cheapest_after_asr(self, work: Work, offer: Offer) -> float:
         """What a target costs at least once the transcript is known (its reserve while earlier targets speak)."""
-        translation = FAST_TRANSLATION if has_fast_translator else MAIN_TRANSLATION
-        return self.costs.expected((translation, *(FAST_VOICE if has_fast_voice else USUAL_VOICE)), work)
+        return self.costs.expected(offer.cheapest_path()[1:], work)
 
 
-__all__ = ["FAST_TRANSLATION", "FAST_VOICE", "MAIN_TRANSLATION", "USUAL_VOICE", "TierPolicy"]
+__all__ = ["Offer", "TierPolicy", "voice_path"]

@@ -12,12 +12,15 @@ from enum import StrEnum
 from livedub.dubbing.interfaces import FloatAudio, Transcript
 
 __all__ = [
+    "TRANSLATION_STAGES",
+    "VOICE_STAGES",
     "Dub",
     "DubProgress",
     "FitStatus",
     "FittedDub",
     "Slot",
     "Speech",
+    "Stage",
     "StageFailed",
     "TooLate",
     "Transcript",
@@ -25,6 +28,8 @@ __all__ = [
     "TranslatorTier",
     "Utterance",
     "VoiceTier",
+    "seconds_of",
+    "step_of",
 ]
 
 
@@ -123,6 +128,46 @@ class VoiceTier(StrEnum):
 
     USUAL = "usual"
     FAST = "fast"
+
+
+class Stage(StrEnum):
+    """A step of the engine with its own learnt cost and timing. Each tier of a translator or a voice is a stage of
+    its own (its cost is its backend's, not the main one's): `Stage.of_translator(tier)`, `Stage.of_voice(tier)`.
+    The values are the names in `Dub.seconds` and the cost snapshots (logs, benchmarks)."""
+
+    ASR = "asr"
+    TRANSLATION = "translation"
+    FAST_TRANSLATION = "translation_fast"
+    TTS = "tts"
+    FAST_TTS = "tts_fast"
+    FIT = "fit"
+
+    @staticmethod
+    def of_translator(tier: TranslatorTier) -> Stage:
+        return TRANSLATION_STAGES[tier]
+
+    @staticmethod
+    def of_voice(tier: VoiceTier) -> Stage:
+        return VOICE_STAGES[tier]
+
+
+TRANSLATION_STAGES = {TranslatorTier.MAIN: Stage.TRANSLATION, TranslatorTier.FAST: Stage.FAST_TRANSLATION}
+VOICE_STAGES = {VoiceTier.USUAL: Stage.TTS, VoiceTier.FAST: Stage.FAST_TTS}  # best tier first in both
+
+
+STEPS: dict[str, str] = {Stage.FAST_TRANSLATION: Stage.TRANSLATION, Stage.FAST_TTS: Stage.TTS}  # each tier's step
+
+
+def step_of(stage: str) -> str:
+    """The step that `stage` is a tier of (the wire and the metrics name steps, not tiers: a failed fast voice is a
+    `tts` failure), else `stage` itself (`timeout`)."""
+    return STEPS.get(stage, stage)
+
+
+def seconds_of(seconds: dict[str, float], stages: dict[TranslatorTier, Stage] | dict[VoiceTier, Stage]) -> float:
+    """The time one of the tiered steps took: the best tier's where it ran (a main translator stopped before its
+    stand-in spoke: the main one's, as the wire has always reported), else the first other tier's that ran."""
+    return next((seconds[stage] for stage in stages.values() if stage in seconds), 0.0)
 
 
 @dataclass(frozen=True)

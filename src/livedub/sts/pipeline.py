@@ -42,6 +42,7 @@ from livedub.dubbing.deadline import NO_DEADLINE, Deadline
 from livedub.dubbing.glossary import merge
 from livedub.dubbing.interfaces import ASRBackend, FloatAudio, TranslationContext, Translator, TTSBackend
 from livedub.dubbing.speaker import EmbedderMissingError
+from livedub.dubbing.values import TRANSLATION_STAGES, VOICE_STAGES, Stage, seconds_of, step_of
 from livedub.dubbing.voices import VoicePicker
 from livedub.languages import UnsupportedLanguageError, parse_pair, supported_pairs
 from livedub.protocol import (
@@ -204,10 +205,12 @@ def _failed(fragment: FragmentData, error: FragmentError, started: float, **fiel
 
 
 def _timings(seconds: dict[str, float]) -> StageTimings:
+    """The wire's three timings from the engine's stages (each tier of a translator or voice is a stage of its own:
+    the best tier's time where it ran)."""
     return StageTimings(
-        asr_ms=_ms(seconds.get("asr", 0.0)),
-        translation_ms=_ms(seconds.get("translation", seconds.get("translation_fast", 0.0))),
-        tts_ms=_ms(seconds.get("tts", seconds.get("tts_fast", 0.0))),
+        asr_ms=_ms(seconds.get(Stage.ASR, 0.0)),
+        translation_ms=_ms(seconds_of(seconds, TRANSLATION_STAGES)),
+        tts_ms=_ms(seconds_of(seconds, VOICE_STAGES)),
     )
 
 
@@ -455,9 +458,10 @@ class DubbingPipeline:
             log.info("fragment %s dropped before %s: %s (spent %s)", fragment.fragment_id, exc.before_stage, exc, spent)
         else:
             log.warning("fragment %s failed at %s: %s", fragment.fragment_id, exc.stage, exc)
+        step = step_of(exc.stage)
         error = FragmentError(
-            stage=exc.stage,  # type: ignore[arg-type]
-            code=STAGE_ERRORS.get(exc.stage, ErrorCode.INTERNAL_ERROR),
+            stage=step,  # type: ignore[arg-type]
+            code=STAGE_ERRORS.get(step, ErrorCode.INTERNAL_ERROR),
             message=str(exc),
             retryable=exc.retryable,
         )
