@@ -29,6 +29,7 @@ from livedub.dubbing.chunks import CLAUSE_PAUSE_S, DubChunk
 from livedub.dubbing.costs import CHARS_PER_SPEECH_S, OPTIMISM, Work
 from livedub.dubbing.deadline import Deadline
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, TranslationContext
+from livedub.dubbing.translate.registry import TranslatorCapabilities
 from livedub.dubbing.tts.bank import VoiceBank
 from livedub.dubbing.tts.registry import TTSCapabilities
 from livedub.dubbing.values import Slot
@@ -61,6 +62,7 @@ class FakeASR:
 
 class FakeTranslator:
     name = "fake-mt"
+    capabilities = TranslatorCapabilities(languages=frozenset({"en", "es", "fr", "it"}))
 
     def __init__(self) -> None:
         self.calls = 0
@@ -509,6 +511,8 @@ def test_an_upgrade_must_leave_the_work_queued_behind_on_time() -> None:
 class ClauseByClause(FakeTranslator):
     """Gives its translation a clause at a time, as an LLM streams it; records when each clause was given."""
 
+    capabilities = TranslatorCapabilities(languages=frozenset({"en", "es"}), streaming=True)
+
     def __init__(self, clauses: list[str], gap_s: float = 0.0) -> None:
         super().__init__()
         self.clauses, self.gap_s, self.given_at = clauses, gap_s, []  # type: ignore[var-annotated]
@@ -594,6 +598,8 @@ def test_a_translation_that_fails_after_a_chunk_keeps_what_was_spoken() -> None:
 def test_a_main_translator_without_a_clause_in_time_is_stopped_and_the_fast_one_stands_in() -> None:
     class Stalling(FakeTranslator):
         """Writes token after token and never finishes a clause (a slow LLM on a busy machine)."""
+
+        capabilities = TranslatorCapabilities(languages=frozenset({"en", "es"}), streaming=True)
 
         def __init__(self) -> None:
             super().__init__()

@@ -11,6 +11,7 @@ from livedub.dubbing import SpeakingPace
 from livedub.dubbing.deadline import Deadline
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext, UnsupportedLanguageError
 from livedub.dubbing.translate import TranslationError
+from livedub.dubbing.translate.registry import TranslatorCapabilities
 from livedub.dubbing.tts.registry import TTSCapabilities
 from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, FragmentData, FragmentStatus, StreamConfig
 from livedub.sts.payload_audio import decode_audio, encode_audio
@@ -38,6 +39,7 @@ class FakeASR:
 
 class FakeTranslator:
     name = "fake-mt"
+    capabilities = TranslatorCapabilities(languages=frozenset({"en", "es", "fr", "it"}))
 
     def __init__(self, error: Exception | None = None) -> None:
         self.error, self.calls = error, 0

@@ -12,6 +12,7 @@ import pytest
 from livedub.dubbing import voices as voices_module
 from livedub.dubbing.interfaces import NO_CONTEXT, TranslationContext
 from livedub.dubbing.speaker import SpeakerSample, _unit
+from livedub.dubbing.translate.registry import TranslatorCapabilities
 from livedub.dubbing.tts.registry import TTSCapabilities
 from livedub.dubbing.voices import VoicePicker, pin_of
 from livedub.languages import VoiceRef
@@ -222,6 +223,7 @@ def test_the_engine_speaks_each_target_with_the_streams_voice(tmp_path: Path) ->
 
     class MT:
         name = "mt"
+        capabilities = TranslatorCapabilities(pairs=frozenset({("en", "es")}))
 
         def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str:
             return "hola a todos"

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from livedub.languages import UnsupportedLanguageError
 
 if TYPE_CHECKING:
+    from livedub.dubbing.translate.registry import TranslatorCapabilities
     from livedub.dubbing.tts.registry import TTSCapabilities
 
 FloatAudio = npt.NDArray[np.float32]
@@ -54,7 +55,11 @@ NO_CONTEXT = TranslationContext()
 
 @runtime_checkable
 class Translator(Protocol):
+    """A translator. It declares what it can do (`capabilities`, as in its registration): with `streaming`, it is
+    also a `ClauseTranslator` and the engine speaks its clauses as they come."""
+
     name: str
+    capabilities: TranslatorCapabilities
 
     def translate(self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT) -> str: ...
 
@@ -62,7 +67,7 @@ class Translator(Protocol):
 @runtime_checkable
 class ClauseTranslator(Translator, Protocol):
     """A translator that gives its translation clause by clause as it makes it (the LLM, token by token), so that
-    the first clause can be spoken while the rest is still being translated."""
+    the first clause can be spoken while the rest is still being translated. It declares `streaming`."""
 
     def translate_clauses(
         self, text: str, source: str, target: str, context: TranslationContext = NO_CONTEXT

@@ -12,6 +12,7 @@ Backend exceptions propagate; the engine maps them to `StageFailed` of the stage
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import cast
 
 import numpy as np
 
@@ -101,13 +102,12 @@ class Translate:
         return Translation(text=text, language=target)
 
     def clauses(self, transcript: Transcript, target: str, context: TranslationContext = NO_CONTEXT) -> Iterator[str]:
-        """The translation clause by clause: as the translator makes them where it can (`ClauseTranslator`, with ""
-        while it writes one), else its whole translation split into clauses."""
+        """The translation clause by clause: as the translator makes them where it declares it can (`streaming`: a
+        `ClauseTranslator`, with "" while it writes one), else its whole translation split into clauses."""
         translator = self.translators[(transcript.language, target)]
-        if isinstance(translator, ClauseTranslator):
-            produced: Iterable[str] = translator.translate_clauses(
-                transcript.text, transcript.language, target, context
-            )
+        if translator.capabilities.streaming:
+            streaming = cast(ClauseTranslator, translator)  # what `streaming` declares
+            produced: Iterable[str] = streaming.translate_clauses(transcript.text, transcript.language, target, context)
         else:
             produced = split_clauses(translator.translate(transcript.text, transcript.language, target, context))
         said = False
