@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from livedub.dubbing.device import DeviceSetting, WhisperDevice
 from livedub.languages import VoiceRef
 
 Pair = tuple[str, str]
@@ -18,7 +19,7 @@ Pair = tuple[str, str]
 @dataclass(frozen=True)
 class WhisperSettings:
     model: str = "whisper-base"  # a CTranslate2 model directory, or the name of one in the livedub cache
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceSetting | WhisperDevice = "auto"  # a setting (this machine's device plan resolves it) or resolved
     beam_size: int = 5
     vad: bool = True
     threads: int = 0

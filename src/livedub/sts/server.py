@@ -104,9 +104,12 @@ class StsServer:
             if host.startup_error:
                 body["error"] = host.startup_error
             return 503, body
+        from livedub.dubbing.device import placements  # each loaded model's device, and why (a fallback's reason)
+
         return 200, {
             "status": "ok",
             "models": host.processor.describe(),
+            "devices": placements(),
             "pipeline": self.settings.pipeline,
             "worker_threads": self.runner.workers,
             "active_sessions": len(self.sessions),

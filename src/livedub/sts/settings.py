@@ -97,8 +97,19 @@ class StsSettings(BaseSettings):
         validation_alias="STS_ASR_MODEL",
         description="CTranslate2 Whisper model directory, or the name of a model in the livedub cache.",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        validation_alias="STS_DEVICE",
+        description="Where the models run (Whisper, the LLM, the voices; the speaker embedder always takes auto): "
+        "auto = CUDA when a CUDA device is present and the model's library can use it (llama.cpp built "
+        "with GPU offload, onnxruntime-gpu), cuda = the same with a warning for each model left on the "
+        "CPU, cpu = never the GPU. A model the GPU cannot take (library without CUDA, out of memory) runs"
+        " on the CPU with the reason logged; /health shows where each one runs.",
+    )
     asr_device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", validation_alias="STS_ASR_DEVICE", description="Inference device of the ASR model."
+        "auto",
+        validation_alias="STS_ASR_DEVICE",
+        description="Whisper's device alone, over STS_DEVICE (auto: STS_DEVICE's).",
     )
     asr_beam_size: int = Field(
         5, ge=1, le=10, validation_alias="STS_ASR_BEAM_SIZE", description="Beam size of Whisper decoding."

@@ -1,26 +1,19 @@
-"""faster-whisper (CTranslate2) speech recognition: int8 on CPU, float16 on CUDA when present."""
+"""faster-whisper (CTranslate2) speech recognition: int8 on CPU, float16 on CUDA when present (livedub.dubbing.device:
+a model the GPU cannot take is loaded on the CPU, with the reason logged)."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from livedub.dubbing.device import DeviceSetting, WhisperDevice, as_device, load_placed
 from livedub.dubbing.interfaces import FloatAudio, Transcript
 
 # Whisper decodes 30 s windows; longer inputs lose text with no timestamps, so callers keep fragments shorter.
 MAX_FRAGMENT_S = 29.0
-
-
-def _cuda_available() -> bool:
-    import ctranslate2
-
-    try:
-        return ctranslate2.get_cuda_device_count() > 0
-    except RuntimeError:
-        return False
 
 
 FRAMES_PER_S = 100  # Whisper's log-mel frames
@@ -57,29 +50,34 @@ class WhisperASR:
     def __init__(
         self,
         model_dir: str | Path,
-        device: Literal["auto", "cpu", "cuda"] = "auto",
+        device: DeviceSetting | WhisperDevice = "auto",
         beam_size: int = 5,
         vad: bool = True,
         cpu_threads: int = 0,
         min_window_s: float = 30.0,
     ) -> None:
         """`min_window_s` < 30 lets the encoder see a shorter window (the audio plus 5 s of padding, at least that
-        many seconds) instead of the zero-padded 30 s one."""
+        many seconds) instead of the zero-padded 30 s one. `device`: a setting (resolved by this machine's device
+        plan) or a resolved device."""
         from faster_whisper import WhisperModel
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "model.bin").exists():
             raise FileNotFoundError(f"{self.model_dir} is not a CTranslate2 Whisper model directory (no model.bin)")
-        self.device = ("cuda" if _cuda_available() else "cpu") if device == "auto" else device
-        compute_type = "float16" if self.device == "cuda" else "int8"
-        # local_files_only: never reach a hub, the directory has everything.
-        self._model = _short_window_model(WhisperModel)(
-            str(self.model_dir),
-            device=self.device,
-            compute_type=compute_type,
-            cpu_threads=cpu_threads,
-            local_files_only=True,
-        )
+
+        def load(placed: WhisperDevice) -> Any:
+            # local_files_only: never reach a hub, the directory has everything.
+            return _short_window_model(WhisperModel)(
+                str(self.model_dir),
+                device=placed.device,
+                compute_type=placed.compute_type,
+                cpu_threads=cpu_threads,
+                local_files_only=True,
+            )
+
+        wanted = as_device(device, lambda plan: plan.whisper)
+        self._model, self.placement = load_placed(f"asr {self.model_dir.name}", wanted, load)
+        self.device = self.placement.device
         self._model.min_frames = round(min(30.0, max(0.0, min_window_s)) * FRAMES_PER_S)
         self.beam_size = beam_size
         self.vad = vad

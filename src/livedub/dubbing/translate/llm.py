@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from livedub.dubbing import glossary
+from livedub.dubbing.device import DeviceSetting, LlamaDevice, as_device, load_placed
 from livedub.dubbing.interfaces import NO_CONTEXT, TranslationContext
 from livedub.dubbing.model_files import resolve_model
 from livedub.dubbing.translate.base import TranslationError, complete_clauses, split_clauses, split_sentences
@@ -121,19 +122,33 @@ class LlmTranslator:
     # Any pair of the table: the prompt names the languages, and every row has the same one-shot example sentence.
     capabilities = TranslatorCapabilities(languages=frozenset(LANGUAGES), streaming=True)
 
-    def __init__(self, model_file: str | Path, n_ctx: int = 1024, n_threads: int = 0) -> None:
+    def __init__(
+        self,
+        model_file: str | Path,
+        n_ctx: int = 1024,
+        n_threads: int = 0,
+        device: DeviceSetting | LlamaDevice = "auto",
+    ) -> None:
+        """`device`: a setting (resolved by this machine's device plan) or a resolved device: every layer on the GPU
+        when llama.cpp was built with GPU offload and a CUDA device is present, else none."""
         from llama_cpp import Llama
 
         self.model_file = Path(model_file)
         if not self.model_file.is_file():
             raise FileNotFoundError(f"GGUF model {self.model_file} not found")
-        self._llm = Llama(
-            model_path=str(self.model_file),
-            n_ctx=n_ctx,
-            n_threads=n_threads or None,
-            seed=0,
-            verbose=False,
-        )
+
+        def load(placed: LlamaDevice) -> Llama:
+            return Llama(
+                model_path=str(self.model_file),
+                n_ctx=n_ctx,
+                n_threads=n_threads or None,
+                n_gpu_layers=placed.n_gpu_layers,
+                seed=0,
+                verbose=False,
+            )
+
+        wanted = as_device(device, lambda plan: plan.llm)
+        self._llm, self.placement = load_placed(f"llm {self.model_file.parent.name}", wanted, load)
         self.name = f"llm:{self.model_file.parent.name}"
         self._lock = threading.Lock()  # a Llama context is not thread-safe
         self._direction: tuple[str, str] | None = None  # whose prompt prefix the context holds
@@ -267,6 +282,7 @@ class LlmSettings:
     model: str = "qwen2.5-coder-1.5b-instruct-gguf"  # a GGUF file, or the name of one in the livedub cache
     context: int = 1024  # context length
     threads: int = 0  # llama.cpp threads (0: its default)
+    device: DeviceSetting | LlamaDevice = "auto"
 
 
 register(
@@ -274,6 +290,8 @@ register(
         "llm",
         LlmTranslator.capabilities,
         LlmSettings,
-        build=lambda settings: LlmTranslator(resolve_model(settings.model), settings.context, settings.threads),
+        build=lambda settings: LlmTranslator(
+            resolve_model(settings.model), settings.context, settings.threads, settings.device
+        ),
     )
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from livedub.dubbing.device import DeviceSetting, OnnxDevice, as_device, onnx_session
 from livedub.dubbing.interfaces import FloatAudio
 from livedub.dubbing.model_files import resolve_model_dir
 from livedub.dubbing.translate.base import split_sentences
@@ -32,7 +33,15 @@ class KokoroTTS:
     sample_rate = 24000
     capabilities = TTSCapabilities(languages=None, speaking_rate=True)
 
-    def __init__(self, model_dir: str | Path, voice: str = "", speed: float = 1.0, cpu_threads: int = 0) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        voice: str = "",
+        speed: float = 1.0,
+        cpu_threads: int = 0,
+        device: DeviceSetting | OnnxDevice = "auto",
+    ) -> None:
+        """`device`: a setting (resolved by this machine's device plan) or resolved onnxruntime providers."""
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir)
@@ -55,7 +64,8 @@ class KokoroTTS:
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
         # Threads that spin while they wait steal the core another process (or stage) needs on a busy 2-core machine.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        wanted = as_device(device, lambda plan: plan.onnx)
+        self._session, self.placement = onnx_session(f"tts {self.model_dir.name}", str(model_file), options, wanted)
         self.speed = speed
         self.voices = list(self._voices)
         self.name = f"kokoro:{self.voice}"
@@ -112,6 +122,7 @@ class KokoroTTS:
 class KokoroSettings:
     model: str = "kokoro-82m-int8"  # a model directory, or the name of one in the livedub cache
     cpu_threads: int = 0  # onnxruntime's intra-op threads (0: its default)
+    device: DeviceSetting | OnnxDevice = "auto"
 
 
 register(
@@ -119,6 +130,8 @@ register(
         "kokoro",
         KokoroTTS.capabilities,
         KokoroSettings,
-        build=lambda settings, _voice: KokoroTTS(resolve_model_dir(settings.model), cpu_threads=settings.cpu_threads),
+        build=lambda settings, _voice: KokoroTTS(
+            resolve_model_dir(settings.model), cpu_threads=settings.cpu_threads, device=settings.device
+        ),
     )
 )

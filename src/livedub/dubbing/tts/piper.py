@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from livedub.dubbing.device import CUDA_PROVIDER, DeviceSetting, OnnxDevice, as_device, load_placed, record
 from livedub.dubbing.interfaces import FloatAudio
 from livedub.dubbing.model_files import resolve_model
 from livedub.dubbing.tts.registry import TTSCapabilities, VoiceBackendSpec, register
@@ -18,13 +19,22 @@ class PiperTTS:
     name = "piper"
     capabilities: TTSCapabilities  # the language of its voice model
 
-    def __init__(self, voice_file: str | Path) -> None:
+    def __init__(self, voice_file: str | Path, device: DeviceSetting | OnnxDevice = "auto") -> None:
+        """`device`: a setting (resolved by this machine's device plan) or resolved onnxruntime providers (Piper
+        itself only asks for CUDA or not)."""
         from piper import PiperVoice
 
         self.voice_file = Path(voice_file)
         if not self.voice_file.is_file():
             raise FileNotFoundError(f"Piper voice {self.voice_file} not found")
-        self._voice = PiperVoice.load(self.voice_file)
+        model = f"tts piper:{self.voice_file.stem}"
+        wanted = as_device(device, lambda plan: plan.onnx)
+        self._voice, self.placement = load_placed(
+            model, wanted, lambda placed: PiperVoice.load(self.voice_file, use_cuda=placed.device == "cuda")
+        )
+        if self.placement.device == "cuda" and CUDA_PROVIDER not in self._voice.session.get_providers():
+            self.placement = self.placement.on_cpu("onnxruntime could not start CUDAExecutionProvider; on the CPU")
+            record(model, self.placement)
         self.sample_rate = int(self._voice.config.sample_rate)
         # A Piper voice speaks the one language it was trained on (its config names it, e.g. en_US).
         code = str(self._voice.config.espeak_voice or "en").split("-")[0].split("_")[0]
@@ -51,7 +61,9 @@ class PiperTTS:
 
 @dataclass(frozen=True)
 class PiperSettings:
-    """Piper has no settings of its own: each voice names its model (a cache name or an .onnx path)."""
+    """Each voice names its model (a cache name or an .onnx path); the device is all Piper has of its own."""
+
+    device: DeviceSetting | OnnxDevice = "auto"
 
 
 def _no_default_voice(language: str) -> VoiceRef:
@@ -64,7 +76,7 @@ register(
         # Each Piper voice speaks the one language of its model (the built backend's own capabilities say which).
         TTSCapabilities(languages=None, speaking_rate=True),
         PiperSettings,
-        build=lambda _settings, voice: PiperTTS(resolve_model(voice.voice)),
+        build=lambda settings, voice: PiperTTS(resolve_model(voice.voice), settings.device),
         instance_of=lambda voice: voice.voice,  # one backend per voice model
         default_voice=_no_default_voice,
     )
