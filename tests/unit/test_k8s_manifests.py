@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings
 
 from livedub.media.settings import MediaSettings
 from livedub.media.sts_pool import DNS_PREFIX, StsPoolSettings
+from livedub.sts.backends import asr_device
 from livedub.sts.fanout import FanoutSettings
 from livedub.sts.settings import StsSettings
 
@@ -210,7 +211,10 @@ def test_literal_values_parse_as_the_settings() -> None:
         MediaSettings.model_validate({**literal_env(media), "_env_file": None})
         assert StsPoolSettings.model_validate(literal_env(media)).sts_service_urls
         if tree == "overlays/gpu":
-            assert sts_settings.asr_device == "cuda"
+            # Whisper's device (STS_ASR_DEVICE, else STS_DEVICE) is cuda, and so is every other model's.
+            assert asr_device(sts_settings) == "cuda" and sts_settings.device == "cuda"
+        else:
+            assert sts_settings.device == "auto"  # the base: the GPU when there is one, the CPU path otherwise
 
 
 def test_urls_point_at_services_and_their_ports() -> None:
@@ -252,3 +256,20 @@ def test_gpu_overlay_asks_for_a_gpu_and_the_hpa_targets_the_sts() -> None:
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "sts"}
     [metric] = find(rendered("overlays/hpa-inflight"), "HorizontalPodAutoscaler", "sts")["spec"]["metrics"]
     assert metric["pods"]["metric"]["name"] == "sts_fragments_inflight"
+
+
+def test_gpu_overlay_runs_every_model_on_the_gpu_image() -> None:
+    """STS_DEVICE=cuda on the GPU image (llama.cpp built with CUDA, onnxruntime-gpu, CUDA 12 / cuDNN 9 for
+    CTranslate2); the media-service keeps the CPU image, and the CPU image stays CPU-only."""
+    docs = rendered("overlays/gpu")
+    [sts] = find(docs, "Deployment", "sts")["spec"]["template"]["spec"]["containers"]
+    [media] = find(docs, "Deployment", "media-service")["spec"]["template"]["spec"]["containers"]
+    assert literal_env(sts)["STS_DEVICE"] == "cuda" and "STS_ASR_DEVICE" not in literal_env(sts)
+    assert sts["image"].startswith("livedub-gpu") and media["image"].startswith("livedub:")
+    gpu_image = (ROOT / "deploy" / "Dockerfile.gpu").read_text()
+    assert "-DGGML_CUDA=on" in gpu_image  # llama.cpp offloads its layers
+    assert "pip uninstall -y onnxruntime" in gpu_image and "onnxruntime-gpu" in gpu_image
+    assert "nvidia-cublas-cu12" in gpu_image and "nvidia-cudnn-cu12" in gpu_image  # CTranslate2 and onnxruntime
+    assert (ROOT / "deploy" / "Dockerfile.gpu.dockerignore").is_file()
+    cpu_image = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "GGML_CUDA" not in cpu_image and "onnxruntime-gpu" not in cpu_image
