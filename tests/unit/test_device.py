@@ -133,8 +133,11 @@ def test_probes_of_a_cpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_this_machine_resolves_auto_to_the_cpu() -> None:
-    """The real probes here (no GPU in this sandbox): auto is the CPU path."""
+    """The real probes (no GPU where this was written): auto is the CPU path, and says why."""
+    if dev.probe().cuda_devices:
+        pytest.skip("a CUDA device is present: the GPU path is the one to check here")
     plan = device_plan("auto")
+    assert plan.llm.reason == "no CUDA device"
     assert [plan.whisper.device, plan.llm.device, plan.onnx.device] == ["cpu", "cpu", "cpu"]
 
 
@@ -282,6 +285,35 @@ def test_kokoro_loads_on_the_onnx_plan(monkeypatch: pytest.MonkeyPatch, tmp_path
     on_gpu = OnnxDevice((CUDA_PROVIDER, CPU_PROVIDER), "1 CUDA device(s)")
     assert KokoroTTS(tmp_path, device=on_gpu).placement.device == "cuda"
     assert KokoroTTS(tmp_path, device="cpu").placement.providers == (CPU_PROVIDER,)
+
+
+def test_piper_asks_for_cuda_and_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import piper
+
+    from livedub.dubbing.tts.piper import PiperTTS
+
+    class FakeVoice:
+        config = type("Config", (), {"sample_rate": 22050, "espeak_voice": "es", "length_scale": 1.0})()
+
+        def __init__(self, providers: list[str]) -> None:
+            self.session = FakeSession("voice.onnx", None, providers)
+
+    asked: list[bool] = []
+
+    def load(path: Path, use_cuda: bool = False) -> FakeVoice:
+        asked.append(use_cuda)
+        if use_cuda and "big" in path.name:
+            raise RuntimeError(OUT_OF_MEMORY)
+        return FakeVoice([CUDA_PROVIDER, CPU_PROVIDER] if use_cuda else [CPU_PROVIDER])
+
+    monkeypatch.setattr(piper.PiperVoice, "load", load)
+    for name in ("small.onnx", "big.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    on_gpu = OnnxDevice((CUDA_PROVIDER, CPU_PROVIDER), "1 CUDA device(s)")
+    assert PiperTTS(tmp_path / "small.onnx", on_gpu).placement.device == "cuda"
+    big = PiperTTS(tmp_path / "big.onnx", on_gpu)
+    assert asked == [True, True, False] and big.placement.device == "cpu" and "out of memory" in big.placement.reason
+    assert placements()["tts piper:big"]["device"] == "cpu"
 
 
 def test_the_real_embedder_asked_for_cuda_on_a_cpu_onnxruntime_reports_the_cpu(
