@@ -249,11 +249,15 @@ class StackConfig:
     # True: RTMP and the media-service on 0.0.0.0; other machines publish with PUBLISH_KEY and reach /v1/streams and
     # /metrics with MEDIA_API_TOKEN (each generated when the environment has none).
     bind_public: bool = False
+    # UDP port of the SRT gateway (publish and read, MediaMTX's stream ids); None: the stack offers no SRT.
+    srt_port: int | None = None
 
     @classmethod
     def with_free_ports(cls, **kwargs: object) -> StackConfig:
-        rtmp, stat, sts, media = free_ports(4)
-        defaults: dict[str, object] = {"rtmp_port": rtmp, "rtmp_http_port": stat, "sts_port": sts, "media_port": media}
+        rtmp, stat, sts, media, srt = free_ports(5)
+        defaults: dict[str, object] = {
+            "rtmp_port": rtmp, "rtmp_http_port": stat, "sts_port": sts, "media_port": media, "srt_port": srt,
+        }  # fmt: skip
         defaults.update(kwargs)
         return cls(**defaults)  # type: ignore[arg-type]
 
@@ -271,6 +275,8 @@ class Stack:
         # Secrets of a public stack: without a publish key nobody but loopback could publish.
         self.publish_key = os.environ.get("PUBLISH_KEY") or secrets.token_urlsafe(12)
         self.api_token = os.environ.get("MEDIA_API_TOKEN") or secrets.token_urlsafe(24)
+        # SRT publishers give the publish key as passphrase when one is set (public, or PUBLISH_KEY given).
+        self.srt_passphrase = self.publish_key if self.cfg.bind_public or os.environ.get("PUBLISH_KEY") else ""
 
     # URLs ---------------------------------------------------------------------------------------------------
     @property
@@ -283,6 +289,17 @@ class Stack:
     def output_url(self, stream_id: str, language: str | None = None) -> str:
         """`out` (the first target), or `out/<language>`."""
         return f"{self.rtmp_base}/{stream_id}/out" + (f"/{language}" if language else "")
+
+    def srt_url(self, mode: str, path: str) -> str:
+        """`srt://host:port?streamid=<mode>:live/<path>`, the passphrase added for publishers when one is set."""
+        url = f"srt://{self.cfg.host}:{self.cfg.srt_port}?streamid={mode}:live/{path}"
+        return url + (f"&passphrase={self.srt_passphrase}" if mode == "publish" and self.srt_passphrase else "")
+
+    def srt_input_url(self, stream_id: str) -> str:
+        return self.srt_url("publish", f"{stream_id}/in")
+
+    def srt_output_url(self, stream_id: str, language: str | None = None) -> str:
+        return self.srt_url("read", f"{stream_id}/out" + (f"/{language}" if language else ""))
 
     @property
     def targets(self) -> list[str]:
@@ -336,8 +353,9 @@ class Stack:
                     bind,
                     "--hooks-url",
                     self.media_url,
+                    *(["--srt-port", str(cfg.srt_port)] if cfg.srt_port else []),
                 ),
-                self._env({}),
+                self._env({"SRT_PASSPHRASE": self.srt_passphrase}),
                 f"http://127.0.0.1:{cfg.rtmp_http_port}/health",
                 cfg.health_timeout_s,
             )
@@ -614,10 +632,28 @@ def output_lines(stack: Stack, stream_id: str, rtmp_host: str = "127.0.0.1") -> 
     for name, url in urls:
         url = url.replace(f"//{stack.cfg.host}:", f"//{rtmp_host}:", 1)
         lines.append(f"  {name + ':':<6} ffplay {' '.join(ffmpeg_rtmp_args(url))} {url}")
+    if stack.cfg.srt_port:
+        srt_urls = [("out", stack.srt_output_url(stream_id))]
+        srt_urls += [(language, stack.srt_output_url(stream_id, language)) for language in stack.targets]
+        for name, url in srt_urls:
+            url = url.replace(f"//{stack.cfg.host}:", f"//{rtmp_host}:", 1)
+            lines.append(f"  {name + ':':<6} ffplay '{url}'  (SRT)")
     lines.append(f"  HLS (original + {', '.join(stack.targets)}, captions): ffplay {stack.hls_url(stream_id)}")
     lines.append(f"  live captions (server-sent events): curl -N {stack.captions_url(stream_id)}")
     lines.append(f"  operator page: {stack.media_url}/ui/")
     return "\n".join(lines)
+
+
+def srt_publish_lines(stack: Stack, stream_id: str, host: str) -> str:
+    """How to publish over SRT (MPEG-TS): ffmpeg and OBS (the whole URL as OBS's server, no stream key)."""
+    if not stack.cfg.srt_port:
+        return ""
+    url = stack.srt_input_url(stream_id).replace(f"//{stack.cfg.host}:", f"//{host}:", 1)
+    return (
+        f"  SRT:     ffmpeg -re -i YOUR_FILE.mp4 -c:v libx264 -preset veryfast -g 60 -c:a aac -ar 48000 -f mpegts \\\n"
+        f"             '{url}&pkt_size=1316'\n"
+        f"           OBS: Server '{url}', Stream Key empty\n"
+    )
 
 
 def lan_address() -> str:
@@ -637,12 +673,18 @@ def cli_main(argv: list[str]) -> int:
     add_stack_arguments(parser)
     parser.add_argument("--stream-id", default="mystream", help="stream id used in the printed URLs")
     parser.add_argument("--public", action="store_true", help="accept RTMP from other machines (stream key checked)")
+    parser.add_argument(
+        "--srt-port",
+        type=int,
+        default=int(os.environ.get("SRT_PORT", "8890")),
+        help="UDP port for SRT publishers and readers (SRT_PORT; 0: no SRT); passphrase = the publish key when set",
+    )
     args = parser.parse_args(argv)
 
     def say(msg: str) -> None:
         print(f"[livedub] {msg}", flush=True)
 
-    stack = Stack(config_from_args(args, bind_public=args.public), progress=say)
+    stack = Stack(config_from_args(args, bind_public=args.public, srt_port=args.srt_port or None), progress=say)
     with terminate_on_signals():
         try:
             stack.start()
@@ -667,7 +709,7 @@ Publish your stream (any <stream_id>; '{sid}' below):
   OBS:     Settings > Stream > Service: Custom
              Server:     rtmp://{host}:{args.rtmp_port}/live
              Stream Key: {sid}/in{key_q}
-
+{srt_publish_lines(stack, sid, host)}
 Watch the dubbed outputs (start a few seconds after you publish; `out` is {stack.targets[0]}):
 {output_lines(stack, sid)}
 

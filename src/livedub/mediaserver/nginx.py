@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from livedub.lifetime import spawn
+from livedub.mediaserver.srt import SrtGateway
 from livedub.paths import runtime_dir
 
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
@@ -201,6 +202,12 @@ def cli_main(argv: list[str]) -> int:
         default=os.environ.get("MEDIA_HOOK_SECRET", ""),
         help="MEDIA_HOOK_SECRET of a media-service on another host (sent in the hook URLs)",
     )
+    parser.add_argument(
+        "--srt-port",
+        type=int,
+        default=int(os.environ.get("SRT_PORT", 0)),
+        help="also accept SRT publishers and readers on this UDP port (0: no SRT); passphrase: SRT_PASSPHRASE",
+    )
     args = parser.parse_args(argv)
     cfg = RtmpServerConfig(
         args.rtmp_port, args.http_port, args.bind, hooks_url=args.hooks_url or None, hook_secret=args.hook_secret
@@ -208,12 +215,19 @@ def cli_main(argv: list[str]) -> int:
     server = NginxRtmpServer(cfg).start()
     print(f"media server: publish to {server.rtmp_url}/<stream_id>/in, stat at {server.stat_url}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds into `finally: server.stop()`
+    gateway = None
     try:
+        if args.srt_port:
+            passphrase = os.environ.get("SRT_PASSPHRASE", "")
+            gateway = SrtGateway(args.bind, args.srt_port, server.rtmp_url, passphrase).start()
+            print(f"media server: SRT on {args.bind}:{args.srt_port} (passphrase: {bool(passphrase)})", flush=True)
         assert server.process is not None
         return server.process.wait()
     except KeyboardInterrupt:
         return 0
     finally:
+        if gateway is not None:
+            gateway.stop()
         server.stop()
 
 
