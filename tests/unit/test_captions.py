@@ -79,3 +79,28 @@ async def test_follow_ends_after_idle(tmp_path: Path) -> None:
 
 def test_sse_event() -> None:
     assert sse_event({"text": "¿qué?"}) == 'data: {"text":"¿qué?"}\n\n'
+
+
+async def test_logs_rotate_by_size_and_a_follower_loses_no_record(tmp_path: Path) -> None:
+    log = CueLog(tmp_path, rotate_bytes=200)
+    got: list[dict[str, object]] = []
+
+    async def tail() -> None:
+        async for obj in follow(tmp_path / CAPTIONS_FILE, poll_s=0.005, idle_s=2.0):
+            got.append(obj)
+
+    task = asyncio.ensure_future(tail())
+    for n in range(40):
+        log.cue(sequence=n, language="es", kind="translation", start_s=n, end_s=n + 1, text=f"frase {n}")
+        if n % 2 == 0:
+            await asyncio.sleep(0.03)  # the follower reads across each rotation (each log holds 2 cues)
+    log.close()
+    await asyncio.wait_for(task, 3.0)
+    assert [o["sequence"] for o in got] == list(range(40))
+    sizes = _log_sizes(tmp_path)
+    assert sorted(sizes) == [CAPTIONS_FILE, CAPTIONS_FILE + ".1"]  # bounded: the current log and the one before
+    assert all(size <= 200 for size in sizes.values())
+
+
+def _log_sizes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in directory.iterdir() if p.name.startswith(CAPTIONS_FILE)}

@@ -21,6 +21,9 @@ from pydantic import BaseModel
 CAPTIONS_FILE = "captions.jsonl"
 PHRASES_FILE = "phrases.jsonl"
 ENDED_FILE = "ended"
+# A stream on air for days must not fill the disk: past this size a log is renamed to `<name>.1` (the one before
+# is dropped) and a new one started, so each log keeps at most twice this (about 8 hours of one target per MiB).
+LOG_ROTATE_BYTES = 4 << 20
 
 CueKind = Literal["source", "translation"]
 
@@ -29,16 +32,41 @@ def mark_ended(directory: Path) -> None:
     (directory / ENDED_FILE).write_text("ended\n")
 
 
-class CueLog:
-    """Writer of captions.jsonl and phrases.jsonl for one run of a stream (truncated at start)."""
+class _RotatingLog:
+    """One append-only JSON-lines file, renamed to `<name>.1` and started anew past `rotate_bytes`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, path: Path, rotate_bytes: int) -> None:
+        self.path = path
+        self.rotate_bytes = rotate_bytes
+        self.path.with_name(path.name + ".1").unlink(missing_ok=True)
+        self._open()
+
+    def _open(self) -> None:
+        # Line-buffered: each record reaches the file (and a follower) as one whole line.
+        self._file = open(self.path, "w", buffering=1, encoding="utf-8")
+        self._size = 0
+
+    def write(self, line: str) -> None:
+        if self._size and self._size + len(line) > self.rotate_bytes:
+            self._file.close()
+            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            self._open()
+        self._file.write(line)
+        self._size += len(line.encode("utf-8"))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class CueLog:
+    """Writer of captions.jsonl and phrases.jsonl for one run of a stream (truncated at start, rotated by size)."""
+
+    def __init__(self, directory: Path, rotate_bytes: int = LOG_ROTATE_BYTES) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / ENDED_FILE).unlink(missing_ok=True)
-        # Line-buffered text files: each record reaches the file (and a follower) as one whole line.
-        self._captions = open(self.directory / CAPTIONS_FILE, "w", buffering=1, encoding="utf-8")
-        self._phrases = open(self.directory / PHRASES_FILE, "w", buffering=1, encoding="utf-8")
+        self._captions = _RotatingLog(self.directory / CAPTIONS_FILE, rotate_bytes)
+        self._phrases = _RotatingLog(self.directory / PHRASES_FILE, rotate_bytes)
         self.closed = False
 
     def cue(self, *, sequence: int, language: str, kind: CueKind, start_s: float, end_s: float, text: str) -> None:
@@ -56,7 +84,7 @@ class CueLog:
         data = record.model_dump(mode="json") if isinstance(record, BaseModel) else dict(record)
         self._append(self._phrases, data)
 
-    def _append(self, file: Any, record: Mapping[str, Any]) -> None:
+    def _append(self, file: _RotatingLog, record: Mapping[str, Any]) -> None:
         if not self.closed:
             file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
 
@@ -119,31 +147,35 @@ class _LineReader:
         self._inode: int | None = None
         self._buffer = ""
 
-    def _reopen_if_needed(self) -> None:
+    def _reopen_if_needed(self) -> str:
+        """Switch to a new file at `path` when it was replaced or truncated; returns what was left unread in a
+        replaced file (rotated away with its last lines), so a follower within one rotation loses no record."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return
+            return ""
         if self._file is not None and st.st_ino == self._inode and st.st_size >= self._file.tell():
-            return
+            return ""
         replaced = self._file is not None
+        rotated = self._file.read() if replaced and st.st_ino != self._inode else ""
+        rest = (self._buffer + rotated) if rotated else ""
         self.close()
         self._file = open(self.path, encoding="utf-8")
         self._inode = st.st_ino
         self._buffer = ""
         if not self.from_start and not replaced:
             self._file.seek(0, os.SEEK_END)
+        return rest
 
     def read(self) -> list[str]:
-        self._reopen_if_needed()
-        if self._file is None:
+        rest = self._reopen_if_needed()
+        chunk = self._file.read() if self._file is not None else ""
+        if not chunk and not rest:
             return []
-        chunk = self._file.read()
-        if not chunk:
-            return []
-        self._buffer += chunk
-        *lines, self._buffer = self._buffer.split("\n")
-        return [line for line in lines if line.strip()]
+        # A rotated file's tail holds whole lines (records are written line by line), so it is read to its end.
+        lines = [*rest.split("\n")] if rest else []
+        *more, self._buffer = (self._buffer + chunk).split("\n")
+        return [line for line in [*lines, *more] if line.strip()]
 
     def read_pending(self) -> bool:
         """True when the file grew past what was read (a last line may still come)."""
