@@ -19,7 +19,6 @@ import pytest
 import socketio
 from sts_testkit import Recorder, init_payload, pcm_fragment, running_server
 
-from livedub.sts.payload_audio import encode_audio
 from livedub.dubbing.deadline import NO_DEADLINE, Deadline
 from livedub.dubbing.interfaces import UnsupportedLanguageError
 from livedub.protocol import (
@@ -34,12 +33,14 @@ from livedub.protocol import (
     StageTimings,
     StreamConfig,
 )
+from livedub.sts.payload_audio import encode_audio
 from livedub.sts.pipeline import EchoPipeline
+from livedub.sts.processor import MainTargetOnly
 
 pytestmark = pytest.mark.integration
 
 
-class FakeProcessor:
+class FakeProcessor(MainTargetOnly):
     """Echoes the audio back as the 'dub'; records when each fragment starts and finishes."""
 
     def __init__(self, *, warm: bool = True) -> None:

@@ -40,8 +40,8 @@ class FragmentProcessor(Protocol):
         on_chunk: Callable[[DubChunk], object] | None = None,
     ) -> Iterator[FragmentProcessed]:
         """One answer per target of `config.targets`, each yielded as soon as it is ready (same rules as
-        `process`); `on_chunk` takes each dub's chunks as they are made, before its answer. Optional: a processor
-        without it answers the main target only (`answers_of`)."""
+        `process`); `on_chunk` takes each dub's chunks as they are made, before its answer (a processor without
+        chunks sends none). A processor of one target answers it alone (`MainTargetOnly`)."""
         ...
 
     def warmup(self) -> None:
@@ -49,6 +49,24 @@ class FragmentProcessor(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Model names and status, for /health and `stream:ready` capabilities."""
+
+
+class MainTargetOnly:
+    """For a processor that answers the main target only: its `process_each` is its one `process` answer."""
+
+    def process(
+        self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
+    ) -> FragmentProcessed:
+        raise NotImplementedError
+
+    def process_each(
+        self,
+        fragment: FragmentData,
+        config: StreamConfig,
+        deadline: Deadline = NO_DEADLINE,
+        on_chunk: Callable[[DubChunk], object] | None = None,
+    ) -> Iterator[FragmentProcessed]:
+        yield self.process(fragment, config, deadline)
 
 
 def answers_of(
@@ -60,17 +78,14 @@ def answers_of(
 ) -> Iterator[FragmentProcessed]:
     """The processor's answers for every target, each stamped with its `target_language`; with `on_chunk`, the
     dubs' chunks as they are made (`config.dub_chunks`; a processor without chunks sends none)."""
-    each = getattr(processor, "process_each", None)
-    if each is None:
-        answers: Iterator[FragmentProcessed] = iter([processor.process(fragment, config, deadline)])
-    elif on_chunk is not None:  # only for sessions that asked for chunks: a processor of ours
-        answers = each(fragment, config, deadline, on_chunk=on_chunk)
+    if on_chunk is not None:  # only for sessions that asked for chunks
+        answers = processor.process_each(fragment, config, deadline, on_chunk=on_chunk)
     else:
-        answers = each(fragment, config, deadline)
+        answers = processor.process_each(fragment, config, deadline)
     for answer in answers:
         yield (
             answer if answer.target_language else answer.model_copy(update={"target_language": config.target_language})
         )
 
 
-__all__ = ["FragmentProcessor", "UnsupportedLanguageError", "answers_of"]
+__all__ = ["FragmentProcessor", "MainTargetOnly", "UnsupportedLanguageError", "answers_of"]
