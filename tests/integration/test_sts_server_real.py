@@ -98,6 +98,18 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) ->
     pytest.fail(f"livedub sts not healthy after {STARTUP_TIMEOUT_S:.0f} s:\n{log_path.read_text()[-3000:]}")
 
 
+def test_health_says_where_each_model_runs(sts_url: str) -> None:
+    """/health's `devices`: Whisper, the LLM, the voices and the speaker embedder, each on the CPU here (no CUDA
+    device on this machine: STS_DEVICE=auto takes the CPU path, and says why)."""
+    devices = httpx.get(f"{sts_url}/health", timeout=5).json()["devices"]
+    roles = {model.split()[0] for model in devices}
+    assert {"asr", "llm", "tts", "speaker"} <= roles, devices
+    for model, report in devices.items():
+        assert report["device"] == "cpu" and report["reason"] == "no CUDA device", (model, report)
+    [whisper] = [report for model, report in devices.items() if model.startswith("asr ")]
+    assert whisper["detail"] == "int8"
+
+
 def content_words(text: str, language: str) -> set[str]:
     folded = unicodedata.normalize("NFKD", text.lower()).encode("ascii", "ignore").decode()
     return {w for w in re.findall(r"[a-z]+", folded) if len(w) >= 3 and w not in STOPWORDS[language]}
