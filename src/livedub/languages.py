@@ -63,11 +63,8 @@ class Language:
     example: str  # "Could you tell me where the train station is?": the LLM's one-shot example for any pair
     warmup: str  # a realistic sentence of a few seconds (engine warm-up)
     espeak: str  # espeak-ng voice / IPA language (phonemizer)
-    # The voice for a phrase that the usual voices could not speak in time (a busy machine, a long phrase): cheap
-    # enough to keep up on a loaded core, understood worse (round-trip WER in the comment). A dub in a plainer voice
-    # beats the original speech in a language the listener may not know; STS_FAST_VOICE=false drops such phrases.
-    fast_voices: tuple[VoiceRef, ...] = ()  # the one of the usual voice's gender speaks (else the first)
-    fast_voice_wer: float = 1.0  # its round-trip WER: what a phrase loses in it (targets losing most speak first)
+    # A language's fast voice (the stand-in for a phrase the usual voices could not speak in time) is declared by
+    # the backend that speaks it: livedub.dubbing.tts.registry.FastVoices (Pico: es, fr, it; Piper: en).
 
 
 _EN = "Could you tell me where the train station is?"
@@ -90,8 +87,6 @@ LANGUAGES: dict[str, Language] = {
             example=_EN,
             warmup="Thank you for calling. Please leave your message after the tone, and we will call you back.",
             espeak="en-us",
-            fast_voices=(VoiceRef("piper", "piper-en_US-joe-medium", "male"),),  # ~0.1 s CPU per s of speech
-            fast_voice_wer=0.009,
         ),
         Language(
             code="es",
@@ -108,11 +103,6 @@ LANGUAGES: dict[str, Language] = {
             example="¿Podría decirme dónde está la estación de tren?",
             warmup="Gracias por llamar. Por favor, deje su mensaje después del tono y le devolveremos la llamada.",
             espeak="es",
-            fast_voices=(  # SVOX Pico, ~0.01 s CPU per s of speech (Kokoro: ~0.9; espeak-ng's es: 33 % WER)
-                VoiceRef("pico", "es-ES", "female"),
-                VoiceRef("pico", "es-ES+low", "male"),  # 6.1 %
-            ),
-            fast_voice_wer=0.047,
         ),
         Language(
             code="fr",
@@ -129,11 +119,6 @@ LANGUAGES: dict[str, Language] = {
             example="Pourriez-vous me dire où se trouve la gare ?",
             warmup="Merci de votre appel. Veuillez laisser votre message après le bip et nous vous rappellerons.",
             espeak="fr-fr",
-            fast_voices=(  # the usual voices' own: ~0.007 s CPU per s of speech (Kokoro: ~0.8)
-                VoiceRef("pico", "fr-FR", "female"),
-                VoiceRef("pico", "fr-FR+low", "male"),
-            ),
-            fast_voice_wer=0.157,
         ),
         Language(
             code="it",
@@ -149,11 +134,6 @@ LANGUAGES: dict[str, Language] = {
             example="Potrebbe dirmi dove si trova la stazione ferroviaria?",
             warmup="Grazie per aver chiamato. Lasci il suo messaggio dopo il segnale acustico e la richiameremo.",
             espeak="it",
-            fast_voices=(  # SVOX Pico, ~0.008 s CPU per s of speech (espeak-ng's it: 45.7 %)
-                VoiceRef("pico", "it-IT", "female"),
-                VoiceRef("pico", "it-IT+low", "male"),  # 7.8 %
-            ),
-            fast_voice_wer=0.089,
         ),
     )
 }

@@ -28,6 +28,7 @@ from e2e.helpers.services_manager import ServicesManager
 from e2e.helpers.stream_analyzer import decode_audio, probe
 from e2e.helpers.stream_publisher import StreamRecorder, publish_file
 from e2e.test_full_pipeline import normalize
+from livedub.dubbing.tts.registry import fast_voices_of
 from livedub.languages import LANGUAGES
 from livedub.models.cache import model_dir
 from livedub.stack import Stack, StackConfig, wait_for_stream
@@ -244,7 +245,7 @@ def check_phrases(run: StreamRun, speaker_gender: str | None = None) -> None:
         assert decided and len(dubbed) >= MIN_DUBBED_PER_TARGET * len(decided), (target, decided)
         assert all(p.get("translation") for p in dubbed), dubbed
         if speaker_gender is not None:  # the voice follows the speaker: mostly one of the target's voices of her gender
-            genders = {str(v): v.gender for v in (*LANGUAGES[target].voices, *LANGUAGES[target].fast_voices)}
+            genders = {str(v): v.gender for v in (*LANGUAGES[target].voices, *fast_voices_of(target))}
             spoken = [genders.get(p.get("voice") or "", "unknown") for p in dubbed]
             print(f"    voices: {[p.get('voice') for p in dubbed]}")
             assert spoken.count(speaker_gender) >= 0.7 * len(spoken), (target, spoken)

@@ -16,6 +16,7 @@ import pytest
 from livedub.dubbing.audio import resample
 from livedub.dubbing.tts import PicoTTS
 from livedub.dubbing.tts.pico import PicoMarkupOnlyError, PicoTimeoutError
+from livedub.dubbing.tts.registry import fast_voices_of
 from livedub.languages import LANGUAGES
 from livedub.sts.settings import StsSettings
 from livedub.testing import corpus
@@ -64,7 +65,7 @@ def test_pico_speaks_the_warmup_sentence_at_a_sensible_length_and_level(pico: Pi
     assert len(faster) < 0.85 * len(audio) and len(slower) > 1.15 * len(audio)
 
 
-@pytest.mark.parametrize("voice", [v.voice for v in LANGUAGES["es"].fast_voices if v.backend == "pico"])
+@pytest.mark.parametrize("voice", [v.voice for v in fast_voices_of("es") if v.backend == "pico"])
 def test_whisper_understands_picos_spanish(pico: PicoTTS, whisper, voice: str) -> None:  # type: ignore[no-untyped-def]
     import jiwer
 

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from livedub.dubbing.costs import StageCosts
+from livedub.dubbing.deadline import Deadline
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext
 from livedub.dubbing.models import load_engine, load_voices, translator_kind, voices_of
 from livedub.dubbing.settings import EngineSettings
 from livedub.dubbing.translate import registry as translators
 from livedub.dubbing.tts import registry as voices
-from livedub.dubbing.tts.registry import TTSCapabilities, VoiceBackendSpec
+from livedub.dubbing.tts.registry import FastVoices, TTSCapabilities, VoiceBackendSpec, fast_voice_loss, fast_voices_of
+from livedub.dubbing.values import VoiceTier
 from livedub.languages import VoiceRef
 
 pytestmark = pytest.mark.unit
@@ -102,3 +105,76 @@ def test_a_registered_translator_is_chosen_by_its_declared_pairs_and_dubs(hum: V
     assert dub.translation is not None and dub.translation.text == "[es] hello there my friend"
     assert dub.voice == "hum:es-low"
     assert dub.translator.value == "main" and dub.voice_tier.value == "usual"
+
+
+class ChirpTTS(HumTTS):
+    """A cheap, high voice: the fast voice a test module declares for Spanish."""
+
+    name = "chirp"
+
+
+QUICK = (VoiceRef("chirp", "es-quick", "female"), VoiceRef("chirp", "es-quick-low", "male"))
+
+
+@pytest.fixture
+def chirp(hum: VoiceBackendSpec) -> Iterator[VoiceBackendSpec]:
+    spec = voices.register(
+        VoiceBackendSpec(
+            "chirp",
+            ChirpTTS.capabilities,
+            HumSettings,
+            build=lambda _settings, _voice: ChirpTTS(HumSettings(800.0)),
+            fast_voices=(FastVoices("es", QUICK, loss=0.01),),  # understood better than Pico's Spanish (4.7 %)
+        )
+    )
+    yield spec
+    voices.unregister("chirp")
+
+
+def test_the_fast_voices_are_declared_by_the_backends_that_speak_them() -> None:
+    assert fast_voices_of("es") == (VoiceRef("pico", "es-ES", "female"), VoiceRef("pico", "es-ES+low", "male"))
+    assert [str(v) for v in fast_voices_of("en")] == ["piper:piper-en_US-joe-medium"]
+    assert {code: fast_voice_loss(code) for code in ("en", "es", "fr", "it")} == {
+        "en": 0.009, "es": 0.047, "fr": 0.157, "it": 0.089,
+    }  # fmt: skip
+    assert fast_voices_of("de") == () and fast_voice_loss("de") == 1.0  # nobody declares one: it loses everything
+    with pytest.raises(ValueError, match="another backend"):
+        VoiceBackendSpec(
+            "hum", HumTTS.capabilities, HumSettings, build=HumTTS, fast_voices=(FastVoices("es", QUICK, 0.1),)
+        )
+    with pytest.raises(ValueError, match="none named"):
+        FastVoices("es", (), 0.1)
+
+
+def test_a_fast_voice_registered_from_a_module_stands_in_under_a_short_deadline(chirp: VoiceBackendSpec) -> None:
+    # The declaration that loses least is the language's fast voice: the test's own beats Pico's.
+    assert fast_voices_of("es") == QUICK and fast_voice_loss("es") == 0.01
+    settings = EngineSettings(
+        translator="echo-mt", fast_translator="", voice_pins={"es": (VoiceRef("hum", "default"),)}
+    )
+    engine = load_engine(settings, (("en", "es"),), asr=WordsASR())
+    assert engine.voices.fast_voices("es") == list(QUICK) and isinstance(
+        engine.voices.backend("es", QUICK[1]), ChirpTTS
+    )
+    from livedub.dubbing import Utterance
+
+    clock = Clock()
+    # 2 s of audio: the usual voice takes (0.4 + 0.05) * 2 = 0.9 s on average, the fast one 0.12 s.
+    priors = {"asr": 0.0, "translation": 0.0, "tts": 0.4, "tts_fast": 0.01, "fit": 0.05}
+    phrase = Utterance(np.zeros(32000, np.float32), 16000)
+    engine.costs = StageCosts(priors=priors)
+    pressed = engine.dub(phrase, "en", "es", deadline=Deadline(clock.now + 0.5, clock))
+    assert pressed.voice_tier is VoiceTier.FAST and pressed.voice == "chirp:es-quick-low"  # the usual one's gender
+    engine.costs = StageCosts(priors=priors)
+    relaxed = engine.dub(phrase, "en", "es", deadline=Deadline(clock.now + 3.0, clock))
+    assert relaxed.voice_tier is VoiceTier.USUAL and relaxed.voice == "hum:es-low"
+    voices.unregister("chirp")
+    assert fast_voices_of("es")[0].backend == "pico"  # the backend gone, Pico's stands in again
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext, UnsupportedLanguageError
-from livedub.dubbing.tts.registry import TTSCapabilities
+from livedub.dubbing.tts.registry import TTSCapabilities, fast_voices_of
 from livedub.languages import LANGUAGES, VoiceRef
 from livedub.sts.backends import fast_translator_kind, load_engine, translator_kind, tts_kind, voices_of
 from livedub.sts.settings import StsSettings
@@ -93,12 +93,12 @@ def test_every_language_has_a_fast_voice_unless_turned_off() -> None:
         translators=dict.fromkeys(pairs, stand),
     )  # fmt: skip
     for language in ("es", "fr"):
-        fast = LANGUAGES[language].fast_voices
+        fast = fast_voices_of(language)
         assert engine.voices.fast_voice(language) == fast[0]  # the first
         for ref in fast:  # the one of the usual voice's gender
             assert engine.voices.fast_voice(language, like=VoiceRef("kokoro", "any", ref.gender)) == ref
         assert not set(engine.voices.fast_voices(language)) & set(engine.voices.voices(language))  # not to pick
-    assert all(row.fast_voices for row in LANGUAGES.values())
+    assert all(fast_voices_of(code) for code in LANGUAGES)
     off = load_engine(
         StsSettings(STS_FAST_VOICE="false", STS_TTS_VOICES="es=espeak-ng:es+f3"), (("en", "es"),), asr=stand,
         translators={("en", "es"): stand},

@@ -7,6 +7,7 @@ import pytest
 
 from livedub.dubbing.tts import TTS_BACKENDS, PicoTTS
 from livedub.dubbing.tts.pico import PicoMarkupOnlyError, sanitise, speakable, voice_of
+from livedub.dubbing.tts.registry import fast_voices_of
 from livedub.languages import LANGUAGES, VoiceRef
 from livedub.sts.backends import voices_of
 from livedub.sts.settings import StsSettings
@@ -67,6 +68,6 @@ def test_pico_is_a_backend_that_settings_and_the_table_can_name() -> None:
     assert voices_of(pinned, "it") == [VoiceRef("pico", "it-IT", "female")]
     # Every Pico voice of the table is one that its language's lingware speaks.
     for code, row in LANGUAGES.items():
-        for ref in (*row.voices, *row.fast_voices):
+        for ref in (*row.voices, *fast_voices_of(code)):
             if ref.backend == "pico":
                 voice_of(ref.voice, code)

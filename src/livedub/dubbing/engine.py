@@ -41,6 +41,7 @@ from livedub.dubbing.interfaces import (
 from livedub.dubbing.stages import Fit, Place, Recognise, Synthesise, Translate, dub_samples, silence
 from livedub.dubbing.tiers import Offer, TierPolicy, voice_path
 from livedub.dubbing.tts.bank import VoiceBank
+from livedub.dubbing.tts.registry import fast_voice_loss
 from livedub.dubbing.values import (
     Dub,
     DubProgress,
@@ -183,8 +184,7 @@ class DubEngine:
 
     def _fast_voice_loss(self, target: str) -> float:
         """What a phrase loses in the target's fast voice (its round-trip WER); everything without one."""
-        has_fast_voice = self.voices.fast_voice(target) is not None and target in LANGUAGES
-        return LANGUAGES[target].fast_voice_wer if has_fast_voice else 1.0
+        return fast_voice_loss(target) if self.voices.fast_voice(target) is not None else 1.0
 
     def _translate_of(self, tier: TranslatorTier) -> Translate:
         """The translation stage over the translators of `tier`."""

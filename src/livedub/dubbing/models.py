@@ -4,7 +4,8 @@ Kokoro for every language and voice, one Piper per voice model).
 
 Translator of a pair: the override for that pair, else the main translator, else the target language's preferred
 translators, the first whose declared capabilities include the pair. The fast stand-in only on the pairs it can
-translate. Voices of a language: the pins, else the table's (best understood first); its fast voices the table's.
+translate. Voices of a language: the pins, else the table's (best understood first); its fast voices those a voice
+backend declares for it (livedub.dubbing.tts.registry.FastVoices).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from livedub.dubbing.interfaces import ASRBackend, Translator, TTSBackend, Unsup
 from livedub.dubbing.settings import EngineSettings
 from livedub.dubbing.translate.registry import TranslatorCapabilities, translator_spec
 from livedub.dubbing.tts.bank import VoiceBank
-from livedub.dubbing.tts.registry import backend_spec
+from livedub.dubbing.tts.registry import backend_spec, fast_voices_of
 from livedub.languages import LANGUAGES, VoiceRef, check_pair
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ def voices_of(settings: EngineSettings, language: str) -> list[VoiceRef]:
 
 
 def _resolve_pin(ref: VoiceRef, language: str) -> VoiceRef:
-    """A pinned voice with its gender from the table; `default`: the table's first voice of that backend for the
-    language, else the backend's own default for it (its registration's `default_voice`)."""
+    """A pinned voice with its gender from the table or a backend's fast voices; `default`: the table's first voice
+    of that backend for the language, else the backend's own default for it (its registration's `default_voice`)."""
     row = LANGUAGES[language]
     spec = backend_spec(ref.backend)
     if ref.voice == "default":
@@ -73,9 +74,14 @@ def _resolve_pin(ref: VoiceRef, language: str) -> VoiceRef:
             return same_backend[0]
         if spec.default_voice is not None:
             return spec.default_voice(language)
-    known = {(v.backend, v.voice): v.gender for r in LANGUAGES.values() for v in (*r.voices, *r.fast_voices)}
+    known = {(v.backend, v.voice): v.gender for code in LANGUAGES for v in _all_voices(code)}
     ref = spec.complete(ref, language)
     return VoiceRef(ref.backend, ref.voice, known.get((ref.backend, ref.voice), ref.gender))
+
+
+def _all_voices(language: str) -> tuple[VoiceRef, ...]:
+    """The table's voices of `language` and its fast voices."""
+    return (*LANGUAGES[language].voices, *fast_voices_of(language))
 
 
 def tts_kind(settings: EngineSettings, language: str) -> str:
@@ -127,11 +133,11 @@ def load_voices(
 def fast_voices(
     settings: EngineSettings, languages: set[str] | list[str], builders: _Builders
 ) -> dict[str, list[tuple[VoiceRef, TTSBackend]]]:
-    """Each language's fast voices (the table's), unless the fast voice is off."""
+    """Each language's fast voices (those a voice backend declares for it), unless the fast voice is off."""
     if not settings.fast_voice:
         return {}
     return {
-        language: [(ref, builders.synthesiser(ref, language)) for ref in LANGUAGES[language].fast_voices]
+        language: [(ref, builders.synthesiser(ref, language)) for ref in fast_voices_of(language)]
         for language in sorted(languages)
     }
 

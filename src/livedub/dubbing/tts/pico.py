@@ -32,7 +32,7 @@ import numpy as np
 
 from livedub.dubbing.interfaces import FloatAudio
 from livedub.dubbing.translate.base import split_sentences
-from livedub.dubbing.tts.registry import TTSCapabilities, VoiceBackendSpec, register
+from livedub.dubbing.tts.registry import FastVoices, TTSCapabilities, VoiceBackendSpec, register
 from livedub.languages import VoiceRef
 
 # The Pico lingware of each language of livedub.languages that it speaks (de-DE and en-GB also ship).
@@ -269,6 +269,24 @@ def _complete(ref: VoiceRef, language: str) -> VoiceRef:
     return VoiceRef("pico", ref.voice, "male" if voice_of(ref.voice, language)[1] < 1.0 else "female")
 
 
+# The fast voice of the languages it speaks well: round-trip WER (docs/benchmarks-languages.md), female then `+low`.
+FAST_VOICES = (
+    FastVoices(  # ~0.01 s CPU per s of speech (Kokoro: ~0.9; espeak-ng's es: 33 % WER)
+        "es",
+        (VoiceRef("pico", "es-ES", "female"), VoiceRef("pico", "es-ES+low", "male")),
+        loss=0.047,  # low: 6.1 %
+    ),
+    FastVoices(  # the usual voices' own: ~0.007 s CPU per s of speech (Kokoro: ~0.8)
+        "fr", (VoiceRef("pico", "fr-FR", "female"), VoiceRef("pico", "fr-FR+low", "male")), loss=0.157
+    ),
+    FastVoices(  # ~0.008 s CPU per s of speech (espeak-ng's it: 45.7 %)
+        "it",
+        (VoiceRef("pico", "it-IT", "female"), VoiceRef("pico", "it-IT+low", "male")),
+        loss=0.089,  # low: 7.8 %
+    ),
+)
+
+
 register(
     VoiceBackendSpec(
         "pico",
@@ -278,11 +296,13 @@ register(
         default_voice=_default_voice,
         complete=_complete,
         check=lambda ref, language: voice_of(ref.voice, language),  # one lingware per language
+        fast_voices=FAST_VOICES,
     )
 )
 
 
 __all__ = [
+    "FAST_VOICES",
     "PICO_VOICES",
     "PicoMarkupOnlyError",
     "PicoTTS",

@@ -11,7 +11,7 @@ import numpy as np
 from livedub.dubbing.device import CUDA_PROVIDER, DeviceSetting, OnnxDevice, as_device, load_placed, record
 from livedub.dubbing.interfaces import FloatAudio
 from livedub.dubbing.model_files import resolve_model
-from livedub.dubbing.tts.registry import TTSCapabilities, VoiceBackendSpec, register
+from livedub.dubbing.tts.registry import FastVoices, TTSCapabilities, VoiceBackendSpec, register
 from livedub.languages import VoiceRef
 
 
@@ -79,5 +79,7 @@ register(
         build=lambda settings, voice: PiperTTS(resolve_model(voice.voice), settings.device),
         instance_of=lambda voice: voice.voice,  # one backend per voice model
         default_voice=_no_default_voice,
+        # English's usual voice is already cheap (~0.1 s CPU per s of speech): it stands in for Kokoro's (0.9 % WER).
+        fast_voices=(FastVoices("en", (VoiceRef("piper", "piper-en_US-joe-medium", "male"),), loss=0.009),),
     )
 )
