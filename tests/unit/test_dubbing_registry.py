@@ -1,5 +1,6 @@
 """A voice or a translator is one module and its registration: a backend registered from here (a test module) is
-built by the engine's builders, and the voice bank and the tier policy pick it up by what it declares."""
+built by the engine's builders, and the voice bank and the tier policy pick it up by what it declares (its fast
+voices, its fast role)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import pytest
 from livedub.dubbing.costs import StageCosts
 from livedub.dubbing.deadline import Deadline
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext
-from livedub.dubbing.models import load_engine, load_voices, translator_kind, voices_of
+from livedub.dubbing.models import (
+    NotAFastTranslatorError,
+    fast_translator_kind,
+    load_engine,
+    load_voices,
+    translator_kind,
+    voices_of,
+)
 from livedub.dubbing.settings import EngineSettings
 from livedub.dubbing.translate import registry as translators
 from livedub.dubbing.tts import registry as voices
@@ -178,3 +186,27 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class QuickTranslator(EchoTranslator):
+    name = "quick-mt"
+    capabilities = translators.TranslatorCapabilities(pairs=frozenset({("en", "es")}), fast=True)
+
+
+def test_the_fast_translator_is_one_that_declares_the_role(hum: VoiceBackendSpec) -> None:
+    assert "apertium" in translators.fast_translator_names() and "llm" not in translators.fast_translator_names()
+    assert fast_translator_kind(EngineSettings(), "en", "es") == "apertium"  # the default declares it
+    with pytest.raises(NotAFastTranslatorError, match=r"'echo-mt' does not declare the fast role.*apertium"):
+        fast_translator_kind(EngineSettings(fast_translator="echo-mt"), "en", "es")
+    pinned = {"es": (VoiceRef("hum", "default"),)}
+    with pytest.raises(NotAFastTranslatorError, match="'llm'"):  # refused when the engine is built, not at a phrase
+        load_engine(EngineSettings(fast_translator="llm", voice_pins=pinned, fast_voice=False), (), asr=WordsASR())
+    translators.register(
+        translators.TranslatorSpec("quick-mt", QuickTranslator.capabilities, type(None), lambda _: QuickTranslator())
+    )
+    try:
+        settings = EngineSettings(translator="echo-mt", fast_translator="quick-mt", voice_pins=pinned, fast_voice=False)
+        engine = load_engine(settings, (("en", "es"),), asr=WordsASR())
+        assert isinstance(engine.translate_fast.translators[("en", "es")], QuickTranslator)
+    finally:
+        translators.unregister("quick-mt")

@@ -4,8 +4,9 @@ Kokoro for every language and voice, one Piper per voice model).
 
 Translator of a pair: the override for that pair, else the main translator, else the target language's preferred
 translators, the first whose declared capabilities include the pair. The fast stand-in only on the pairs it can
-translate. Voices of a language: the pins, else the table's (best understood first); its fast voices those a voice
-backend declares for it (livedub.dubbing.tts.registry.FastVoices).
+translate, and only a translator that declares the fast role (`TranslatorCapabilities.fast`). Voices of a
+language: the pins, else the table's (best understood first); its fast voices those a voice backend declares for it
+(livedub.dubbing.tts.registry.FastVoices).
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from livedub.dubbing import tts as _voices  # noqa: F401  (registers the built-i
 from livedub.dubbing.engine import DubEngine
 from livedub.dubbing.interfaces import ASRBackend, Translator, TTSBackend, UnsupportedLanguageError
 from livedub.dubbing.settings import EngineSettings
-from livedub.dubbing.translate.registry import TranslatorCapabilities, translator_spec
+from livedub.dubbing.translate.registry import TranslatorCapabilities, fast_translator_names, translator_spec
 from livedub.dubbing.tts.bank import VoiceBank
 from livedub.dubbing.tts.registry import backend_spec, fast_voices_of
 from livedub.languages import LANGUAGES, VoiceRef, check_pair
 
 log = logging.getLogger(__name__)
+
+
+class NotAFastTranslatorError(ValueError):
+    """The fast translator setting names a translator that does not declare the fast role (a configuration error:
+    a slow stand-in would miss the very deadlines it stands in for)."""
 
 
 def translator_capabilities(name: str) -> TranslatorCapabilities:
@@ -48,10 +54,23 @@ def translator_kind(settings: EngineSettings, source: str, target: str) -> str:
     raise UnsupportedLanguageError(f"no translator for {source}->{target} among {candidates}")
 
 
+def fast_translator(settings: EngineSettings) -> str | None:
+    """The operator's fast translator (None: none), one that declares the fast role; NotAFastTranslatorError else."""
+    name = settings.fast_translator
+    if not name:
+        return None
+    if not translator_capabilities(name).fast:
+        declared = ", ".join(fast_translator_names()) or "none"
+        raise NotAFastTranslatorError(
+            f"fast translator {name!r} does not declare the fast role (those that do: {declared})"
+        )
+    return name
+
+
 def fast_translator_kind(settings: EngineSettings, source: str, target: str) -> str | None:
     """The stand-in under deadline pressure: the fast translator where it translates the pair and is not the main."""
-    name = settings.fast_translator
-    if not name or name == translator_kind(settings, source, target):
+    name = fast_translator(settings)
+    if name is None or name == translator_kind(settings, source, target):
         return None
     return name if translator_capabilities(name).supports(source, target) else None
 
@@ -155,6 +174,7 @@ def load_engine(
     s = settings
     for pair in pairs:
         check_pair(*pair)
+    fast_translator(s)  # a misnamed fast translator is refused even when no pair would use it
     builders = _Builders(s)
     if asr is None:
         asr = _whisper(s)
@@ -196,6 +216,8 @@ def _whisper(settings: EngineSettings) -> ASRBackend:
 
 
 __all__ = [
+    "NotAFastTranslatorError",
+    "fast_translator",
     "fast_translator_kind",
     "load_engine",
     "load_voices",

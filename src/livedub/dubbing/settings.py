@@ -29,10 +29,10 @@ class WhisperSettings:
 @dataclass(frozen=True)
 class EngineSettings:
     """`translator`: the main translator where it can translate the pair (else the target language's preferred
-    ones); `translator_overrides`: one per pair; `fast_translator`: the stand-in under deadline pressure ("" for
-    none). `voice_pins`: a language's voices instead of the table's; `fast_voice`: the table's fast voices as
-    stand-ins. `backends`: each translator's or voice backend's own settings by its registered name (absent: its
-    defaults)."""
+    ones); `translator_overrides`: one per pair; `fast_translator`: the stand-in under deadline pressure, one of
+    the translators that declare the fast role ("" for none). `voice_pins`: a language's voices instead of the
+    table's; `fast_voice`: the fast voices the voice backends declare, as stand-ins. `backends`: each translator's
+    or voice backend's own settings by its registered name (absent: its defaults)."""
 
     translator: str = "llm"
     translator_overrides: Mapping[Pair, str] = field(default_factory=dict)

@@ -21,6 +21,9 @@ class TranslatorCapabilities:
     languages: frozenset[str] = frozenset()  # any pair of two different ones of these...
     pairs: frozenset[tuple[str, str]] = frozenset()  # ...or exactly these (source, target) pairs
     streaming: bool = False  # gives its translation clause by clause as it makes it (`translate_clauses`)
+    # Cheap enough (milliseconds a phrase, no model to run) to stand in under deadline pressure for the main one:
+    # the engine setting `fast_translator` names one of the translators that declare it.
+    fast: bool = False
 
     def supports(self, source: str, target: str) -> bool:
         if source == target:
@@ -63,6 +66,11 @@ def translator_names() -> tuple[str, ...]:
     return tuple(_TRANSLATORS)
 
 
+def fast_translator_names() -> tuple[str, ...]:
+    """The registered translators that declare the fast role (`TranslatorCapabilities.fast`)."""
+    return tuple(name for name, spec in _TRANSLATORS.items() if spec.capabilities.fast)
+
+
 def __getattr__(name: str) -> Any:
     """`TRANSLATORS`: the names registered so far (every built-in one once `livedub.dubbing.translate` is imported)."""
     if name == "TRANSLATORS":
@@ -73,6 +81,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "TranslatorCapabilities",
     "TranslatorSpec",
+    "fast_translator_names",
     "register",
     "translator_names",
     "translator_spec",
