@@ -41,7 +41,7 @@ from livedub.dubbing.chunks import DubChunk as EngineChunk
 from livedub.dubbing.deadline import NO_DEADLINE, Deadline
 from livedub.dubbing.glossary import merge
 from livedub.dubbing.interfaces import ASRBackend, FloatAudio, TranslationContext, Translator, TTSBackend
-from livedub.dubbing.speaker import EmbedderMissingError
+from livedub.dubbing.speaker import EmbedderMissingError, SpeakerEmbedder
 from livedub.dubbing.values import TRANSLATION_STAGES, VOICE_STAGES, Stage, seconds_of, step_of
 from livedub.dubbing.voices import VoicePicker
 from livedub.languages import UnsupportedLanguageError, parse_pair, supported_pairs
@@ -287,7 +287,9 @@ class DubbingPipeline:
         with self._voices_lock:
             if self._voices is None:
                 try:
-                    self._voices = VoicePicker(self.engine.voices, voice_match=self.settings.voice_match)
+                    # The embedder runs where STS_DEVICE says, as every other model does (livedub.dubbing.device).
+                    embedder = SpeakerEmbedder(device=self.settings.device) if self.settings.voice_match else None
+                    self._voices = VoicePicker(self.engine.voices, embedder, voice_match=self.settings.voice_match)
                 except (EmbedderMissingError, OSError) as exc:
                     log.warning("voices will not follow the speaker: %s", exc)
                     self._voices = VoicePicker(self.engine.voices, voice_match=False)
