@@ -14,12 +14,14 @@ Debian's ffmpeg links.
 from __future__ import annotations
 
 import ctypes
+import enum
 import logging
 import re
 import socket
 import struct
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 
 from livedub.lifetime import spawn
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 LIBSRT = "libsrt-gnutls.so.1.5"
 SRTO_RCVSYN, SRTO_PASSPHRASE, SRTO_STREAMID, SRTO_PEERIDLETIMEO = 2, 26, 46, 55
 SRT_REJX_BAD_REQUEST = 1400
+SRTS_CONNECTED = 5  # SRT_SOCKSTATUS
+# A played RTMP path that sends nothing this long has ended (or is not published yet).
+RTMP_IDLE_TIMEOUT_S = 3.0
 TS_CHUNK = 7 * 188  # 1316 bytes: SRT's live payload, whole MPEG-TS packets
 PASSPHRASE_LENGTH = (10, 79)  # libsrt's bounds
 _STREAM_ID = r"[A-Za-z0-9_-]{1,64}"
@@ -172,14 +177,17 @@ class SrtGateway:
             else:
                 self._srt.lib.srt_close(sock)
 
-    def _ffmpeg(self, argv: list[str], **streams: int) -> subprocess.Popen[bytes]:
-        proc = spawn(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", *argv], stderr=None, **streams)
+    def _ffmpeg(self, argv: list[str], loglevel: str = "warning", **streams: int) -> subprocess.Popen[bytes]:
+        proc = spawn(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", loglevel, *argv], stderr=None, **streams)
         with self._lock:
             self._sessions.add(proc)
         return proc
 
     def _end(self, sock: int, proc: subprocess.Popen[bytes]) -> None:
         self._srt.lib.srt_close(sock)
+        self._reap(proc)
+
+    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -211,18 +219,60 @@ class SrtGateway:
             log.info("SRT publisher on %s ended", route.path)
 
     def _serve_reader(self, sock: int, route: SrtRoute) -> None:
-        """FLV from the RTMP path -> MPEG-TS to the caller, 1316-byte messages; ends when either side does."""
+        """The RTMP path as MPEG-TS to the caller, from the path's next publish to its end. A reader may connect
+        before the path is published (a decoder waiting for the show): until then each try ends after the idle
+        timeout with nothing sent and is tried again while the caller stays. Once the path has been sent, its end
+        (nothing for the idle timeout: nginx-rtmp does not tell players) ends the SRT connection, so the reader sees
+        the end of its input and finishes its recording."""
         url = f"{self.rtmp_base}/{route.path.removeprefix('live/')}"
-        argv = [*ffmpeg_rtmp_args(url), "-i", url, "-map", "0", "-c", "copy", "-f", "mpegts", "pipe:1"]
-        proc = self._ffmpeg(argv, stdout=subprocess.PIPE)
+        log.info("SRT reader on %s", route.path)
+        try:
+            while not self._closing and self._connected(sock):
+                if self._pump_reader(sock, url) is not ReaderTry.NOTHING_YET:
+                    break
+            self._drain(sock)
+        finally:
+            self._srt.lib.srt_close(sock)
+            log.info("SRT reader on %s ended", route.path)
+
+    def _pump_reader(self, sock: int, url: str) -> ReaderTry:
+        """One ffmpeg reading `url` into `sock` in 1316-byte messages (7 whole MPEG-TS packets each)."""
+        timeout_us = str(int(RTMP_IDLE_TIMEOUT_S * 1_000_000))
+        argv = ["-rw_timeout", timeout_us, *ffmpeg_rtmp_args(url), "-i", url, "-map", "0", "-c", "copy"]
+        argv += ["-flush_packets", "1", "-f", "mpegts", "pipe:1"]
+        # fatal only: each try before the path is published ends in an I/O error after the idle timeout
+        proc = self._ffmpeg(argv, loglevel="fatal", stdout=subprocess.PIPE)
         assert proc.stdout is not None
+        outcome = ReaderTry.NOTHING_YET
         try:
             while chunk := proc.stdout.read(TS_CHUNK):
                 if self._srt.lib.srt_sendmsg(sock, chunk, len(chunk), -1, 1) < 0:
-                    break  # the reader left
+                    return ReaderTry.READER_LEFT
+                outcome = ReaderTry.STREAM_ENDED
+            return outcome
         finally:
             proc.kill()
-            self._end(sock, proc)
+            self._reap(proc)
+
+    def _connected(self, sock: int) -> bool:
+        return self._srt.lib.srt_getsockstate(sock) == SRTS_CONNECTED
+
+    def _drain(self, sock: int, timeout: float = 2.0) -> None:
+        """Wait (a little) until the caller has what was sent: live mode drops unsent data at close."""
+        blocks, size = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._connected(sock):
+            if self._srt.lib.srt_getsndbuffer(sock, ctypes.byref(blocks), ctypes.byref(size)) != 0 or not blocks.value:
+                return
+            time.sleep(0.05)
+
+
+class ReaderTry(enum.Enum):
+    """How one try at serving an SRT reader ended."""
+
+    NOTHING_YET = "the path was not published within the idle timeout"
+    STREAM_ENDED = "the path was sent and has ended"
+    READER_LEFT = "the caller is gone"
 
 
 def with_suppressed_close(proc: subprocess.Popen[bytes]) -> None:
