@@ -58,8 +58,8 @@ class SrtRefusal:
 
 
 def parse_stream_id(raw: str) -> SrtRoute | SrtRefusal:
-    """MediaMTX's forms (`publish:PATH`, `read:PATH`), SRT's access-control form (`#!::r=PATH,m=publish`), or a bare
-    stream id (publish to `live/<id>/in`)."""
+    """MediaMTX's forms (`publish:PATH[:USER:PASS]`, `read:PATH`), SRT's access-control form
+    (`#!::r=PATH,m=publish`), or a bare stream id (publish to `live/<id>/in`)."""
     mode, path = _split_stream_id(raw.strip())
     if mode == "publish" and re.fullmatch(_STREAM_ID, path):
         path = f"live/{path}/in"
@@ -74,8 +74,9 @@ def _split_stream_id(raw: str) -> tuple[str, str]:
     if raw.startswith("#!::"):
         fields = dict(item.partition("=")[::2] for item in raw[4:].split(","))
         return fields.get("m", "request").replace("request", "read"), fields.get("r", "")
-    mode, sep, path = raw.partition(":")
-    return (mode, path) if sep else ("publish", raw)
+    mode, sep, rest = raw.partition(":")
+    # MediaMTX's `publish:PATH:USER:PASS[:QUERY]`: its auth hook checks the password; here the passphrase does.
+    return (mode, rest.partition(":")[0]) if sep else ("publish", raw)
 
 
 def check_passphrase(passphrase: str) -> str | None:
