@@ -28,6 +28,9 @@ class FakeClient:
     async def close(self) -> None:
         self.closed = True
 
+    def status(self) -> dict[str, Any]:
+        return {"ready": True, "fake": True}
+
 
 class FakeRunner:
     """Runs until stop(); `crash` makes run() raise, `stubborn` ignores stop(), `gives_up` returns as failed."""
@@ -39,6 +42,7 @@ class FakeRunner:
         self.gives_up = gives_up
         self.state = "running"
         self.stop_calls = 0
+        self.output_held = False  # a republish: published only once the previous worker played out
         self.running = threading.Event()  # the worker runs on its own loop thread; tests wait from theirs
         self._stopped = asyncio.Event()
 
@@ -52,6 +56,12 @@ class FakeRunner:
             return
         await self._stopped.wait()
         self.state = "stopped"
+
+    def hold_output(self) -> None:
+        self.output_held = True
+
+    def release_output(self) -> None:
+        self.output_held = False
 
     def stop(self) -> None:
         self.stop_calls += 1

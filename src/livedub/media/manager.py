@@ -15,25 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from livedub.media.loop_thread import EventLoopThread
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.settings import MediaSettings
 from livedub.media.types import DubClient
-from livedub.media.worker_process import ChildMetrics, ParentSideClient, ProcessRunner
+from livedub.media.worker_process import ChildMetrics, ParentSideClient, ProcessRunner, Runner
 
 log = logging.getLogger(__name__)
-
-
-class Runner(Protocol):
-    """What the manager needs from `livedub.media.worker.WorkerRunner`."""
-
-    async def run(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def status(self) -> dict[str, Any]: ...
 
 
 RunnerFactory = Callable[[str, MediaSettings, DubClient, WorkerMetrics], Runner]
@@ -67,6 +57,7 @@ class WorkerHandle:
     stream_id: str
     runner: Runner
     client: DubClient
+    settings: MediaSettings  # what the worker was started with (the operator's target languages, if chosen)
     source: str
     loop_thread: EventLoopThread | None  # None: the worker is a process, driven from the service's loop
     started_at: float = field(default_factory=time.time)
@@ -78,6 +69,11 @@ class WorkerHandle:
     @property
     def active(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    def sts_status(self, runner_status: dict[str, Any]) -> object:
+        """The STS link's status: a worker process reports its client's with its own status; a worker on a thread
+        has its client here."""
+        return runner_status.get("sts") if self.loop_thread is None else self.client.status()
 
 
 class WorkerManager:
@@ -167,7 +163,7 @@ class WorkerManager:
                 else:  # built on its own loop: asyncio objects of the runner and client belong there
                     handle = await loop_thread.call(self._create, stream_id, source, loop_thread)
                 if predecessor is not None:
-                    await self._runner_call(handle, "hold_output")
+                    await self._on_worker_loop(handle, handle.runner.hold_output)
             except Exception as exc:  # a worker that cannot even be built must not break the hook
                 if loop_thread is not None:
                     loop_thread.stop()
@@ -191,14 +187,12 @@ class WorkerManager:
         finally:
             new.predecessor = None
             with contextlib.suppress(Exception):
-                await self._runner_call(new, "release_output")
+                await self._on_worker_loop(new, new.runner.release_output)
 
     @staticmethod
-    async def _runner_call(handle: WorkerHandle, method: str) -> None:
-        """Call an optional runner method on the worker's loop (fake runners need not have it)."""
-        call = getattr(handle.runner, method, None)
-        if call is None:
-            return
+    async def _on_worker_loop(handle: WorkerHandle, call: Callable[[], None]) -> None:
+        """Call a runner method where the runner lives: its loop thread, or here for a process runner (which sends
+        the call down its pipe)."""
         if handle.loop_thread is None:
             call()
         else:
@@ -232,12 +226,12 @@ class WorkerManager:
         settings = self.settings_for(stream_id)
         client = self._client_factory(stream_id, settings, self.metrics)
         runner = self._runner_factory(stream_id, settings, client, self.metrics)
-        return WorkerHandle(stream_id=stream_id, runner=runner, client=client, source=source, loop_thread=loop_thread)
+        return WorkerHandle(stream_id, runner, client, settings, source=source, loop_thread=loop_thread)
 
     def _create_process(self, stream_id: str, source: str) -> WorkerHandle:
         settings = self.settings_for(stream_id)
         runner = ProcessRunner(stream_id, settings, self._runner_factory, self._client_factory, self.metrics_view)
-        return WorkerHandle(stream_id, runner=runner, client=ParentSideClient(), source=source, loop_thread=None)
+        return WorkerHandle(stream_id, runner, ParentSideClient(), settings, source=source, loop_thread=None)
 
     @staticmethod
     async def _drive(handle: WorkerHandle) -> None:
@@ -326,13 +320,10 @@ class WorkerManager:
             runner_status = dict(handle.runner.status())
         except Exception as exc:
             runner_status = {"status_error": f"{type(exc).__name__}: {exc}"}
-        client_status = getattr(handle.client, "status", None)
-        settings = getattr(handle.runner, "settings", None)
-        settings = settings if isinstance(settings, MediaSettings) else self.settings
         return {
             # what the worker was started with (a worker process reports its own once it runs)
-            "source_language": settings.source_language,
-            "target_languages": settings.targets,
+            "source_language": handle.settings.source_language,
+            "target_languages": handle.settings.targets,
             **runner_status,
             "stream_id": handle.stream_id,
             "state": handle.state
@@ -342,5 +333,5 @@ class WorkerManager:
             "started_at": runner_status.get("started_at") or datetime.fromtimestamp(handle.started_at, UTC).isoformat(),
             "uptime_s": round(time.time() - handle.started_at, 1),
             "error": handle.error,
-            "sts": client_status() if callable(client_status) else runner_status.get("sts"),
+            "sts": handle.sts_status(runner_status),
         }

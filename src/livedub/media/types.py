@@ -105,6 +105,8 @@ class DubClient(Protocol):
 
     async def close(self) -> None: ...
 
+    def status(self) -> dict[str, object]: ...  # the STS link as /v1/streams shows it (`ready`, ...)
+
 
 OnOutcome = Callable[[DubOutcome], None]
 OnChunk = Callable[[DubChunkAudio], None]

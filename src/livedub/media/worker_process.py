@@ -21,7 +21,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
@@ -34,7 +34,24 @@ from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus
 
 log = logging.getLogger(__name__)
 
-RunnerFactory = Callable[[str, MediaSettings, DubClient, WorkerMetrics], Any]
+
+class Runner(Protocol):
+    """A stream's worker as the manager and the worker process drive it (`livedub.media.worker.WorkerRunner`)."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def hold_output(self) -> None:
+        """Read the input at once but publish only after release_output() (a republish: the previous worker of the
+        stream still plays out on the same output). Called before run()."""
+
+    def release_output(self) -> None: ...
+
+
+RunnerFactory = Callable[[str, MediaSettings, DubClient, WorkerMetrics], Runner]
 ClientFactory = Callable[[str, MediaSettings, WorkerMetrics], DubClient]
 
 STOP = "stop"
@@ -75,15 +92,11 @@ async def _child(
     loop = asyncio.get_running_loop()
     client = client_factory(stream_id, settings, METRICS)
     runner = runner_factory(stream_id, settings, client, METRICS)
-    if hold_output and hasattr(runner, "hold_output"):
+    if hold_output:
         runner.hold_output()
 
-    client_status = getattr(client, "status", None)
-
     def report() -> None:
-        status = dict(runner.status())
-        if callable(client_status):
-            status["sts"] = client_status()
+        status = {**runner.status(), "sts": client.status()}
         with contextlib.suppress(OSError, ValueError):  # the parent may be gone
             conn.send(("report", status, generate_latest(METRICS.registry).decode()))
 
@@ -94,7 +107,7 @@ async def _child(
                 message = conn.recv()
             except (EOFError, OSError):
                 message = STOP
-            if message == RELEASE_OUTPUT and hasattr(runner, "release_output"):
+            if message == RELEASE_OUTPUT:
                 loop.call_soon_threadsafe(runner.release_output)
             if message == STOP:
                 loop.call_soon_threadsafe(runner.stop)
@@ -200,6 +213,10 @@ class ParentSideClient:
 
     async def close(self) -> None:
         return None
+
+    def status(self) -> dict[str, Any]:
+        """Never asked: the STS client's status comes with the worker process's reports (ProcessRunner.status)."""
+        return {"in_worker_process": True}
 
 
 class ProcessRunner:

@@ -56,3 +56,6 @@ class EchoDubClient:
 
     async def close(self) -> None:
         return None
+
+    def status(self) -> dict[str, object]:
+        return {"ready": True, "echo": True}
