@@ -15,6 +15,7 @@ from media_fakes import FakeFleet, make_manager
 
 from livedub.media import operator
 from livedub.media.app import create_app
+from livedub.media.app_state import app_media_state
 from livedub.mediaserver.stat import RtmpStream
 
 LOOPBACK = ("127.0.0.1", 40000)
@@ -135,7 +136,7 @@ def test_stop_and_start_a_worker_and_the_list_keeps_a_stopped_stream(client: Tes
 
 
 def test_config_sets_the_next_start_languages_when_the_manager_can(client: TestClient) -> None:
-    manager = client.app.state.manager  # type: ignore[attr-defined]
+    manager = app_media_state(client.app).manager  # type: ignore[arg-type]
     calls: list[tuple[str, Any]] = []
     if not hasattr(manager, "set_next_targets"):
         response = client.put("/v1/streams/abc/config", json={"target_languages": ["fr"]}, headers=bearer(TOKEN))
@@ -164,7 +165,7 @@ def test_overview_says_sts_is_down_and_since_when(client: TestClient) -> None:
 
 
 def test_publish_url_names_the_host_the_operator_used_and_the_key_placeholder(client: TestClient) -> None:
-    settings = client.app.state.settings  # type: ignore[attr-defined]
+    settings = app_media_state(client.app).settings  # type: ignore[arg-type]
     keyed = settings.model_copy(update={"publish_key": "k", "rtmp_base_url": "rtmp://127.0.0.1:1935/live"})
     assert (
         operator.publish_url(keyed, "media.example")

@@ -24,7 +24,7 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
 from xml.etree import ElementTree
@@ -38,6 +38,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from livedub.media import operator, outputs_http
 from livedub.media.access import HOOK_SECRET_HEADER, HOOK_SECRET_PARAM, ApiAccess, PublishPolicy
+from livedub.media.app_state import MediaAppState, install_state
 from livedub.media.hooks import StreamName, StreamRole, key_from_query, parse_stream_name
 from livedub.media.manager import WorkerManager
 from livedub.media.settings import MediaSettings
@@ -117,76 +118,110 @@ async def _form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
-def create_app(settings: MediaSettings | None = None, manager: WorkerManager | None = None) -> FastAPI:
-    settings = settings or MediaSettings()
-    manager = manager or WorkerManager(settings)
-    policy = PublishPolicy(settings.publish_key)
-    sts_probe = StsProbe(settings.sts_service_url)
-    sts_pool = StsPoolMonitor.from_env(settings.sts_service_url, manager.metrics.registry)
+class PublishHooks:
+    """The media server's publish hooks (nginx-rtmp and MediaMTX): who may publish, and which worker starts or
+    stops."""
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        polling = await sts_pool.start()
-        yield
-        if polling:
-            await sts_pool.stop()
-        await manager.shutdown()
+    def __init__(self, settings: MediaSettings, manager: WorkerManager) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.policy = PublishPolicy(settings.publish_key)
 
-    app = FastAPI(title="livedub media-service", lifespan=lifespan)
-    app.state.manager = manager
-    app.state.settings = settings
-    app.state.sts_pool = sts_pool
-    app.include_router(operator.router)
-    app.include_router(outputs_http.router)
-    access = ApiAccess(settings.media_hook_secret, settings.media_api_token, settings.monitor_token)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        client_host = request.client.host if request.client else ""
-        decision = access.check(
-            request.url.path,
-            client_host,
-            hook_secret=request.headers.get(HOOK_SECRET_HEADER) or request.query_params.get(HOOK_SECRET_PARAM),
-            authorization=request.headers.get("authorization"),
-        )
-        if decision.allowed:
-            return await call_next(request)
-        log.warning("refused %s %s from %s: %s", request.method, request.url.path, client_host, decision.reason)
-        headers = {"WWW-Authenticate": "Bearer"} if decision.status_code == 401 else None
-        return JSONResponse({"detail": decision.reason}, status_code=decision.status_code, headers=headers)
-
-    def worker_active(stream_id: str) -> bool:
-        handle = manager.get(stream_id)
+    def worker_active(self, stream_id: str) -> bool:
+        handle = self.manager.get(stream_id)
         return handle is not None and handle.active
 
-    async def admit(name: StreamName, addr: str, key: str | None, source: str) -> JSONResponse:
-        decision = policy.authorize(name, addr, key, own_worker_active=worker_active(name.stream_id))
+    async def admit(self, name: StreamName, addr: str, key: str | None, source: str) -> JSONResponse:
+        decision = self.policy.authorize(name, addr, key, own_worker_active=self.worker_active(name.stream_id))
         if not decision.allowed:
             log.warning("refused publish of %s/%s from %s: %s", name.stream_id, name.role, addr, decision.reason)
             return _refused(decision.reason, stream_id=name.stream_id)
         if name.role is StreamRole.OUTPUT:
             return _allowed(decision.reason, stream_id=name.stream_id)  # our own publisher: nothing to start
-        started = await manager.start_stream(name.stream_id, source=source)
+        started = await self.manager.start_stream(name.stream_id, source=source)
         if not started.accepted:
             return _refused(started.reason, stream_id=name.stream_id)
-        if source == "nginx" and settings.publish_join_wait_ms:
-            # nginx-rtmp holds the publisher until this hook answers and has no GOP cache: a worker that joins
-            # after the first packets loses everything up to the next keyframe. Answer once it is playing.
-            joined = await wait_for_player(
-                settings.media_server_stat_url, "live", f"{name.stream_id}/in", settings.publish_join_wait_ms / 1000
-            )
-            if not joined:
-                log.warning(
-                    "worker for %s not listed as a player within %d ms", name.stream_id, settings.publish_join_wait_ms
-                )
+        if source == "nginx" and self.settings.publish_join_wait_ms:
+            await self._wait_for_worker_to_play(name.stream_id)
         return _allowed(started.reason, stream_id=name.stream_id)
 
-    async def unpublished(name: StreamName | None) -> JSONResponse:
+    async def _wait_for_worker_to_play(self, stream_id: str) -> None:
+        """nginx-rtmp holds the publisher until its hook answers and has no GOP cache: a worker that joins after the
+        first packets loses everything up to the next keyframe. The hook answers once the worker is playing."""
+        wait_ms = self.settings.publish_join_wait_ms
+        joined = await wait_for_player(self.settings.media_server_stat_url, "live", f"{stream_id}/in", wait_ms / 1000)
+        if not joined:
+            log.warning("worker for %s not listed as a player within %d ms", stream_id, wait_ms)
+
+    async def unpublished(self, name: StreamName | None) -> JSONResponse:
         """A publisher left: stop the worker of an input stream."""
         if name is not None and name.role is StreamRole.INPUT:
-            stopped = await manager.stop_stream(name.stream_id)
+            stopped = await self.manager.stop_stream(name.stream_id)
             return JSONResponse({"stream_id": name.stream_id, "stopped": stopped})
         return JSONResponse({"stopped": False})
+
+    async def mediamtx_ready(self, event: MediaMtxEvent) -> JSONResponse:
+        name = parse_stream_name(event.path)
+        if name is None:
+            return _refused(f"unexpected path {event.path!r}: publish to live/<id>/in", status_code=400)
+        if name.role is StreamRole.OUTPUT:
+            return _allowed("output path: nothing to start", stream_id=name.stream_id)
+        # MediaMTX already authenticated the publisher through /v1/mediamtx/auth.
+        started = await self.manager.start_stream(name.stream_id, source=f"mediamtx:{event.source_type}")
+        if not started.accepted:
+            return _refused(started.reason, stream_id=name.stream_id)
+        return _allowed(started.reason, stream_id=name.stream_id)
+
+    def mediamtx_auth(self, auth: MediaMtxAuthRequest) -> JSONResponse:
+        if auth.action != "publish":
+            return _allowed(f"{auth.action} is not restricted")
+        name = parse_stream_name(auth.path)
+        if name is None:
+            return _refused(f"unexpected path {auth.path!r}: publish to live/<id>/in")
+        key = key_from_query(auth.query) or auth.password or None
+        decision = self.policy.authorize(name, auth.ip, key, own_worker_active=self.worker_active(name.stream_id))
+        if not decision.allowed:
+            return _refused(decision.reason, stream_id=name.stream_id)
+        if name.role is StreamRole.INPUT and not self.worker_active(name.stream_id):
+            if self.manager.active_count() >= self.manager.max_streams:
+                return _refused(f"stream limit reached ({self.manager.max_streams} concurrent streams)")
+        return _allowed(decision.reason, stream_id=name.stream_id)
+
+
+def add_hook_routes(app: FastAPI, hooks: PublishHooks) -> None:
+    """`/v1/nginx/on_publish*` (form-encoded) and `/v1/mediamtx/*` (JSON). On the app itself, not an included
+    router: FastAPI lists an included router as one opaque entry of `app.routes`."""
+
+    @app.post("/v1/nginx/on_publish")
+    async def nginx_on_publish(request: Request) -> JSONResponse:
+        form = await _form(request)
+        name = parse_stream_name(form.get("name", ""))
+        if name is None or form.get("app", "live") != "live":
+            return _refused(f"unexpected stream {form.get('app')}/{form.get('name')}: publish to live/<id>/in")
+        key = form.get("key") or key_from_query(form.get("args", ""))
+        return await hooks.admit(name, form.get("addr", ""), key, source="nginx")
+
+    @app.post("/v1/nginx/on_publish_done")
+    async def nginx_on_publish_done(request: Request) -> JSONResponse:
+        form = await _form(request)
+        return await hooks.unpublished(parse_stream_name(form.get("name", "")))
+
+    @app.post("/v1/mediamtx/events/ready")
+    async def mediamtx_ready(event: MediaMtxEvent) -> JSONResponse:
+        return await hooks.mediamtx_ready(event)
+
+    @app.post("/v1/mediamtx/events/not-ready")
+    async def mediamtx_not_ready(event: MediaMtxEvent) -> JSONResponse:
+        return await hooks.unpublished(parse_stream_name(event.path))
+
+    @app.post("/v1/mediamtx/auth")
+    async def mediamtx_auth(auth: MediaMtxAuthRequest) -> JSONResponse:
+        return hooks.mediamtx_auth(auth)
+
+
+def add_service_routes(app: FastAPI, state: MediaAppState, sts_probe: StsProbe) -> None:
+    """`/health`, `/metrics`, `/v1/streams` (on the app itself, as the hooks)."""
+    manager = state.manager
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -210,56 +245,61 @@ def create_app(settings: MediaSettings | None = None, manager: WorkerManager | N
         return {
             "streams": listed,
             "max_concurrent_streams": manager.max_streams,
-            "sts_endpoints": sts_pool.snapshot(listed),  # placement, health and load of each STS endpoint
+            "sts_endpoints": state.sts_pool.snapshot(listed),  # placement, health and load of each STS endpoint
         }
 
-    @app.post("/v1/nginx/on_publish")
-    async def nginx_on_publish(request: Request) -> JSONResponse:
-        form = await _form(request)
-        name = parse_stream_name(form.get("name", ""))
-        if name is None or form.get("app", "live") != "live":
-            return _refused(f"unexpected stream {form.get('app')}/{form.get('name')}: publish to live/<id>/in")
-        key = form.get("key") or key_from_query(form.get("args", ""))
-        return await admit(name, form.get("addr", ""), key, source="nginx")
 
-    @app.post("/v1/nginx/on_publish_done")
-    async def nginx_on_publish_done(request: Request) -> JSONResponse:
-        form = await _form(request)
-        return await unpublished(parse_stream_name(form.get("name", "")))
+RequestHandler = Callable[[Request], Awaitable[Response]]
 
-    @app.post("/v1/mediamtx/events/ready")
-    async def mediamtx_ready(event: MediaMtxEvent) -> JSONResponse:
-        name = parse_stream_name(event.path)
-        if name is None:
-            return _refused(f"unexpected path {event.path!r}: publish to live/<id>/in", status_code=400)
-        if name.role is StreamRole.OUTPUT:
-            return _allowed("output path: nothing to start", stream_id=name.stream_id)
-        # MediaMTX already authenticated the publisher through /v1/mediamtx/auth.
-        started = await manager.start_stream(name.stream_id, source=f"mediamtx:{event.source_type}")
-        if not started.accepted:
-            return _refused(started.reason, stream_id=name.stream_id)
-        return _allowed(started.reason, stream_id=name.stream_id)
 
-    @app.post("/v1/mediamtx/events/not-ready")
-    async def mediamtx_not_ready(event: MediaMtxEvent) -> JSONResponse:
-        return await unpublished(parse_stream_name(event.path))
+def access_guard(access: ApiAccess) -> Callable[[Request, RequestHandler], Awaitable[Response]]:
+    """The HTTP middleware that applies media/access.py's rule to every request."""
 
-    @app.post("/v1/mediamtx/auth")
-    async def mediamtx_auth(auth: MediaMtxAuthRequest) -> JSONResponse:
-        if auth.action != "publish":
-            return _allowed(f"{auth.action} is not restricted")
-        name = parse_stream_name(auth.path)
-        if name is None:
-            return _refused(f"unexpected path {auth.path!r}: publish to live/<id>/in")
-        key = key_from_query(auth.query) or auth.password or None
-        decision = policy.authorize(name, auth.ip, key, own_worker_active=worker_active(name.stream_id))
-        if not decision.allowed:
-            return _refused(decision.reason, stream_id=name.stream_id)
-        if name.role is StreamRole.INPUT and not worker_active(name.stream_id):
-            if manager.active_count() >= manager.max_streams:
-                return _refused(f"stream limit reached ({manager.max_streams} concurrent streams)")
-        return _allowed(decision.reason, stream_id=name.stream_id)
+    async def guard(request: Request, call_next: RequestHandler) -> Response:
+        client_host = request.client.host if request.client else ""
+        decision = access.check(
+            request.url.path,
+            client_host,
+            hook_secret=request.headers.get(HOOK_SECRET_HEADER) or request.query_params.get(HOOK_SECRET_PARAM),
+            authorization=request.headers.get("authorization"),
+        )
+        if decision.allowed:
+            return await call_next(request)
+        log.warning("refused %s %s from %s: %s", request.method, request.url.path, client_host, decision.reason)
+        headers = {"WWW-Authenticate": "Bearer"} if decision.status_code == 401 else None
+        return JSONResponse({"detail": decision.reason}, status_code=decision.status_code, headers=headers)
 
+    return guard
+
+
+def lifespan_of(state: MediaAppState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Poll the STS endpoints while the app runs; stop every worker when it ends."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        polling = await state.sts_pool.start()
+        yield
+        if polling:
+            await state.sts_pool.stop()
+        await state.manager.shutdown()
+
+    return lifespan
+
+
+def create_app(settings: MediaSettings | None = None, manager: WorkerManager | None = None) -> FastAPI:
+    settings = settings or MediaSettings()
+    manager = manager or WorkerManager(settings)
+    sts_pool = StsPoolMonitor.from_env(settings.sts_service_url, manager.metrics.registry)
+    state = MediaAppState(settings=settings, manager=manager, sts_pool=sts_pool)
+    app = FastAPI(title="livedub media-service", lifespan=lifespan_of(state))
+    install_state(app, state)
+    app.middleware("http")(
+        access_guard(ApiAccess(settings.media_hook_secret, settings.media_api_token, settings.monitor_token))
+    )
+    app.include_router(operator.router)
+    app.include_router(outputs_http.router)
+    add_service_routes(app, state, StsProbe(settings.sts_service_url))
+    add_hook_routes(app, PublishHooks(settings, manager))
     return app
 
 

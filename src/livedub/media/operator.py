@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, field_validator
 
+from livedub.languages import LANGUAGES
 from livedub.media.access import AccessDecision, control_access, is_loopback, page_access
+from livedub.media.app_state import MediaAppState, OperatorState, media_state
 from livedub.media.hooks import STREAM_ID_RE
+from livedub.media.manager import WorkerManager
 from livedub.media.settings import MediaSettings
 from livedub.media.sts_probe import StsProbe
+from livedub.media.worker_process import ChildMetrics
 from livedub.mediaserver.stat import RtmpStream, parse_rtmp_stat
 from livedub.paths import livedub_home
 
@@ -51,40 +54,16 @@ router = APIRouter()
 # ---------------------------------------------------------------------------------------------------- state
 
 
-@dataclass
-class StsWatch:
-    """STS readiness and the time of its last change (the page says "STS down since ...")."""
-
-    ready: bool | None = None
-    since: float = field(default_factory=time.time)
-
-    def update(self, ready: bool) -> None:
-        if ready != self.ready:
-            self.ready, self.since = ready, time.time()
-
-
-@dataclass
-class OperatorState:
-    """What the operator did that the worker manager does not remember."""
-
-    stopped: dict[str, float] = field(default_factory=dict)  # stream id -> when the operator stopped its worker
-    sts: StsWatch = field(default_factory=StsWatch)
-    probe: StsProbe | None = None
-
-
 def _state(request: Request) -> OperatorState:
-    app_state = request.app.state
-    if not hasattr(app_state, "operator"):
-        app_state.operator = OperatorState()
-    return app_state.operator  # type: ignore[no-any-return]
+    return media_state(request).operator
 
 
-def _settings(request: Request) -> Any:
-    return request.app.state.settings
+def _settings(request: Request) -> MediaSettings:
+    return media_state(request).settings
 
 
-def _manager(request: Request) -> Any:
-    return request.app.state.manager
+def _manager(request: Request) -> WorkerManager:
+    return media_state(request).manager
 
 
 def monitor_token(settings: MediaSettings) -> str:
@@ -156,7 +135,7 @@ def _static(request: Request, name: str) -> Response:
 # ---------------------------------------------------------------------------------------------------- overview
 
 
-def publish_url(settings: Any, request_host: str | None) -> str:
+def publish_url(settings: MediaSettings, request_host: str | None) -> str:
     """Where to publish a new stream: RTMP_BASE_URL + `/<stream id>/in`; a loopback host is replaced by the host the
     operator reached the page on (what another machine can use)."""
     parts = urlsplit(str(settings.rtmp_base_url).rstrip("/"))
@@ -165,51 +144,40 @@ def publish_url(settings: Any, request_host: str | None) -> str:
         host = request_host
     netloc = f"{host}:{parts.port}" if parts.port else host
     url = urlunsplit((parts.scheme, netloc, parts.path, "", "")) + "/<stream id>/in"
-    return url + ("?key=<PUBLISH_KEY>" if getattr(settings, "publish_key", "") else "")
+    return url + ("?key=<PUBLISH_KEY>" if settings.publish_key else "")
 
 
 def _language_names() -> dict[str, str]:
-    try:
-        from livedub.languages import LANGUAGES
-    except ImportError:
-        return {}
-    return {code: getattr(lang, "native_name", code) for code, lang in LANGUAGES.items()}
+    return {code: lang.native_name for code, lang in LANGUAGES.items()}
 
 
-def default_targets(settings: Any) -> list[str]:
+def default_targets(settings: MediaSettings) -> list[str]:
     """WORKER_TARGET_LANGUAGES (MediaSettings.targets), else WORKER_TARGET_LANGUAGE."""
-    targets = getattr(settings, "targets", None)
-    return list(targets) if targets else [settings.target_language]
+    return list(settings.targets)
 
 
-def outputs_ready(settings: Any, stream_id: str) -> bool:
+def outputs_ready(settings: MediaSettings, stream_id: str) -> bool:
     """Whether the worker has made the stream's output directory (its phrase and caption logs) yet."""
-    stream_dir = getattr(settings, "stream_dir", None)
-    return stream_dir is not None and stream_dir(stream_id).is_dir()
+    return settings.stream_dir(stream_id).is_dir()
 
 
-def outputs_ended(settings: Any, stream_id: str) -> bool:
+def outputs_ended(settings: MediaSettings, stream_id: str) -> bool:
     """Whether the outputs there are a finished run's (the `ended` marker; a new worker removes it)."""
-    stream_dir = getattr(settings, "stream_dir", None)
-    return stream_dir is not None and (stream_dir(stream_id) / "ended").exists()
+    return (settings.stream_dir(stream_id) / "ended").exists()
 
 
-def hls_ready(settings: Any, stream_id: str) -> bool:
+def hls_ready(settings: MediaSettings, stream_id: str) -> bool:
     """Whether the stream's live HLS presentation has its master playlist (the page starts its player then); not
     while the last worker's ended presentation is still there (a restarted worker replaces it)."""
-    stream_dir = getattr(settings, "stream_dir", None)
-    if not getattr(settings, "hls_enabled", True) or stream_dir is None:
+    if not settings.hls_enabled:
         return False
-    directory = stream_dir(stream_id)
+    directory = settings.stream_dir(stream_id)
     return (directory / "master.m3u8").is_file() and not (directory / "ended").exists()
 
 
-def _error_count(metrics_view: Any, stream_id: str, kind: str) -> float:
-    getter = getattr(metrics_view, "get_sample_value", None)
-    if getter is None:
-        return 0.0
+def _error_count(metrics_view: ChildMetrics, stream_id: str, kind: str) -> float:
     labels = {"stream_id": stream_id, "type": kind}
-    return float(getter("media_service_worker_errors_total", labels) or 0.0)
+    return float(metrics_view.get_sample_value("media_service_worker_errors_total", labels) or 0.0)
 
 
 PROBLEMS = {
@@ -254,7 +222,7 @@ def stream_row(
     entry: dict[str, Any] | None,
     rtmp: RtmpStream | None,
     errors: dict[str, float],
-    settings: Any,
+    settings: MediaSettings,
     state: OperatorState,
     next_targets: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -310,35 +278,40 @@ async def sts_health(request: Request, state: OperatorState) -> dict[str, Any]:
     return {**health, "since": _iso(state.sts.since), "for_s": round(time.time() - state.sts.since, 1)}
 
 
-@router.get("/v1/operator/overview")
-async def overview(request: Request) -> dict[str, Any]:
-    settings, manager, state = _settings(request), _manager(request), _state(request)
-    inputs = await rtmp_inputs(getattr(settings, "media_server_stat_url", ""))
-    # The workers' snapshot after the last await: a stop that came in meanwhile must not be undone by a stale entry.
-    workers = {entry["stream_id"]: entry for entry in manager.list_streams()}
-    for stream_id, entry in workers.items():
-        if entry.get("state") in {"starting", "running"}:
-            state.stopped.pop(stream_id, None)  # running again (a republish or a start), not still draining
+def _stream_rows(app: MediaAppState, workers: dict[str, dict[str, Any]], inputs: dict[str, RtmpStream]) -> list[Any]:
+    """One row per stream the page shows: workers, inputs being published without one, streams the operator
+    stopped."""
+    settings, manager, state = app.settings, app.manager, app.operator
     ids = sorted(set(workers) | {i for i, s in inputs.items() if s.publishing} | set(state.stopped))
-    view = getattr(manager, "metrics_view", None)
-    rows = [
+    return [
         stream_row(
             stream_id,
             workers.get(stream_id),
             inputs.get(stream_id),
-            {kind: _error_count(view, stream_id, kind) for kind in PROBLEMS},
+            {kind: _error_count(manager.metrics_view, stream_id, kind) for kind in PROBLEMS},
             settings,
             state,
             manager.next_targets(stream_id),
         )
         for stream_id in ids
     ]
+
+
+@router.get("/v1/operator/overview")
+async def overview(request: Request) -> dict[str, Any]:
+    app = media_state(request)
+    settings, manager, state = app.settings, app.manager, app.operator
+    inputs = await rtmp_inputs(settings.media_server_stat_url)
+    # The workers' snapshot after the last await: a stop that came in meanwhile must not be undone by a stale entry.
+    workers = {entry["stream_id"]: entry for entry in manager.list_streams()}
+    for stream_id, entry in workers.items():
+        if entry.get("state") in {"starting", "running"}:
+            state.stopped.pop(stream_id, None)  # running again (a republish or a start), not still draining
     token = monitor_token(settings)
-    pool = getattr(request.app.state, "sts_pool", None)
     return {
-        "streams": rows,
+        "streams": _stream_rows(app, workers, inputs),
         "sts": await sts_health(request, state),
-        "sts_endpoints": pool.snapshot(workers.values()) if pool is not None else [],
+        "sts_endpoints": app.sts_pool.snapshot(workers.values()),
         "workers": {"active": manager.active_count(), "max": manager.max_streams},
         "publish_url": publish_url(settings, request.url.hostname),
         "controls": {"enabled": bool(token), "reason": control_access(None, token).reason if not token else ""},

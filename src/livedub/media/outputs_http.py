@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
+from livedub.media.app_state import media_state
 from livedub.media.captions import CAPTIONS_FILE, PHRASES_FILE, follow, sse_event
 from livedub.media.hooks import STREAM_ID_RE
 from livedub.media.settings import MediaSettings
@@ -47,8 +48,7 @@ SSE_HEADERS = {"Cache-Control": NO_CACHE, "X-Accel-Buffering": "no"}
 
 
 def _settings(request: Request) -> MediaSettings:
-    settings = getattr(request.app.state, "settings", None)
-    return settings if isinstance(settings, MediaSettings) else MediaSettings()
+    return media_state(request).settings
 
 
 def stream_directory(settings: MediaSettings, stream_id: str) -> Path:
