@@ -14,6 +14,7 @@ import statistics
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,108 @@ def _report(
     return "\n".join(lines)
 
 
+@dataclass
+class DemoRun:
+    """One run of the demo: the stack, what watches it and what it produced."""
+
+    stack: Stack
+    sid: str
+    out: Path
+    monitor: StsMonitor | None = None
+    recorder: StreamRecorder | None = None
+    source_reader: StreamRecorder | None = None
+    publisher: FilePublisher | None = None
+    media_metrics: Metrics | None = None
+    result: Path | None = None
+    latency: tuple[float, float, int] | None = None
+
+    @property
+    def flv(self) -> Path:
+        return self.out.with_suffix(".flv")
+
+    def run(self, source: Path) -> int:
+        """Start the stack, publish `source`, record the dubbed output to `out`; the exit code."""
+        _say("starting the stack (the STS loads and warms its models first; this takes a while)")
+        self.stack.start()
+        self._watch_sts()
+        recorder = self._start_recording()
+        self._publish(source)
+        _say("input finished; waiting for the output to play out")
+        ended = recorder.stop_when_unpublished(
+            self.stack.stat_url, timeout=60, should_abort=lambda: not recorder_alive(self.stack)
+        )
+        if not ended:
+            _say("the output did not end cleanly; keeping what was recorded")
+        return self._collect(recorder)
+
+    def _watch_sts(self) -> None:
+        def live(event: ObservedEvent) -> None:
+            if event.name == "fragment:processed":
+                print(_fragment_line(event.data), flush=True)
+
+        self.monitor = StsMonitor(self.stack.sts_url, self.sid).start()
+        self.monitor.listeners.append(live)
+
+    def _start_recording(self) -> StreamRecorder:
+        """Arrival times of every packet on both paths, for the added latency; the output is copied to `flv`."""
+        stack, sid = self.stack, self.sid
+        self.recorder = StreamRecorder(
+            stack.output_url(sid), self.flv, stack.log_dir / "recorder.log", stat_url=stack.stat_url, open_timeout_s=90
+        )
+        self.source_reader = StreamRecorder(stack.input_url(sid), open_timeout_s=30)
+        return self.recorder
+
+    def _publish(self, source: Path) -> None:
+        """Publish `source` in real time, say where to watch, wait until it is all sent."""
+        stack, sid = self.stack, self.sid
+        self.publisher = FilePublisher(source, stack.input_url(sid), stack.log_dir / "publisher.log").start()
+        started = time.monotonic()
+        out_url = stack.output_url(sid)
+        _say(f"publishing {source} to {stack.input_url(sid)}")
+        _say(f"watch it live:  ffplay {' '.join(ffmpeg_rtmp_args(out_url))} {out_url}")
+        _say(f"every output (out is {stack.targets[0]}):\n{output_lines(stack, sid)}")
+        _say(f"original:       ffplay {' '.join(ffmpeg_rtmp_args(stack.input_url(sid)))} {stack.input_url(sid)}")
+        if wait_for_stream(stack.stat_url, f"{sid}/out", timeout=60) is not None:
+            _say(f"dubbed output is published ({time.monotonic() - started:.1f}s after the input started)")
+        else:
+            _say("the dubbed output did not appear within 60 s; see the logs in " + str(stack.log_dir))
+        self.publisher.wait()
+
+    def _collect(self, recorder: StreamRecorder) -> int:
+        """The media-service's metrics, the added latency, the recording remuxed to `out`."""
+        with contextlib.suppress(Exception):
+            self.media_metrics = Metrics.fetch(self.stack.media_url + "/metrics")
+        if self.source_reader is not None:
+            self.latency = _collect_latency(self.source_reader, recorder)
+        if not (self.flv.exists() and self.flv.stat().st_size > 0):
+            _say("nothing was recorded from the output stream")
+            return 1
+        remux(self.flv, self.out)
+        self.flv.unlink()
+        self.result = self.out
+        return 0
+
+    def stop(self) -> None:
+        if self.source_reader is not None:
+            self.source_reader.stop_event.set()
+        if self.publisher is not None:
+            self.publisher.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
+        self.stack.stop()
+        left = self.stack.orphans()
+        if left:
+            _say(f"warning: processes left behind: {left}")
+
+    def report(self) -> None:
+        processed = self.monitor.processed() if self.monitor is not None else []
+        if processed or self.result is not None:
+            print(_report(processed, self.media_metrics, self.sid, self.result, self.latency), flush=True)
+        _say(f"logs: {self.stack.log_dir}")
+
+
 def cli_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="livedub demo", description=__doc__.split("\n\n")[0])
     add_stack_arguments(parser)
@@ -145,68 +248,12 @@ def cli_main(argv: list[str]) -> int:
         _say("preparing the sample fixture (60 s, human English speech)")
         source = ensure_fixture().path
     cfg = _free_if_busy(config_from_args(args))
-    stack = Stack(cfg, progress=_say)
-    sid = args.stream_id
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    flv = out.with_suffix(".flv")
-    monitor: StsMonitor | None = None
-    recorder: StreamRecorder | None = None
-    publisher: FilePublisher | None = None
-    media_metrics: Metrics | None = None
-    result: Path | None = None
-    latency: tuple[float, float, int] | None = None
-    source_reader: StreamRecorder | None = None
-    code = 0
-
+    demo = DemoRun(Stack(cfg, progress=_say), args.stream_id, out)
     with terminate_on_signals():
         try:
-            _say("starting the stack (the STS loads and warms its models first; this takes a while)")
-            stack.start()
-            monitor = StsMonitor(stack.sts_url, sid).start()
-
-            def live(event: ObservedEvent) -> None:
-                if event.name == "fragment:processed":
-                    print(_fragment_line(event.data), flush=True)
-
-            monitor.listeners.append(live)
-            # Arrival times of every packet on both paths, for the added latency; the output's copied to `flv`.
-            recorder = StreamRecorder(
-                stack.output_url(sid),
-                flv,
-                stack.log_dir / "recorder.log",
-                stat_url=stack.stat_url,
-                open_timeout_s=90,
-            )
-            source_reader = StreamRecorder(stack.input_url(sid), open_timeout_s=30)
-            publisher = FilePublisher(source, stack.input_url(sid), stack.log_dir / "publisher.log").start()
-            started = time.monotonic()
-            out_url = stack.output_url(sid)
-            _say(f"publishing {source} to {stack.input_url(sid)}")
-            _say(f"watch it live:  ffplay {' '.join(ffmpeg_rtmp_args(out_url))} {out_url}")
-            _say(f"every output (out is {stack.targets[0]}):\n{output_lines(stack, sid)}")
-            _say(f"original:       ffplay {' '.join(ffmpeg_rtmp_args(stack.input_url(sid)))} {stack.input_url(sid)}")
-            if wait_for_stream(stack.stat_url, f"{sid}/out", timeout=60) is not None:
-                _say(f"dubbed output is published ({time.monotonic() - started:.1f}s after the input started)")
-            else:
-                _say("the dubbed output did not appear within 60 s; see the logs in " + str(stack.log_dir))
-            publisher.wait()
-            _say("input finished; waiting for the output to play out")
-            ended = recorder.stop_when_unpublished(
-                stack.stat_url, timeout=60, should_abort=lambda: not recorder_alive(stack)
-            )
-            if not ended:
-                _say("the output did not end cleanly; keeping what was recorded")
-            with contextlib.suppress(Exception):
-                media_metrics = Metrics.fetch(stack.media_url + "/metrics")
-            latency = _collect_latency(source_reader, recorder)
-            if flv.exists() and flv.stat().st_size > 0:
-                remux(flv, out)
-                flv.unlink()
-                result = out
-            else:
-                code = 1
-                _say("nothing was recorded from the output stream")
+            code = demo.run(source)
         except KeyboardInterrupt:
             _say("interrupted; stopping")
             code = 130
@@ -214,22 +261,8 @@ def cli_main(argv: list[str]) -> int:
             _say(f"error: {exc}")
             code = 1
         finally:
-            if source_reader is not None:
-                source_reader.stop_event.set()
-            if publisher is not None:
-                publisher.stop()
-            if recorder is not None:
-                recorder.stop()
-            if monitor is not None:
-                monitor.stop()
-            stack.stop()
-            left = stack.orphans()
-            if left:
-                _say(f"warning: processes left behind: {left}")
-    processed = monitor.processed() if monitor is not None else []
-    if processed or result is not None:
-        print(_report(processed, media_metrics, sid, result, latency), flush=True)
-    _say(f"logs: {stack.log_dir}")
+            demo.stop()
+    demo.report()
     return code
 
 

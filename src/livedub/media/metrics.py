@@ -15,13 +15,19 @@ class WorkerMetrics:
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
+        self._register_sts()
+        self._register_speech()
+        self._register_languages()
+        self._register_worker()
 
-        def counter(name: str, doc: str, *labels: str) -> Counter:
-            return Counter(PREFIX + name, doc, ["stream_id", *labels], registry=registry)
+    def _counter(self, name: str, doc: str, *labels: str) -> Counter:
+        return Counter(PREFIX + name, doc, ["stream_id", *labels], registry=self.registry)
 
-        def gauge(name: str, doc: str, *labels: str) -> Gauge:
-            return Gauge(PREFIX + name, doc, ["stream_id", *labels], registry=registry)
+    def _gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        return Gauge(PREFIX + name, doc, ["stream_id", *labels], registry=self.registry)
 
+    def _register_sts(self) -> None:
+        counter, gauge, registry = self._counter, self._gauge, self.registry
         self.segments_processed = counter("segments_processed", "Audio segments cut by the segmenter")
         self.sts_fragments_sent = counter("sts_fragments_sent", "Fragments sent to STS")
         self.sts_fragments_processed = counter(
@@ -36,6 +42,9 @@ class WorkerMetrics:
         )
         self.sts_inflight = gauge("sts_inflight", "Fragments sent to STS and not yet answered")
         self.circuit_breaker_state = gauge("circuit_breaker_state", "STS breaker: 0 closed, 1 half-open, 2 open")
+
+    def _register_speech(self) -> None:
+        counter, gauge, registry = self._counter, self._gauge, self.registry
         self.fallbacks = counter(
             "fallbacks", "Phrases with speech that kept the original voice, by reason (late, dropped, timeout, ...)",
             "reason",
@@ -57,7 +66,10 @@ class WorkerMetrics:
             buckets=(1, 5, 10, 20, 40, 80, 120, 250, 500, 1000),
             registry=registry,
         )
-        # Per target language (label `language`); the unlabelled ones above describe `out`, the first target.
+
+    def _register_languages(self) -> None:
+        """Per target language (label `language`); the unlabelled ones describe `out`, the first target."""
+        counter, gauge = self._counter, self._gauge
         self.language_fallbacks = counter(
             "language_fallbacks", "Phrases with speech that kept the original voice, per target language and reason",
             "language", "reason",
@@ -86,6 +98,9 @@ class WorkerMetrics:
             " (right after what was placed), late_start (after a gap: the output had played past its join), dropped",
             "language", "outcome",
         )  # fmt: skip
+
+    def _register_worker(self) -> None:
+        counter, gauge = self._counter, self._gauge
         self.output_lag_seconds = gauge("output_lag_seconds", "How far the output runs behind the input (s)")
         self.errors = counter("errors", "Errors by type (no_audio, unsupported_codec, corrupt_packet, ...)", "type")
         self.pipeline_state = gauge(
