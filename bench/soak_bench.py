@@ -68,7 +68,14 @@ def process_role(service: str, pid: int, leader: int | None) -> str:
         return f"{service}:resource-tracker"
     if text.startswith("nginx: "):
         return f"{service}:nginx-{text.split()[1]}"
-    return f"{service}:{Path(argv[0].decode(errors='replace')).name or '?'}"
+    if "nanotts" in text:  # the Pico voice's child, alive as long as the STS
+        return f"{service}:voice-child"
+    # Anything else lives for one call (Apertium's pipeline of ~12 programs per translation): judged by how many
+    # are left between calls (`procs ... floor`), not by their sizes, which depend on whether a call is in flight.
+    return f"{service}:{PER_CALL}"
+
+
+PER_CALL = "per-call"
 
 
 def open_fds(pid: int) -> int:
@@ -86,6 +93,7 @@ def sample_processes(services: dict[str, ManagedProcess]) -> dict[str, float]:
             role = process_role(name, pid, proc.pid)
             values[f"rss {role}"] = values.get(f"rss {role}", 0.0) + rss_mib(pid)
             values[f"fds {role}"] = values.get(f"fds {role}", 0.0) + open_fds(pid)
+            values[f"procs {name} floor"] = values.get(f"procs {name} floor", 0.0) + 1
     return values
 
 
@@ -354,10 +362,11 @@ class Tolerance:
     absolute: float
     relative: float = 0.0  # of the first third's level
     kind: str = "flat"  # flat: mean may not rise more | bounded: the last third's peak stays near the first's | both:
-    # may not move either way (timing)
+    # may not move either way (timing) | floor: the last third's minimum may not rise more (leaked processes)
 
 
 TOLERANCES: dict[str, Tolerance] = {
+    "procs ": Tolerance(absolute=0.0, kind="floor"),  # processes left between calls: any one more is a leak
     "rss ": Tolerance(absolute=40.0, relative=0.10),  # MiB: allocator noise, a model's lazily loaded tier
     "fds ": Tolerance(absolute=4.0),
     "hls MiB": Tolerance(absolute=1.0, relative=0.5, kind="bounded"),  # the playlist window, segments vary in size
@@ -384,6 +393,8 @@ class Verdict:
 
 
 def tolerance_of(series: str) -> Tolerance | None:
+    if series.endswith(f":{PER_CALL}"):
+        return None  # shown, not judged: see process_role
     return next((tol for prefix, tol in TOLERANCES.items() if series.startswith(prefix)), None)
 
 
@@ -406,11 +417,11 @@ def judge(series: str, points: list[tuple[float, float]], start_s: float, end_s:
     last = [v for t, v in points if t >= end_s - third]
     if not first or not last:
         return Verdict(series, float("nan"), float("nan"), slope_per_hour(points), float("nan"), "no data")
-    level = max if tol.kind == "bounded" else statistics.fmean
+    level = {"bounded": max, "floor": min}.get(tol.kind, statistics.fmean)
     a, b = level(first), level(last)
     allowed = tol.absolute + tol.relative * abs(a)
     change = abs(b - a) if tol.kind == "both" else b - a
-    good = {"flat": "flat", "bounded": "bounded", "both": "flat"}[tol.kind]
+    good = {"flat": "flat", "bounded": "bounded", "both": "flat", "floor": "flat"}[tol.kind]
     bad = "MOVES" if tol.kind == "both" else "GROWS"
     return Verdict(series, a, b, slope_per_hour(points), allowed, good if change <= allowed else bad)
 

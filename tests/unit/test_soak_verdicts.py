@@ -60,3 +60,12 @@ def test_series_without_a_tolerance_get_no_verdict_and_warmup_is_left_out() -> N
     assert "dubbed %" not in found
     assert found["fds media:main"].verdict == "flat"
     assert judge("fds x", [], 20.0, 120.0).verdict == "no data"
+
+
+def test_processes_left_between_calls_are_judged_by_their_floor() -> None:
+    # A per-call pipeline seen in some samples only: its floor stays at the STS's own processes.
+    busy = samples(procs_sts_floor=lambda t: 2.0 + (12.0 if t % 30 == 0 else 0.0))
+    assert by_name(verdicts(busy, warmup_s=0))["procs sts floor"].verdict == "flat"
+    # One process more left behind every few calls: the floor rises.
+    leaking = samples(procs_sts_floor=lambda t: 2.0 + t // 40)
+    assert by_name(verdicts(leaking, warmup_s=0))["procs sts floor"].verdict == "GROWS"
