@@ -147,6 +147,12 @@ class ProcessFakeRunner:
                 await asyncio.wait_for(self._stop.wait(), 0.05)
         self.state = "stopped"
 
+    def hold_output(self) -> None:
+        """Nothing is published by this fake: holding and releasing its output change nothing."""
+
+    def release_output(self) -> None:
+        """See hold_output."""
+
     def stop(self) -> None:
         self._stop.set()
 

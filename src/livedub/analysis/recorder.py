@@ -21,6 +21,10 @@ SILENCE_S = 3.0  # no packet for this long ends a read: nginx-rtmp never tells a
 # With /stat followed, the publisher's leaving ends the recording; silence then only ends a stalled one, so it may be
 # longer than a busy machine's pause (stop() waits for the reader at most this long).
 WATCHED_SILENCE_S = 10.0
+# A recorder is made before its stream is published (so it loses no packet): the open waits for the publisher, and
+# a dubbed output starts only after the input, the STS's first answers and the delay line (well past 20 s on a busy
+# machine: the E2E's outputs were lost with a 20 s open).
+RECORDER_OPEN_S = 120.0
 STAT_POLL_S = 0.1
 
 
@@ -115,7 +119,7 @@ class StreamRecorder:
         log_path: Path | None = None,
         *,
         stat_url: str | None = None,
-        open_timeout_s: float = 20.0,
+        open_timeout_s: float = RECORDER_OPEN_S,
     ) -> None:
         self.url = source
         self.out_path = copy_to

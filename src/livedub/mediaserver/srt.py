@@ -201,8 +201,8 @@ class SrtGateway:
         """MPEG-TS from the caller -> FLV to live/<id>/in. A caller that goes silent ends after libsrt's peer idle
         timeout (5 s): ffmpeg sees the end of its input and unpublishes, as a dropped RTMP publisher does."""
         url = f"{self.rtmp_base}/{route.path.removeprefix('live/')}"
-        argv = ["-fflags", "+genpts", "-f", "mpegts", "-i", "pipe:0", "-map", "0", "-c", "copy", "-f", "flv"]
-        proc = self._ffmpeg([*argv, *ffmpeg_rtmp_args(url), url], stdin=subprocess.PIPE)
+        relay = ["-fflags", "+genpts", "-f", "mpegts", "-i", "pipe:0", "-map", "0", "-c", "copy", "-f", "flv"]
+        proc = self._ffmpeg([*relay, *ffmpeg_rtmp_args(url), url], stdin=subprocess.PIPE)
         log.info("SRT publisher on %s", route.path)
         buf = ctypes.create_string_buffer(1500)
         assert proc.stdin is not None
@@ -239,10 +239,10 @@ class SrtGateway:
     def _pump_reader(self, sock: int, url: str) -> ReaderTry:
         """One ffmpeg reading `url` into `sock` in 1316-byte messages (7 whole MPEG-TS packets each)."""
         timeout_us = str(int(RTMP_IDLE_TIMEOUT_S * 1_000_000))
-        argv = ["-rw_timeout", timeout_us, *ffmpeg_rtmp_args(url), "-i", url, "-map", "0", "-c", "copy"]
-        argv += ["-flush_packets", "1", "-f", "mpegts", "pipe:1"]
+        options = ["-rw_timeout", timeout_us, *ffmpeg_rtmp_args(url), "-i", url, "-map", "0", "-c", "copy"]
+        options += ["-flush_packets", "1", "-f", "mpegts", "pipe:1"]
         # fatal only: each try before the path is published ends in an I/O error after the idle timeout
-        proc = self._ffmpeg(argv, loglevel="fatal", stdout=subprocess.PIPE)
+        proc = self._ffmpeg(options, loglevel="fatal", stdout=subprocess.PIPE)
         assert proc.stdout is not None
         outcome = ReaderTry.NOTHING_YET
         try:
