@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from livedub.media.separation import DEFAULT_ATTEN_LIM_DB, BedSeparator
+from livedub.media.pipeline.separation import DEFAULT_ATTEN_LIM_DB, BedSeparator
 from livedub.testing.corpus import read_wav
 
 Audio = npt.NDArray[np.float64]

@@ -45,9 +45,9 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
     from livedub.media.metrics import WorkerMetrics
+    from livedub.media.pipeline.worker import WorkerRunner
     from livedub.media.settings import MediaSettings
     from livedub.media.types import DubClient
-    from livedub.media.worker import WorkerRunner
     from livedub.testing.media import EchoDubClient
 
     settings = MediaSettings(
@@ -67,7 +67,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         stream_id = f"bench{i}"
         client: DubClient
         if args.sts_url:
-            from livedub.media.sts_client import StsClient
+            from livedub.media.sts_link.sts_client import StsClient
 
             client = StsClient(stream_id, settings, metrics)
         else:

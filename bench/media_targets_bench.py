@@ -24,12 +24,12 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from livedub.analysis import PatternSpec, write_pattern
-from livedub.media.background import DuckedBackground
-from livedub.media.dubtrack import DubClip, DubTrack
-from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import WorkerMetrics
-from livedub.media.muxer import Lane, PacedMuxer, Presentation
-from livedub.media.publisher import AacEncoder, FlvPublisher, Publisher
+from livedub.media.outputs.publisher import AacEncoder, FlvPublisher, Publisher
+from livedub.media.pipeline.background import DuckedBackground
+from livedub.media.pipeline.dubtrack import DubClip, DubTrack
+from livedub.media.pipeline.ingest import AudioChunk, StreamLayout, VideoPacket
+from livedub.media.pipeline.muxer import Lane, PacedMuxer, Presentation
 from livedub.media.types import AudioSegment
 
 LANGS = ["es", "fr", "it", "de", "pt", "ru"]
@@ -88,7 +88,7 @@ def run(
         lanes.append(Lane(lang, DubTrack(RATE, stretch=lambda a, _s: a, fade_s=0.05), outs))
     presentation: Presentation | None = None
     if hls:
-        from livedub.media.hls import HlsPresentation, renditions_for
+        from livedub.media.outputs.hls import HlsPresentation, renditions_for
 
         renditions = renditions_for("en", targets)
         presentation = HlsPresentation(

@@ -11,7 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("livedub.models.cli", "install / list the local model cache"),
     "sts": ("livedub.sts.server", "run the STS (speech-to-speech) Socket.IO service, port 3000"),
     "dub-file": ("livedub.sts.dub_file", "dub an audio/video file with the STS pipeline"),
-    "media": ("livedub.media.app", "run the media-service (workers, /health, /metrics), port 8080"),
+    "media": ("livedub.media.service.app", "run the media-service (workers, /health, /metrics), port 8080"),
     "media-server": ("livedub.mediaserver.nginx", "run the embedded RTMP media server (nginx-rtmp), port 1935"),
     "up": ("livedub.stack", "run the whole stack and wait for your own stream"),
     "demo": ("livedub.demo", "run the whole stack on the sample fixture and write the dubbed result"),

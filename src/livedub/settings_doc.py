@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic_settings import BaseSettings
 
 from livedub.media.settings import MediaSettings
-from livedub.media.sts_pool import StsPoolSettings
+from livedub.media.sts_link.sts_pool import StsPoolSettings
 from livedub.sts.fanout import FanoutSettings
 from livedub.sts.settings import StsSettings
 

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.e2e
 # speech for each language) that is ~1.5x real time on this dense fixture, so the delay line must hold the backlog
 # for both languages to be heard (bench/live_bench.py --targets measures the share dubbed per delay line).
 MULTI_TARGET_DELAY_MS = 20000
-OUTPUT_SHIFT_S = 0.1  # the output clock is the input's media time + SHIFT_MS (media/muxer.py)
+OUTPUT_SHIFT_S = 0.1  # the output clock is the input's media time + SHIFT_MS (media/pipeline/muxer.py)
 CUE_TOLERANCE_S = 0.5
 MIN_LANGUAGE_SHARE = 0.6  # of an output's speech pieces Whisper identifies as the target language
 # Of the translations' content words, the share an ASR pass (Whisper base) of the output finds, in every language:

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from media_testkit import fresh_metrics, media_settings, process_fake_client, process_fake_runner, serve_asgi
 
-from livedub.media.app import create_app
-from livedub.media.manager import WorkerManager
+from livedub.media.service.app import create_app
+from livedub.media.service.manager import WorkerManager
 from livedub.stack import free_port
 
 pytestmark = [

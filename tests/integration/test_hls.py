@@ -22,7 +22,7 @@ import av
 import numpy as np
 import pytest
 
-from livedub.media.hls import HlsPresentation, Rendition, renditions_for, subtitles_for
+from livedub.media.outputs.hls import HlsPresentation, Rendition, renditions_for, subtitles_for
 
 pytestmark = [
     pytest.mark.integration,

@@ -25,11 +25,11 @@ from test_media_ingest import corrupt_aac_burst
 
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
 from livedub.analysis.recorder import PacketInfo, StreamRecorder, read_packets
-from livedub.media.manager import WorkerManager
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.pipeline.worker import WorkerRunner
+from livedub.media.service.manager import WorkerManager
 from livedub.media.settings import MediaSettings
 from livedub.media.types import DubClient
-from livedub.media.worker import WorkerRunner
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.stack import free_port
 from livedub.testing.media import EchoDubClient, publish

@@ -35,13 +35,13 @@ from media_testkit import (
 )
 
 from livedub.analysis.recorder import StreamRecorder
-from livedub.media.app import create_app
-from livedub.media.backoff import ExponentialBackoff
-from livedub.media.circuit_breaker import BreakerState
-from livedub.media.manager import WorkerManager
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.service.app import create_app
+from livedub.media.service.manager import WorkerManager
 from livedub.media.settings import MediaSettings
-from livedub.media.sts_client import StsClient
+from livedub.media.sts_link.backoff import ExponentialBackoff
+from livedub.media.sts_link.circuit_breaker import BreakerState
+from livedub.media.sts_link.sts_client import StsClient
 from livedub.media.types import DubClient
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.mediaserver.nginx import RTMP_MODULE

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from livedub.analysis import PatternSpec, write_pattern
-from livedub.media.ingest import AudioChunk, Ingest, IngestEnd, IngestItem, StreamLayout, VideoPacket
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.pipeline.ingest import AudioChunk, Ingest, IngestEnd, IngestItem, StreamLayout, VideoPacket
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from livedub.media.segmenter import SileroSpeechDetector, SpeechSegmenter
+from livedub.media.pipeline.segmenter import SileroSpeechDetector, SpeechSegmenter
 from livedub.media.types import Pcm
 
 pytestmark = [

@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
 from livedub.analysis.recorder import PacketInfo, StreamRecorder, read_packets
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.pipeline.worker import WorkerRunner
 from livedub.media.settings import MediaSettings
 from livedub.media.types import AudioSegment, DubOutcome
-from livedub.media.worker import WorkerRunner
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.stack import free_port
 from livedub.testing.media import EchoDubClient, publish

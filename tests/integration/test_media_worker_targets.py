@@ -27,9 +27,9 @@ from media_testkit import fresh_metrics, serve_asgi
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
 from livedub.analysis.recorder import StreamRecorder, read_packets
 from livedub.dubbing.deadline import NO_DEADLINE, Deadline
+from livedub.media.pipeline.worker import WorkerRunner
 from livedub.media.settings import MediaSettings
-from livedub.media.sts_client import StsClient
-from livedub.media.worker import WorkerRunner
+from livedub.media.sts_link.sts_client import StsClient
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.protocol import FragmentData, FragmentProcessed, StreamConfig
 from livedub.stack import free_port

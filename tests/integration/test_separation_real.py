@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from livedub.dubbing.audio import resample
-from livedub.media.separation import MODEL_RATE, BedSeparator, DeepFilterNet
+from livedub.media.pipeline.separation import MODEL_RATE, BedSeparator, DeepFilterNet
 from livedub.testing.corpus import read_wav
 
 pytestmark = pytest.mark.integration

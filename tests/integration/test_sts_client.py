@@ -27,9 +27,9 @@ from media_testkit import (
 )
 
 from livedub.dubbing.deadline import NO_DEADLINE, Deadline
-from livedub.media.backoff import ExponentialBackoff
-from livedub.media.circuit_breaker import BreakerState
-from livedub.media.sts_client import StsClient
+from livedub.media.sts_link.backoff import ExponentialBackoff
+from livedub.media.sts_link.circuit_breaker import BreakerState
+from livedub.media.sts_link.sts_client import StsClient
 from livedub.media.types import AudioSegment, DubStatus
 from livedub.protocol import ErrorCode, FragmentData, FragmentProcessed, StreamConfig
 from livedub.protocol.codec import downmix_to_mono
@@ -175,9 +175,9 @@ async def test_a_clean_end_logs_no_warning(caplog: pytest.LogCaptureFixture) -> 
         await client.start()
         assert await client.wait_ready(10)
         assert (await client.dub(noise_segment(0))).status is DubStatus.DUBBED
-        with caplog.at_level(logging.INFO, logger="livedub.media.sts_client"):
+        with caplog.at_level(logging.INFO, logger="livedub.media.sts_link.sts_client"):
             await client.close()
-    records = [r for r in caplog.records if r.name == "livedub.media.sts_client"]
+    records = [r for r in caplog.records if r.name == "livedub.media.sts_link.sts_client"]
     assert not [r.getMessage() for r in records if r.levelno >= logging.WARNING]
     assert any("session ended" in r.getMessage() for r in records)
 

@@ -18,14 +18,14 @@ import pytest
 import socketio
 from media_testkit import fresh_metrics, media_settings, sample, serve_asgi
 
-from livedub.media.background import DuckedBackground
-from livedub.media.dubtrack import DubTrack
-from livedub.media.ingest import AudioChunk, StreamLayout
-from livedub.media.muxer import Lane, OutputTimeline, PacedMuxer
-from livedub.media.phrase_log import PhraseRecorder
-from livedub.media.sts_client import StsClient
+from livedub.media.pipeline.background import DuckedBackground
+from livedub.media.pipeline.dubtrack import DubTrack
+from livedub.media.pipeline.ingest import AudioChunk, StreamLayout
+from livedub.media.pipeline.muxer import Lane, OutputTimeline, PacedMuxer
+from livedub.media.pipeline.phrase_log import PhraseRecorder
+from livedub.media.pipeline.worker import WorkerRunner
+from livedub.media.sts_link.sts_client import StsClient
 from livedub.media.types import AudioSegment, DubChunkAudio, DubOutcome, DubStatus
-from livedub.media.worker import WorkerRunner
 from livedub.protocol import AudioFormat, StreamReady
 from livedub.protocol.codec import encode_payload
 from livedub.stack import free_port

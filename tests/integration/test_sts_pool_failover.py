@@ -37,9 +37,9 @@ from sts_testkit import Recorder
 
 import livedub.sts.server as sts_server
 from livedub.analysis.recorder import PacketInfo, StreamRecorder
-from livedub.media.app import create_app
-from livedub.media.manager import WorkerManager
-from livedub.media.sts_client import StsClient
+from livedub.media.service.app import create_app
+from livedub.media.service.manager import WorkerManager
+from livedub.media.sts_link.sts_client import StsClient
 from livedub.mediaserver import NginxRtmpServer, RtmpServerConfig
 from livedub.mediaserver.nginx import RTMP_MODULE
 from livedub.stack import free_port

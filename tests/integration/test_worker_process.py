@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from media_testkit import fresh_metrics, media_settings, process_fake_client, process_fake_runner, sample
 
-from livedub.media.manager import WorkerManager
+from livedub.media.service.manager import WorkerManager
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ class HeldRunner:
 
 
 async def test_a_process_worker_holds_its_output_until_released() -> None:
-    from livedub.media.worker_process import ChildMetrics, ProcessRunner
+    from livedub.media.service.worker_process import ChildMetrics, ProcessRunner
 
     metrics = fresh_metrics()
     runner = ProcessRunner(

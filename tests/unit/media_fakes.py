@@ -8,8 +8,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from livedub.media.manager import WorkerManager
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.service.manager import WorkerManager
 from livedub.media.settings import MediaSettings
 from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from livedub.media.captions import CAPTIONS_FILE, PHRASES_FILE, CueLog, follow, mark_ended, sse_event
+from livedub.media.outputs.captions import CAPTIONS_FILE, PHRASES_FILE, CueLog, follow, mark_ended, sse_event
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from livedub.media.metrics import WorkerMetrics
-from livedub.media.worker_process import ChildMetrics
+from livedub.media.service.worker_process import ChildMetrics
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from livedub.media.circuit_breaker import BreakerState, CircuitBreaker
-from livedub.media.sts_faults import StsVerdict, code_verdict, processed_verdict
+from livedub.media.sts_link.circuit_breaker import BreakerState, CircuitBreaker
+from livedub.media.sts_link.sts_faults import StsVerdict, code_verdict, processed_verdict
 from livedub.protocol import ErrorCode, FragmentError, FragmentProcessed
 
 pytestmark = pytest.mark.unit

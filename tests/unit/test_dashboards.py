@@ -17,7 +17,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from livedub.media.metrics import WorkerMetrics
-from livedub.media.sts_pool import StsPoolMonitor, stream_metrics
+from livedub.media.sts_link.sts_pool import StsPoolMonitor, stream_metrics
 from livedub.sts.metrics import StsMetrics
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livedub.media.background import DuckedBackground, db_to_gain
-from livedub.media.dubtrack import DubClip, DubTrack, catch_up_speed
+from livedub.media.pipeline.background import DuckedBackground, db_to_gain
+from livedub.media.pipeline.dubtrack import DubClip, DubTrack, catch_up_speed
 
 pytestmark = pytest.mark.unit
 
@@ -108,8 +108,8 @@ class HalfModel:
 
 
 def test_separated_background_is_the_bed_aligned_with_the_input() -> None:
-    from livedub.media.background import SeparatedBackground
-    from livedub.media.separation import BedSeparator
+    from livedub.media.pipeline.background import SeparatedBackground
+    from livedub.media.pipeline.separation import BedSeparator
 
     background = SeparatedBackground(BedSeparator(48000, 2, model=HalfModel()))
     ramp = (np.arange(48000 * 2).reshape(-1, 2) % 20000).astype(np.int16)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from livedub.media.captions import Cue, vtt_document, vtt_text, vtt_time
-from livedub.media.hls import (
+from livedub.media.outputs.captions import Cue, vtt_document, vtt_text, vtt_time
+from livedub.media.outputs.hls import (
     Anchor,
     BitrateMeter,
     HlsPresentation,

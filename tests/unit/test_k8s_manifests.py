@@ -23,7 +23,7 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from livedub.media.settings import MediaSettings
-from livedub.media.sts_pool import DNS_PREFIX, StsPoolSettings
+from livedub.media.sts_link.sts_pool import DNS_PREFIX, StsPoolSettings
 from livedub.sts.backends import asr_device
 from livedub.sts.fanout import FanoutSettings
 from livedub.sts.settings import StsSettings
@@ -140,7 +140,7 @@ def test_services_select_pods_and_target_their_ports() -> None:
 
 
 def test_probes_and_scrape_annotations_use_real_ports_and_paths() -> None:
-    from livedub.media.app import create_app as media_app
+    from livedub.media.service.app import create_app as media_app
     from livedub.sts.pipeline import EchoPipeline
     from livedub.sts.server import create_app as sts_app
 

@@ -82,7 +82,7 @@ def livedub_edges() -> tuple[ImportEdge, ...]:
 
 
 def top_level(module: str) -> str:
-    """`livedub.media` for livedub.media.worker; `livedub` for the root package itself."""
+    """`livedub.media` for livedub.media.pipeline.worker; `livedub` for the root package itself."""
     return ".".join(module.split(".")[:2])
 
 

@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from livedub.media.hls import HlsPresentation, renditions_for
-from livedub.media.publisher import AAC_FRAME, AacEncoder, FlvPublisher
+from livedub.media.outputs.hls import HlsPresentation, renditions_for
+from livedub.media.outputs.publisher import AAC_FRAME, AacEncoder, FlvPublisher
 
 pytestmark = pytest.mark.unit
 

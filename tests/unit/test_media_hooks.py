@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 from media_fakes import FakeFleet, make_manager
 
-from livedub.media.access import PublishPolicy, is_loopback
-from livedub.media.app import create_app, player_joined
-from livedub.media.hooks import StreamName, StreamRole, key_from_query, parse_stream_name
+from livedub.media.service.access import PublishPolicy, is_loopback
+from livedub.media.service.app import create_app, player_joined
+from livedub.media.service.hooks import StreamName, StreamRole, key_from_query, parse_stream_name
 
 pytestmark = pytest.mark.unit
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from livedub.media.aligner import dub_clip, fallback_reason
-from livedub.media.background import DuckedBackground
-from livedub.media.dubtrack import DubClip, DubTrack
-from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import WorkerMetrics
-from livedub.media.muxer import SHIFT_MS, Lane, OutputTimeline, PacedMuxer
+from livedub.media.pipeline.aligner import dub_clip, fallback_reason
+from livedub.media.pipeline.background import DuckedBackground
+from livedub.media.pipeline.dubtrack import DubClip, DubTrack
+from livedub.media.pipeline.ingest import AudioChunk, StreamLayout, VideoPacket
+from livedub.media.pipeline.muxer import SHIFT_MS, Lane, OutputTimeline, PacedMuxer
 from livedub.media.types import AudioSegment, DubOutcome, DubStatus, Pcm
 
 pytestmark = pytest.mark.unit
@@ -236,7 +236,7 @@ def test_muxer_delay_line_ignores_the_burst_of_a_probe() -> None:
 
 
 def test_ingest_timeline_absorbs_timestamp_jumps() -> None:
-    from livedub.media.ingest import Timeline
+    from livedub.media.pipeline.ingest import Timeline
 
     tl = Timeline(origin_ms=5000)
     assert [tl.map("video", t) for t in (5000, 5040, 5080)] == [0, 40, 80]

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from livedub.media.plan import RtmpOutput, StreamPlan
+from livedub.media.pipeline.plan import RtmpOutput, StreamPlan
 from livedub.media.settings import MediaSettings
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from livedub.media.segmenter import FixedSegmenter, SileroSpeechDetector, SpeechSegmenter, make_segmenter
+from livedub.media.pipeline.segmenter import FixedSegmenter, SileroSpeechDetector, SpeechSegmenter, make_segmenter
 from livedub.media.settings import MediaSettings
 from livedub.media.types import Pcm
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livedub.media.sts_audio import dub_pcm, segment_payload
+from livedub.media.sts_link.sts_audio import dub_pcm, segment_payload
 from livedub.media.types import AudioSegment
 from livedub.protocol import AudioFormat
 from livedub.protocol.codec import encode_payload

@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 from media_fakes import FakeFleet, make_manager
 
-from livedub.media.app import create_app
-from livedub.media.hooks import StreamRole, parse_stream_name
+from livedub.media.service.app import create_app
+from livedub.media.service.hooks import StreamRole, parse_stream_name
 from livedub.media.settings import MediaSettings
 
 pytestmark = pytest.mark.unit

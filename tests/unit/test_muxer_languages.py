@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from livedub.media.background import DuckedBackground
-from livedub.media.dubtrack import DubClip, DubTrack
-from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import WorkerMetrics
-from livedub.media.muxer import SHIFT_MS, Decision, Lane, OutputTimeline, PacedMuxer
-from livedub.media.phrase_log import PhraseRecorder, TierShares
+from livedub.media.pipeline.background import DuckedBackground
+from livedub.media.pipeline.dubtrack import DubClip, DubTrack
+from livedub.media.pipeline.ingest import AudioChunk, StreamLayout, VideoPacket
+from livedub.media.pipeline.muxer import SHIFT_MS, Decision, Lane, OutputTimeline, PacedMuxer
+from livedub.media.pipeline.phrase_log import PhraseRecorder, TierShares
 from livedub.media.types import AudioSegment, DubOutcome, DubStatus, Pcm
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,4 @@
-"""The operator page's router (media/operator.py): page access, the overview, the token-guarded controls.
+"""The operator page's router (media/service/operator.py): page access, the overview, the token-guarded controls.
 
 A real WorkerManager with fake runners (thread isolation); no media server (its /stat is unreachable), no STS.
 """
@@ -13,9 +13,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from media_fakes import FakeFleet, make_manager
 
-from livedub.media import operator
-from livedub.media.app import create_app
-from livedub.media.app_state import app_media_state
+from livedub.media.service import operator
+from livedub.media.service.app import create_app
+from livedub.media.service.app_state import app_media_state
 from livedub.mediaserver.stat import RtmpStream
 
 LOOPBACK = ("127.0.0.1", 40000)
@@ -33,7 +33,7 @@ def operator_app(fleet: FakeFleet, monitor_token: str = "", api_token: str = "")
     settings = manager.settings.model_copy(update={"monitor_token": monitor_token})
     app = create_app(settings, manager)
     if not any(getattr(route, "path", "") == "/v1/operator/overview" for route in app.routes):
-        app.include_router(operator.router)  # until media/app.py includes it
+        app.include_router(operator.router)  # until media/service/app.py includes it
     return app
 
 

@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from livedub.media import outputs_http
-from livedub.media.app import create_app
-from livedub.media.captions import CueLog
+from livedub.media.outputs.captions import CueLog
+from livedub.media.service import outputs_http
+from livedub.media.service.app import create_app
 from livedub.media.settings import MediaSettings
 
 pytestmark = pytest.mark.unit
@@ -27,7 +27,7 @@ def settings(tmp_path: Path, **extra: object) -> MediaSettings:
 def app_for(s: MediaSettings) -> FastAPI:
     app = create_app(s)
     if not any(getattr(route, "path", "") == "/hls/{stream_id}/{name}" for route in app.routes):
-        app.include_router(outputs_http.router)  # until media/app.py includes it
+        app.include_router(outputs_http.router)  # until media/service/app.py includes it
     return app
 
 

@@ -8,8 +8,8 @@ import types
 import numpy as np
 import pytest
 
-from livedub.media import separation
-from livedub.media.separation import (
+from livedub.media.pipeline import separation
+from livedub.media.pipeline.separation import (
     MODEL_RATE,
     BedSeparator,
     DeepFilterNet,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from livedub.media.backoff import ExponentialBackoff, SendThrottle
+from livedub.media.sts_link.backoff import ExponentialBackoff, SendThrottle
 from livedub.protocol import Backpressure, BackpressureAction, BackpressureSeverity
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from livedub.media.sts_pool import (
+from livedub.media.sts_link.sts_pool import (
     EndpointHealth,
     EndpointState,
     FixedEndpoint,

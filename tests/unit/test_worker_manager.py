@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from media_fakes import FakeFleet, make_manager, wait_running
 
-from livedub.media.manager import WorkerManager
+from livedub.media.service.manager import WorkerManager
 
 pytestmark = pytest.mark.unit
 

@@ -26,9 +26,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
-from livedub.media.app_state import media_state
-from livedub.media.captions import CAPTIONS_FILE, PHRASES_FILE, follow, sse_event
-from livedub.media.hooks import STREAM_ID_RE
+from livedub.media.outputs.captions import CAPTIONS_FILE, PHRASES_FILE, follow, sse_event
+from livedub.media.service.app_state import media_state
+from livedub.media.service.hooks import STREAM_ID_RE
 from livedub.media.settings import MediaSettings
 
 router = APIRouter()

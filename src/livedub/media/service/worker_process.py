@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 class Runner(Protocol):
-    """A stream's worker as the manager and the worker process drive it (`livedub.media.worker.WorkerRunner`)."""
+    """A stream's worker as the manager and the worker process drive it (`pipeline.worker.WorkerRunner`)."""
 
     async def run(self) -> None: ...
 

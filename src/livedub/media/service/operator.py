@@ -8,8 +8,8 @@
   (`{"target_languages": [...]}`, applied at the next start): need `Authorization: Bearer MONITOR_TOKEN`.
   Without MONITOR_TOKEN the controls are off (the page is read-only) and the page is served to loopback only.
 
-Players, captions and the phrase timeline use the HLS presentation and the SSE endpoints of media/outputs_http.py.
-The data endpoints sit behind the service's access guard (media/access.py) like `/v1/streams`.
+Players, captions and the phrase timeline use the HLS presentation and the SSE endpoints of outputs_http.py.
+The data endpoints sit behind the service's access guard (media/service/access.py) like `/v1/streams`.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field, field_validator
 
 from livedub.languages import LANGUAGES
-from livedub.media.access import AccessDecision, control_access, is_loopback, page_access
-from livedub.media.app_state import MediaAppState, OperatorState, media_state
-from livedub.media.hooks import STREAM_ID_RE
-from livedub.media.manager import WorkerManager
+from livedub.media.service.access import AccessDecision, control_access, is_loopback, page_access
+from livedub.media.service.app_state import MediaAppState, OperatorState, media_state
+from livedub.media.service.hooks import STREAM_ID_RE
+from livedub.media.service.manager import WorkerManager
+from livedub.media.service.worker_process import ChildMetrics
 from livedub.media.settings import MediaSettings
-from livedub.media.sts_probe import StsProbe
-from livedub.media.worker_process import ChildMetrics
+from livedub.media.sts_link.sts_probe import StsProbe
 from livedub.mediaserver.stat import RtmpStream, parse_rtmp_stat
 from livedub.paths import livedub_home
 
@@ -44,7 +44,7 @@ UI_DIR = Path(__file__).parent / "ui"
 HLSJS_RELATIVE = Path("node_modules/hls.js/dist/hls.min.js")
 # `npm install --prefix .cache/npm hls.js@1` in the repository (scripts/setup.sh; the source tree's root is 4 up),
 # or in the working directory, or `--prefix $LIVEDUB_HOME/npm` (an installed package, a container image).
-NPM_PREFIXES = (Path(__file__).resolve().parents[3] / ".cache" / "npm", Path.cwd() / ".cache" / "npm")
+NPM_PREFIXES = (Path(__file__).resolve().parents[4] / ".cache" / "npm", Path.cwd() / ".cache" / "npm")
 LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}$")
 STAT_TIMEOUT_S = 1.0
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 
-from livedub.media.manager import WorkerManager
+from livedub.media.service.manager import WorkerManager
 from livedub.media.settings import MediaSettings
-from livedub.media.sts_pool import StsPoolMonitor
-from livedub.media.sts_probe import StsProbe
+from livedub.media.sts_link.sts_pool import StsPoolMonitor
+from livedub.media.sts_link.sts_probe import StsProbe
 
 
 @dataclass
@@ -60,7 +60,7 @@ def app_media_state(app: FastAPI) -> MediaAppState:
     except AttributeError:  # Starlette's State raises it for a name never set
         state = None
     if not isinstance(state, MediaAppState):
-        raise AppStateMissingError("the app has no MediaAppState: build it with livedub.media.app.create_app")
+        raise AppStateMissingError("the app has no MediaAppState: build it with livedub.media.service.app.create_app")
     return state
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from livedub.media.dubtrack import DubClip, FloatAudio
+from livedub.media.pipeline.dubtrack import DubClip, FloatAudio
 from livedub.media.types import AudioSegment, DubChunkAudio, DubOutcome, DubStatus, Pcm
 
 SILENCE = 1e-3  # amplitude (of full scale) under which the dub's edges count as silence

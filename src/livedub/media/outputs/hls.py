@@ -31,8 +31,8 @@ from pathlib import Path
 import av
 import av.error
 
-from livedub.media.captions import Cue, mark_ended, vtt_document
-from livedub.media.publisher import MAX_INTERLEAVE_DELTA_US, AacEncoder
+from livedub.media.outputs.captions import Cue, mark_ended, vtt_document
+from livedub.media.outputs.publisher import MAX_INTERLEAVE_DELTA_US, AacEncoder
 
 log = logging.getLogger(__name__)
 

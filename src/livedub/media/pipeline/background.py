@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from livedub.media.pcm_buffer import PcmBuffer
+from livedub.media.pipeline.pcm_buffer import PcmBuffer
 from livedub.media.settings import MediaSettings
 from livedub.media.types import Pcm
 
 if TYPE_CHECKING:
-    from livedub.media.separation import BedSeparator
+    from livedub.media.pipeline.separation import BedSeparator
 
 KEEP_BED_S = 30.0  # separated bed kept behind the newest input (the delay line is far shorter)
 
@@ -90,7 +90,7 @@ class SeparatedBackground:
 def make_background(settings: MediaSettings, sample_rate: int, channels: int) -> Background:
     """The background BACKGROUND_MODE names, for one stream."""
     if settings.background_mode == "separate":
-        from livedub.media.separation import BedSeparator  # its C runtime loads only in this mode
+        from livedub.media.pipeline.separation import BedSeparator  # its C runtime loads only in this mode
 
         return SeparatedBackground(BedSeparator(sample_rate, max(1, channels)), settings.separate_bed_gain_db)
     return DuckedBackground(settings.duck_gain_db)

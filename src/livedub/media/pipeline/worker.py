@@ -30,16 +30,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from livedub.dubbing.audio import time_stretch
-from livedub.media.aligner import chunk_clip, dub_clip, fallback_reason
-from livedub.media.background import make_background
-from livedub.media.dubtrack import DubTrack
-from livedub.media.ingest import AudioChunk, Ingest, IngestEnd, IngestItem, StreamLayout, VideoPacket
 from livedub.media.metrics import METRICS, WorkerMetrics
-from livedub.media.muxer import Lane, MuxStats, OutputTimeline, PacedMuxer, Presentation
-from livedub.media.phrase_log import PhraseRecorder
-from livedub.media.plan import StreamPlan
-from livedub.media.publisher import AacEncoder, FlvPublisher, Publisher
-from livedub.media.segmenter import Segmenter, make_segmenter
+from livedub.media.outputs.publisher import AacEncoder, FlvPublisher, Publisher
+from livedub.media.pipeline.aligner import chunk_clip, dub_clip, fallback_reason
+from livedub.media.pipeline.background import make_background
+from livedub.media.pipeline.dubtrack import DubTrack
+from livedub.media.pipeline.ingest import AudioChunk, Ingest, IngestEnd, IngestItem, StreamLayout, VideoPacket
+from livedub.media.pipeline.muxer import Lane, MuxStats, OutputTimeline, PacedMuxer, Presentation
+from livedub.media.pipeline.phrase_log import PhraseRecorder
+from livedub.media.pipeline.plan import StreamPlan
+from livedub.media.pipeline.segmenter import Segmenter, make_segmenter
 from livedub.media.settings import MediaSettings
 from livedub.media.types import (
     AudioSegment,
@@ -401,7 +401,7 @@ class WorkerRunner:
         s = self.settings
         if not self.plan.hls:
             return None
-        from livedub.media.hls import HlsPresentation, renditions_for, subtitles_for
+        from livedub.media.outputs.hls import HlsPresentation, renditions_for, subtitles_for
 
         plan = self.plan
         renditions = renditions_for(plan.source_language, plan.targets)  # "Original (English)", "Español", ...
@@ -420,7 +420,7 @@ class WorkerRunner:
 
     def _open_recorder(self, timeline: OutputTimeline) -> PhraseRecorder:
         """Captions and phrase log; without a writable directory, captions go to the HLS presentation only."""
-        from livedub.media.captions import CueLog
+        from livedub.media.outputs.captions import CueLog
 
         try:
             log_file = CueLog(self.settings.stream_dir(self.stream_id))

@@ -6,7 +6,7 @@
 - Control and observation (`/v1/streams`, `/metrics`, `/hls/`, anything else): loopback, or `Authorization: Bearer
   MEDIA_API_TOKEN` (or MONITOR_TOKEN, the operator's token).
 - `/health` is open (container health checks, load balancers); it names no stream. The operator page's files
-  (`/ui/`) decide for themselves (media/operator.py: loopback, or a remote operator once MONITOR_TOKEN is set); the
+  (`/ui/`) decide for themselves (operator.py: loopback, or a remote operator once MONITOR_TOKEN is set); the
   data they show goes through the rule above.
 - The operator page (`page_access`): loopback always; other machines only once MONITOR_TOKEN is set. Its controls
   (`control_access`: stop, start, next languages) need `Authorization: Bearer MONITOR_TOKEN`, from loopback too; none
@@ -24,7 +24,7 @@ import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
 
-from livedub.media.hooks import StreamName, StreamRole
+from livedub.media.service.hooks import StreamName, StreamRole
 
 HOOK_SECRET_HEADER = "x-livedub-hook-secret"
 HOOK_SECRET_PARAM = "hook_secret"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from livedub.media.muxer import Decision, OutputTimeline
+from livedub.media.pipeline.muxer import Decision, OutputTimeline
 from livedub.media.types import AudioSegment, DubOutcome
 
 CueSink = Callable[[str, float, float, str], None]

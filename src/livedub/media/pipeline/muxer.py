@@ -37,12 +37,12 @@ from typing import Protocol
 import av
 import numpy as np
 
-from livedub.media.background import Background, DuckedBackground, FloatPcm
-from livedub.media.dubtrack import DubClip, DubTrack, PlacedDub
-from livedub.media.ingest import AudioChunk, StreamLayout, VideoPacket
 from livedub.media.metrics import METRICS, WorkerMetrics
-from livedub.media.pcm_buffer import PcmBuffer
-from livedub.media.publisher import AAC_FRAME, Publisher
+from livedub.media.outputs.publisher import AAC_FRAME, Publisher
+from livedub.media.pipeline.background import Background, DuckedBackground, FloatPcm
+from livedub.media.pipeline.dubtrack import DubClip, DubTrack, PlacedDub
+from livedub.media.pipeline.ingest import AudioChunk, StreamLayout, VideoPacket
+from livedub.media.pipeline.pcm_buffer import PcmBuffer
 from livedub.media.types import AudioSegment, Pcm
 
 log = logging.getLogger(__name__)

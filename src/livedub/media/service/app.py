@@ -8,11 +8,11 @@
 - `POST /v1/mediamtx/events/ready`, `/v1/mediamtx/events/not-ready`: MediaMTX `runOnReady`/`runOnNotReady`
   hooks (JSON, see `MediaMtxEvent`).
 - `POST /v1/mediamtx/auth`: MediaMTX `authHTTPAddress` (publish key and stream limit, checked before publishing).
-- `GET /ui/`: the operator's page (media/operator.py); its controls need MONITOR_TOKEN.
+- `GET /ui/`: the operator's page (media/service/operator.py); its controls need MONITOR_TOKEN.
 - `GET /hls/<id>/master.m3u8` (and its playlists, segments, WebVTT), `GET /v1/streams/<id>/captions` and
-  `/v1/streams/<id>/phrases` (server-sent events): the stream's outputs beside RTMP (media/outputs_http.py).
+  `/v1/streams/<id>/phrases` (server-sent events): the stream's outputs beside RTMP (media/service/outputs_http.py).
 
-Access (media/access.py): hooks only from loopback or with MEDIA_HOOK_SECRET; /v1/streams and /metrics from loopback
+Access (access.py): hooks only from loopback or with MEDIA_HOOK_SECRET; /v1/streams and /metrics from loopback
 or with MEDIA_API_TOKEN; /health open. The service binds loopback unless `--public`.
 """
 
@@ -36,14 +36,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from livedub.media import operator, outputs_http
-from livedub.media.access import HOOK_SECRET_HEADER, HOOK_SECRET_PARAM, ApiAccess, PublishPolicy
-from livedub.media.app_state import MediaAppState, install_state
-from livedub.media.hooks import StreamName, StreamRole, key_from_query, parse_stream_name
-from livedub.media.manager import WorkerManager
+from livedub.media.service import operator, outputs_http
+from livedub.media.service.access import HOOK_SECRET_HEADER, HOOK_SECRET_PARAM, ApiAccess, PublishPolicy
+from livedub.media.service.app_state import MediaAppState, install_state
+from livedub.media.service.hooks import StreamName, StreamRole, key_from_query, parse_stream_name
+from livedub.media.service.manager import WorkerManager
 from livedub.media.settings import MediaSettings
-from livedub.media.sts_pool import StsPoolMonitor
-from livedub.media.sts_probe import StsProbe
+from livedub.media.sts_link.sts_pool import StsPoolMonitor
+from livedub.media.sts_link.sts_probe import StsProbe
 from livedub.mediaserver.stat import parse_rtmp_stat
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ RequestHandler = Callable[[Request], Awaitable[Response]]
 
 
 def access_guard(access: ApiAccess) -> Callable[[Request, RequestHandler], Awaitable[Response]]:
-    """The HTTP middleware that applies media/access.py's rule to every request."""
+    """The HTTP middleware that applies media/service/access.py's rule to every request."""
 
     async def guard(request: Request, call_next: RequestHandler) -> Response:
         client_host = request.client.host if request.client else ""

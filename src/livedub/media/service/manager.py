@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from livedub.media.loop_thread import EventLoopThread
 from livedub.media.metrics import METRICS, WorkerMetrics
+from livedub.media.service.loop_thread import EventLoopThread
+from livedub.media.service.worker_process import ChildMetrics, ParentSideClient, ProcessRunner, Runner
 from livedub.media.settings import MediaSettings
 from livedub.media.types import DubClient
-from livedub.media.worker_process import ChildMetrics, ParentSideClient, ProcessRunner, Runner
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +33,14 @@ DubClientFactory = Callable[[str, MediaSettings, WorkerMetrics], DubClient]
 def default_runner_factory(
     stream_id: str, settings: MediaSettings, dub_client: DubClient, metrics: WorkerMetrics
 ) -> Runner:
-    from livedub.media.worker import WorkerRunner  # imported late: it pulls in PyAV, models, ...
+    from livedub.media.pipeline.worker import WorkerRunner  # imported late: it pulls in PyAV, models, ...
 
     return WorkerRunner(stream_id, settings, dub_client, metrics)
 
 
 def default_client_factory(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
-    from livedub.media.sts_client import StsClient
-    from livedub.media.sts_pool import stream_endpoint
+    from livedub.media.sts_link.sts_client import StsClient
+    from livedub.media.sts_link.sts_pool import stream_endpoint
 
     endpoint = stream_endpoint(stream_id, settings.sts_service_url, metrics.registry)
     return StsClient(stream_id, settings, metrics, dub_overrun_ms=settings.dub_overrun_ms, endpoint=endpoint)

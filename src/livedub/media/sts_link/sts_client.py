@@ -50,13 +50,13 @@ from typing import Any, TypeVar
 import socketio
 from pydantic import ValidationError
 
-from livedub.media.backoff import ExponentialBackoff, SendThrottle
-from livedub.media.circuit_breaker import BreakerState, CircuitBreaker
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.settings import MediaSettings
-from livedub.media.sts_audio import dub_pcm, segment_payload
-from livedub.media.sts_faults import StsVerdict, code_verdict, processed_verdict
-from livedub.media.sts_pool import FixedEndpoint, StsEndpoint
+from livedub.media.sts_link.backoff import ExponentialBackoff, SendThrottle
+from livedub.media.sts_link.circuit_breaker import BreakerState, CircuitBreaker
+from livedub.media.sts_link.sts_audio import dub_pcm, segment_payload
+from livedub.media.sts_link.sts_faults import StsVerdict, code_verdict, processed_verdict
+from livedub.media.sts_link.sts_pool import FixedEndpoint, StsEndpoint
 from livedub.media.types import AudioSegment, DubChunkAudio, DubOutcome, DubStatus, OnChunk, OnOutcome
 from livedub.protocol import (
     AudioFormat,
