@@ -89,6 +89,22 @@ async def test_auto_disconnect_delay_set_as_the_seed_names_it(monkeypatch: pytes
     assert 0.8 <= closed_after_s < 3.0
 
 
+@pytest.mark.parametrize("path", ["/ws/sts", "/socket.io"])
+async def test_seed_echo_suite_auto_disconnect_on_both_paths(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """The seed's own `test_stream_complete_auto_disconnect` step by step: its echo server's configuration
+    (auto_disconnect_delay=1, as the setting AUTO_DISCONNECT_DELAY), a client on either Socket.IO path that opens a
+    stream with an empty config, ends it without a fragment, and must be gone within 3 s."""
+    monkeypatch.setenv("AUTO_DISCONNECT_DELAY", "1")
+    async with running_server(EchoPipeline()) as srv:
+        client = await Recorder().connect(srv.url, socketio_path=path)
+        gone = _watch_disconnect(client)
+        await client.emit("stream:init", {"stream_id": "auto-disconnect-test", "worker_id": "worker-1", "config": {}})
+        await asyncio.sleep(0.2)
+        await client.emit("stream:end", {"stream_id": "auto-disconnect-test"})
+        await asyncio.wait_for(gone.wait(), 3.0)
+        assert not client.sio.connected
+
+
 async def test_auto_disconnect_delay_defaults_to_five_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AUTO_DISCONNECT_DELAY", raising=False)
     async with running_server(FakeProcessor()) as srv:
