@@ -33,6 +33,7 @@ from livedub.stack import FilePublisher, ManagedProcess, free_ports, http_get
 pytestmark = pytest.mark.integration
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
 
@@ -178,15 +179,20 @@ def test_1_empty_list_then_a_published_stream_appears(
     print(f"stream listed {appeared_s:.1f} s after the publisher started")
     assert appeared_s < 10
     wait_for("state running", lambda: row_text(browser, "state") == "running", 20)
-    assert "en → es, fr" in row_text(browser, "languages")
+    assert wait_for("the languages", lambda: "en → es, fr" in row_text(browser, "languages"), 10)
     assert not browser.find_element(By.ID, "empty").is_displayed()
     assert console_errors(browser) == []
 
 
 def row_text(driver: Any, column: str) -> str:
+    """The cell's text, or "" while the page re-renders the row (the list is redrawn on each refresh: a cell found
+    just before a redraw is stale by the time its text is read; the caller's wait_for asks again)."""
     columns = ["stream", "state", "languages", "lag", "dubbed", "tiers", "dropped", "sts", "notes"]
-    cells = driver.find_elements(By.CSS_SELECTOR, f'tr.stream[data-stream-id="{STREAM}"] td')
-    return str(cells[columns.index(column)].text) if cells else ""
+    try:
+        cells = driver.find_elements(By.CSS_SELECTOR, f'tr.stream[data-stream-id="{STREAM}"] td')
+        return str(cells[columns.index(column)].text) if cells else ""
+    except StaleElementReferenceException:
+        return ""
 
 
 def player_state(driver: Any) -> dict[str, Any]:
