@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # bed of the speech-over-music fixture; stress-ng keeps a core busy for the busy-machine tests; the fr/it sounds are
 # the other languages' human test speech; chromium drives the operator page's browser tests; redis-server backs the
 # STS fan-out tests.
-APT_PACKAGES=(nginx libnginx-mod-rtmp ffmpeg espeak-ng apertium-eng-spa apertium-fr-es
+APT_PACKAGES=(nginx libnginx-mod-rtmp ffmpeg libsrt1.5-gnutls espeak-ng apertium-eng-spa apertium-fr-es
               asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
               asterisk-core-sounds-it-wav
               asterisk-core-sounds-en asterisk-core-sounds-es asterisk-core-sounds-fr asterisk-core-sounds-it
