@@ -26,7 +26,7 @@ from media_testkit import fresh_metrics, serve_asgi
 
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
 from livedub.analysis.recorder import StreamRecorder, read_packets
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline
+from livedub.deadline import NO_DEADLINE, Deadline
 from livedub.media.pipeline.worker import WorkerRunner
 from livedub.media.settings import MediaSettings
 from livedub.media.sts_link.sts_client import StsClient

@@ -26,7 +26,7 @@ from media_testkit import (
     serve_asgi,
 )
 
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline
+from livedub.deadline import NO_DEADLINE, Deadline
 from livedub.media.sts_link.backoff import ExponentialBackoff
 from livedub.media.sts_link.circuit_breaker import BreakerState
 from livedub.media.sts_link.sts_client import StsClient

@@ -13,7 +13,7 @@ import pytest
 import socketio
 from media_testkit import fresh_metrics, media_settings, noise_segment, serve_asgi
 
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline
+from livedub.deadline import NO_DEADLINE, Deadline
 from livedub.media.sts_link.backoff import ExponentialBackoff
 from livedub.media.sts_link.sts_client import StsClient
 from livedub.media.types import DubOutcome, DubStatus

@@ -17,7 +17,7 @@ import uvicorn
 from sts_testkit import Recorder, init_payload, isolated_settings, pcm_fragment, running_server
 from test_sts_server import FakeProcessor
 
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline
+from livedub.deadline import NO_DEADLINE, Deadline
 from livedub.observe import StsMonitor
 from livedub.protocol import FragmentData, FragmentProcessed, StreamConfig
 from livedub.sts.server import create_app

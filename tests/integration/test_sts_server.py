@@ -19,7 +19,7 @@ import pytest
 import socketio
 from sts_testkit import Recorder, init_payload, pcm_fragment, running_server
 
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline
+from livedub.deadline import NO_DEADLINE, Deadline
 from livedub.dubbing.interfaces import UnsupportedLanguageError
 from livedub.protocol import (
     AudioFormat,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from livedub.deadline import Deadline
 from livedub.dubbing.costs import StageCosts
-from livedub.dubbing.deadline import Deadline
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext
 from livedub.dubbing.models import (
     NotAFastTranslatorError,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from livedub.dubbing.deadline import Deadline
+from livedub.deadline import Deadline
 from livedub.protocol import AudioFormat, AudioPayload, ErrorCode, ErrorSimulation, FragmentData
 from livedub.sts.error_simulation import ErrorSimulator
 

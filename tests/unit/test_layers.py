@@ -24,7 +24,7 @@ DUBBING = "livedub.dubbing"
 
 # Lowest first; a subpackage (or top-level module) may import its own layer's neighbours and the layers below.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"paths", "lifetime", "languages", "protocol", "models", "mediaserver"}),
+    frozenset({"paths", "lifetime", "languages", "deadline", "protocol", "models", "mediaserver"}),
     frozenset({"dubbing"}),
     frozenset({"sts", "media"}),
     frozenset({"stack", "observe", "analysis", "fixture"}),

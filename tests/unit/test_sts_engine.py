@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from livedub.deadline import Deadline
 from livedub.dubbing import (
     Dub,
     DubEngine,
@@ -27,7 +28,6 @@ from livedub.dubbing import (
 )
 from livedub.dubbing.chunks import CLAUSE_PAUSE_S, DubChunk
 from livedub.dubbing.costs import CHARS_PER_SPEECH_S, OPTIMISM, Work
-from livedub.dubbing.deadline import Deadline
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, TranslationContext
 from livedub.dubbing.translate.registry import TranslatorCapabilities
 from livedub.dubbing.tts.bank import VoiceBank

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from livedub.deadline import Deadline
 from livedub.dubbing import SpeakingPace
-from livedub.dubbing.deadline import Deadline
 from livedub.dubbing.interfaces import NO_CONTEXT, FloatAudio, Transcript, TranslationContext, UnsupportedLanguageError
 from livedub.dubbing.translate import TranslationError
 from livedub.dubbing.translate.registry import TranslatorCapabilities

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from livedub.deadline import NO_DEADLINE, Deadline
 from livedub.dubbing.costs import StageCosts, Work
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline
 from livedub.dubbing.tiers import Offer, TierPolicy
 from livedub.dubbing.values import (
     TRANSLATION_STAGES,

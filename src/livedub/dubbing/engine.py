@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from livedub.deadline import NO_DEADLINE, Deadline, DeadlineExceeded
 from livedub.dubbing.audio import fit_duration, resample
 from livedub.dubbing.chunks import (
     CLAUSE_PAUSE_S,
@@ -28,7 +29,6 @@ from livedub.dubbing.chunks import (
     clauses_on_a_lane,
 )
 from livedub.dubbing.costs import StageCosts, Work
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline, DeadlineExceeded
 from livedub.dubbing.interfaces import (
     NO_CONTEXT,
     ASRBackend,

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from livedub.deadline import Deadline
 from livedub.dubbing.costs import StageCosts, Work
-from livedub.dubbing.deadline import Deadline
 from livedub.dubbing.values import Stage, TranslatorTier, VoiceTier
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline
+from livedub.deadline import NO_DEADLINE, Deadline
 from livedub.protocol import ErrorSimulation, ErrorSimulationRule, FragmentData
 
 # A bit past the deadline, so that the server's TIMEOUT answer is out before the held fragment returns.

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from livedub.dubbing.deadline import Deadline
+from livedub.deadline import Deadline
 from livedub.protocol import (
     DubChunk,
     EventName,

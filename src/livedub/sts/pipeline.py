@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from livedub.deadline import NO_DEADLINE, Deadline
 from livedub.dubbing import Dub, DubEngine, DubProgress, StageFailed, TooLate, Utterance, fit_target
 from livedub.dubbing.chunks import DubChunk as EngineChunk
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline
 from livedub.dubbing.glossary import merge
 from livedub.dubbing.interfaces import ASRBackend, FloatAudio, TranslationContext, Translator, TTSBackend
 from livedub.dubbing.speaker import EmbedderMissingError, SpeakerEmbedder

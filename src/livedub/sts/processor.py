@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
-from livedub.dubbing.deadline import NO_DEADLINE, Deadline
+from livedub.deadline import NO_DEADLINE, Deadline
 from livedub.languages import UnsupportedLanguageError
 from livedub.protocol import DubChunk, FragmentData, FragmentProcessed, StreamConfig
 
