@@ -122,7 +122,7 @@ class Voices:
         key = f"piper:{voice.voice}" if voice.backend == "piper" else voice.backend  # a Piper model per voice
         if key not in self._backends:
             from livedub.dubbing import tts
-            from livedub.sts.model_files import resolve_model, resolve_model_dir
+            from livedub.dubbing.model_files import resolve_model, resolve_model_dir
 
             builders: dict[str, Callable[[], object]] = {
                 "piper": lambda: tts.PiperTTS(resolve_model(voice.voice)),

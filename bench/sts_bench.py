@@ -97,7 +97,7 @@ class Models:
 
     def asr(self) -> ASRBackend:
         from livedub.dubbing.asr import WhisperASR
-        from livedub.sts.model_files import cpu_threads, resolve_model_dir
+        from livedub.dubbing.model_files import cpu_threads, resolve_model_dir
 
         s = self.settings
         return self._get(  # type: ignore[return-value]
@@ -116,7 +116,7 @@ class Models:
         """The ASR that scores dubs (ASR-BLEU), fixed (beam 5, VAD, full 30 s window) so that tuning the pipeline's
         ASR does not move the score."""
         from livedub.dubbing.asr import WhisperASR
-        from livedub.sts.model_files import cpu_threads, resolve_model_dir
+        from livedub.dubbing.model_files import cpu_threads, resolve_model_dir
 
         s = self.settings
         return self._get(  # type: ignore[return-value]
@@ -126,7 +126,7 @@ class Models:
 
     def translator(self, kind: str) -> Translator:
         from livedub.dubbing import translate
-        from livedub.sts.model_files import cpu_threads, resolve_model
+        from livedub.dubbing.model_files import cpu_threads, resolve_model
 
         s = self.settings
         builders: dict[str, Callable[[], object]] = {
@@ -138,8 +138,8 @@ class Models:
     def tts(self, kind: str, language: str = "es") -> TTSBackend:
         """The synthesiser `kind` speaking with the language table's first voice of that backend for `language`."""
         from livedub.dubbing import tts
+        from livedub.dubbing.model_files import cpu_threads, resolve_model, resolve_model_dir
         from livedub.languages import LANGUAGES
-        from livedub.sts.model_files import cpu_threads, resolve_model, resolve_model_dir
 
         s = self.settings
         voice = next((v.voice for v in LANGUAGES[language].voices if v.backend == kind), "")
@@ -571,8 +571,8 @@ def run_tts(
     """With `all_voices`, every Kokoro voice style is scored (the configured one is the default)."""
     import jiwer
 
+    from livedub.dubbing.model_files import resolve_model_dir
     from livedub.dubbing.tts import KokoroTTS
-    from livedub.sts.model_files import resolve_model_dir
 
     asr = models.asr()
     # Sentences (3+ words) short enough that even a slow synthesiser stays inside one 30 s Whisper window.

@@ -82,7 +82,7 @@ class VoiceScore:
 class Backends:
     def __init__(self, settings: StsSettings) -> None:
         from livedub.dubbing.asr import WhisperASR
-        from livedub.sts.model_files import cpu_threads, resolve_model_dir
+        from livedub.dubbing.model_files import cpu_threads, resolve_model_dir
 
         self.settings = settings
         threads = cpu_threads(settings.cpu_threads)
@@ -95,7 +95,7 @@ class Backends:
 
     def tts(self, ref: VoiceRef) -> TTSBackend:
         from livedub.dubbing import tts
-        from livedub.sts.model_files import resolve_model, resolve_model_dir
+        from livedub.dubbing.model_files import resolve_model, resolve_model_dir
 
         key = f"piper:{ref.voice}" if ref.backend == "piper" else ref.backend
         if key not in self._tts:
@@ -211,8 +211,8 @@ def wer_table(scores: dict[str, list[VoiceScore]], n: int) -> str:
 def bleu_section(backends: Backends, names: list[str], voices: dict[str, VoiceRef]) -> str:
     import sacrebleu
 
+    from livedub.dubbing.model_files import resolve_model
     from livedub.dubbing.translate import LlmTranslator
-    from livedub.sts.model_files import resolve_model
 
     llm = LlmTranslator(resolve_model(backends.settings.llm_model), backends.settings.llm_context, backends.threads)
     lines = [

@@ -17,7 +17,7 @@ TERMS = (("pound key", "tecla de número"), ("Acme Support", "Acme Support"), ("
 
 @pytest.fixture(scope="module")
 def llm() -> LlmTranslator:
-    from livedub.sts.model_files import cpu_threads, resolve_model
+    from livedub.dubbing.model_files import cpu_threads, resolve_model
 
     settings = StsSettings()
     return LlmTranslator(resolve_model(settings.llm_model), settings.llm_context, cpu_threads(settings.cpu_threads))

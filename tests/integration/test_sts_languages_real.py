@@ -39,8 +39,8 @@ def settings() -> StsSettings:
 
 @pytest.fixture(scope="module")
 def llm(settings: StsSettings):  # type: ignore[no-untyped-def]
+    from livedub.dubbing.model_files import cpu_threads, resolve_model
     from livedub.dubbing.translate import LlmTranslator
-    from livedub.sts.model_files import cpu_threads, resolve_model
 
     return LlmTranslator(resolve_model(settings.llm_model), settings.llm_context, cpu_threads(settings.cpu_threads))
 
@@ -48,7 +48,7 @@ def llm(settings: StsSettings):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def whisper(settings: StsSettings):  # type: ignore[no-untyped-def]
     from livedub.dubbing.asr import WhisperASR
-    from livedub.sts.model_files import cpu_threads, resolve_model_dir
+    from livedub.dubbing.model_files import cpu_threads, resolve_model_dir
 
     s = settings
     return WhisperASR(resolve_model_dir(s.asr_model), "cpu", s.asr_beam_size, s.asr_vad, cpu_threads(s.cpu_threads),

@@ -44,7 +44,7 @@ def pico():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def whisper():  # type: ignore[no-untyped-def]
     from livedub.dubbing.asr import WhisperASR
-    from livedub.sts.model_files import cpu_threads, resolve_model_dir
+    from livedub.dubbing.model_files import cpu_threads, resolve_model_dir
 
     s = StsSettings()
     return WhisperASR(resolve_model_dir(s.asr_model), "cpu", s.asr_beam_size, s.asr_vad, cpu_threads(s.cpu_threads),

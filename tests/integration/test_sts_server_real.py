@@ -47,7 +47,7 @@ STOPWORDS = {
 @pytest.fixture(scope="module")
 def sts_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
-        from livedub.sts.model_files import resolve_model_dir
+        from livedub.dubbing.model_files import resolve_model_dir
         from livedub.sts.settings import StsSettings
 
         resolve_model_dir(StsSettings(_env_file=None).asr_model)  # type: ignore[call-arg]
@@ -129,7 +129,7 @@ def _fragment_payload(stream_id: str, seq: int, clip: SpeechClip, fmt: AudioForm
 @pytest.fixture(scope="module")
 def round_trip_asr(sts_url: str) -> WhisperASR:
     """The same Whisper model the server uses, loaded once more here to transcribe the dubs."""
-    from livedub.sts.model_files import resolve_model_dir
+    from livedub.dubbing.model_files import resolve_model_dir
     from livedub.sts.settings import StsSettings
 
     model_dir = resolve_model_dir(StsSettings(_env_file=None).asr_model)  # type: ignore[call-arg]
