@@ -269,7 +269,7 @@ def client_at(url: str, metrics: Any, **settings: Any) -> StsClient:
 
 
 def with_deadline(seq: int, deadline_s: float | None) -> AudioSegment:
-    return dataclasses.replace(noise_segment(seq, seconds=0.5), deadline_s=deadline_s)
+    return dataclasses.replace(noise_segment(seq, seconds=0.5), deadline=Deadline.after(deadline_s))
 
 
 async def test_segment_deadline_and_dub_overrun_reach_sts() -> None:

@@ -5,6 +5,7 @@ each arrives (a slow target holds back no other), a seed STS (no `target_languag
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -59,7 +60,7 @@ async def dub_all(
     got: list[tuple[float, DubOutcome]] = []
     segment = noise_segment(seq, seconds=seconds)
     if deadline_s is not None:
-        segment = type(segment)(**{**segment.__dict__, "deadline_s": deadline_s})
+        segment = dataclasses.replace(segment, deadline=Deadline.after(deadline_s))
     await client.dub_targets(segment, lambda outcome: got.append((time.monotonic() - started, outcome)))
     return got
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from livedub.deadline import PLACE_MARGIN_S
 from livedub.media.metrics import WorkerMetrics
 from livedub.media.pipeline.aligner import dub_clip, fallback_reason
 from livedub.media.pipeline.background import DuckedBackground
@@ -163,6 +164,27 @@ def test_muxer_paces_by_the_delay_line_and_keeps_the_original_where_no_dub_came(
     assert mux.stats.speech_dubbed_ratio == pytest.approx(50000 / total)
 
 
+def test_a_dub_back_by_the_muxers_deadline_is_placed_and_one_after_it_is_late_by_the_same_rule() -> None:
+    """One lateness rule: the deadline sent with a phrase is the last moment its dub can be placed (less the margin
+    for placing it); past it the phrase keeps the original voice as `late`, never `dropped` on arrival."""
+    for overshoot_s, placed in ((-0.001, True), (0.001, False)):
+        now = [0.0]
+        mux, _, metrics = make_muxer(delay_s=1.0, now=now, max_late_s=0.5)
+        feed_realtime(mux, 4 * RATE)
+        phrase = speech(0, RATE // 3, RATE)  # its place is not on the 1024-sample frame grid
+        mux.add_phrase(phrase)
+        deadline = mux.deadline(phrase)
+        assert deadline.at is not None
+        now[0] = deadline.at + PLACE_MARGIN_S + overshoot_s
+        mux.step(now[0])
+        mux.resolve(0, DubClip(0, phrase.start_sample, np.full(RATE // 2, 0.25, dtype=np.float32)), language="")
+        assert (mux.stats.dubbed, mux.stats.dropped) == ((1, 0) if placed else (0, 0))
+        assert metrics.fallbacks.labels(stream_id="s", reason="late")._value.get() == (0 if placed else 1)
+        if placed:  # it starts as late as the bound allows, within one frame
+            start = mux.lanes[0].track.placed[0].start
+            assert phrase.start_sample + RATE // 2 - 1024 < start <= phrase.start_sample + RATE // 2
+
+
 def test_late_dub_starts_late_sped_up_and_one_queued_too_long_is_dropped() -> None:
     now = [0.0]
     mux, _, metrics = make_muxer(delay_s=1.0, now=now, max_late_s=1.0, max_speedup=1.3)
@@ -171,7 +193,9 @@ def test_late_dub_starts_late_sped_up_and_one_queued_too_long_is_dropped() -> No
     mux.add_phrase(speech(1, 2 * RATE, 2 * RATE))
     mux.add_phrase(speech(2, 4 * RATE, RATE))
     mux.step(1.5)  # 0.5 s of output written: phrase 0's place has passed
-    assert mux.latest_start_s(speech(0, 0, 2 * RATE)) == pytest.approx(1.0 + 1.0 - (1024 + 480) / RATE)
+    deadline = mux.deadline(speech(0, 0, 2 * RATE))
+    last_frame = (RATE - 1024 - 480) // 1024 * 1024  # 1 s late at most, less a frame and the fade, on the frame grid
+    assert deadline.at == pytest.approx(1.0 + last_frame / RATE - PLACE_MARGIN_S)
     mux.resolve(0, DubClip(0, 0, np.full(3 * RATE, 0.25, dtype=np.float32)), language="")  # a long dub, 3 s
     placed = mux.lanes[0].track.placed[0]
     earliest = 24576 + 1024 + 480  # the frame after the one being written, and the fade

@@ -10,6 +10,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from livedub.deadline import NO_DEADLINE, Deadline
+
 Pcm = npt.NDArray[np.int16]
 """Signed 16-bit PCM, shape (samples, channels): row-major, i.e. interleaved."""
 
@@ -25,7 +27,7 @@ class AudioSegment:
     sample_rate: int
     speech_ms: float | None = None  # speech the VAD found in it; None: not measured (the fixed policy)
     speech_start_ms: float | None = None  # where the VAD found its first speech (from the segment start)
-    deadline_s: float | None = None  # seconds after sending by which its dub is useful (set by the worker)
+    deadline: Deadline = NO_DEADLINE  # by when its dub is still useful (the muxer's, set by the worker)
 
     @property
     def channels(self) -> int:

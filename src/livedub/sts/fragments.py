@@ -79,14 +79,17 @@ class FragmentFlow:
         self,
         session: StreamSession,
         fragment: FragmentData,
-        deadline: float,
+        deadline: Deadline,
         answers: Answers,
         started: asyncio.Event,
     ) -> Job:
-        """Submitted before any await, so the queue positions of back-to-back fragments are exact."""
+        """Submitted before any await, so the queue positions of back-to-back fragments are exact. The scheduler orders
+        jobs by the deadline's instant (one monotonic clock on this side)."""
         loop = asyncio.get_running_loop()
         usual_time = self.host.features.usual_time_s
-        start_by = deadline - usual_time(fragment.audio.duration_ms / 1000) if usual_time is not None else None
+        start_by = None  # worth starting only while the usual time of such a fragment is left
+        if usual_time is not None:
+            start_by = deadline.earlier(usual_time(fragment.audio.duration_ms / 1000)).at
         on_chunk = None
         if session.config.dub_chunks:
             on_chunk = functools.partial(loop.call_soon_threadsafe, self._send_chunk, session, answers)
@@ -97,7 +100,7 @@ class FragmentFlow:
             deadline,
             functools.partial(loop.call_soon_threadsafe, _settle, answers),
             on_chunk,
-            deadline=deadline,
+            deadline=deadline.at,
             key=session.stream_id,
             start_by=start_by,
             on_start=lambda: loop.call_soon_threadsafe(started.set),
@@ -107,17 +110,17 @@ class FragmentFlow:
         self,
         fragment: FragmentData,
         config: StreamConfig,
-        deadline: float,
+        deadline: Deadline,
         deliver: Callable[[FragmentProcessed], object],
         on_chunk: Callable[[DubChunk], object] | None = None,
     ) -> list[FragmentProcessed]:
         """Runs on an inference thread; `deliver`s each target's answer as soon as it is ready. Fragments that arrive
         during warm-up wait for it here."""
         processor = self.host.served()
-        if time.monotonic() >= deadline:
+        if deadline.expired():
             raise DeadlineExpired("deadline passed while the models were warming up")
         results = []
-        budget = Deadline(deadline, backlog=self.runner.slack_s)  # the phrase's, and the work queued behind it
+        budget = deadline.with_backlog(self.runner.slack_s)  # the phrase's, and the work queued behind it
         for result in answers_of(processor, fragment, config, budget, on_chunk):
             deliver(result)
             results.append(result)
@@ -139,7 +142,7 @@ class FragmentFlow:
         fragment: FragmentData,
         job: Job,
         answers: Answers,
-        deadline: float,
+        deadline: Deadline,
         processing: asyncio.Event,
     ) -> None:
         """Emit each target's answer as it comes; at the deadline, or when the job ends, the targets still
@@ -167,7 +170,7 @@ class FragmentFlow:
         await session.complete(reply(fragment, await answer, target))
 
     async def _job_outcome(
-        self, session: StreamSession, fragment: FragmentData, job: Job, deadline: float, processing: asyncio.Event
+        self, session: StreamSession, fragment: FragmentData, job: Job, deadline: Deadline, processing: asyncio.Event
     ) -> tuple[list[FragmentProcessed], Failure | None]:
         """Wait for the job: its answers, and the failure of the targets it did not answer (None when it ended
         normally)."""
@@ -178,8 +181,8 @@ class FragmentFlow:
             if job.done():  # e.g. refused by the runner: its deadline had passed on arrival
                 return job.result(), None
             # A dub in chunks is due by the deadline only with its first chunk; the rest as it plays.
-            answer_by = deadline + (dub_length_s(fragment, session.config) if session.config.dub_chunks else 0.0)
-            async with asyncio.timeout(max(0.0, answer_by - started)):
+            answer_by = deadline.later(dub_length_s(fragment, session.config) if session.config.dub_chunks else 0.0)
+            async with asyncio.timeout(max(0.0, answer_by.remaining())):
                 return await self._await_job(session, fragment, job, processing), None
         except DeadlineExpired as exc:
             return [], Failure.timeout(str(exc), started)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
+from livedub.deadline import Deadline
 from livedub.protocol import (
     Backpressure,
     BackpressureAction,
@@ -318,11 +319,10 @@ class StreamSession:
     def check_sequence(self, seq: int) -> None:
         self._buffers[self.targets[0]].check(seq)
 
-    def accept(self, fragment: FragmentData, arrived_at: float | None = None) -> float:
-        """Register an accepted fragment (its result will be emitted in sequence order); return its deadline.
-
-        The deadline is a `time.monotonic()` instant: arrival + `deadline_ms` of the fragment, or + the stream's
-        `timeout_ms` for clients that do not send one (the seed's rule).
+    def accept(self, fragment: FragmentData, arrived_at: float | None = None) -> Deadline:
+        """Register an accepted fragment (its result will be emitted in sequence order); return its deadline: arrival
+        (`time.monotonic()`) + `deadline_ms` of the fragment, or + the stream's `timeout_ms` for clients that do not
+        send one (the seed's rule).
         """
         arrived_at = time.monotonic() if arrived_at is None else arrived_at
         for buffer in self._buffers.values():
@@ -330,12 +330,12 @@ class StreamSession:
         self._answers_left[fragment.fragment_id] = len(self.targets)
         self._durations_ms[fragment.fragment_id] = fragment.audio.duration_ms
         self._received_at[fragment.fragment_id] = arrived_at
-        deadline = arrived_at + fragment_budget_s(fragment, self.config)
-        self.last_deadline = max(self.last_deadline, deadline)
+        budget_s = fragment_budget_s(fragment, self.config)
+        self.last_deadline = max(self.last_deadline, arrived_at + budget_s)
         self._metrics.fragments_inflight.inc()
         self._drained.clear()
         self._update_gap_timer()
-        return deadline
+        return Deadline.from_wire(budget_s * 1000, arrived_at)
 
     async def reject(self, seq: int | None) -> None:
         """A fragment of this stream was refused before acceptance; don't wait for its sequence number."""

@@ -104,15 +104,20 @@ class DubTrack:
         """How far ahead of the output a dub must be placed so that the background can fade before it."""
         return self.fade
 
+    def latest_start(self, wanted_start: int) -> int:
+        """The last output sample a dub wanted at `wanted_start` may start at; a dub that cannot is dropped (its
+        phrase keeps the original voice). The one lateness rule: the muxer's deadline and its fallback follow it."""
+        return wanted_start + self.max_late
+
     def place(self, clip: DubClip, earliest: int, *, grows: bool = False) -> PlacedDub | None:
         """Schedule `clip` no earlier than `earliest` (the first output sample still free to change). None: it
         would start more than `max_late_s` after its place, so it is dropped. `grows`: the clip is a dub's first
         chunk, later chunks `extend()` it (until `end_growth()`)."""
         queued = self.queue_end + self.breath if self.queue_end else 0
         start = max(clip.wanted_start, queued, earliest)
-        late = start - clip.wanted_start
-        if late > self.max_late:
+        if start > self.latest_start(clip.wanted_start):
             return None
+        late = start - clip.wanted_start
         speed = self._catch_up(len(clip.audio), late, 1.0)
         placed = PlacedDub(clip.sequence_number, start, self._stretched(clip.audio, speed), speed, late)
         self.placed.append(placed)
@@ -157,9 +162,9 @@ class DubTrack:
             self._replace(part, grown)
             return PlacedChunk(sequence_number, join, end, "appended")
         start = max(join, earliest + self.fade)
-        late = start - wanted_start
-        if late > self.max_late:
+        if start > self.latest_start(wanted_start):
             return None
+        late = start - wanted_start
         speed = self._catch_up(len(audio), late, part.speed)
         chunk = self._stretched(audio, speed)
         if self._blocked(sequence_number, start, start + len(chunk)):

@@ -37,6 +37,7 @@ from typing import Protocol
 import av
 import numpy as np
 
+from livedub.deadline import PLACE_MARGIN_S, Deadline
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.outputs.publisher import AAC_FRAME, Publisher
 from livedub.media.pipeline.background import Background, DuckedBackground, FloatPcm
@@ -161,6 +162,17 @@ def copy_packet(packet: av.Packet) -> av.Packet:
     if packet.duration is not None:
         copy.duration = packet.duration
     return copy
+
+
+def _earliest_start(lane: Lane, frame: int) -> int:
+    """The first output sample a dub can start at while `frame` (its first sample) is being written: after that frame
+    and the fade before the dub."""
+    return frame + AAC_FRAME + lane.track.lead_samples()
+
+
+def _last_frame(lane: Lane, wanted_start: int) -> int:
+    """The last `next_frame` at which a dub wanted at `wanted_start` can still be placed (the dub track's rule)."""
+    return lane.track.latest_start(wanted_start) - AAC_FRAME - lane.track.lead_samples()
 
 
 class PacedMuxer:
@@ -337,8 +349,7 @@ class PacedMuxer:
 
     def _place_first(self, lane: Lane, segment: AudioSegment, clip: DubClip, grows: bool) -> PlacedDub | None:
         """Place a phrase's dub (or its first chunk) and decide the phrase: dubbed, or dropped as too late."""
-        earliest = self.next_frame + AAC_FRAME + lane.track.lead_samples()
-        placed = lane.track.place(clip, earliest=earliest, grows=grows)
+        placed = lane.track.place(clip, earliest=_earliest_start(lane, self.next_frame), grows=grows)
         if placed is None:
             lane.stats.dropped += 1
             log.info(
@@ -415,14 +426,14 @@ class PacedMuxer:
         self._wake()
 
     # ---- output side -----------------------------------------------------------------------------------------
-    def latest_start_s(self, segment: AudioSegment) -> float | None:
-        """Wall-clock time (on `clock`) after which a dub for `segment` can no longer be placed; None before the
-        delay line has started."""
+    def deadline(self, segment: AudioSegment) -> Deadline:
+        """The last moment (on `clock`) a dub of `segment` can be back and still be placed in some language, less the
+        time to place it; no deadline before the delay line has started."""
         if self.base is None:
-            return None
-        bound = max(lane.track.max_late - AAC_FRAME - lane.track.lead_samples() for lane in self.lanes)
-        bound /= self.timeline.sample_rate
-        return self.base + self.timeline.audio_media_s(segment.start_sample) + bound
+            return Deadline(None, self.clock)
+        last_frame = max(_last_frame(lane, segment.start_sample) for lane in self.lanes)
+        last_frame -= last_frame % AAC_FRAME  # frames start on a grid: the one being written when it is too late
+        return Deadline(self.base + self.timeline.audio_media_s(last_frame), self.clock).earlier(PLACE_MARGIN_S)
 
     def _sync_delta_ms(self, sample: int) -> float | None:
         """Audio output time of `sample` minus the output time the input's timestamps give the same instant."""
@@ -446,10 +457,9 @@ class PacedMuxer:
                 self.metrics.av_sync_delta_abs_ms.labels(stream_id=self.stream_id).observe(abs(delta))
 
     def _expire(self, frame_end: int) -> None:
-        """Phrases whose dub has not come by the last moment it could still start keep the original voice."""
+        """Phrases whose dub cannot start once the frame ending at `frame_end` is written keep the original voice."""
         for lane in self.lanes:
-            horizon = frame_end + lane.track.lead_samples() - lane.track.max_late
-            for segment in [s for s in lane.pending.values() if s.start_sample < horizon]:
+            for segment in [s for s in lane.pending.values() if _last_frame(lane, s.start_sample) < frame_end]:
                 log.info(
                     "stream %s: phrase %d due before its %s dub came back: original voice (STS behind?)",
                     self.stream_id, segment.sequence_number, lane.language or "",

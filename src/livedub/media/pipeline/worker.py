@@ -53,8 +53,6 @@ from livedub.media.types import (
 
 log = logging.getLogger(__name__)
 
-RETURN_MARGIN_S = 0.05  # placing the dub once it is back (the STS client keeps its own margin for the way back)
-
 
 class WorkerRunner:
     def __init__(
@@ -289,10 +287,8 @@ class WorkerRunner:
             if muxer.sealed(segment.sequence_number):
                 return  # its time has passed (in every language) while waiting for a free STS slot
             # Fragments are numbered among those sent (the STS emits in sequence order and would wait on a gap),
-            # with the last moment their dub can still start.
-            latest = muxer.latest_start_s(segment)
-            deadline_s = None if latest is None else max(0.0, latest - muxer.clock() - RETURN_MARGIN_S)
-            fragment = replace(segment, sequence_number=self._fragments, deadline_s=deadline_s)
+            # with the last moment their dub can still be placed.
+            fragment = replace(segment, sequence_number=self._fragments, deadline=muxer.deadline(segment))
             self._fragments += 1
             started = time.monotonic()
 

@@ -1,7 +1,7 @@
 """The media-service side of the STS Socket.IO protocol: one `StsClient` per stream.
 
 `dub(segment)` sends one `fragment:data` and waits for its `fragment:processed`, bounded by the segment's deadline
-(`segment.deadline_s`, else `STS_TIMEOUT_MS`). It never raises: whenever the dub cannot arrive in time (STS
+(`segment.deadline`, else `STS_TIMEOUT_MS`). It never raises: whenever the dub cannot arrive in time (STS
 unreachable, circuit open, timeout, error, undecodable audio) it returns a fallback at once, and the worker fills
 the slot with the original audio. A segment's deadline also goes to STS (`deadline_ms`), which serves the most
 urgent fragment first and answers TIMEOUT at once for work that can no longer be on time; such late drops do not
@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 import socketio
 from pydantic import ValidationError
 
+from livedub.deadline import ANSWER_MARGIN_S, Deadline
 from livedub.media.metrics import METRICS, WorkerMetrics
 from livedub.media.settings import MediaSettings
 from livedub.media.sts_link.backoff import ExponentialBackoff, SendThrottle
@@ -83,9 +84,6 @@ log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
 
-# Taken off a segment's deadline in the deadline_ms sent: STS answers this much before the client stops waiting,
-# so that its answer (a TIMEOUT included) arrives in time, and a missing answer is the STS's fault, not a race.
-ANSWER_MARGIN_S = 0.1
 # Reconnect back-off: short enough that a restarted STS is found within a couple of seconds of being healthy; a
 # refused connect costs nothing, so a few streams retrying every 2 s are no load.
 RECONNECT_INITIAL_S = 0.25
@@ -305,28 +303,26 @@ class StsClient:
             emit(self._fallback(segment, reason, language))
 
     async def _dub(self, segment: AudioSegment, emit: OnOutcome, on_chunk: OnChunk | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        # When the dub stops being useful (loop time); None: the seed rule, STS_TIMEOUT_MS after now.
-        useful_until = None if segment.deadline_s is None else loop.time() + segment.deadline_s
+        useful = segment.deadline  # when the dub stops being useful; none: the seed rule, STS_TIMEOUT_MS from now
         if self._closed:
             return self._fall_back_all(segment, FallbackReason.CLOSED, emit)
-        if self._too_late(useful_until):
+        if self._too_late(useful):
             return self._fall_back_all(segment, FallbackReason.LATE, emit)
-        if not await self._wait_for_session(useful_until):
+        if not await self._wait_for_session(useful):
             # no session: not the breaker's business
             return self._fall_back_all(segment, FallbackReason.STS_UNAVAILABLE, emit)
         if self._breaker.state is BreakerState.OPEN:
             return self._fall_back_all(segment, FallbackReason.CIRCUIT_OPEN, emit)
 
-        deadline = useful_until if useful_until is not None else loop.time() + self._timeout_s
+        deadline = useful.or_after(self._timeout_s)
         if not await self._take_slot(deadline):
             return self._fall_back_all(segment, FallbackReason.BACKPRESSURE, emit)
         try:
-            wait_s = self._throttle.reserve(loop.time())
-            if loop.time() + wait_s >= deadline:
+            wait_s = self._throttle.reserve(asyncio.get_running_loop().time())
+            if wait_s >= deadline.remaining():
                 return self._fall_back_all(segment, FallbackReason.BACKPRESSURE, emit)
             await asyncio.sleep(wait_s)
-            if self._too_late(useful_until):
+            if self._too_late(useful):
                 return self._fall_back_all(segment, FallbackReason.LATE, emit)
             # Claimed only now, right before sending, so a half-open trial is never left hanging.
             if not self._breaker.allow_request():
@@ -334,48 +330,45 @@ class StsClient:
             if not self._ready.is_set():
                 self._breaker.record_dropped()  # releases the trial it may have claimed, undecided
                 return self._fall_back_all(segment, FallbackReason.STS_UNAVAILABLE, emit)
-            return await self._send_and_wait(segment, deadline, useful_until, emit, on_chunk)
+            return await self._send_and_wait(segment, deadline, emit, on_chunk)
         finally:
             await self._release_slot()
 
-    async def _wait_for_session(self, useful_until: float | None) -> bool:
+    async def _wait_for_session(self, useful: Deadline) -> bool:
         """Whether a session is ready, waiting for one (a reconnect) while the dub could still be on time.
 
         Without a deadline (the seed rule) there is no time to spare: no session means fall back at once."""
         if self._ready.is_set():
             return True
-        if useful_until is None:
+        if not useful.is_set:
             return False
-        wait_s = useful_until - asyncio.get_running_loop().time() - self._answer_margin_s
+        wait_s = useful.earlier(self._answer_margin_s).remaining()
         if wait_s > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), wait_s)
-        return self._ready.is_set() and not self._too_late(useful_until)
+        return self._ready.is_set() and not self._too_late(useful)
 
-    def _too_late(self, useful_until: float | None) -> bool:
+    def _too_late(self, useful: Deadline) -> bool:
         """No time left for STS to answer before the dub stops being useful (not worth sending)."""
-        return useful_until is not None and useful_until - asyncio.get_running_loop().time() <= self._answer_margin_s
+        return useful.earlier(self._answer_margin_s).expired()
 
     async def _send_and_wait(
         self,
         segment: AudioSegment,
-        deadline: float,
-        useful_until: float | None,
+        deadline: Deadline,
         emit: OnOutcome,
         on_chunk: OnChunk | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         payload = await self._encode(segment)
-        deadline_ms = None
-        if useful_until is not None:  # counted from STS's receipt, which is about now; the margin is for the way back
-            deadline_ms = max(0, int((useful_until - loop.time() - self._answer_margin_s) * 1000))
         fragment = FragmentData(
             fragment_id=f"{self.stream_id}-{self._fragment_prefix}-{segment.sequence_number}",
             stream_id=self.stream_id,
             sequence_number=segment.sequence_number,
             audio=payload,
             metadata={"start_sample": segment.start_sample, "sample_rate": segment.sample_rate},
-            deadline_ms=deadline_ms,
+            # Counted from STS's receipt, which is about now; the margin is for the way back.
+            deadline_ms=segment.deadline.earlier(self._answer_margin_s).to_wire(),
         )
         served = list(self._served)
         for language in self.targets:
@@ -391,7 +384,7 @@ class StsClient:
         )
         self._pending[fragment.fragment_id] = pending
         self._update_inflight()
-        sent_at = loop.time()
+        sent_at = deadline.clock()
         try:
             try:
                 await self._emit(EventName.FRAGMENT_DATA, fragment)
@@ -400,7 +393,7 @@ class StsClient:
                 self._breaker.record_dropped()  # the connection dropped: the reconnect decides, not the breaker
                 return self._fall_back_all(segment, FallbackReason.STS_UNAVAILABLE, emit)
             self.metrics.sts_fragments_sent.labels(stream_id=self.stream_id).inc()
-            verdicts = await self._collect(segment, pending, deadline, useful_until, sent_at, emit)
+            verdicts = await self._collect(segment, pending, deadline, sent_at, emit)
         finally:
             self._pending.pop(fragment.fragment_id, None)
             self._update_inflight()
@@ -411,23 +404,21 @@ class StsClient:
         self,
         segment: AudioSegment,
         pending: _Pending,
-        deadline: float,
-        useful_until: float | None,
+        deadline: Deadline,
         sent_at: float,
         emit: OnOutcome,
     ) -> list[StsVerdict]:
         """Hand each target's answer on as it comes; at the deadline (+ `answer_after_s` in a session with dub chunks)
         the missing ones time out. The verdicts."""
-        loop = asyncio.get_running_loop()
         waiting = {future: language for language, future in pending.futures.items()}
         verdicts: list[StsVerdict] = []
-        answer_by = deadline + pending.answer_after_s
+        answer_by = deadline.later(pending.answer_after_s)
         while waiting:
             done, _ = await asyncio.wait(
-                waiting, timeout=max(0.0, answer_by - loop.time()), return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=max(0.0, answer_by.remaining()), return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
-                verdicts.append(StsVerdict.FAULT if self._owed_answer(useful_until, sent_at) else StsVerdict.LATE)
+                verdicts.append(StsVerdict.FAULT if self._owed_answer(segment.deadline, sent_at) else StsVerdict.LATE)
                 self.metrics.errors.labels(stream_id=self.stream_id, type="sts_timeout").inc()
                 for language in waiting.values():
                     emit(self._chunked(self._fallback(segment, FallbackReason.TIMEOUT, language), pending))
@@ -452,11 +443,11 @@ class StsClient:
             outcome.chunks = pieces.handed_on
         return outcome
 
-    def _owed_answer(self, useful_until: float | None, sent_at: float) -> bool:
+    def _owed_answer(self, useful: Deadline, sent_at: float) -> bool:
         """Whether STS should have answered by now, when the wait for a fragment ran out (else: a late drop)."""
-        if useful_until is None or self._sts_has_deadlines:
+        if useful.at is None or self._sts_has_deadlines:
             return True  # waited the full STS_TIMEOUT_MS, or STS promised an answer (if only TIMEOUT) by its deadline
-        return useful_until >= sent_at + self._timeout_s  # a seed STS has until timeout_ms to answer
+        return useful.at >= sent_at + self._timeout_s  # a seed STS has until timeout_ms to answer
 
     def _judge(self, verdict: StsVerdict) -> None:
         if verdict is StsVerdict.FAULT:
@@ -532,13 +523,12 @@ class StsClient:
             language=language,
         )
 
-    async def _take_slot(self, deadline: float) -> bool:
-        loop = asyncio.get_running_loop()
+    async def _take_slot(self, deadline: Deadline) -> bool:
         async with self._slots:
             try:
                 await asyncio.wait_for(
                     self._slots.wait_for(lambda: self._slots_taken < self._inflight_limit),
-                    max(0.0, deadline - loop.time()),
+                    max(0.0, deadline.remaining()),
                 )
             except TimeoutError:
                 return False
