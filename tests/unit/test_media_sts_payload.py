@@ -27,9 +27,10 @@ def test_a_stereo_segment_goes_to_sts_as_mono() -> None:
     assert np.frombuffer(payload.decode_bytes(), "<i2").tolist() == [200, 0, 8]
 
 
-def test_the_dub_comes_back_on_every_channel_at_the_segment_rate() -> None:
+def test_the_dub_comes_back_mono_at_the_segment_rate() -> None:
+    """Mono until the muxer mixes it onto every output channel (test_media_mux: the dub on both channels)."""
     stereo = np.zeros((RATE // 10, 2), dtype=np.int16)
     mono_16k = (np.arange(1600, dtype=np.int16) % 200 - 100).reshape(-1, 1).astype(np.int16)
     pcm = dub_pcm(encode_payload(mono_16k, 16000, AudioFormat.PCM_S16LE), segment(stereo))
-    assert pcm.shape[1] == 2 and abs(pcm.shape[0] - RATE // 10) <= 32
-    assert np.array_equal(pcm[:, 0], pcm[:, 1])
+    assert pcm.shape[1] == 1 and abs(pcm.shape[0] - RATE // 10) <= 32
+    assert np.abs(pcm).max() > 50  # the tone, resampled, not silence

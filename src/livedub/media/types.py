@@ -62,7 +62,7 @@ class DubOutcome:
 
     sequence_number: int
     status: DubStatus
-    pcm: Pcm | None = None  # at the segment's sample rate; length may differ a little (the aligner fits it)
+    pcm: Pcm | None = None  # mono, at the segment's sample rate; length may differ a little (the aligner fits it)
     reason: str | None = None  # for fallbacks: timeout | failed | circuit_open | sts_unavailable | ...
     sts_status: str | None = None  # success | partial | failed, as STS reported
     transcript: str | None = None
@@ -84,8 +84,8 @@ class DubOutcome:
 class DubChunkAudio:
     """A piece of a dub handed on as soon as the STS made it (`fragment:chunk`), before the dub's `DubOutcome`.
 
-    The pieces of one segment and language come in `index` order, each decoded like a whole dub (at the segment's
-    sample rate and channel count); `offset_samples` is where the piece starts from the segment's start. The outcome
+    The pieces of one segment and language come in `index` order, each decoded like a whole dub (mono, at the
+    segment's sample rate); `offset_samples` is where the piece starts from the segment's start. The outcome
     that follows carries the whole dub again (same audio) and its metadata: a worker that played the pieces does
     not play it again."""
 

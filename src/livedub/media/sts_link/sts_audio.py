@@ -1,7 +1,7 @@
 """Segments to STS payloads and dubs back, with the protocol's codec (`livedub.protocol.codec`).
 
 STS works on mono speech (ASR in, TTS out): a segment is sent as mono (stereo would only double the payload), and
-its mono dub is decoded at the segment's sample rate onto every one of its channels.
+its mono dub stays mono (at the segment's sample rate) until the muxer mixes it onto every output channel.
 """
 
 from __future__ import annotations
@@ -17,5 +17,6 @@ def segment_payload(segment: AudioSegment, audio_format: AudioFormat) -> AudioPa
 
 
 def dub_pcm(payload: AudioPayload, segment: AudioSegment) -> Pcm:
-    """The dub as int16 PCM at the segment's sample rate and channel count. Raises ValueError if it does not decode."""
-    return decode_payload(payload, segment.sample_rate, segment.channels)
+    """The dub as mono int16 PCM (shape (n, 1)) at the segment's sample rate. Raises ValueError if it does not
+    decode."""
+    return decode_payload(payload, segment.sample_rate, 1)
