@@ -331,7 +331,8 @@ class DubbingPipeline:
         self, fragment: FragmentData, config: StreamConfig, deadline: Deadline = NO_DEADLINE
     ) -> FragmentProcessed:
         """The answer for the main target (`config.target_language`)."""
-        return next(self.process_each(fragment, config.model_copy(update={"target_languages": None}), deadline))
+        main_only = config.model_copy(update={"target_languages": [config.target_language]})
+        return next(self.process_each(fragment, main_only, deadline))
 
     def process_each(
         self,

@@ -619,7 +619,9 @@ class StsClient:
         return StreamConfig(
             source_language=s.source_language,
             target_language=self.targets[0],
-            # Only with several targets: a stream with one looks exactly like the seed's.
+            # Only with several targets: a stream with one looks exactly like the seed's, which a seed STS (that
+            # knows no livedub extension and may refuse unknown fields) must accept. Inside, `config.targets` is the
+            # list either way.
             target_languages=self.targets if len(self.targets) > 1 else None,
             voice_profile=s.voice_profile,
             format=self._format,
