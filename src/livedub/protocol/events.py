@@ -9,7 +9,7 @@ import re
 import time
 import unicodedata
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeGuard, get_args
 
 from pydantic import (
     BaseModel,
@@ -40,6 +40,7 @@ __all__ = [
     "ErrorSimulation",
     "ErrorSimulationAck",
     "ErrorSimulationRule",
+    "ErrorStage",
     "Event",
     "EventName",
     "FragmentAck",
@@ -59,6 +60,7 @@ __all__ = [
     "StreamInit",
     "StreamReady",
     "clean_term",
+    "is_error_stage",
     "now_ms",
 ]
 
@@ -454,8 +456,16 @@ class StageTimings(Event):
     tts_ms: Millis = 0
 
 
+ErrorStage = Literal["decode", "asr", "translation", "tts", "fit", "encode", "pipeline", "timeout"]
+"""Where a fragment failed: a step of the pipeline, or `timeout` (its deadline passed)."""
+
+
+def is_error_stage(name: str) -> TypeGuard[ErrorStage]:
+    return name in get_args(ErrorStage)
+
+
 class FragmentError(Event):
-    stage: Literal["decode", "asr", "translation", "tts", "fit", "encode", "pipeline", "timeout"]
+    stage: ErrorStage
     code: ErrorCode
     message: str
     retryable: bool = False

@@ -49,6 +49,7 @@ from livedub.protocol import (
     AudioPayload,
     DubChunk,
     ErrorCode,
+    ErrorStage,
     FragmentData,
     FragmentError,
     FragmentMetadata,
@@ -56,6 +57,7 @@ from livedub.protocol import (
     FragmentStatus,
     StageTimings,
     StreamConfig,
+    is_error_stage,
 )
 from livedub.sts.backends import load_engine
 from livedub.sts.glossary_file import stream_entries
@@ -69,7 +71,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_PAIRS: tuple[tuple[str, str], ...] = supported_pairs()  # every pair of the language table
 
 # The protocol error of each engine stage.
-STAGE_ERRORS = {
+STAGE_ERRORS: dict[ErrorStage, ErrorCode] = {
     "asr": ErrorCode.ASR_FAILED,
     "translation": ErrorCode.TRANSLATION_FAILED,
     "tts": ErrorCode.TTS_SYNTHESIS_FAILED,
@@ -83,9 +85,9 @@ __all__ = ["SUPPORTED_PAIRS", "DubbingPipeline", "EchoPipeline", "build_processo
 class StageError(Exception):
     """A failed stage at the edge (decode, encode, loading), already mapped to its protocol error."""
 
-    def __init__(self, stage: str, code: ErrorCode, message: str, retryable: bool) -> None:
+    def __init__(self, stage: ErrorStage, code: ErrorCode, message: str, retryable: bool) -> None:
         super().__init__(message)
-        self.error = FragmentError(stage=stage, code=code, message=message, retryable=retryable)  # type: ignore[arg-type]
+        self.error = FragmentError(stage=stage, code=code, message=message, retryable=retryable)
 
 
 @dataclass
@@ -462,9 +464,10 @@ class DubbingPipeline:
         else:
             log.warning("fragment %s failed at %s: %s", fragment.fragment_id, exc.stage, exc)
         step = step_of(exc.stage)
+        stage: ErrorStage = step if is_error_stage(step) else "pipeline"
         error = FragmentError(
-            stage=step,  # type: ignore[arg-type]
-            code=STAGE_ERRORS.get(step, ErrorCode.INTERNAL_ERROR),
+            stage=stage,
+            code=STAGE_ERRORS.get(stage, ErrorCode.INTERNAL_ERROR),
             message=str(exc),
             retryable=exc.retryable,
         )
