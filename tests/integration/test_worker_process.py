@@ -105,11 +105,18 @@ class HeldRunner:
 
 
 async def test_a_process_worker_holds_its_output_until_released() -> None:
+    from livedub.media.pipeline.plan import StreamInputs
     from livedub.media.service.worker_process import ChildMetrics, ProcessRunner
 
     metrics = fresh_metrics()
     runner = ProcessRunner(
-        "held", media_settings(), HeldRunner, process_fake_client, ChildMetrics(metrics.registry), report_interval_s=0.1
+        "held",
+        media_settings(),
+        HeldRunner,
+        process_fake_client,
+        ChildMetrics(metrics.registry),
+        report_interval_s=0.1,
+        inputs=StreamInputs(targets=("es",)),
     )
     runner.hold_output()  # a republish: the previous worker still plays out
     task = asyncio.create_task(runner.run())

@@ -57,11 +57,11 @@ def test_a_language_output_publish_starts_no_worker() -> None:
 
 def test_the_next_start_takes_the_operators_targets() -> None:
     manager = make_manager(FakeFleet())
-    assert manager.settings_for("abc").targets == ["es"]
+    assert manager.inputs_for("abc").targets == ("es",)
     manager.set_next_targets("abc", ["fr", "it", "fr"])
     assert manager.next_targets("abc") == ["fr", "it"]
-    chosen = manager.settings_for("abc")
-    assert chosen.targets == ["fr", "it"] and chosen.target_language == "fr"
-    assert manager.settings_for("other").targets == ["es"]
+    assert manager.inputs_for("abc").targets == ("fr", "it")
+    assert manager.inputs_for("other").targets == ("es",)
     manager.set_next_targets("abc", None)
-    assert manager.settings_for("abc") is manager.settings
+    assert manager.next_targets("abc") is None
+    assert manager.inputs_for("abc").targets == ("es",)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from livedub.media.metrics import METRICS, WorkerMetrics
+from livedub.media.pipeline.plan import StreamInputs
 from livedub.media.service.loop_thread import EventLoopThread
 from livedub.media.service.worker_process import ChildMetrics, ParentSideClient, ProcessRunner, Runner
 from livedub.media.settings import MediaSettings
@@ -57,7 +58,7 @@ class WorkerHandle:
     stream_id: str
     runner: Runner
     client: DubClient
-    settings: MediaSettings  # what the worker was started with (the operator's target languages, if chosen)
+    inputs: StreamInputs  # what the worker was started with (the operator's target languages, if chosen)
     source: str
     loop_thread: EventLoopThread | None  # None: the worker is a process, driven from the service's loop
     started_at: float = field(default_factory=time.time)
@@ -105,7 +106,7 @@ class WorkerManager:
         self._pending_stops: set[asyncio.Future[None]] = set()
         self._handovers: set[asyncio.Task[None]] = set()
         self._workers: dict[str, WorkerHandle] = {}
-        self._next_targets: dict[str, list[str]] = {}  # the operator's target languages for a stream's next start
+        self._next_inputs: dict[str, StreamInputs] = {}  # the operator's target languages for a stream's next start
         self._lock = asyncio.Lock()  # start/stop decisions for the same id must not interleave
         self._closing = False
 
@@ -117,19 +118,18 @@ class WorkerManager:
         """Target languages for the stream's next worker start (None or empty: back to the settings). A running
         worker keeps its languages until it is restarted."""
         if target_languages:
-            self._next_targets[stream_id] = list(dict.fromkeys(target_languages))
+            self._next_inputs[stream_id] = StreamInputs(targets=tuple(dict.fromkeys(target_languages)))
         else:
-            self._next_targets.pop(stream_id, None)
+            self._next_inputs.pop(stream_id, None)
 
     def next_targets(self, stream_id: str) -> list[str] | None:
-        return self._next_targets.get(stream_id)
+        chosen = self._next_inputs.get(stream_id)
+        return list(chosen.targets) if chosen is not None else None
 
-    def settings_for(self, stream_id: str) -> MediaSettings:
-        """The settings a new worker of `stream_id` runs with (the operator's target languages, if chosen)."""
-        targets = self._next_targets.get(stream_id)
-        if not targets:
-            return self.settings
-        return self.settings.model_copy(update={"target_languages": ",".join(targets), "target_language": targets[0]})
+    def inputs_for(self, stream_id: str) -> StreamInputs:
+        """What a new worker of `stream_id` is started with: the operator's target languages, else the settings'."""
+        chosen = self._next_inputs.get(stream_id)
+        return chosen if chosen is not None else StreamInputs.of_settings(self.settings)
 
     def active_count(self) -> int:
         return sum(1 for handle in self._workers.values() if handle.active)
@@ -223,15 +223,18 @@ class WorkerManager:
     # ------------------------------------------------------------------ internals
 
     def _create(self, stream_id: str, source: str, loop_thread: EventLoopThread) -> WorkerHandle:
-        settings = self.settings_for(stream_id)
+        inputs = self.inputs_for(stream_id)
+        settings = inputs.applied_to(self.settings)
         client = self._client_factory(stream_id, settings, self.metrics)
         runner = self._runner_factory(stream_id, settings, client, self.metrics)
-        return WorkerHandle(stream_id, runner, client, settings, source=source, loop_thread=loop_thread)
+        return WorkerHandle(stream_id, runner, client, inputs, source=source, loop_thread=loop_thread)
 
     def _create_process(self, stream_id: str, source: str) -> WorkerHandle:
-        settings = self.settings_for(stream_id)
-        runner = ProcessRunner(stream_id, settings, self._runner_factory, self._client_factory, self.metrics_view)
-        return WorkerHandle(stream_id, runner, ParentSideClient(), settings, source=source, loop_thread=None)
+        inputs = self.inputs_for(stream_id)
+        runner = ProcessRunner(
+            stream_id, self.settings, self._runner_factory, self._client_factory, self.metrics_view, inputs=inputs
+        )
+        return WorkerHandle(stream_id, runner, ParentSideClient(), inputs, source=source, loop_thread=None)
 
     @staticmethod
     async def _drive(handle: WorkerHandle) -> None:
@@ -322,8 +325,8 @@ class WorkerManager:
             runner_status = {"status_error": f"{type(exc).__name__}: {exc}"}
         return {
             # what the worker was started with (a worker process reports its own once it runs)
-            "source_language": handle.settings.source_language,
-            "target_languages": handle.settings.targets,
+            "source_language": self.settings.source_language,
+            "target_languages": list(handle.inputs.targets),
             **runner_status,
             "stream_id": handle.stream_id,
             "state": handle.state

@@ -7,6 +7,10 @@ every core.
 
 The child reports `runner.status()` and its Prometheus exposition every `report_interval_s` over a pipe; the
 parent serves both (`ProcessRunner.status()`, `ChildMetrics`). The parent sends "stop" for a clean stop.
+
+The child gets the service's settings as they are and its stream's own inputs (`StreamInputs`: the target
+languages) as one JSON argument, which it validates before building anything: a malformed one fails that stream,
+with the reason as its error, and no other.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.pipeline.plan import StreamInputs
 from livedub.media.settings import MediaSettings
 from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus
 
@@ -64,6 +69,7 @@ RELEASE_OUTPUT = "release_output"  # the previous worker of the stream has playe
 def child_main(
     stream_id: str,
     settings: MediaSettings,
+    inputs_json: str,
     runner_factory: RunnerFactory,
     client_factory: ClientFactory,
     conn: Connection,
@@ -75,12 +81,26 @@ def child_main(
     # Ctrl-C reaches the whole process group; the parent decides when a worker stops (it sends "stop").
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s [worker {stream_id}] %(name)s: %(message)s")
-    asyncio.run(_child(stream_id, settings, runner_factory, client_factory, conn, report_interval_s, hold_output))
+    asyncio.run(
+        _child(stream_id, settings, inputs_json, runner_factory, client_factory, conn, report_interval_s, hold_output)
+    )
+
+
+def _build(
+    stream_id: str, settings: MediaSettings, inputs_json: str, runner_factory: RunnerFactory, factory: ClientFactory
+) -> tuple[DubClient, Runner]:
+    """The stream's STS client and runner, from its inputs (refused here, before anything starts, if malformed)."""
+    from livedub.media.metrics import METRICS  # this process's own registry
+
+    stream_settings = StreamInputs.from_json(stream_id, inputs_json).applied_to(settings)
+    client = factory(stream_id, stream_settings, METRICS)
+    return client, runner_factory(stream_id, stream_settings, client, METRICS)
 
 
 async def _child(
     stream_id: str,
     settings: MediaSettings,
+    inputs_json: str,
     runner_factory: RunnerFactory,
     client_factory: ClientFactory,
     conn: Connection,
@@ -90,8 +110,13 @@ async def _child(
     from livedub.media.metrics import METRICS  # this process's own registry
 
     loop = asyncio.get_running_loop()
-    client = client_factory(stream_id, settings, METRICS)
-    runner = runner_factory(stream_id, settings, client, METRICS)
+    try:
+        client, runner = _build(stream_id, settings, inputs_json, runner_factory, client_factory)
+    except Exception as exc:  # the parent marks the stream failed with this reason
+        logging.getLogger(__name__).exception("worker %s could not be built", stream_id)
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("exit", f"{type(exc).__name__}: {exc}"))
+        return
     if hold_output:
         runner.hold_output()
 
@@ -230,9 +255,12 @@ class ProcessRunner:
         client_factory: ClientFactory,
         child_metrics: ChildMetrics,
         report_interval_s: float = 1.0,
+        *,
+        inputs: StreamInputs,
     ) -> None:
         self.stream_id = stream_id
-        self.settings = settings
+        self.settings = settings  # the service's, unchanged: the stream's own part travels as `inputs`
+        self.inputs = inputs
         self._runner_factory = runner_factory
         self._client_factory = client_factory
         self._child_metrics = child_metrics
@@ -272,6 +300,7 @@ class ProcessRunner:
             args=(
                 self.stream_id,
                 self.settings,
+                self.inputs.to_json(),
                 self._runner_factory,
                 self._client_factory,
                 child_conn,
