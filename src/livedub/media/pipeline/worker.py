@@ -183,13 +183,7 @@ class WorkerRunner:
         items = ingest.items()
         first = await anext(items)
         if not isinstance(first, StreamLayout):
-            reason = first.reason if isinstance(first, IngestEnd) else "unexpected"
-            self.end_reason = reason
-            if reason == "stopped":
-                log.info("stream %s: stopped before the input was open", self.stream_id)
-                return True
-            log.error("stream %s: input not usable (%s)", self.stream_id, first)
-            return False
+            return self._input_unusable(first)
         layout = first
         if self._output_free is not None and not self._output_free.is_set():
             # The input is read meanwhile (arrival times are kept), so nothing of the new publish is lost either.
@@ -203,27 +197,8 @@ class WorkerRunner:
             self.metrics.errors.labels(stream_id=self.stream_id, type="publish_failed").inc()
             ingest.stop()
             return False
-        longest_ms = s.segment_duration_ms if s.segment_policy == "fixed" else max(s.segment_min_ms, s.segment_max_ms)
-        if layout.audio_channels and s.output_delay_ms + s.dub_max_late_ms < longest_ms + 500:
-            log.warning(
-                "stream %s: OUTPUT_DELAY_MS + DUB_MAX_LATE_MS = %d ms is shorter than the longest phrase (%d ms) + STS"
-                " time: phrases will keep the original voice",
-                self.stream_id, s.output_delay_ms + s.dub_max_late_ms, longest_ms,
-            )  # fmt: skip
-        presentation = await self._open_hls(layout, encoders)
-        rate = layout.sample_rate
-        lanes = [Lane(language, self._track(rate), outputs.get(language, [])) for language in self.plan.targets]
-        timeline = OutputTimeline(layout.sample_rate, layout.audio_offset_ms)
-        recorder = self._recorder = self._open_recorder(timeline)
-        muxer = PacedMuxer(
-            self.stream_id, layout, self.plan.delay_s, self.metrics,
-            background=make_background(s, layout.sample_rate, layout.audio_channels),
-            lanes=lanes, presentation=presentation,
-            original_language=s.source_language if presentation is not None and layout.audio_channels else "",
-            on_decided=recorder.decided,
-        )  # fmt: skip
-        recorder.cue_sink = lambda *cue: self._add_cue(muxer, *cue)
-        self._muxer = muxer
+        self._warn_if_delay_is_short(layout)
+        muxer = self._muxer = self._make_muxer(layout, outputs, await self._open_hls(layout, encoders))
         segmenter = make_segmenter(self.stream_id, s, layout.audio_channels) if layout.audio_channels else None
         if segmenter is not None:
             try:
@@ -234,6 +209,55 @@ class WorkerRunner:
         self._set_state("running")
         end = await self._pump(items, muxer, segmenter, muxer_task)
         self._set_state("draining")
+        return await self._drain(end, ingest, segmenter, muxer, muxer_task)
+
+    def _input_unusable(self, first: IngestItem) -> bool:
+        """The input ended or failed before its layout was known: True when that was a requested stop."""
+        reason = first.reason if isinstance(first, IngestEnd) else "unexpected"
+        self.end_reason = reason
+        if reason == "stopped":
+            log.info("stream %s: stopped before the input was open", self.stream_id)
+            return True
+        log.error("stream %s: input not usable (%s)", self.stream_id, first)
+        return False
+
+    def _warn_if_delay_is_short(self, layout: StreamLayout) -> None:
+        s = self.settings
+        longest_ms = s.segment_duration_ms if s.segment_policy == "fixed" else max(s.segment_min_ms, s.segment_max_ms)
+        if layout.audio_channels and s.output_delay_ms + s.dub_max_late_ms < longest_ms + 500:
+            log.warning(
+                "stream %s: OUTPUT_DELAY_MS + DUB_MAX_LATE_MS = %d ms is shorter than the longest phrase (%d ms) + STS"
+                " time: phrases will keep the original voice",
+                self.stream_id, s.output_delay_ms + s.dub_max_late_ms, longest_ms,
+            )  # fmt: skip
+
+    def _make_muxer(
+        self, layout: StreamLayout, outputs: dict[str, list[Publisher]], presentation: Presentation | None
+    ) -> PacedMuxer:
+        """The delay line with one lane per target of the plan, in its order, and the recorder of its decisions."""
+        s = self.settings
+        rate = layout.sample_rate
+        lanes = [Lane(language, self._track(rate), outputs.get(language, [])) for language in self.plan.targets]
+        recorder = self._recorder = self._open_recorder(OutputTimeline(rate, layout.audio_offset_ms))
+        muxer = PacedMuxer(
+            self.stream_id, layout, self.plan.delay_s, self.metrics,
+            background=make_background(s, rate, layout.audio_channels),
+            lanes=lanes, presentation=presentation,
+            original_language=s.source_language if presentation is not None and layout.audio_channels else "",
+            on_decided=recorder.decided,
+        )  # fmt: skip
+        recorder.cue_sink = lambda *cue: self._add_cue(muxer, *cue)
+        return muxer
+
+    async def _drain(
+        self,
+        end: IngestEnd,
+        ingest: Ingest,
+        segmenter: Segmenter | None,
+        muxer: PacedMuxer,
+        muxer_task: asyncio.Task[None],
+    ) -> bool:
+        """The input ended: its last phrase goes to STS, the output plays out. Whether the stream ended well."""
         if segmenter is not None:
             for segment in segmenter.flush():
                 self._submit(segment, muxer)
