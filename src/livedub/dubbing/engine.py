@@ -279,52 +279,73 @@ class DubEngine:
         if slot is None:  # no words heard: nothing to say
             return Dub(transcript, None, None, silence(utterance), progress.seconds)
         work = Work(utterance.duration_s, len(transcript.text))  # the words to say are known from here on
-        synthesise = self.synthesise[target]
-        usual_voice = synthesise.voice(target, voice)
+        chunked = on_chunk is not None
+        chosen = self._choose_translator(work, transcript, target, voice, deadline, prefer_fast, later_s, chunked)
+        if on_chunk is None:
+            return self._speak_whole(utterance, transcript, slot, target, chosen, work, deadline, progress, context,
+                                     later_s)  # fmt: skip
+        return self._speak_chunked_or_stand_in(utterance, transcript, slot, target, chosen, deadline, progress,
+                                               context, later_s, on_chunk)  # fmt: skip
+
+    def _choose_translator(
+        self, work: Work, transcript: Transcript, target: str, voice: VoiceRef | str | None, deadline: Deadline,
+        prefer_fast: bool, later_s: float, chunked: bool,
+    ) -> Chosen:  # fmt: skip
+        """The translator tier of one target, chosen before its words are known, and the voices it may speak in."""
+        usual_voice = self.synthesise[target].voice(target, voice)
         fast_voice = self.voices.fast_voice(target, like=usual_voice)
-        has_fast_voice = fast_voice is not None and fast_voice != usual_voice
+        fast_ref = fast_voice if fast_voice is not None and fast_voice != usual_voice else None
         offer = Offer.of(
             fast_translator=(transcript.language, target) in self.translate_fast.translators,
-            fast_voice=has_fast_voice,
+            fast_voice=fast_ref is not None,
         )
-        share = first_share(transcript.text) if on_chunk is not None else 1.0
+        share = first_share(transcript.text) if chunked else 1.0
         if prefer_fast:  # this phrase's later targets cannot all afford the main translator
             translator = offer.cheapest_translator
         else:
-            translator = self.tiers.translator(
-                work, deadline, offer, later_s=later_s, share=share, stoppable=on_chunk is not None
-            )
+            translator = self.tiers.translator(work, deadline, offer, later_s=later_s, share=share, stoppable=chunked)
+        # Only a dub in chunks can stop its main translator and let the fast one stand in.
+        may_fall_back = (
+            chunked and translator is TranslatorTier.MAIN and offer.cheapest_translator is not TranslatorTier.MAIN
+        )
         translate = self._translate_of(translator)
-        if on_chunk is not None:
-            fast_ref = fast_voice if has_fast_voice else None
-            may_fall_back = translator is TranslatorTier.MAIN and offer.cheapest_translator is not TranslatorTier.MAIN
-            chosen = Chosen(translator, translate, voice, fast_ref, share, offer, may_fall_back=may_fall_back)
-            try:
-                return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress,
-                                             context, later_s, on_chunk)  # fmt: skip
-            except FirstClauseLate:  # the main translator was stopped: the fast one says it, still in time
-                log.info("%s: the main translator gave no clause in time; the fast one stands in", target)
-                stand_in = chosen.offer.cheapest_translator
-                chosen = replace(chosen, translator=stand_in, translate=self._translate_of(stand_in),
-                                 may_fall_back=False)  # fmt: skip
-                return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress,
-                                             context, later_s, on_chunk)  # fmt: skip
-        voice_tier = offer.cheapest_voice  # until the voice is chosen, the cheapest way on
-        translation_stage = Stage.of_translator(translator)
+        return Chosen(translator, translate, voice, fast_ref, share, offer, may_fall_back=may_fall_back)
+
+    def _speak_chunked_or_stand_in(
+        self, utterance: Utterance, transcript: Transcript, slot: Slot, target: str, chosen: Chosen,
+        deadline: Deadline, progress: DubProgress, context: TranslationContext, later_s: float, on_chunk: OnChunk,
+    ) -> Dub:  # fmt: skip
+        """The dub in chunks; again with the fast translator when the main one gave no clause in time."""
+        try:
+            return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress,
+                                         context, later_s, on_chunk)  # fmt: skip
+        except FirstClauseLate:  # the main translator was stopped: the fast one says it, still in time
+            log.info("%s: the main translator gave no clause in time; the fast one stands in", target)
+            stand_in = chosen.offer.cheapest_translator
+            chosen = replace(chosen, translator=stand_in, translate=self._translate_of(stand_in),
+                             may_fall_back=False)  # fmt: skip
+            return self._speak_in_chunks(utterance, transcript, slot, target, chosen, deadline, progress,
+                                         context, later_s, on_chunk)  # fmt: skip
+
+    def _speak_whole(
+        self, utterance: Utterance, transcript: Transcript, slot: Slot, target: str, chosen: Chosen, work: Work,
+        deadline: Deadline, progress: DubProgress, context: TranslationContext, later_s: float,
+    ) -> Dub:  # fmt: skip
+        """The whole translation first, then the voice chosen on the dub its words predict, spoken and fitted."""
+        synthesise = self.synthesise[target]
+        voice_tier = chosen.offer.cheapest_voice  # until the voice is chosen, the cheapest way on
 
         def run(stage: Stage, call: Callable[[], T], done: Callable[[T], Work] | None = None, on: object = None) -> T:
-            path = (Stage.ASR, translation_stage, *voice_path(voice_tier))
+            # `voice_tier` and `work` as they stand when the stage runs: the voice is chosen after the translation.
+            path = (Stage.ASR, chosen.stage, *voice_path(voice_tier))
             return self._run(stage, path[path.index(stage) :], work, deadline, progress, call, done, on)
 
-        backend = translate.translators[(transcript.language, target)]
+        backend = chosen.translate.translators[(transcript.language, target)]
         translation = progress.translation = run(
-            translation_stage, lambda: translate(transcript, target, context), on=backend
+            chosen.stage, lambda: chosen.translate(transcript, target, context), on=backend
         )
         self._learn_length(transcript, translation)
-        usual = replace(work, dub_s=synthesise.predicted_s(translation, slot, voice))
-        fast = replace(work, dub_s=synthesise.predicted_s(translation, slot, fast_voice)) if has_fast_voice else usual
-        voice_tier = self.tiers.voice(usual, fast, deadline, offer, later_s=later_s)
-        spoken_by, work = (voice, usual) if voice_tier is VoiceTier.USUAL else (fast_voice, fast)
+        voice_tier, spoken_by, work = self._whole_voice(translation, slot, target, chosen, work, deadline, later_s)
         speech = run(
             Stage.of_voice(voice_tier),
             lambda: synthesise(translation, slot, spoken_by),
@@ -332,7 +353,21 @@ class DubEngine:
             on=self.voices.backend(target, synthesise.voice(target, spoken_by)),
         )
         fitted = run(Stage.FIT, lambda: self.fit(speech, slot, utterance))
-        return Dub(transcript, translation, slot, fitted, progress.seconds, speech.voice, translator, voice_tier)
+        return Dub(transcript, translation, slot, fitted, progress.seconds, speech.voice, chosen.translator, voice_tier)
+
+    def _whole_voice(
+        self, translation: Translation, slot: Slot, target: str, chosen: Chosen, work: Work, deadline: Deadline,
+        later_s: float,
+    ) -> tuple[VoiceTier, VoiceRef | str | None, Work]:  # fmt: skip
+        """The voice tier for a known translation, on the dub each voice's pace predicts: the tier, the voice that
+        speaks and the work of its dub."""
+        synthesise = self.synthesise[target]
+        usual = replace(work, dub_s=synthesise.predicted_s(translation, slot, chosen.voice))
+        fast = usual
+        if chosen.fast_voice is not None:
+            fast = replace(work, dub_s=synthesise.predicted_s(translation, slot, chosen.fast_voice))
+        tier = self.tiers.voice(usual, fast, deadline, chosen.offer, later_s=later_s)
+        return (tier, chosen.voice, usual) if tier is VoiceTier.USUAL else (tier, chosen.fast_voice, fast)
 
     def _speak_in_chunks(
         self,
