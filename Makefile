@@ -9,7 +9,7 @@ setup:
 
 test: setup
 	@.venv/bin/ruff check src tests bench
-	@$(PYTEST) -q tests
+	@$(PYTEST) -q --durations=25 tests
 
 unit: setup
 	@$(PYTEST) -q -m unit tests
