@@ -33,11 +33,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_device import add_device_option
 from livedub.analysis.recorder import StreamRecorder as PacketReader
 from livedub.demo import added_latency
+from livedub.dubbing.device import WhisperDevice, device_plan, load_placed
 from livedub.observe import Metrics, StsMonitor, cpu_seconds
 from livedub.paths import runtime_dir
 from livedub.stack import FilePublisher, ManagedProcess, Stack, StackConfig, free_ports, http_get, rtmp_streams
+from livedub.sts.settings import StsSettings
 from livedub.testing.fixture_music import MusicFixture, ensure_music_fixture
 
 
@@ -144,7 +147,8 @@ def answer_times(answers: list[dict], target: str) -> tuple[float, float] | None
     return (float(np.percentile(times, 50)), float(np.percentile(times, 95))) if times else None
 
 
-def transcribe(path: Path, language: str) -> str:
+def transcribe(path: Path, language: str, scorer: WhisperDevice) -> str:
+    """What Whisper (the scorer's, on the device `scorer` names) hears in a recorded output."""
     from faster_whisper import WhisperModel
 
     from livedub.models.cache import model_dir
@@ -159,7 +163,16 @@ def transcribe(path: Path, language: str) -> str:
             resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
             frames = [f for frame in container.decode(audio=0) for f in resampler.resample(frame)]
         audio = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]) if frames else np.zeros(0, np.float32)
-    model = WhisperModel(str(model_dir("whisper-base")), device="cpu", compute_type="int8", local_files_only=True)
+
+    def load(placed: WhisperDevice) -> WhisperModel:
+        return WhisperModel(
+            str(model_dir("whisper-base")),
+            device=placed.device,
+            compute_type=placed.compute_type,
+            local_files_only=True,
+        )
+
+    model, _ = load_placed("asr scorer whisper-base", scorer, load)
     piece = 12 * 16000  # Whisper's long-form decoding skips stretches of a mix of short phrases
     texts: list[str] = []
     for start in range(0, len(audio), piece):
@@ -196,7 +209,9 @@ def start_sts(log_dir: Path, port: int, env: dict[str, str]) -> ManagedProcess:
     raise RuntimeError("STS not healthy in 300 s")
 
 
-def run_once(cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedProcess, log_dir: Path) -> dict:
+def run_once(
+    cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedProcess, log_dir: Path, scorer: WhisperDevice
+) -> dict:
     rtmp, stat, media = free_ports(3)
     stack = Stack(
         StackConfig(
@@ -258,7 +273,7 @@ def run_once(cfg: RunConfig, fixture: MusicFixture, sts_url: str, sts: ManagedPr
             labels = {"stream_id": sid, "language": target}
             speech = metrics.by_label("media_service_worker_language_speech_seconds_total", "outcome", **labels)
             reasons = metrics.by_label("media_service_worker_language_fallbacks_total", "reason", **labels)
-            heard = transcribe(work / (f"{sid}.flv" if i == 0 else f"{sid}-{target}.flv"), target)
+            heard = transcribe(work / (f"{sid}.flv" if i == 0 else f"{sid}-{target}.flv"), target, scorer)
             results.append(
                 StreamResult(
                     target=target,
@@ -322,7 +337,10 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     parser.add_argument("--sts-env", default="", help="STS settings, e.g. STS_WORKER_THREADS=2,STS_CPU_THREADS=1")
+    add_device_option(parser, StsSettings())
     args = parser.parse_args()
+    # The STS's models and the scorer's Whisper on the same device setting, each resolved by its own process.
+    scorer = device_plan(args.device).whisper
     sts_env = dict(item.split("=", 1) for item in args.sts_env.split(",") if item)
     target_sets = [tuple(t.split(",")) for t in args.targets.split("/") if t]
 
@@ -331,7 +349,7 @@ def main() -> int:
     port = free_ports(1)[0]
     print(f"[bench] starting the STS (real models); logs in {log_dir}", flush=True)
     pairs = sorted({f"en-{t}" for targets in target_sets for t in targets})
-    sts = start_sts(log_dir, port, {"STS_WARMUP_PAIRS": ",".join(pairs), **sts_env})
+    sts = start_sts(log_dir, port, {"STS_WARMUP_PAIRS": ",".join(pairs), "STS_DEVICE": args.device, **sts_env})
     runs: list[RunConfig] = []
     for streams in (int(s) for s in args.streams.split(",")):
         for targets in target_sets:
@@ -348,7 +366,7 @@ def main() -> int:
     try:
         for cfg in runs:
             print(f"[bench] {cfg.label}, {cfg.streams} stream(s) ...", flush=True)
-            row = run_once(cfg, fixture, f"http://127.0.0.1:{port}", sts, log_dir)
+            row = run_once(cfg, fixture, f"http://127.0.0.1:{port}", sts, log_dir, scorer)
             rows.append(row)
             print(table([row]).splitlines()[-1], flush=True)
             for r in row["streams"]:
@@ -358,7 +376,7 @@ def main() -> int:
     load = os.getloadavg()
     text = (
         f"Live benchmark, `python bench/live_bench.py --delays {args.delays} --streams {args.streams}"
-        f" --targets {args.targets}{f' --sts-env {args.sts_env}' if args.sts_env else ''}`"
+        f" --targets {args.targets} --device {args.device}{f' --sts-env {args.sts_env}' if args.sts_env else ''}`"
         f" ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average at the end {load[0]:.1f}):"
         f" the 60 s speech-over-music fixture ({len(fixture.prompts)} prompts), defaults otherwise.\n\n" + table(rows)
     )

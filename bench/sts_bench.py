@@ -49,10 +49,12 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_device import add_device_option, placed_models, with_device
 from dnsmos import dnsmos_scores
 from livedub.dubbing.audio import resample
 from livedub.dubbing.interfaces import ASRBackend, Translator, TTSBackend
 from livedub.protocol import AudioFormat, FragmentData, StreamConfig
+from livedub.sts.backends import asr_device
 from livedub.sts.payload_audio import decode_audio, mono_payload
 from livedub.sts.pipeline import DubbingPipeline
 from livedub.sts.settings import StsSettings
@@ -104,7 +106,7 @@ class Models:
             "asr",
             lambda: WhisperASR(
                 resolve_model_dir(s.asr_model),
-                s.asr_device,
+                asr_device(s),
                 s.asr_beam_size,
                 s.asr_vad,
                 cpu_threads(s.cpu_threads),
@@ -121,7 +123,7 @@ class Models:
         s = self.settings
         return self._get(  # type: ignore[return-value]
             "listener",
-            lambda: WhisperASR(resolve_model_dir(s.asr_model), s.asr_device, 5, True, cpu_threads(s.cpu_threads)),
+            lambda: WhisperASR(resolve_model_dir(s.asr_model), asr_device(s), 5, True, cpu_threads(s.cpu_threads)),
         )
 
     def translator(self, kind: str) -> Translator:
@@ -130,7 +132,7 @@ class Models:
 
         s = self.settings
         builders: dict[str, Callable[[], object]] = {
-            "llm": lambda: translate.LlmTranslator(resolve_model(s.llm_model), s.llm_context, cpu_threads(0)),
+            "llm": lambda: translate.LlmTranslator(resolve_model(s.llm_model), s.llm_context, cpu_threads(0), s.device),
             "apertium": lambda: translate.ApertiumTranslator(s.apertium_binary),
         }
         return self._get(f"mt:{kind}", builders[kind])  # type: ignore[return-value]
@@ -144,9 +146,9 @@ class Models:
         s = self.settings
         voice = next((v.voice for v in LANGUAGES[language].voices if v.backend == kind), "")
         builders: dict[str, Callable[[], object]] = {
-            "piper": lambda: tts.PiperTTS(resolve_model(voice or "piper-en_US-joe-medium")),
+            "piper": lambda: tts.PiperTTS(resolve_model(voice or "piper-en_US-joe-medium"), s.device),
             "kokoro": lambda: tts.KokoroTTS(
-                resolve_model_dir(s.kokoro_model), voice, cpu_threads=cpu_threads(s.cpu_threads)
+                resolve_model_dir(s.kokoro_model), voice, cpu_threads=cpu_threads(s.cpu_threads), device=s.device
             ),
             "espeak-ng": lambda: tts.EspeakTTS(s.espeak_binary),
         }
@@ -587,9 +589,10 @@ def run_tts(
     if all_voices:
         kokoro_dir = resolve_model_dir(models.settings.kokoro_model)
         default_voice = getattr(models.tts("kokoro", language), "voice", "")
-        for voice in KokoroTTS(kokoro_dir).voices:
+        device = models.settings.device
+        for voice in KokoroTTS(kokoro_dir, device=device).voices:
             if voice != default_voice:
-                synthesisers.append(("kokoro", KokoroTTS(kokoro_dir, voice)))
+                synthesisers.append(("kokoro", KokoroTTS(kokoro_dir, voice, device=device)))
     for kind, tts in synthesisers:
         print(f"tts: {tts.name} ({len(prompts)} prompts)", file=sys.stderr)
         heard, scores, seconds, audio_s = [], [], 0.0, 0.0
@@ -621,6 +624,7 @@ def _mos_cells(scores: list[dict[str, float]]) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = StsSettings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10, help="pieces per combination and kind (latency)")
     parser.add_argument("--n-prompts", type=int, default=None, help="prompts per language for asr/mt/tts (4x --n)")
@@ -634,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--glossary", type=Path, default=GLOSSARY, help="context: glossary file (TSV or JSON)")
     parser.add_argument("--all-voices", action="store_true", help="tts: score every Kokoro voice style")
     parser.add_argument("--out", type=Path, help="also write the report (markdown) to this file")
+    add_device_option(parser, settings)
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := set(sections) - set(SECTIONS):
@@ -648,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     snr_db = None if args.music_db == "none" else float(args.music_db)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
 
-    models = Models(StsSettings())
+    models = Models(with_device(settings, args.device))
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     parts = []
@@ -673,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/sts_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} with {os.cpu_count()} CPU cores"
-        f" (no GPU), `{command.strip()}`, {time.perf_counter() - started:.0f} s; 1-min load average"
+        f" (models: {placed_models()}), `{command.strip()}`, {time.perf_counter() - started:.0f} s; 1-min load average"
         f" {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (the cores are shared).\n"
     )
     print(header)

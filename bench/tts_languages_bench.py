@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_device import add_device_option, placed_models, with_device
 from livedub.dubbing.audio import resample
 from livedub.dubbing.interfaces import ASRBackend, TTSBackend
 from livedub.languages import LANGUAGES, VoiceRef
+from livedub.sts.backends import asr_device
 from livedub.sts.settings import StsSettings
 from livedub.testing import corpus
 
@@ -89,7 +91,7 @@ class Backends:
         self.threads = threads
         # The pipeline's Whisper with beam 5 and VAD (its shorter encoder window: 2-2.5x faster, same words).
         self.listener: ASRBackend = WhisperASR(
-            resolve_model_dir(settings.asr_model), "cpu", 5, True, threads, settings.asr_min_window_s
+            resolve_model_dir(settings.asr_model), asr_device(settings), 5, True, threads, settings.asr_min_window_s
         )  # type: ignore[assignment]
         self._tts: dict[str, TTSBackend] = {}
 
@@ -100,9 +102,11 @@ class Backends:
         key = f"piper:{ref.voice}" if ref.backend == "piper" else ref.backend
         if key not in self._tts:
             if ref.backend == "piper":
-                self._tts[key] = tts.PiperTTS(resolve_model(ref.voice))
+                self._tts[key] = tts.PiperTTS(resolve_model(ref.voice), self.settings.device)
             elif ref.backend == "kokoro":
-                self._tts[key] = tts.KokoroTTS(resolve_model_dir(self.settings.kokoro_model), cpu_threads=self.threads)
+                self._tts[key] = tts.KokoroTTS(
+                    resolve_model_dir(self.settings.kokoro_model), cpu_threads=self.threads, device=self.settings.device
+                )
             elif ref.backend == "pico":
                 self._tts[key] = tts.PicoTTS()
             else:
@@ -214,7 +218,8 @@ def bleu_section(backends: Backends, names: list[str], voices: dict[str, VoiceRe
     from livedub.dubbing.model_files import resolve_model
     from livedub.dubbing.translate import LlmTranslator
 
-    llm = LlmTranslator(resolve_model(backends.settings.llm_model), backends.settings.llm_context, backends.threads)
+    s = backends.settings
+    llm = LlmTranslator(resolve_model(s.llm_model), s.llm_context, backends.threads, s.device)
     lines = [
         f"### ASR-BLEU per target language ({len(names)} prompts; LLM `{backends.settings.llm_model}`)\n",
         "| pair | voice | MT BLEU | ASR-BLEU | MT s per prompt |",
@@ -240,6 +245,7 @@ def bleu_section(backends: Backends, names: list[str], voices: dict[str, VoiceRe
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = StsSettings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10, help="prompts per language")
     parser.add_argument("--languages", default=",".join(LANGS), help="comma-separated target languages")
@@ -253,11 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         help="wer: only these voices, comma-separated backends or backend:voice (e.g. pico,kokoro:jm_kumo)",
     )
     parser.add_argument("--out", type=Path, help="also write the report (markdown) here")
+    add_device_option(parser, settings)
     args = parser.parse_args(argv)
     languages = tuple(lang.strip() for lang in args.languages.split(",") if lang.strip())
     sections = {s.strip() for s in args.only.split(",")}
     started_wall, started_cpu = time.perf_counter(), cpu_s()
-    backends = Backends(StsSettings())
+    backends = Backends(with_device(settings, args.device))
     names = prompt_names(args.n)
     print(f"prompts: {', '.join(names)}", file=sys.stderr)
     parts = [f"Prompts: {', '.join(f'`{n}`' for n in names)}\n"]
@@ -277,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if "bleu" in sections:
         parts.append(bleu_section(backends, names, voices))
     parts.append(
-        f"Run: {time.perf_counter() - started_wall:.0f} s wall, {cpu_s() - started_cpu:.0f} s CPU "
+        f"Run: {time.perf_counter() - started_wall:.0f} s wall, {cpu_s() - started_cpu:.0f} s CPU; models:"
+        f" {placed_models()} "
         f"(`bench/tts_languages_bench.py {' '.join(argv if argv is not None else sys.argv[1:])}`)\n"
     )
     report = "\n".join(parts)
