@@ -12,6 +12,7 @@ captions feed's, and the source captions start where the fixture's prompts start
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import time
 import uuid
@@ -126,14 +127,19 @@ def run_stream(
 # ------------------------------------------------------------------------------------------------ the checks
 
 
+@functools.cache
 def _whisper() -> Any:
+    """Loaded once for every output this module listens to."""
     from faster_whisper import WhisperModel
 
     return WhisperModel(str(model_dir("whisper-base")), device="cpu", compute_type="int8", local_files_only=True)
 
 
 def hear(path: Path, language: str) -> tuple[list[str], str]:
-    """Whisper's language of each 8 s piece with speech, and the transcript forced to `language`."""
+    """Whisper's language of each 8 s piece with speech, and the transcript forced to `language`.
+
+    The language is what `transcribe` without a language would report (its `detect_language` on the VAD-kept audio),
+    asked for directly: a second, unforced decode of every piece cost a third of the checks' time (27 of 80 s)."""
     model = _whisper()
     audio = decode_audio(path, 16000)
     piece = 8 * 16000
@@ -143,13 +149,13 @@ def hear(path: Path, language: str) -> tuple[list[str], str]:
         chunk = audio[start : start + piece]
         if np.sqrt(np.mean(chunk**2)) < 0.01:
             continue
-        segments, info = model.transcribe(chunk, beam_size=1, vad_filter=True, condition_on_previous_text=False)
-        if "".join(s.text for s in segments).strip():
-            identified.append(info.language)
         segments, _ = model.transcribe(
             chunk, language=language, beam_size=5, vad_filter=True, condition_on_previous_text=False
         )
-        texts.extend(s.text.strip() for s in segments)
+        said = [s.text.strip() for s in segments]
+        if "".join(said):
+            identified.append(model.detect_language(chunk, vad_filter=True)[0])
+        texts.extend(said)
     return identified, " ".join(texts)
 
 
