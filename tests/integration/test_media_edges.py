@@ -15,8 +15,10 @@ import asyncio
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -42,9 +44,11 @@ def pattern(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_pattern(tmp_path_factory.mktemp("edges") / "p.flv", PatternSpec(duration_s=12.0))
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NginxRtmpServer]:
-    cfg = RtmpServerConfig(rtmp_port=free_port(), http_port=free_port(), bind="127.0.0.1", workdir=tmp_path / "nginx")
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxRtmpServer]:
+    """One media server for the module: every scenario publishes its own stream id."""
+    workdir = tmp_path_factory.mktemp("nginx")
+    cfg = RtmpServerConfig(rtmp_port=free_port(), http_port=free_port(), bind="127.0.0.1", workdir=workdir)
     with NginxRtmpServer(cfg) as srv:
         yield srv
 
@@ -93,12 +97,57 @@ def run_worker(
     return worker, metrics, output, recorder.join(timeout=30)
 
 
-def test_looping_publisher_stays_in_sync_across_every_loop(
-    server: NginxRtmpServer, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    source = write_pattern(tmp_path_factory.mktemp("loop") / "p5.flv", PatternSpec(duration_s=5.0))
+Run = tuple[WorkerRunner, WorkerMetrics, Path, list[PacketInfo]]
+
+
+def looping_run(server: NginxRtmpServer, work: Path, pattern: Path) -> tuple[Path, Run]:
+    source = write_pattern(work / "p5.flv", PatternSpec(duration_s=5.0))
+    return source, run_worker(server, work, source, "loop", loop=True, play_s=14.0)
+
+
+def burst_run(server: NginxRtmpServer, work: Path, pattern: Path) -> Run:
+    bad, _ = corrupt_aac_burst(pattern, work, first=150, count=40)  # 3.2-4.05 s: between two beeps
+    return run_worker(server, work, bad, "burst")
+
+
+def audio_only_run(server: NginxRtmpServer, work: Path, pattern: Path) -> tuple[Path, Run]:
+    source = work / "audio.flv"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=440:r=48000:d=6",
+         "-c:a", "aac", str(source)],
+        check=True,
+    )  # fmt: skip
+    return source, run_worker(server, work, source, "audio")
+
+
+SCENARIOS: dict[str, Callable[[NginxRtmpServer, Path, Path], object]] = {
+    "loop": looping_run,
+    "burst": burst_run,
+    "audio": audio_only_run,
+}
+
+
+@pytest.fixture(scope="module")
+def scenarios(
+    server: NginxRtmpServer, pattern: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[Any]]]:
+    """Three publish-and-play-out scenarios at once, each on its own stream id: each mostly waits for its real-time
+    publisher and delay line (one after another they took 51 s, at once 20 s); every test checks its own scenario's
+    outcome (and gets its error). The late joiner is not one of them: it must join within 1 s of a keyframe, which a
+    busy start can miss."""
+    with ThreadPoolExecutor(max_workers=len(SCENARIOS), thread_name_prefix="edge") as pool:
+        yield {
+            name: pool.submit(run, server, tmp_path_factory.mktemp(name), pattern) for name, run in SCENARIOS.items()
+        }
+
+
+def outcome(scenarios: dict[str, Future[Any]], name: str) -> Any:
+    return scenarios[name].result(timeout=180)
+
+
+def test_looping_publisher_stays_in_sync_across_every_loop(scenarios: dict[str, Future[Any]]) -> None:
+    source, (worker, metrics, output, _) = outcome(scenarios, "loop")
     assert max(abs(x) for x in measure_av_sync(source).offsets_ms) < 1.0
-    worker, metrics, output, _ = run_worker(server, tmp_path, source, "loop", loop=True, play_s=14.0)
     assert worker.status()["state"] == "stopped"
     report = measure_av_sync(output)
     # markers at 1 and 3 s of each 5 s loop: before the first loop point and after the second
@@ -109,11 +158,8 @@ def test_looping_publisher_stays_in_sync_across_every_loop(
     assert abs(worker.status()["last_av_sync_delta_ms"]) < 1.0
 
 
-def test_a_burst_of_corrupt_audio_is_filled_and_the_stream_goes_on(
-    server: NginxRtmpServer, tmp_path: Path, pattern: Path
-) -> None:
-    bad, _ = corrupt_aac_burst(pattern, tmp_path, first=150, count=40)  # 3.2-4.05 s: between two beeps
-    worker, metrics, output, packets = run_worker(server, tmp_path, bad, "burst")
+def test_a_burst_of_corrupt_audio_is_filled_and_the_stream_goes_on(scenarios: dict[str, Future[Any]]) -> None:
+    worker, metrics, output, packets = outcome(scenarios, "burst")
     status = worker.status()
     assert status["state"] == "stopped", status  # before: failed, "audio is not contiguous"
     assert metrics.errors.labels(stream_id="burst", type="corrupt_packet")._value.get() >= 20
@@ -124,14 +170,8 @@ def test_a_burst_of_corrupt_audio_is_filled_and_the_stream_goes_on(
     assert len(report.offsets_ms) == 6 and all(abs(x) < 1.0 for x in report.offsets_ms), report
 
 
-def test_audio_only_input_is_passed_through_dubbed(server: NginxRtmpServer, tmp_path: Path) -> None:
-    source = tmp_path / "audio.flv"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=440:r=48000:d=6",
-         "-c:a", "aac", str(source)],
-        check=True,
-    )  # fmt: skip
-    worker, metrics, _, packets = run_worker(server, tmp_path, source, "audio")
+def test_audio_only_input_is_passed_through_dubbed(scenarios: dict[str, Future[Any]]) -> None:
+    source, (worker, metrics, _, packets) = outcome(scenarios, "audio")
     status = worker.status()
     assert status["state"] == "stopped" and status["dubbed"] >= 2, status
     assert metrics.errors.labels(stream_id="audio", type="no_video")._value.get() == 1
