@@ -11,6 +11,7 @@ import json
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -74,6 +75,7 @@ def srt_reader(stack: Stack, sid: str, language: str, work: Path) -> tuple[Manag
     return ManagedProcess(f"srt-reader-{language}", argv, work / f"{sid}-reader-{language}.log").start(), recording
 
 
+@pytest.mark.usefixtures("dropped_publisher")  # the drop scenario plays meanwhile, on another stream id
 def test_srt_publisher_in_and_srt_reader_out_per_language(stack: Stack, pattern: Path, work: Path) -> None:
     """Readers connect before the publisher (they wait for their path), get each target language, and end by
     themselves when the output ends (the gateway closes the SRT connection; nginx-rtmp tells players nothing)."""
@@ -123,9 +125,8 @@ def streams(stack: Stack) -> list[dict]:
         return json.loads(response.read())["streams"]
 
 
-def test_dropped_srt_publisher_ends_like_a_dropped_rtmp_one_and_may_return(
-    stack: Stack, pattern: Path, work: Path
-) -> None:
+def drop_and_return(stack: Stack, pattern: Path, work: Path) -> None:
+    """The dropped publisher's scenario (its checks raise); test_dropped_srt_publisher_... gets its outcome."""
     sid = "srtdrop"
     publisher = ManagedProcess("srt-publisher", srt_publish_argv(pattern, stack.srt_input_url(sid), loop=True),
                                work / "drop-publisher.log").start()  # fmt: skip
@@ -143,3 +144,15 @@ def test_dropped_srt_publisher_ends_like_a_dropped_rtmp_one_and_may_return(
         assert wait_for_stream(stack.stat_url, f"{sid}/out", timeout=30) is not None
     finally:
         back.stop(timeout=1, sig=9)
+
+
+@pytest.fixture(scope="module")
+def dropped_publisher(stack: Stack, pattern: Path, work: Path) -> Iterator[Future[None]]:
+    """The drop scenario, started in the background: it plays on its own stream id while the readers' test runs
+    (both mostly wait on real-time publishers: one after the other they took 45 s)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="srt-drop") as pool:
+        yield pool.submit(drop_and_return, stack, pattern, work)
+
+
+def test_dropped_srt_publisher_ends_like_a_dropped_rtmp_one_and_may_return(dropped_publisher: Future[None]) -> None:
+    dropped_publisher.result(timeout=120)
