@@ -15,7 +15,8 @@ Sections:
   Per stage p50/p95 seconds and RTF (compute seconds per second of audio), the first piece after warm-up, chrF of
   the cascade's translation and ASR-BLEU (BLEU of a fixed Whisper listener over the dub), both against the other
   language's transcripts of the same prompts. `--save` keeps the rows as JSON; `--before` prints before → after.
-- asr: Whisper word error rate on single prompts against their transcripts.
+- asr: Whisper word error rate on single prompts against their transcripts: the same prompts in every language
+  (names all of them have), sentences of 3 words or more, as one-word prompts make a WER of two or three words.
 - mt: chrF/BLEU of the translators on the prompts' gold transcripts against the other language's transcripts.
 - context: the LLM tier on the same gold transcripts, in corpus order, without and with a translation context: the
   two previous prompts and their translations (as the STS gives a stream's last phrases) and/or a glossary
@@ -39,9 +40,10 @@ import sys
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -407,14 +409,34 @@ def compare_table(before: list[dict[str, object]], after: list[dict[str, object]
 # ---------------------------------------------------------------- ASR WER
 
 
+# A WER is over the references' words: the English and French corpora start with one-word prompts ("Activated.",
+# "Added."), so the first prompts gave 100 % from one misheard isolated word ("added" → "I did").
+ASR_MIN_WORDS = 3
+# Whisper decodes 30 s windows; the few longer prompts (menus) are left out, as fragments never are that long.
+ASR_MAX_S = 28.0
+
+
+def asr_prompt_names(prompts_by_language: Mapping[str, Mapping[str, corpus.Prompt]], n: int) -> list[str]:
+    """The first `n` names (sorted) that every language has as a sentence of ASR_MIN_WORDS words or more and at
+    most ASR_MAX_S seconds, so that each language's WER is over the same prompts and enough words."""
+
+    def usable(prompt: corpus.Prompt) -> bool:
+        return len(normalise(prompt.text).split()) >= ASR_MIN_WORDS and prompt.duration_s <= ASR_MAX_S
+
+    shared = set.intersection(*(set(prompts) for prompts in prompts_by_language.values()))
+    names = (name for name in sorted(shared) if all(usable(p[name]) for p in prompts_by_language.values()))
+    return list(islice(names, n))
+
+
 def run_asr(models: Models, n: int) -> str:
     import jiwer
 
     asr = models.asr()
+    prompts_by_language = {language: corpus.load_prompts(language) for language in corpus.LANGUAGES}
+    names = asr_prompt_names(prompts_by_language, n)
     rows = []
-    for language in corpus.LANGUAGES:
-        # Whisper decodes 30 s windows; the few longer prompts (menus) are left out, as fragments never are that long.
-        prompts = [p for p in corpus.load_prompts(language).values() if p.duration_s <= 28.0][:n]
+    for language, by_name in prompts_by_language.items():
+        prompts = [by_name[name] for name in names]
         hypotheses, references, seconds, audio_s = [], [], 0.0, 0.0
         print(f"asr: {language} ({len(prompts)} prompts)", file=sys.stderr)
         for prompt in prompts:
