@@ -45,6 +45,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
     from livedub.media.metrics import WorkerMetrics
+    from livedub.media.pipeline.plan import StreamPlan
     from livedub.media.pipeline.worker import WorkerRunner
     from livedub.media.settings import MediaSettings
     from livedub.media.types import DubClient
@@ -64,15 +65,16 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     metrics = WorkerMetrics(CollectorRegistry())
     runners = []
     for i in range(args.streams):
-        stream_id = f"bench{i}"
+        plan = StreamPlan.for_stream(f"bench{i}", settings)
+        stream_id = plan.stream_id
         client: DubClient
         if args.sts_url:
             from livedub.media.sts_link.sts_client import StsClient
 
-            client = StsClient(stream_id, settings, metrics)
+            client = StsClient(stream_id, settings, metrics, targets=plan.targets)
         else:
-            client = EchoDubClient(delay_s=0.05)
-        runners.append(WorkerRunner(stream_id, settings, client, metrics))
+            client = EchoDubClient(plan.targets, delay_s=0.05)
+        runners.append(WorkerRunner(plan, settings, client, metrics))
     if args.policy == "speech":  # load the VAD model before the clock starts
         from faster_whisper.vad import get_vad_model
 

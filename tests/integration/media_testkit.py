@@ -17,6 +17,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.pipeline.plan import StreamPlan
 from livedub.media.settings import MediaSettings
 from livedub.media.types import AudioSegment
 from livedub.protocol import StreamReady
@@ -164,7 +165,7 @@ class ProcessFakeClient:
     async def start(self) -> None:
         return None
 
-    async def dub(self, segment: AudioSegment) -> Any:
+    async def dub_targets(self, segment: AudioSegment, on_outcome: Any, on_chunk: Any = None) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -174,9 +175,9 @@ class ProcessFakeClient:
         return {"ready": True, "fake": True}
 
 
-def process_fake_runner(stream_id: str, settings: MediaSettings, client: Any, metrics: WorkerMetrics) -> Any:
-    return ProcessFakeRunner(stream_id, settings, client, metrics)
+def process_fake_runner(plan: StreamPlan, settings: MediaSettings, client: Any, metrics: WorkerMetrics) -> Any:
+    return ProcessFakeRunner(plan.stream_id, settings, client, metrics)
 
 
-def process_fake_client(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> Any:
+def process_fake_client(plan: StreamPlan, settings: MediaSettings, metrics: WorkerMetrics) -> Any:
     return ProcessFakeClient()

@@ -28,6 +28,7 @@ from test_media_ingest import corrupt_aac_burst
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
 from livedub.analysis.recorder import PacketInfo, StreamRecorder, read_packets
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.pipeline.plan import StreamPlan
 from livedub.media.pipeline.worker import WorkerRunner
 from livedub.media.service.manager import WorkerManager
 from livedub.media.settings import MediaSettings
@@ -71,7 +72,8 @@ def run_worker(
     """Publish `source` (looping for `play_s` seconds, else to its end), run a worker on it, record its output."""
     s = settings_for(server)
     metrics = WorkerMetrics(CollectorRegistry())
-    worker = WorkerRunner(stream_id, s, EchoDubClient(delay_s=0.1), metrics)
+    plan = StreamPlan.for_stream(stream_id, s)
+    worker = WorkerRunner(plan, s, EchoDubClient(plan.targets, delay_s=0.1), metrics)
     output = tmp_path / f"{stream_id}-out.flv"
     recorder = StreamRecorder(s.output_url(stream_id), copy_to=output, open_timeout_s=20)
     publisher = publish(source, s.input_url(stream_id), loop=loop, log=tmp_path / "publisher.log")
@@ -191,7 +193,8 @@ def test_without_wait_video_a_late_joining_worker_still_gets_the_video(
     mid-GOP sees audio first and probes again until the next keyframe."""
     s = settings_for(server)
     metrics = WorkerMetrics(CollectorRegistry())
-    worker = WorkerRunner("late", s, EchoDubClient(delay_s=0.1), metrics)
+    plan = StreamPlan.for_stream("late", s)
+    worker = WorkerRunner(plan, s, EchoDubClient(plan.targets, delay_s=0.1), metrics)
     publisher = publish(pattern, s.input_url("late"), log=tmp_path / "publisher.log")
     time.sleep(1.0)  # joins 1 s in: the next keyframe is at 2 s (GOP 50 at 25 fps)
 
@@ -215,8 +218,8 @@ def test_without_wait_video_a_late_joining_worker_still_gets_the_video(
     assert abs(worker.status()["last_av_sync_delta_ms"]) < 1.0
 
 
-def echo_client(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
-    return EchoDubClient(delay_s=0.1)
+def echo_client(plan: StreamPlan, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
+    return EchoDubClient(plan.targets, delay_s=0.1)
 
 
 class SessionRecorder:

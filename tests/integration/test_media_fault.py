@@ -36,6 +36,7 @@ from media_testkit import (
 
 from livedub.analysis.recorder import StreamRecorder
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.pipeline.plan import StreamPlan
 from livedub.media.service.app import create_app
 from livedub.media.service.manager import WorkerManager
 from livedub.media.settings import MediaSettings
@@ -59,8 +60,9 @@ pytestmark = [
 STREAM = "fault"
 
 
-def fast_reconnecting_client(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
-    return StsClient(stream_id, settings, metrics, backoff=ExponentialBackoff(initial_s=0.2, max_s=1.0))
+def fast_reconnecting_client(plan: StreamPlan, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
+    backoff = ExponentialBackoff(initial_s=0.2, max_s=1.0)
+    return StsClient(plan.stream_id, settings, metrics, targets=plan.targets, backoff=backoff)
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
 from livedub.analysis.recorder import PacketInfo, StreamRecorder, read_packets
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.pipeline.plan import StreamPlan
 from livedub.media.pipeline.worker import WorkerRunner
 from livedub.media.settings import MediaSettings
 from livedub.media.types import AudioSegment, DubOutcome
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 DURATION_S = 12.0
 DELAY_MS = 3000
+TARGETS = ("es",)  # the settings' default target language (run_stream checks)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,9 @@ def run_stream(
     }
     s = MediaSettings(**(values | settings))
     metrics = WorkerMetrics(CollectorRegistry())
-    worker = WorkerRunner(stream_id, s, client, metrics)
+    plan = StreamPlan.for_stream(stream_id, s)
+    assert plan.targets == tuple(client.targets)
+    worker = WorkerRunner(plan, s, client, metrics)
     output = tmp_path / f"{stream_id}-out.flv"
     recorder = StreamRecorder(s.output_url(stream_id), copy_to=output, open_timeout_s=20)
     publisher = publish(source, s.input_url(stream_id), log=tmp_path / "publisher.log")
@@ -135,7 +139,7 @@ def assert_markers_in_sync(output: Path, expected_markers: int) -> None:
 def test_fixed_segments_dubbed_output_matches_input_and_stays_in_sync(
     server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
 ) -> None:
-    client = EchoDubClient(delay_s=0.2, length_error=-97)
+    client = EchoDubClient(TARGETS, delay_s=0.2, length_error=-97)
     run = run_stream(server, tmp_path, patterns["av"], client, segment_duration_ms=2500)
     status = run.worker.status()
     assert status["state"] == "stopped"
@@ -154,7 +158,7 @@ class SometimesLateClient(EchoDubClient):
     """Echo, but every second phrase with sound in it (a beep) answers after the output needed it."""
 
     def __init__(self, delay_s: float) -> None:
-        super().__init__(delay_s)
+        super().__init__(TARGETS, delay_s)
         self.audible = 0
 
     async def dub(self, segment: AudioSegment) -> DubOutcome:
@@ -186,7 +190,7 @@ def test_speech_policy_late_dubs_fall_back_without_stalling(
 def test_stream_without_audio_passes_video_through_and_ends_on_read_timeout(
     server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
 ) -> None:
-    run = run_stream(server, tmp_path, patterns["video_only"], EchoDubClient(), stop_on_unpublish=False)
+    run = run_stream(server, tmp_path, patterns["video_only"], EchoDubClient(TARGETS), stop_on_unpublish=False)
     assert run.worker.status()["state"] == "stopped"
     assert run.worker.end_reason == "timeout"
     assert run.metrics.errors.labels(stream_id="tv", type="no_audio")._value.get() == 1
@@ -203,7 +207,7 @@ def test_unsupported_video_codec_is_refused(server: NginxRtmpServer, tmp_path: P
     )  # fmt: skip
     settings = MediaSettings(rtmp_base_url=server.rtmp_url, ingest_read_timeout_s=2.0)
     metrics = WorkerMetrics(CollectorRegistry())
-    worker = WorkerRunner("bad", settings, EchoDubClient(), metrics)
+    worker = WorkerRunner(StreamPlan.for_stream("bad", settings), settings, EchoDubClient(TARGETS), metrics)
     publisher = publish(source, settings.input_url("bad"))
     try:
         asyncio.run(asyncio.wait_for(worker.run(), timeout=30))
@@ -218,7 +222,7 @@ def test_unsupported_video_codec_is_refused(server: NginxRtmpServer, tmp_path: P
 def test_worker_joining_a_running_stream_starts_at_a_keyframe_with_video_and_in_sync(
     server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
 ) -> None:
-    run = run_stream(server, tmp_path, patterns["av"], EchoDubClient(), join_after_s=1.0)
+    run = run_stream(server, tmp_path, patterns["av"], EchoDubClient(TARGETS), join_after_s=1.0)
     assert run.worker.status()["state"] == "stopped"
     assert run.metrics.errors.labels(stream_id="tav", type="no_video")._value.get() == 0
     out_video = [p for p in run.packets if p.kind == "video"]

@@ -27,6 +27,7 @@ from media_testkit import fresh_metrics, serve_asgi
 from livedub.analysis import PatternSpec, measure_av_sync, write_pattern
 from livedub.analysis.recorder import StreamRecorder, read_packets
 from livedub.deadline import NO_DEADLINE, Deadline
+from livedub.media.pipeline.plan import StreamPlan
 from livedub.media.pipeline.worker import WorkerRunner
 from livedub.media.settings import MediaSettings
 from livedub.media.sts_link.sts_client import StsClient
@@ -104,8 +105,9 @@ def test_two_targets_publish_out_es_fr_and_hls_all_in_sync(server: NginxRtmpServ
         INGEST_READ_TIMEOUT_S=2.0, INGEST_OPEN_TIMEOUT_S=10.0,
     )  # fmt: skip
     metrics = fresh_metrics()
-    client = StsClient(stream_id, settings, metrics)
-    worker = WorkerRunner(stream_id, settings, client, metrics)
+    plan = StreamPlan.for_stream(stream_id, settings)
+    client = StsClient(stream_id, settings, metrics, targets=plan.targets)
+    worker = WorkerRunner(plan, settings, client, metrics)
     recorders = {
         name: StreamRecorder(
             f"{server.rtmp_url}/{stream_id}/{name}", copy_to=tmp_path / f"{name.replace('/', '-')}.flv"

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from dub_kit import outcome_of
 from media_testkit import (
     FakeSts,
     echo_sts_app,
@@ -46,7 +47,9 @@ FAST_BACKOFF = ExponentialBackoff(initial_s=0.05, max_s=0.3)
 
 def make_client(port: int, metrics=None, **settings: object) -> StsClient:
     config = media_settings(STS_SERVICE_URL=f"http://127.0.0.1:{port}", **settings)
-    return StsClient("s1", config, metrics or fresh_metrics(), backoff=FAST_BACKOFF, connect_timeout_s=5)
+    return StsClient(
+        "s1", config, metrics or fresh_metrics(), targets=config.targets, backoff=FAST_BACKOFF, connect_timeout_s=5
+    )
 
 
 @pytest.mark.parametrize(("audio_format", "channels"), [("pcm_s16le", 1), ("pcm_s16le", 2), ("m4a", 1), ("m4a", 2)])
@@ -59,7 +62,7 @@ async def test_echo_returns_audio_of_equal_length(audio_format: str, channels: i
         try:
             assert await client.wait_ready(10)
             segments = [noise_segment(seq, seconds=1.5, channels=channels) for seq in range(3)]
-            outcomes = [await client.dub(segment) for segment in segments]
+            outcomes = [await outcome_of(client, segment) for segment in segments]
         finally:
             await client.close()
     for segment, outcome in zip(segments, outcomes, strict=True):
@@ -84,7 +87,7 @@ async def test_concurrent_dubs_respect_the_inflight_limit_and_all_come_back() ->
         try:
             assert await client.wait_ready(10)
             segments = [noise_segment(seq, seconds=0.5) for seq in range(6)]
-            outcomes = await asyncio.gather(*(client.dub(s) for s in segments))
+            outcomes = await asyncio.gather(*(outcome_of(client, s) for s in segments))
         finally:
             await client.close()
     assert [o.status for o in outcomes] == [DubStatus.DUBBED] * 6
@@ -101,8 +104,8 @@ async def test_api_key_is_presented_and_a_wrong_key_means_fallback() -> None:
         try:
             assert await good.wait_ready(10)
             assert not await bad.wait_ready(1.0)
-            assert (await good.dub(noise_segment(0))).status is DubStatus.DUBBED
-            outcome = await bad.dub(noise_segment(0))
+            assert (await outcome_of(good, noise_segment(0))).status is DubStatus.DUBBED
+            outcome = await outcome_of(bad, noise_segment(0))
             assert outcome.status is DubStatus.FALLBACK and outcome.reason == "sts_unavailable"
         finally:
             await good.close()
@@ -115,14 +118,14 @@ async def test_no_sts_falls_back_without_opening_the_breaker_then_dubbing_resume
     client = make_client(port, metrics, CIRCUIT_BREAKER_THRESHOLD=2, CIRCUIT_BREAKER_COOLDOWN_MS=60000)
     await client.start()
     try:
-        reasons = [(await client.dub(noise_segment(seq))).reason for seq in range(4)]
+        reasons = [(await outcome_of(client, noise_segment(seq))).reason for seq in range(4)]
         assert reasons == ["sts_unavailable"] * 4
         # No session is not an STS fault: counting it opened the breaker just as STS came back (issue 9, item 6).
         assert sample(metrics, "circuit_breaker_state", stream_id="s1") == BreakerState.CLOSED
 
         async with serve_asgi(echo_sts_app(), port):
             assert await client.wait_ready(15)  # reconnected with back-off and re-sent stream:init
-            outcome = await client.dub(noise_segment(4))  # at once: no cooldown to sit out
+            outcome = await outcome_of(client, noise_segment(4))  # at once: no cooldown to sit out
             assert outcome.status is DubStatus.DUBBED, outcome.reason
             assert sample(metrics, "circuit_breaker_state", stream_id="s1") == BreakerState.CLOSED
             assert sample(metrics, "sts_fragments_processed_total", stream_id="s1", status="success") == 1
@@ -135,8 +138,8 @@ async def test_a_segment_waits_for_the_reconnect_while_its_dub_can_be_on_time() 
     client = make_client(port)
     await client.start()
     try:
-        assert (await client.dub(with_deadline(0, 0.3))).reason == "sts_unavailable"  # nothing comes in time
-        waiting = asyncio.create_task(client.dub(with_deadline(1, 8.0)))
+        assert (await outcome_of(client, with_deadline(0, 0.3))).reason == "sts_unavailable"  # nothing comes in time
+        waiting = asyncio.create_task(outcome_of(client, with_deadline(1, 8.0)))
         await asyncio.sleep(0.5)
         assert not waiting.done()
         async with serve_asgi(echo_sts_app(), port):
@@ -155,11 +158,11 @@ async def test_an_open_breaker_tries_at_once_on_a_new_session() -> None:
     try:
         async with serve_asgi(deadline_app(DeadlineEcho("fail")), port):
             assert await client.wait_ready(10)
-            assert (await client.dub(noise_segment(0))).reason == "failed"
-            assert (await client.dub(noise_segment(1))).reason == "circuit_open"
+            assert (await outcome_of(client, noise_segment(0))).reason == "failed"
+            assert (await outcome_of(client, noise_segment(1))).reason == "circuit_open"
         async with serve_asgi(echo_sts_app(), port):  # the restarted STS
             assert await client.wait_ready(15)
-            outcome = await client.dub(noise_segment(2))
+            outcome = await outcome_of(client, noise_segment(2))
             assert outcome.status is DubStatus.DUBBED, outcome.reason
             assert sample(metrics, "circuit_breaker_state", stream_id="s1") == BreakerState.CLOSED
     finally:
@@ -173,7 +176,7 @@ async def test_a_clean_end_logs_no_warning(caplog: pytest.LogCaptureFixture) -> 
         client = make_client(port)
         await client.start()
         assert await client.wait_ready(10)
-        assert (await client.dub(noise_segment(0))).status is DubStatus.DUBBED
+        assert (await outcome_of(client, noise_segment(0))).status is DubStatus.DUBBED
         with caplog.at_level(logging.INFO, logger="livedub.media.sts_link.sts_client"):
             await client.close()
     records = [r for r in caplog.records if r.name == "livedub.media.sts_link.sts_client"]
@@ -190,9 +193,9 @@ async def test_unanswered_fragment_falls_back_at_its_deadline() -> None:
         await client.start()
         try:
             assert await client.wait_ready(10)
-            first = await client.dub(noise_segment(0))
-            second = await client.dub(noise_segment(1))
-            third = await client.dub(noise_segment(2))
+            first = await outcome_of(client, noise_segment(0))
+            second = await outcome_of(client, noise_segment(1))
+            third = await outcome_of(client, noise_segment(2))
         finally:
             await client.close()
     assert (first.reason, second.reason, third.reason) == ("timeout", "timeout", "circuit_open")
@@ -208,7 +211,7 @@ async def test_error_event_for_a_fragment_falls_back() -> None:
         await client.start()
         try:
             assert await client.wait_ready(10)
-            outcome = await client.dub(noise_segment(0))
+            outcome = await outcome_of(client, noise_segment(0))
         finally:
             await client.close()
     assert outcome.status is DubStatus.FALLBACK and outcome.reason == "sts_error"
@@ -222,7 +225,7 @@ async def test_connection_drop_fails_inflight_fragment_and_reconnects_with_a_new
         await client.start()
         try:
             assert await client.wait_ready(10)
-            outcome = await client.dub(noise_segment(0))
+            outcome = await outcome_of(client, noise_segment(0))
             assert outcome.reason == "disconnected"
             # The drop cleared `ready`; it comes back only with the stream:ready answering a second stream:init.
             assert await client.wait_ready(10)
@@ -264,7 +267,10 @@ def deadline_app(processor: DeadlineEcho) -> Any:
 def client_at(url: str, metrics: Any, **settings: Any) -> StsClient:
     overrun = settings.pop("dub_overrun_ms", 0)
     config = media_settings(STS_SERVICE_URL=url, **settings)
-    return StsClient("s1", config, metrics, backoff=FAST_BACKOFF, connect_timeout_s=5, dub_overrun_ms=overrun)
+    return StsClient(
+        "s1", config, metrics, targets=config.targets, backoff=FAST_BACKOFF, connect_timeout_s=5,
+        dub_overrun_ms=overrun,
+    )  # fmt: skip
 
 
 def with_deadline(seq: int, deadline_s: float | None) -> AudioSegment:
@@ -278,8 +284,8 @@ async def test_segment_deadline_and_dub_overrun_reach_sts() -> None:
         await client.start()
         try:
             assert await client.wait_ready(10)
-            timed = await client.dub(with_deadline(0, 3.0))
-            seed_like = await client.dub(with_deadline(1, None))
+            timed = await outcome_of(client, with_deadline(0, 3.0))
+            seed_like = await outcome_of(client, with_deadline(1, None))
         finally:
             await client.close()
     assert (timed.status, seed_like.status) == (DubStatus.DUBBED, DubStatus.DUBBED)
@@ -298,7 +304,7 @@ async def test_late_drops_answered_by_sts_do_not_open_the_breaker() -> None:
         await client.start()
         try:
             assert await client.wait_ready(10)
-            outcomes = [await client.dub(with_deadline(seq, 0.6)) for seq in range(4)]
+            outcomes = [await outcome_of(client, with_deadline(seq, 0.6)) for seq in range(4)]
             state = sample(metrics, "circuit_breaker_state", stream_id="s1")
         finally:
             processor.release.set()
@@ -318,7 +324,7 @@ async def test_one_stuck_fragment_costs_only_its_own_dub() -> None:
         await client.start()
         try:
             assert await client.wait_ready(10)
-            outcomes = await asyncio.gather(*(client.dub(with_deadline(seq, 1.0 + seq)) for seq in range(4)))
+            outcomes = await asyncio.gather(*(outcome_of(client, with_deadline(seq, 1.0 + seq)) for seq in range(4)))
             state = sample(metrics, "circuit_breaker_state", stream_id="s1")
         finally:
             processor.release.set()
@@ -335,7 +341,7 @@ async def test_sts_faults_still_open_the_breaker() -> None:
         await client.start()
         try:
             assert await client.wait_ready(10)
-            reasons = [(await client.dub(with_deadline(seq, 2.0))).reason for seq in range(3)]
+            reasons = [(await outcome_of(client, with_deadline(seq, 2.0))).reason for seq in range(3)]
         finally:
             await client.close()
     assert reasons == ["failed", "failed", "circuit_open"]
@@ -350,8 +356,8 @@ async def test_a_segment_without_time_left_is_dropped_before_sending() -> None:
         await client.start()
         try:
             assert await client.wait_ready(10)
-            outcomes = [await client.dub(with_deadline(seq, s)) for seq, s in enumerate([0.05, 0.0, -1.0])]
-            after = await client.dub(with_deadline(3, 2.0))
+            outcomes = [await outcome_of(client, with_deadline(seq, s)) for seq, s in enumerate([0.05, 0.0, -1.0])]
+            after = await outcome_of(client, with_deadline(3, 2.0))
         finally:
             await client.close()
     assert [o.reason for o in outcomes] == ["late"] * 3
@@ -370,9 +376,9 @@ async def test_giving_up_before_a_seed_sts_had_to_answer_is_a_late_drop() -> Non
         await client.start()
         try:
             assert await client.wait_ready(10)
-            early = [(await client.dub(with_deadline(seq, 0.5))).reason for seq in range(3)]
+            early = [(await outcome_of(client, with_deadline(seq, 0.5))).reason for seq in range(3)]
             assert sample(metrics, "circuit_breaker_state", stream_id="s1") == BreakerState.CLOSED
-            full = [(await client.dub(with_deadline(seq, None))).reason for seq in range(3, 6)]
+            full = [(await outcome_of(client, with_deadline(seq, None))).reason for seq in range(3, 6)]
         finally:
             await client.close()
     assert early == ["timeout"] * 3

@@ -16,6 +16,7 @@ import av
 import numpy as np
 import pytest
 import socketio
+from dub_kit import outcome_of
 from media_testkit import fresh_metrics, media_settings, sample, serve_asgi
 
 from livedub.media.pipeline.background import DuckedBackground
@@ -23,6 +24,7 @@ from livedub.media.pipeline.dubtrack import DubTrack
 from livedub.media.pipeline.ingest import AudioChunk, StreamLayout
 from livedub.media.pipeline.muxer import Lane, OutputTimeline, PacedMuxer
 from livedub.media.pipeline.phrase_log import PhraseRecorder
+from livedub.media.pipeline.plan import StreamPlan
 from livedub.media.pipeline.worker import WorkerRunner
 from livedub.media.sts_link.sts_client import StsClient
 from livedub.media.types import AudioSegment, DubChunkAudio, DubOutcome, DubStatus
@@ -105,7 +107,7 @@ def make_client(port: int, targets: str = "es", metrics: Any = None) -> StsClien
         STS_SERVICE_URL=f"http://127.0.0.1:{port}", WORKER_TARGET_LANGUAGES=targets, STS_AUDIO_FORMAT="pcm_s16le",
         AUDIO_SAMPLE_RATE=RATE,
     )  # fmt: skip
-    return StsClient("s1", settings, metrics or fresh_metrics(), connect_timeout_s=5)
+    return StsClient("s1", settings, metrics or fresh_metrics(), targets=settings.targets, connect_timeout_s=5)
 
 
 def segment(seq: int = 0) -> AudioSegment:
@@ -142,7 +144,7 @@ async def test_chunks_are_asked_for_and_handed_on_in_order_before_the_outcome() 
                 order.append(f"outcome {outcome.language}")
 
             await asyncio.wait_for(client.dub_targets(segment(), on_outcome, on_chunk), 10)
-            plain = await asyncio.wait_for(client.dub(segment(1)), 10)  # no on_chunk: the whole dub, as ever
+            plain = await asyncio.wait_for(outcome_of(client, segment(1), "es"), 10)  # no on_chunk: the whole dub
         finally:
             await client.close()
     # asked without chunks first, then again with them once stream:ready announced the capability
@@ -231,7 +233,7 @@ async def test_the_output_has_each_chunk_where_it_belongs_once(bad: str | None) 
     cues: list[tuple[str, float, float, str]] = []
     async with serve_asgi(sts.app, port):
         client = make_client(port, metrics=metrics)
-        runner = WorkerRunner("s1", client.settings, client, metrics)
+        runner = WorkerRunner(StreamPlan.for_stream("s1", client.settings), client.settings, client, metrics)
         out = FakeOutput()
         layout = StreamLayout(video=None, audio_channels=1, sample_rate=RATE, audio_offset_ms=0)
         track = DubTrack(RATE, stretch=lambda a, _s: a, fade_s=0.01, max_late_s=1.0)

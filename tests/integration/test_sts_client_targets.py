@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import socketio
+from dub_kit import outcome_of
 from media_testkit import fresh_metrics, media_settings, noise_segment, serve_asgi
 
 from livedub.deadline import NO_DEADLINE, Deadline
@@ -49,7 +50,9 @@ def sts_app(pipeline: EchoPipeline) -> Any:
 
 def make_client(port: int, targets: str) -> StsClient:
     settings = media_settings(STS_SERVICE_URL=f"http://127.0.0.1:{port}", WORKER_TARGET_LANGUAGES=targets)
-    return StsClient("s1", settings, fresh_metrics(), backoff=FAST_BACKOFF, connect_timeout_s=5)
+    return StsClient(
+        "s1", settings, fresh_metrics(), targets=settings.targets, backoff=FAST_BACKOFF, connect_timeout_s=5
+    )
 
 
 async def dub_all(
@@ -149,7 +152,7 @@ async def test_one_target_sends_the_seed_config() -> None:
         await client.start()
         try:
             assert await client.wait_ready(10)
-            outcome = await client.dub(noise_segment(0))
+            outcome = await outcome_of(client, noise_segment(0))
         finally:
             await client.close()
     assert "target_languages" not in seed.configs[0] or seed.configs[0]["target_languages"] is None

@@ -9,9 +9,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from livedub.media.metrics import WorkerMetrics
+from livedub.media.pipeline.plan import StreamPlan
 from livedub.media.service.manager import WorkerManager
 from livedub.media.settings import MediaSettings
-from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus
+from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus, OnChunk, OnOutcome
 
 
 class FakeClient:
@@ -22,8 +23,8 @@ class FakeClient:
     async def start(self) -> None:
         self.started = True
 
-    async def dub(self, segment: AudioSegment) -> DubOutcome:
-        return DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="fake")
+    async def dub_targets(self, segment: AudioSegment, on_outcome: OnOutcome, on_chunk: OnChunk | None = None) -> None:
+        on_outcome(DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="fake"))
 
     async def close(self) -> None:
         self.closed = True
@@ -88,7 +89,10 @@ class FakeFleet:
         self.runners: dict[str, FakeRunner] = {}
         self.clients: dict[str, FakeClient] = {}
 
-    def runner(self, stream_id: str, settings: MediaSettings, client: DubClient, metrics: WorkerMetrics) -> FakeRunner:
+    def runner(
+        self, plan: StreamPlan, settings: MediaSettings, client: DubClient, metrics: WorkerMetrics
+    ) -> FakeRunner:
+        stream_id = plan.stream_id
         runner = FakeRunner(
             stream_id,
             crash=stream_id in self.crash,
@@ -98,9 +102,9 @@ class FakeFleet:
         self.runners[stream_id] = runner
         return runner
 
-    def client(self, stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> FakeClient:
+    def client(self, plan: StreamPlan, settings: MediaSettings, metrics: WorkerMetrics) -> FakeClient:
         client = FakeClient()
-        self.clients[stream_id] = client
+        self.clients[plan.stream_id] = client
         return client
 
 

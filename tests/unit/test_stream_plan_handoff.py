@@ -36,9 +36,7 @@ def test_the_plan_of_the_inputs_is_the_plan_the_worker_builds_from_its_settings(
     plan = StreamPlan.build("abc", service, inputs)
     assert plan.targets == ("fr", "it") and plan.rtmp_urls()["out"] == "rtmp://h/live/abc/out"
     assert plan.outputs_of("fr")[0].name == "out" and plan.delay_s == 4.0
-    # WorkerRunner still builds its plan from settings (StreamPlan.for_stream): the same plan.
-    assert StreamPlan.for_stream("abc", inputs.applied_to(service)) == plan
-    assert service.targets == ["es"]  # the service's own settings stay its defaults
+    assert StreamPlan.for_stream("abc", service).targets == ("es",)  # the service's own settings stay its defaults
 
 
 @pytest.mark.parametrize(
@@ -84,9 +82,10 @@ async def test_a_worker_on_a_thread_is_built_with_its_targets_and_listed_with_th
     fleet = FakeFleet()
     build_runner = fleet.runner
 
-    def runner(stream_id: str, stream_settings: MediaSettings, client: Any, metrics: WorkerMetrics) -> Any:
-        seen.append(stream_settings.targets)
-        return build_runner(stream_id, stream_settings, client, metrics)
+    def runner(plan: StreamPlan, service: MediaSettings, client: Any, metrics: WorkerMetrics) -> Any:
+        seen.append(list(plan.targets))
+        assert service.targets == ["es"]  # the service's settings go unchanged: the stream's targets are in its plan
+        return build_runner(plan, service, client, metrics)
 
     manager = make_manager(fleet, WORKER_TARGET_LANGUAGES="es")
     manager._runner_factory = runner
@@ -125,12 +124,12 @@ async def run_child(inputs_json: str) -> tuple[list[list[str]], list[Any]]:
     """The messages the child sends its parent, and the targets its factories were given."""
     built: list[list[str]] = []
 
-    def runner(stream_id: str, stream_settings: MediaSettings, client: Any, metrics: WorkerMetrics) -> Any:
-        built.append(stream_settings.targets)
+    def runner(plan: StreamPlan, service: MediaSettings, client: Any, metrics: WorkerMetrics) -> Any:
+        built.append(list(plan.targets))
         return EndsAtOnce()
 
-    def client(stream_id: str, stream_settings: MediaSettings, metrics: WorkerMetrics) -> Any:
-        built.append(stream_settings.targets)
+    def client(plan: StreamPlan, service: MediaSettings, metrics: WorkerMetrics) -> Any:
+        built.append(list(plan.targets))
         return FakeClient()
 
     parent, child = multiprocessing.Pipe()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -98,33 +98,27 @@ class DubChunkAudio:
     final: bool = False  # the dub's last piece
 
 
-class DubClient(Protocol):
-    """The STS client as the worker sees it. `dub` never raises: failures come back as fallbacks."""
-
-    async def start(self) -> None: ...
-
-    async def dub(self, segment: AudioSegment) -> DubOutcome: ...
-
-    async def close(self) -> None: ...
-
-    def status(self) -> dict[str, object]: ...  # the STS link as /v1/streams shows it (`ready`, ...)
-
-
 OnOutcome = Callable[[DubOutcome], None]
 OnChunk = Callable[[DubChunkAudio], None]
 
 
-@runtime_checkable
-class MultiDubClient(DubClient, Protocol):
-    """A client that dubs one segment into several target languages (`StsClient`).
+class DubClient(Protocol):
+    """The STS client as the worker sees it (`StsClient`), built for one stream and its plan's target languages.
 
     `dub_targets` calls `on_outcome` once per target language (`outcome.language` set), each as soon as that target's
     dub or fallback is known, in whatever order they come: a slow target never holds back another. It returns when
-    every target is decided and never raises. A client without it dubs the first target only (`dub`).
+    every target is decided and never raises: failures come back as fallbacks (a target the STS does not dub, e.g.
+    a seed STS's second language, as `target_unsupported`).
 
     `on_chunk` (optional): where the STS streams dubs (`dub_chunks`), each target's dub also comes in pieces as it is
     made, all of them before that target's outcome."""
 
+    async def start(self) -> None: ...
+
     async def dub_targets(
         self, segment: AudioSegment, on_outcome: OnOutcome, on_chunk: OnChunk | None = None
     ) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def status(self) -> dict[str, object]: ...  # the STS link as /v1/streams shows it (`ready`, ...)

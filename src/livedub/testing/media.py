@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from livedub.media.types import AudioSegment, DubOutcome, DubStatus
+from livedub.media.types import AudioSegment, DubOutcome, DubStatus, OnChunk, OnOutcome
+from livedub.protocol.codec import downmix_to_mono
 from livedub.stack import publish_argv
 
 
@@ -33,9 +36,11 @@ def stop_process(proc: subprocess.Popen[bytes], wait_s: float = 0.0, timeout: fl
 
 
 class EchoDubClient:
-    """A DubClient that returns the segment's own audio after `delay_s` (the STS echo pipeline, without STS)."""
+    """A DubClient that answers each of `targets` with the segment's own audio (mono, as the STS's dubs) after
+    `delay_s` (the STS echo pipeline, without STS)."""
 
-    def __init__(self, delay_s: float = 0.05, length_error: int = 0) -> None:
+    def __init__(self, targets: Sequence[str], delay_s: float = 0.05, length_error: int = 0) -> None:
+        self.targets = list(targets)
         self.delay_s = delay_s
         self.length_error = length_error  # samples added (>0) or removed (<0), like a real TTS that is never exact
         self.calls = 0
@@ -43,10 +48,16 @@ class EchoDubClient:
     async def start(self) -> None:
         return None
 
+    async def dub_targets(self, segment: AudioSegment, on_outcome: OnOutcome, on_chunk: OnChunk | None = None) -> None:
+        outcome = await self.dub(segment)
+        for language in self.targets:
+            on_outcome(replace(outcome, language=language))
+
     async def dub(self, segment: AudioSegment) -> DubOutcome:
+        """The echo, for no language in particular."""
         self.calls += 1
         await asyncio.sleep(self.delay_s)
-        pcm = segment.pcm
+        pcm = downmix_to_mono(segment.pcm)
         if self.length_error > 0:
             pcm = pcm.copy()
             pcm.resize((pcm.shape[0] + self.length_error, pcm.shape[1]), refcheck=False)

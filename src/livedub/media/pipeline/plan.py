@@ -63,13 +63,6 @@ class StreamInputs(BaseModel):
         except ValidationError as exc:
             raise StreamInputsError(f"stream {stream_id}: malformed stream inputs {text!r}: {_faults(exc)}") from None
 
-    def applied_to(self, settings: MediaSettings) -> MediaSettings:
-        """The settings a stream's WorkerRunner and STS client are built with, as long as they read the targets from
-        settings rather than from the plan (`StreamPlan.build` gives the same plan from these inputs directly)."""
-        return settings.model_copy(
-            update={"target_languages": ",".join(self.targets), "target_language": self.targets[0]}
-        )
-
 
 @dataclass(frozen=True)
 class RtmpOutput:

@@ -46,9 +46,6 @@ from livedub.media.types import (
     DubChunkAudio,
     DubClient,
     DubOutcome,
-    DubStatus,
-    MultiDubClient,
-    OnOutcome,
 )
 
 log = logging.getLogger(__name__)
@@ -57,17 +54,18 @@ log = logging.getLogger(__name__)
 class WorkerRunner:
     def __init__(
         self,
-        stream_id: str,
+        plan: StreamPlan,
         settings: MediaSettings,
         dub_client: DubClient,
         metrics: WorkerMetrics = METRICS,
     ) -> None:
-        self.stream_id = stream_id
+        """`plan`: the stream's targets, outputs and delay line, fixed for the run; `dub_client` dubs its targets."""
+        self.plan = plan
+        self.stream_id = plan.stream_id
         self.settings = settings
         self.dub_client = dub_client
         self.metrics = metrics
-        self.input_url = settings.input_url(stream_id)
-        self.plan = StreamPlan.for_stream(stream_id, settings)  # targets, outputs, delay line: fixed for the run
+        self.input_url = settings.input_url(plan.stream_id)
         self.output_urls = self.plan.rtmp_urls()
         self.output_url = self.output_urls["out"]
         self._recorder: PhraseRecorder | None = None
@@ -324,30 +322,15 @@ class WorkerRunner:
             def play(chunk: DubChunkAudio) -> None:  # a piece of a dub, as soon as it is made
                 self._place_chunk(segment, chunk, muxer)
 
-            if isinstance(self.dub_client, MultiDubClient):
+            try:
                 await self.dub_client.dub_targets(fragment, place, play)
-            else:
-                await self._dub_one_language(segment, fragment, place)
-
-    async def _dub_one_language(self, segment: AudioSegment, fragment: AudioSegment, place: OnOutcome) -> None:
-        """A client of one language dubs the stream's first target (its answers name none); the others keep the
-        original voice."""
-        first, *others = self.plan.targets
-        for language in others:
-            place(DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="target_unsupported",
-                             language=language))  # fmt: skip
-        try:
-            outcome = await self.dub_client.dub(fragment)
-        except Exception as exc:  # the client should not raise; the phrase keeps its original voice
-            log.warning("stream %s: dub of phrase %d raised: %s", self.stream_id, segment.sequence_number, exc)
-            outcome = DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="failed")
-        outcome.language = first
-        place(outcome)
+            except Exception as exc:  # the client should not raise; undecided languages keep the original voice
+                log.warning("stream %s: dub of phrase %d raised: %s", self.stream_id, segment.sequence_number, exc)
 
     def _place(self, segment: AudioSegment, outcome: DubOutcome, muxer: PacedMuxer) -> None:
         """One language's answer: captions and the phrase log learn what it said, the muxer places its dub."""
         language = outcome.language
-        if language is None:  # every client path names the language (MultiDubClient, `_dub_one_language`)
+        if language is None:  # a DubClient names the language of every outcome
             raise ValueError(f"phrase {segment.sequence_number}: an answer that names no target language")
         end = self._chunk_ends.pop((segment.sequence_number, language), None)
         if end is not None and outcome.pcm is not None and muxer.growing(segment.sequence_number, language):

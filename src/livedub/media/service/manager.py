@@ -18,33 +18,39 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from livedub.media.metrics import METRICS, WorkerMetrics
-from livedub.media.pipeline.plan import StreamInputs
+from livedub.media.pipeline.plan import StreamInputs, StreamPlan
 from livedub.media.service.loop_thread import EventLoopThread
-from livedub.media.service.worker_process import ChildMetrics, ParentSideClient, ProcessRunner, Runner
+from livedub.media.service.worker_process import (
+    ChildMetrics,
+    ClientFactory,
+    ParentSideClient,
+    ProcessRunner,
+    Runner,
+    RunnerFactory,
+)
 from livedub.media.settings import MediaSettings
 from livedub.media.types import DubClient
 
 log = logging.getLogger(__name__)
 
 
-RunnerFactory = Callable[[str, MediaSettings, DubClient, WorkerMetrics], Runner]
-DubClientFactory = Callable[[str, MediaSettings, WorkerMetrics], DubClient]
-
-
 def default_runner_factory(
-    stream_id: str, settings: MediaSettings, dub_client: DubClient, metrics: WorkerMetrics
+    plan: StreamPlan, settings: MediaSettings, dub_client: DubClient, metrics: WorkerMetrics
 ) -> Runner:
     from livedub.media.pipeline.worker import WorkerRunner  # imported late: it pulls in PyAV, models, ...
 
-    return WorkerRunner(stream_id, settings, dub_client, metrics)
+    return WorkerRunner(plan, settings, dub_client, metrics)
 
 
-def default_client_factory(stream_id: str, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
+def default_client_factory(plan: StreamPlan, settings: MediaSettings, metrics: WorkerMetrics) -> DubClient:
     from livedub.media.sts_link.sts_client import StsClient
     from livedub.media.sts_link.sts_pool import stream_endpoint
 
-    endpoint = stream_endpoint(stream_id, settings.sts_service_url, metrics.registry)
-    return StsClient(stream_id, settings, metrics, dub_overrun_ms=settings.dub_overrun_ms, endpoint=endpoint)
+    endpoint = stream_endpoint(plan.stream_id, settings.sts_service_url, metrics.registry)
+    return StsClient(
+        plan.stream_id, settings, metrics, targets=plan.targets, dub_overrun_ms=settings.dub_overrun_ms,
+        endpoint=endpoint,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class WorkerManager:
         metrics: WorkerMetrics = METRICS,
         *,
         runner_factory: RunnerFactory = default_runner_factory,
-        client_factory: DubClientFactory = default_client_factory,
+        client_factory: ClientFactory = default_client_factory,
         isolation: Literal["process", "thread"] = "process",
         stop_timeout_s: float = 15.0,
         stop_call_timeout_s: float = 1.0,
@@ -224,9 +230,9 @@ class WorkerManager:
 
     def _create(self, stream_id: str, source: str, loop_thread: EventLoopThread) -> WorkerHandle:
         inputs = self.inputs_for(stream_id)
-        settings = inputs.applied_to(self.settings)
-        client = self._client_factory(stream_id, settings, self.metrics)
-        runner = self._runner_factory(stream_id, settings, client, self.metrics)
+        plan = StreamPlan.build(stream_id, self.settings, inputs)
+        client = self._client_factory(plan, self.settings, self.metrics)
+        runner = self._runner_factory(plan, self.settings, client, self.metrics)
         return WorkerHandle(stream_id, runner, client, inputs, source=source, loop_thread=loop_thread)
 
     def _create_process(self, stream_id: str, source: str) -> WorkerHandle:

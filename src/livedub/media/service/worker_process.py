@@ -33,9 +33,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from livedub.media.metrics import WorkerMetrics
-from livedub.media.pipeline.plan import StreamInputs
+from livedub.media.pipeline.plan import StreamInputs, StreamPlan
 from livedub.media.settings import MediaSettings
-from livedub.media.types import AudioSegment, DubClient, DubOutcome, DubStatus
+from livedub.media.types import AudioSegment, DubClient, OnChunk, OnOutcome
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class Runner(Protocol):
     def release_output(self) -> None: ...
 
 
-RunnerFactory = Callable[[str, MediaSettings, DubClient, WorkerMetrics], Runner]
-ClientFactory = Callable[[str, MediaSettings, WorkerMetrics], DubClient]
+RunnerFactory = Callable[[StreamPlan, MediaSettings, DubClient, WorkerMetrics], Runner]
+ClientFactory = Callable[[StreamPlan, MediaSettings, WorkerMetrics], DubClient]
 
 STOP = "stop"
 RELEASE_OUTPUT = "release_output"  # the previous worker of the stream has played out: publish the output
@@ -92,9 +92,9 @@ def _build(
     """The stream's STS client and runner, from its inputs (refused here, before anything starts, if malformed)."""
     from livedub.media.metrics import METRICS  # this process's own registry
 
-    stream_settings = StreamInputs.from_json(stream_id, inputs_json).applied_to(settings)
-    client = factory(stream_id, stream_settings, METRICS)
-    return client, runner_factory(stream_id, stream_settings, client, METRICS)
+    plan = StreamPlan.build(stream_id, settings, StreamInputs.from_json(stream_id, inputs_json))
+    client = factory(plan, settings, METRICS)
+    return client, runner_factory(plan, settings, client, METRICS)
 
 
 async def _child(
@@ -233,8 +233,9 @@ class ParentSideClient:
     async def start(self) -> None:
         return None
 
-    async def dub(self, segment: AudioSegment) -> DubOutcome:
-        return DubOutcome(segment.sequence_number, DubStatus.FALLBACK, reason="not_in_this_process")
+    async def dub_targets(self, segment: AudioSegment, on_outcome: OnOutcome, on_chunk: OnChunk | None = None) -> None:
+        """Never asked: the worker that dubs runs in the worker process, with its own client."""
+        raise RuntimeError(f"phrase {segment.sequence_number}: dubbing happens in the worker process")
 
     async def close(self) -> None:
         return None

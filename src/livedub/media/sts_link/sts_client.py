@@ -42,7 +42,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -152,6 +152,7 @@ class StsClient:
         settings: MediaSettings,
         metrics: WorkerMetrics = METRICS,
         *,
+        targets: Sequence[str],
         connect_timeout_s: float = 5.0,
         init_timeout_s: float = 30.0,
         backoff: ExponentialBackoff | None = None,
@@ -160,8 +161,10 @@ class StsClient:
         answer_margin_s: float = ANSWER_MARGIN_S,
         endpoint: StsEndpoint | None = None,
     ) -> None:
-        """`endpoint`: where to connect (an STS pool places the stream and moves it when its STS fails); default:
-        STS_SERVICE_URL."""
+        """`targets`: the stream plan's target languages (the first on `out`); `endpoint`: where to connect (an STS
+        pool places the stream and moves it when its STS fails); default: STS_SERVICE_URL."""
+        if not targets:
+            raise ValueError(f"stream {stream_id}: an STS client needs at least one target language")
         self.stream_id = stream_id
         self.settings = settings
         self.metrics = metrics
@@ -175,7 +178,7 @@ class StsClient:
         self._timeout_s = settings.sts_timeout_ms / 1000
         self._dub_overrun_ms = dub_overrun_ms
         self._answer_margin_s = answer_margin_s
-        self.targets = settings.targets  # the languages asked for, the first on `out`
+        self.targets = list(targets)  # the languages asked for, the first on `out`
         self._served = self.targets[:1]  # those the STS dubs: all once stream:ready announced target_languages
         self._sts_has_deadlines = False  # stream:ready announced `deadline`: STS answers by each deadline_ms
         self._asked_chunks = False  # the last stream:init asked for dub chunks
@@ -267,12 +270,6 @@ class StsClient:
         }
 
     # ------------------------------------------------------------------ dubbing
-
-    async def dub(self, segment: AudioSegment) -> DubOutcome:
-        """The first target's outcome (once every target is decided)."""
-        outcomes: dict[str | None, DubOutcome] = {}
-        await self.dub_targets(segment, lambda outcome: outcomes.setdefault(outcome.language, outcome))
-        return outcomes.get(self.targets[0]) or self._fallback(segment, FallbackReason.INTERNAL, self.targets[0])
 
     async def dub_targets(self, segment: AudioSegment, on_outcome: OnOutcome, on_chunk: OnChunk | None = None) -> None:
         """One outcome per target language through `on_outcome`, each as soon as it is known; where the session sends
