@@ -216,8 +216,16 @@ def test_2_output_player_plays_and_the_language_switch_changes_the_audio(stack: 
     first = wait_for(
         "the output player", lambda: (s := player_state(browser)) and s["time"] > 0 and s["audioBytes"] > 0 and s, 60
     )
-    time.sleep(4)
-    later = player_state(browser)
+    # Playback advances more than 2 s within 4 s, and audio keeps decoding: asked until it does (the last ask is at
+    # most 4 s after `first`: the deadline is one poll interval earlier).
+    later = wait_for(
+        "playback advancing",
+        lambda: (
+            (s := player_state(browser))["time"] > first["time"] + 2 and s["audioBytes"] > first["audioBytes"] and s
+        ),
+        4 - 0.25,
+        every_s=0.25,
+    )
     print(f"player: {first['time']:.2f} s -> {later['time']:.2f} s; audio bytes {later['audioBytes']}")
     assert later["time"] > first["time"] + 2, (first, later)
     assert later["audioBytes"] > first["audioBytes"] > 0, (first, later)
