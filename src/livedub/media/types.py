@@ -69,8 +69,8 @@ class DubOutcome:
     translated_text: str | None = None
     round_trip_s: float | None = None
     extra: dict[str, object] = field(default_factory=dict)
-    language: str | None = None  # the target language of this dub; None only from a client of one language
-    # (`DubClient.dub`), whose answer the worker names itself (`WorkerRunner._dub_one_language`)
+    language: str | None = None  # the target language of this dub: every DubClient names it (the worker refuses
+    # an outcome without one); None only while a client builds it
     voice: str | None = None  # the voice that spoke the dub (STS metadata)
     speech_start_ms: float | None = None  # where STS's ASR found speech, from the fragment's start
     speech_end_ms: float | None = None
