@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +47,11 @@ def patterns(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NginxRtmpServer]:
-    cfg = RtmpServerConfig(rtmp_port=free_port(), http_port=free_port(), bind="127.0.0.1", workdir=tmp_path / "nginx")
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxRtmpServer]:
+    """One media server for the module: every scenario publishes its own stream id."""
+    workdir = tmp_path_factory.mktemp("nginx")
+    cfg = RtmpServerConfig(rtmp_port=free_port(), http_port=free_port(), bind="127.0.0.1", workdir=workdir)
     with NginxRtmpServer(cfg) as srv:
         yield srv
 
@@ -66,12 +69,12 @@ def run_stream(
     server: NginxRtmpServer,
     tmp_path: Path,
     source: Path,
+    stream_id: str,
     client: EchoDubClient,
     stop_on_unpublish: bool = True,
     join_after_s: float = 0.0,
     **settings: object,
 ) -> Run:
-    stream_id = "t" + source.stem
     values: dict[str, object] = {
         "rtmp_base_url": server.rtmp_url,
         "output_delay_ms": DELAY_MS,
@@ -136,24 +139,6 @@ def assert_markers_in_sync(output: Path, expected_markers: int) -> None:
     assert all(abs(x) <= 20.0 for x in report.offsets_ms), report.offsets_ms
 
 
-def test_fixed_segments_dubbed_output_matches_input_and_stays_in_sync(
-    server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
-) -> None:
-    client = EchoDubClient(TARGETS, delay_s=0.2, length_error=-97)
-    run = run_stream(server, tmp_path, patterns["av"], client, segment_duration_ms=2500)
-    status = run.worker.status()
-    assert status["state"] == "stopped"
-    # 12 s in 2.5 s slots: 4 full and a final 2 s one, cut when the publisher left (stop()) and still dubbed in time
-    assert status["segments"] == 5 and client.calls == 5
-    assert status["dubbed"] == 5 and status["fallbacks"] == 0
-    assert abs(status["last_av_sync_delta_ms"]) <= 1.0
-    assert_same_stream(run, patterns["av"], {"video", "audio"})
-    assert_markers_in_sync(run.output, expected_markers=6)
-    m = run.metrics
-    assert m.video_packets.labels(stream_id="tav")._value.get() == len(video_digests(run.packets))
-    assert m.audio_frames_out.labels(stream_id="tav")._value.get() == pytest.approx(DURATION_S * 48000 / 1024, abs=2)
-
-
 class SometimesLateClient(EchoDubClient):
     """Echo, but every second phrase with sound in it (a beep) answers after the output needed it."""
 
@@ -169,14 +154,71 @@ class SometimesLateClient(EchoDubClient):
         return await super().dub(segment)
 
 
-def test_speech_policy_late_dubs_fall_back_without_stalling(
-    server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
-) -> None:
-    client = SometimesLateClient(delay_s=0.05)
-    run = run_stream(
-        server, tmp_path, patterns["mono"], client, segment_policy="speech",
+def fixed_run(server: NginxRtmpServer, work: Path, patterns: dict[str, Path]) -> Run:
+    client = EchoDubClient(TARGETS, delay_s=0.2, length_error=-97)
+    return run_stream(server, work, patterns["av"], "tav", client, segment_duration_ms=2500)
+
+
+def speech_run(server: NginxRtmpServer, work: Path, patterns: dict[str, Path]) -> Run:
+    return run_stream(
+        server, work, patterns["mono"], "tmono", SometimesLateClient(delay_s=0.05), segment_policy="speech",
         segment_min_speech_ms=0,  # the beeps are no speech to the VAD: send every phrase anyway
     )  # fmt: skip
+
+
+def video_only_run(server: NginxRtmpServer, work: Path, patterns: dict[str, Path]) -> Run:
+    return run_stream(server, work, patterns["video_only"], "tv", EchoDubClient(TARGETS), stop_on_unpublish=False)
+
+
+SCENARIOS: dict[str, Callable[[NginxRtmpServer, Path, dict[str, Path]], Run]] = {
+    "fixed": fixed_run,
+    "speech": speech_run,
+    "video_only": video_only_run,
+}
+
+
+@pytest.fixture(scope="module")
+def scenarios(
+    server: NginxRtmpServer, patterns: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[Run]]]:
+    """Three publish-and-play-out scenarios at once, each on its own stream id: each mostly waits for its real-time
+    publisher and delay line (one after another they took 45 s); every test checks its own scenario's outcome (and
+    gets its error). The late joiner is not one of them: it must join 1 s into the stream and start at the next
+    keyframe, which a busy start can miss."""
+    with ThreadPoolExecutor(max_workers=len(SCENARIOS), thread_name_prefix="worker-scenario") as pool:
+        yield {
+            name: pool.submit(run, server, tmp_path_factory.mktemp(name), patterns) for name, run in SCENARIOS.items()
+        }
+
+
+def outcome(scenarios: dict[str, Future[Run]], name: str) -> Run:
+    return scenarios[name].result(timeout=180)
+
+
+def test_fixed_segments_dubbed_output_matches_input_and_stays_in_sync(
+    scenarios: dict[str, Future[Run]], patterns: dict[str, Path]
+) -> None:
+    run = outcome(scenarios, "fixed")
+    client = run.client
+    status = run.worker.status()
+    assert status["state"] == "stopped"
+    # 12 s in 2.5 s slots: 4 full and a final 2 s one, cut when the publisher left (stop()) and still dubbed in time
+    assert status["segments"] == 5 and client.calls == 5
+    assert status["dubbed"] == 5 and status["fallbacks"] == 0
+    assert abs(status["last_av_sync_delta_ms"]) <= 1.0
+    assert_same_stream(run, patterns["av"], {"video", "audio"})
+    assert_markers_in_sync(run.output, expected_markers=6)
+    m = run.metrics
+    assert m.video_packets.labels(stream_id="tav")._value.get() == len(video_digests(run.packets))
+    assert m.audio_frames_out.labels(stream_id="tav")._value.get() == pytest.approx(DURATION_S * 48000 / 1024, abs=2)
+
+
+def test_speech_policy_late_dubs_fall_back_without_stalling(
+    scenarios: dict[str, Future[Run]], patterns: dict[str, Path]
+) -> None:
+    run = outcome(scenarios, "speech")
+    client = run.client
+    assert isinstance(client, SometimesLateClient)
     status = run.worker.status()
     assert status["state"] == "stopped"
     assert status["fallbacks"] >= 1 and status["dubbed"] >= 1
@@ -188,9 +230,9 @@ def test_speech_policy_late_dubs_fall_back_without_stalling(
 
 
 def test_stream_without_audio_passes_video_through_and_ends_on_read_timeout(
-    server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
+    scenarios: dict[str, Future[Run]], patterns: dict[str, Path]
 ) -> None:
-    run = run_stream(server, tmp_path, patterns["video_only"], EchoDubClient(TARGETS), stop_on_unpublish=False)
+    run = outcome(scenarios, "video_only")
     assert run.worker.status()["state"] == "stopped"
     assert run.worker.end_reason == "timeout"
     assert run.metrics.errors.labels(stream_id="tv", type="no_audio")._value.get() == 1
@@ -222,9 +264,9 @@ def test_unsupported_video_codec_is_refused(server: NginxRtmpServer, tmp_path: P
 def test_worker_joining_a_running_stream_starts_at_a_keyframe_with_video_and_in_sync(
     server: NginxRtmpServer, tmp_path: Path, patterns: dict[str, Path]
 ) -> None:
-    run = run_stream(server, tmp_path, patterns["av"], EchoDubClient(TARGETS), join_after_s=1.0)
+    run = run_stream(server, tmp_path, patterns["av"], "tjoin", EchoDubClient(TARGETS), join_after_s=1.0)
     assert run.worker.status()["state"] == "stopped"
-    assert run.metrics.errors.labels(stream_id="tav", type="no_video")._value.get() == 0
+    assert run.metrics.errors.labels(stream_id="tjoin", type="no_video")._value.get() == 0
     out_video = [p for p in run.packets if p.kind == "video"]
     assert out_video and out_video[0].keyframe
     reference = video_digests(read_packets(patterns["av"]))
