@@ -132,10 +132,10 @@ async def _child(
                 message = conn.recv()
             except (EOFError, OSError):
                 message = STOP
-            if message == RELEASE_OUTPUT:
-                loop.call_soon_threadsafe(runner.release_output)
+            command = runner.release_output if message == RELEASE_OUTPUT else runner.stop if message == STOP else None
+            if command is not None and not _call_on(loop, command):
+                return  # the run has ended and its loop is closed: nothing left to command
             if message == STOP:
-                loop.call_soon_threadsafe(runner.stop)
                 return
 
     async def report_periodically() -> None:
@@ -225,6 +225,15 @@ class ChildMetrics:
                 if sample.name == name and sample.labels == wanted:
                     return float(sample.value)
         return None
+
+
+def _call_on(loop: asyncio.AbstractEventLoop, command: Callable[[], object]) -> bool:
+    """Run `command` on `loop` (from another thread); False when the loop is closed already."""
+    try:
+        loop.call_soon_threadsafe(command)
+    except RuntimeError:  # "Event loop is closed": a stop that comes after the run ended
+        return False
+    return True
 
 
 class ParentSideClient:
