@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from livedub.media.settings import MediaSettings
 
-LanguageCode = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]  # the operator page's codes: `es`, `fra`
+LANGUAGE_CODE_PATTERN = r"^[a-z]{2,3}$"  # a target language as the operator page and a stream's inputs name it
+LanguageCode = Annotated[str, StringConstraints(pattern=LANGUAGE_CODE_PATTERN)]  # `es`, `fra`
 
 
 class StreamInputsError(ValueError):

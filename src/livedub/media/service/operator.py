@@ -28,6 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field, field_validator
 
 from livedub.languages import LANGUAGES
+from livedub.media.pipeline.plan import LANGUAGE_CODE_PATTERN
 from livedub.media.service.access import AccessDecision, control_access, is_loopback, page_access
 from livedub.media.service.app_state import MediaAppState, OperatorState, media_state
 from livedub.media.service.hooks import STREAM_ID_RE
@@ -45,7 +46,7 @@ HLSJS_RELATIVE = Path("node_modules/hls.js/dist/hls.min.js")
 # `npm install --prefix .cache/npm hls.js@1` in the repository (scripts/setup.sh; the source tree's root is 4 up),
 # or in the working directory, or `--prefix $LIVEDUB_HOME/npm` (an installed package, a container image).
 NPM_PREFIXES = (Path(__file__).resolve().parents[4] / ".cache" / "npm", Path.cwd() / ".cache" / "npm")
-LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}$")
+LANGUAGE_CODE_RE = re.compile(LANGUAGE_CODE_PATTERN)
 STAT_TIMEOUT_S = 1.0
 
 router = APIRouter()
